@@ -1,0 +1,3 @@
+from otp_service.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,38 @@
+import asyncio
+
+from fastapi import APIRouter, Request
+
+from otp_service.api.deps import RuntimeDep
+from otp_service.api.schemas import HealthOut, ReadyOut
+from otp_service.errors import Unavailable
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: 200 while the process runs")
+async def healthz() -> HealthOut:
+    return HealthOut(status="ok")
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: 200 when Redis and the database answer, else 503",
+    responses={503: {"description": "A dependency is down (problem+json, `checks` says which)"}},
+)
+async def readyz(runtime: RuntimeDep, request: Request) -> ReadyOut:
+    names = ["database", "redis"]
+    results = await asyncio.gather(
+        runtime.check_database(), runtime.check_redis(), return_exceptions=True
+    )
+    checks = {
+        name: ("ok" if not isinstance(res, BaseException) else "down")
+        for name, res in zip(names, results, strict=True)
+    }
+    if runtime.redis is None:
+        checks["redis"] = "not_configured"
+    down = [name for name, state in checks.items() if state == "down"]
+    if down:
+        err = Unavailable(f"not answering: {', '.join(down)}", retry_after=5)
+        err.extra["checks"] = checks
+        raise err
+    return ReadyOut(status="ready", checks=checks)

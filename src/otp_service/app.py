@@ -1,0 +1,48 @@
+"""The application factory. Nothing is connected at import time; the lifespan owns every client."""
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from otp_service.api import health
+from otp_service.api.problems import install_problem_handlers
+from otp_service.logs import configure_logging
+from otp_service.runtime import open_runtime
+from otp_service.settings import Settings, load_settings
+
+DESCRIPTION = """
+Email one-time passcodes: send a code to an address, verify it once.
+
+Every error is `application/problem+json` (RFC 9457) with a stable `code`;
+every 429 and 503 carries `Retry-After`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings) as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(
+        title="otp-service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn factory (`--factory`): read settings in each worker process."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

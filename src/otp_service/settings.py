@@ -1,0 +1,208 @@
+"""Service configuration: every `OTP_*` variable of CONTRACT §2, typed and validated at start-up.
+
+A bad value stops the process with a message naming the variable; nothing is guessed.
+"""
+
+import ipaddress
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
+
+EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./otp_service.db"
+
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """`N/period` as Django REST framework writes throttle rates."""
+
+    limit: int
+    period_seconds: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Rate":
+        match = _RATE_RE.match(text)
+        if match is None:
+            raise ValueError(f"{text!r} is not a rate like '3/minute' (second|minute|hour|day)")
+        limit = int(match.group(1))
+        if limit < 1:
+            raise ValueError(f"{text!r}: the count must be at least 1")
+        return cls(limit=limit, period_seconds=_PERIODS[match.group(2)])
+
+    def __str__(self) -> str:
+        name = {v: k for k, v in _PERIODS.items()}[self.period_seconds]
+        return f"{self.limit}/{name}"
+
+
+def _check_rates(value: dict[str, str]) -> dict[str, str]:
+    for scope in ("otp_send", "otp_verify"):
+        if scope not in value:
+            raise ValueError(f"missing the {scope!r} rate")
+    for text in value.values():
+        Rate.parse(text)
+    return value
+
+
+def _check_cidrs(value: list[str]) -> list[str]:
+    for cidr in value:
+        ipaddress.ip_network(cidr, strict=False)
+    return value
+
+
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+ProviderName = Literal["console", "resend", "ses"]
+FallbackName = Literal["resend", "ses"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OTP_", extra="ignore", frozen=True, validate_default=True
+    )
+
+    database_url: str = EMBEDDED_DATABASE_URL
+    redis_url: str | None = None
+    # Keys live under `<prefix>:{<prefix>}:…`; one hash tag so every script runs on Redis Cluster.
+    redis_key_prefix: str = Field(default="otp", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    secret_key: SecretStr | None = None
+
+    code_length: int = Field(default=6, ge=4, le=10)
+    code_ttl: int = Field(default=300, ge=30, le=86400)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    rate_limit_ttl: int = Field(default=60, ge=0, le=86400)
+    per_account_daily_limit: int = Field(default=10, ge=1)
+    throttle_rates: Annotated[dict[str, str], AfterValidator(_check_rates)] = Field(
+        default_factory=lambda: {"otp_send": "3/minute", "otp_verify": "10/minute"}
+    )
+    global_daily_limits: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: {"email": 50000}
+    )
+    # SES's default maximum send rate for an account out of the sandbox is 14 messages/second.
+    send_rate: int = Field(default=14, ge=1, le=10000)
+    trusted_proxies: Annotated[list[str], AfterValidator(_check_cidrs)] = Field(
+        default_factory=list
+    )
+    disposable_domains_extra: list[str] = Field(default_factory=list)
+    disposable_domains_allow: list[str] = Field(default_factory=list)
+
+    email_provider: ProviderName = "console"
+    email_fallback_provider: FallbackName | None = None
+    email_from: str = "OTP Service <noreply@example.com>"
+    brand_name: str = "OTP Service"
+    support_email: str = "support@example.com"
+    website_url: str = "https://example.com"
+
+    resend_api_key: SecretStr | None = None
+    resend_api_url: str = "https://api.resend.com"
+    resend_webhook_secret: SecretStr | None = None
+
+    ses_region: str = "us-east-1"
+    ses_endpoint_url: str | None = None
+    ses_configuration_set: str | None = None
+
+    sns_topic_arns: list[str] = Field(default_factory=list)
+    sns_cert_host_pattern: Annotated[str, AfterValidator(_check_regex)] = (
+        r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+    )
+
+    admin_api_keys: list[SecretStr] = Field(default_factory=list)
+
+    # Operational knobs beyond the contract.
+    worker_enabled: bool = True
+    worker_concurrency: int = Field(default=8, ge=1, le=256)
+    # A job not acknowledged this long after delivery to a consumer is taken over by another.
+    job_visibility_timeout: float = Field(default=30.0, gt=0)
+    provider_timeout: float = Field(default=10.0, gt=0)
+    dependency_timeout: float = Field(default=1.5, gt=0, le=10)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    _secret: bytes = PrivateAttr(default=b"")
+
+    @field_validator("disposable_domains_extra", "disposable_domains_allow")
+    @classmethod
+    def _lower_domains(cls, value: list[str]) -> list[str]:
+        return [d.strip().lower().rstrip(".") for d in value if d.strip()]
+
+    @model_validator(mode="after")
+    def _require_secrets(self) -> "Settings":
+        if self.secret_key is None:
+            if not self.is_embedded:
+                raise ValueError(
+                    "OTP_SECRET_KEY is required when OTP_DATABASE_URL or OTP_REDIS_URL is set "
+                    "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                )
+        elif len(self.secret_key.get_secret_value()) < 16:
+            raise ValueError("OTP_SECRET_KEY must be at least 16 characters")
+        uses_resend = "resend" in (self.email_provider, self.email_fallback_provider)
+        if uses_resend and self.resend_api_key is None:
+            raise ValueError("OTP_RESEND_API_KEY is required when the resend provider is used")
+        if self.email_fallback_provider == self.email_provider:
+            raise ValueError("OTP_EMAIL_FALLBACK_PROVIDER must differ from OTP_EMAIL_PROVIDER")
+        if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "OTP_DATABASE_URL must be sqlite+aiosqlite://… or postgresql+asyncpg://…"
+            )
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        """Neither a database nor Redis configured: the zero-setup local mode."""
+        return self.redis_url is None and self.database_url == EMBEDDED_DATABASE_URL
+
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
+    def model_post_init(self, context: Any, /) -> None:
+        key = self.secret_key.get_secret_value() if self.secret_key else secrets.token_urlsafe(32)
+        self._secret = key.encode()
+
+    def rate(self, scope: str) -> Rate:
+        return Rate.parse(self.throttle_rates[scope])
+
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies]
+
+
+class SettingsError(Exception):
+    """Configuration the service refuses to start with; the message names each bad variable."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            name = f"OTP_{loc.split('.')[0].upper()}" if loc else "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{name}: {msg}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except SourceError as exc:
+        # pydantic-settings could not decode a value, e.g. a list or dict that is not JSON.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"OTP_{field.group(1).upper()}" if field else "settings"
+        cause = exc.__cause__ or exc
+        raise SettingsError(f"invalid configuration:\n  {name}: not valid JSON ({cause})") from None

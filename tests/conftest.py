@@ -1,0 +1,123 @@
+"""Real PostgreSQL and Redis for every test: a throwaway database per run, a key space per test."""
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from otp_service.app import create_app
+from otp_service.db.migrate import upgrade
+from otp_service.settings import Settings
+
+REDIS_HOST = os.environ.get("OTP_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("OTP_TEST_REDIS_PORT", "6379"))
+PG_HOST = os.environ.get("OTP_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("OTP_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("OTP_TEST_PG_USER", "postgres")
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+TEST_SECRET = "test-secret-key-0123456789abcdef"
+
+
+def pg_url(database: str) -> str:
+    return f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+
+
+async def create_database(name: str) -> None:
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def drop_database(name: str) -> None:
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run, dropped afterwards."""
+    name = f"otp_test_{secrets.token_hex(6)}"
+    await create_database(name)
+    url = pg_url(name)
+    await upgrade(url)
+    yield url
+    await drop_database(name)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis(host=REDIS_HOST, port=REDIS_PORT)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def key_prefix(redis: Redis) -> AsyncIterator[str]:
+    """A key space of this test's own; every key under it is removed afterwards."""
+    prefix = f"otptest{secrets.token_hex(5)}"
+    yield prefix
+    keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
+
+
+@pytest.fixture
+def make_settings(database_url: str, key_prefix: str) -> Callable[..., Settings]:
+    """Settings for the production shape (PostgreSQL + Redis), with per-test overrides."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "redis_url": REDIS_URL,
+            "redis_key_prefix": key_prefix,
+            "secret_key": TEST_SECRET,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+class AppClient:
+    """An app with its lifespan running, and an httpx client talking to it in-process."""
+
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.http = client
+
+
+@pytest.fixture
+def open_app() -> Callable[..., Any]:
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def _open(settings: Settings, client_ip: str = "203.0.113.7") -> AsyncIterator[AppClient]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://otp.test") as http:
+                yield AppClient(app, http)
+
+    return _open
+
+
+@pytest.fixture
+async def client(open_app: Callable[..., Any], settings: Settings) -> AsyncIterator[AppClient]:
+    async with open_app(settings) as app_client:
+        yield app_client

@@ -1,0 +1,92 @@
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from otp_service.db.engine import create_engine
+from otp_service.db.migrate import upgrade
+from tests.conftest import TEST_SECRET, create_database, drop_database, pg_url
+
+INSERT = "INSERT INTO suppressions (email, reason, source) VALUES ('{email}', '{reason}', 't')"
+EXPECTED_TABLES = {"suppressions", "webhook_events", "alembic_version"}
+
+
+async def _state(engine: AsyncEngine) -> tuple[set[str], list[str]]:
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        versions = list(
+            (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars()
+        )
+    return tables, versions
+
+
+async def _check_upgrade_twice(url: str) -> None:
+    await upgrade(url)
+    engine = create_engine(url)
+    try:
+        first = await _state(engine)
+        await upgrade(url)
+        second = await _state(engine)
+    finally:
+        await engine.dispose()
+    assert first[0] >= EXPECTED_TABLES
+    assert len(first[1]) == 1
+    assert first == second
+
+
+async def test_migrations_apply_on_postgresql_and_are_idempotent() -> None:
+    name = f"otp_test_mig_{secrets.token_hex(4)}"
+    await create_database(name)
+    try:
+        await _check_upgrade_twice(pg_url(name))
+    finally:
+        await drop_database(name)
+
+
+async def test_migrations_apply_on_sqlite_and_are_idempotent(tmp_path: Path) -> None:
+    await _check_upgrade_twice(f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}")
+
+
+async def test_suppression_email_must_be_lower_case_and_unique(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(INSERT.format(email="a@x.test", reason="manual")))
+        for sql in (
+            INSERT.format(email="B@x.test", reason="manual"),
+            INSERT.format(email="a@x.test", reason="manual"),
+            INSERT.format(email="c@x.test", reason="whim"),
+        ):
+            with pytest.raises(IntegrityError):
+                async with engine.begin() as conn:
+                    await conn.execute(text(sql))
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM suppressions WHERE email = 'a@x.test'"))
+    finally:
+        await engine.dispose()
+
+
+async def test_cli_migrate_is_idempotent() -> None:
+    name = f"otp_test_cli_{secrets.token_hex(4)}"
+    await create_database(name)
+    env = {**os.environ, "OTP_DATABASE_URL": pg_url(name), "OTP_SECRET_KEY": TEST_SECRET}
+    try:
+        for _ in range(2):
+            proc = subprocess.run(
+                [sys.executable, "-m", "otp_service", "migrate"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert proc.returncode == 0, proc.stderr
+            assert "latest migration" in proc.stderr
+    finally:
+        await drop_database(name)

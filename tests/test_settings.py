@@ -1,0 +1,103 @@
+import pytest
+
+from otp_service.settings import EMBEDDED_DATABASE_URL, Rate, Settings, SettingsError, load_settings
+
+SECRET = "x" * 32
+
+
+def test_embedded_default_needs_no_secret_and_generates_one() -> None:
+    a, b = load_settings(), load_settings()
+    assert a.is_embedded
+    assert a.database_url == EMBEDDED_DATABASE_URL
+    assert len(a.secret) >= 32
+    assert a.secret != b.secret
+
+
+def test_defaults_match_the_contract() -> None:
+    s = load_settings()
+    assert (s.code_length, s.code_ttl, s.max_attempts, s.rate_limit_ttl) == (6, 300, 5, 60)
+    assert s.per_account_daily_limit == 10
+    assert s.throttle_rates == {"otp_send": "3/minute", "otp_verify": "10/minute"}
+    assert s.global_daily_limits == {"email": 50000}
+    assert s.send_rate == 14
+    assert s.email_provider == "console"
+    assert s.sns_cert_host_pattern == r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"OTP_REDIS_URL": "redis://127.0.0.1:6379/0"}, "OTP_SECRET_KEY is required"),
+        ({"OTP_DATABASE_URL": "postgresql+asyncpg://u@h/db"}, "OTP_SECRET_KEY is required"),
+        ({"OTP_SECRET_KEY": "short"}, "at least 16 characters"),
+        (
+            {"OTP_THROTTLE_RATES": '{"otp_send": "3/fortnight", "otp_verify": "1/day"}'},
+            "OTP_THROTTLE_RATES",
+        ),
+        ({"OTP_THROTTLE_RATES": '{"otp_send": "3/minute"}'}, "missing the 'otp_verify' rate"),
+        ({"OTP_THROTTLE_RATES": "not json"}, "OTP_THROTTLE_RATES"),
+        ({"OTP_GLOBAL_DAILY_LIMITS": '{"email": -1}'}, "OTP_GLOBAL_DAILY_LIMITS"),
+        ({"OTP_TRUSTED_PROXIES": '["10.0.0.0/33"]'}, "OTP_TRUSTED_PROXIES"),
+        ({"OTP_EMAIL_PROVIDER": "carrier-pigeon"}, "OTP_EMAIL_PROVIDER"),
+        ({"OTP_EMAIL_PROVIDER": "resend"}, "OTP_RESEND_API_KEY is required"),
+        ({"OTP_CODE_LENGTH": "3"}, "OTP_CODE_LENGTH"),
+        ({"OTP_SNS_CERT_HOST_PATTERN": "(unclosed"}, "OTP_SNS_CERT_HOST_PATTERN"),
+        ({"OTP_DATABASE_URL": "mysql://x/y", "OTP_SECRET_KEY": SECRET}, "OTP_DATABASE_URL must be"),
+    ],
+)
+def test_bad_values_fail_fast_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match="invalid configuration") as info:
+        load_settings()
+    assert expected in str(info.value)
+
+
+def test_json_lists_and_dicts_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTP_TRUSTED_PROXIES", '["10.0.0.0/8", "::1/128"]')
+    monkeypatch.setenv("OTP_GLOBAL_DAILY_LIMITS", '{"email": 7}')
+    monkeypatch.setenv("OTP_ADMIN_API_KEYS", '["k1", "k2"]')
+    monkeypatch.setenv("OTP_SECRET_KEY", SECRET)
+    monkeypatch.setenv("OTP_REDIS_URL", "redis://127.0.0.1:6379/0")
+    s = load_settings()
+    assert [str(n) for n in s.trusted_networks()] == ["10.0.0.0/8", "::1/128"]
+    assert s.global_daily_limits == {"email": 7}
+    assert [k.get_secret_value() for k in s.admin_api_keys] == ["k1", "k2"]
+    assert s.secret == SECRET.encode()
+    assert "k1" not in repr(s)
+    assert SECRET not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "period"),
+    [
+        ("3/minute", 3, 60),
+        ("10/second", 10, 1),
+        ("5/hour", 5, 3600),
+        ("1/day", 1, 86400),
+        ("2/minutes", 2, 60),
+    ],
+)
+def test_rates_parse_like_drf(text: str, limit: int, period: int) -> None:
+    assert Rate.parse(text) == Rate(limit, period)
+
+
+@pytest.mark.parametrize("text", ["0/minute", "3/min", "three/minute", "3", "/minute"])
+def test_bad_rates_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"rate|at least"):
+        Rate.parse(text)
+
+
+def test_fallback_must_differ_from_primary() -> None:
+    with pytest.raises(SettingsError, match="must differ"):
+        load_settings(email_provider="ses", email_fallback_provider="ses")
+
+
+def test_settings_are_immutable() -> None:
+    s = Settings()
+    with pytest.raises(ValueError, match="frozen"):
+        s.code_ttl = 1  # type: ignore[misc]
