@@ -46,6 +46,4 @@ elif context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
-    asyncio.run(
-        _run_online(os.environ.get("OTP_DATABASE_URL", "sqlite+aiosqlite:///./otp_service.db"))
-    )
+    asyncio.run(_run_online(os.environ.get("OTP_DATABASE_URL", "sqlite+aiosqlite:///./otp_service.db")))

@@ -22,9 +22,7 @@ def _closed_port() -> int:
 async def _pg_connections(database: str) -> int:
     conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
     try:
-        count: int = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database
-        )
+        count: int = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database)
         return count
     finally:
         await conn.close()

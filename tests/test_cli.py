@@ -10,9 +10,7 @@ import httpx
 from tests.conftest import REDIS_URL
 
 
-def _run(
-    args: list[str], env: dict[str, str], cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
+def _run(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "otp_service", *args],
         env=env,

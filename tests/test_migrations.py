@@ -20,9 +20,7 @@ EXPECTED_TABLES = {"suppressions", "webhook_events", "alembic_version"}
 async def _state(engine: AsyncEngine) -> tuple[set[str], list[str]]:
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-        versions = list(
-            (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars()
-        )
+        versions = list((await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars())
     return tables, versions
 
 

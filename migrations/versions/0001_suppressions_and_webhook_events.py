@@ -32,17 +32,11 @@ def upgrade() -> None:
         sa.Column("details", sa.JSON(), nullable=True),
         sa.Column("bounce_count", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("complaint_count", sa.Integer(), nullable=False, server_default="0"),
-        sa.Column(
-            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
-        sa.Column(
-            "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("id", name="pk_suppressions"),
         sa.CheckConstraint("email = lower(email)", name="ck_suppressions_email_lower"),
-        sa.CheckConstraint(
-            "reason IN ('bounce', 'complaint', 'manual')", name="ck_suppressions_reason"
-        ),
+        sa.CheckConstraint("reason IN ('bounce', 'complaint', 'manual')", name="ck_suppressions_reason"),
     )
     op.create_index("ix_suppressions_email", "suppressions", ["email"], unique=True)
 
@@ -55,9 +49,7 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(32), nullable=False),
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("payload", sa.JSON(), nullable=False),
-        sa.Column(
-            "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("id", name="pk_webhook_events"),
         sa.UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event_id"),
     )

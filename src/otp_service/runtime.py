@@ -15,8 +15,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from otp_service.db.engine import create_engine, create_sessionmaker
 from otp_service.db.migrate import upgrade_engine
+from otp_service.delivery.providers.base import EmailProvider
+from otp_service.delivery.providers.console import ConsoleProvider
+from otp_service.delivery.queue import JobQueue, MemoryJobQueue, RedisJobQueue
+from otp_service.delivery.sender import Deliverer
+from otp_service.delivery.worker import DeliveryWorker
+from otp_service.limits.base import LimitStore, system_clock
+from otp_service.limits.keys import RedisKeys
+from otp_service.limits.memory_store import MemoryLimitStore
+from otp_service.limits.redis_store import RedisLimitStore
+from otp_service.limits.send_rate import MemorySendRate, RedisSendRate, SendRateLimiter
 from otp_service.logs import get_logger
+from otp_service.net import Network
+from otp_service.otp.codes import CodeCrypto
+from otp_service.otp.service import OtpService
 from otp_service.settings import Settings
+from otp_service.validation.address import AddressValidator
 
 log = get_logger("runtime")
 
@@ -27,6 +41,13 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
+    store: LimitStore
+    queue: JobQueue
+    send_rate: SendRateLimiter
+    otp: OtpService
+    deliverer: Deliverer
+    worker: DeliveryWorker
+    trusted_networks: list[Network]
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -59,9 +80,7 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
     # httpx verifies certificates by default and honours SSL_CERT_FILE; redirects are off so
     # no URL we were told to fetch can send us somewhere we did not vet.
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            settings.provider_timeout, connect=min(5.0, settings.provider_timeout)
-        ),
+        timeout=httpx.Timeout(settings.provider_timeout, connect=min(5.0, settings.provider_timeout)),
         follow_redirects=False,
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         trust_env=True,
@@ -77,15 +96,82 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             # The embedded default creates its schema through the same Alembic migrations.
             await upgrade_engine(engine)
         http = await stack.enter_async_context(create_http_client(settings))
+        clock = system_clock
+        timeout = settings.dependency_timeout
         redis = None
+        store: LimitStore
+        queue: JobQueue
+        send_rate: SendRateLimiter
         if settings.redis_url is not None:
-            redis = create_redis(settings.redis_url, timeout=settings.dependency_timeout)
+            redis = create_redis(settings.redis_url, timeout=timeout)
             stack.push_async_callback(redis.aclose)
+            keys = RedisKeys(settings.redis_key_prefix)
+            queue = RedisJobQueue(redis, keys, timeout=timeout, clock=clock)
+            store = RedisLimitStore(redis, keys, timeout=timeout, clock=clock)
+            send_rate = RedisSendRate(redis, keys, rate=settings.send_rate, timeout=timeout, clock=clock)
+        else:
+            memory_queue = MemoryJobQueue(clock)
+            queue = memory_queue
+            store = MemoryLimitStore(memory_queue, clock=clock)
+            send_rate = MemorySendRate(rate=settings.send_rate, clock=clock)
+        crypto = CodeCrypto(settings.secret)
+        validator = AddressValidator(
+            extra_disposable=settings.disposable_domains_extra,
+            allow=settings.disposable_domains_allow,
+        )
+        otp = OtpService(settings=settings, store=store, validator=validator, crypto=crypto)
+        primary, fallback = build_providers(settings, http)
+        deliverer = Deliverer(
+            settings=settings, primary=primary, fallback=fallback, send_rate=send_rate, clock=clock
+        )
+        sessions = create_sessionmaker(engine)
+        worker = DeliveryWorker(
+            queue=queue,
+            crypto=crypto,
+            deliverer=deliverer,
+            sessions=sessions,
+            concurrency=settings.worker_concurrency,
+            visibility_timeout=settings.job_visibility_timeout,
+            db_timeout=timeout,
+            clock=clock,
+        )
         runtime = Runtime(
             settings=settings,
             engine=engine,
-            sessions=create_sessionmaker(engine),
+            sessions=sessions,
             http=http,
+            store=store,
+            queue=queue,
+            send_rate=send_rate,
+            otp=otp,
+            deliverer=deliverer,
+            worker=worker,
+            trusted_networks=settings.trusted_networks(),
             redis=redis,
         )
+        if settings.worker_enabled:
+            task = asyncio.create_task(worker.run(), name=f"delivery-worker-{worker.name}")
+
+            async def _stop_worker() -> None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+            stack.push_async_callback(_stop_worker)
         yield runtime
+
+
+def build_provider(name: str, settings: Settings, http: httpx.AsyncClient) -> EmailProvider:
+    if name == "console":
+        return ConsoleProvider()
+    raise ValueError(f"unknown email provider {name!r}")
+
+
+def build_providers(
+    settings: Settings, http: httpx.AsyncClient
+) -> tuple[EmailProvider, EmailProvider | None]:
+    primary = build_provider(settings.email_provider, settings, http)
+    fallback = None
+    if settings.email_fallback_provider is not None:
+        fallback = build_provider(settings.email_fallback_provider, settings, http)
+    return primary, fallback

@@ -77,9 +77,7 @@ FallbackName = Literal["resend", "ses"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="OTP_", extra="ignore", frozen=True, validate_default=True
-    )
+    model_config = SettingsConfigDict(env_prefix="OTP_", extra="ignore", frozen=True, validate_default=True)
 
     database_url: str = EMBEDDED_DATABASE_URL
     redis_url: str | None = None
@@ -100,9 +98,7 @@ class Settings(BaseSettings):
     )
     # SES's default maximum send rate for an account out of the sandbox is 14 messages/second.
     send_rate: int = Field(default=14, ge=1, le=10000)
-    trusted_proxies: Annotated[list[str], AfterValidator(_check_cidrs)] = Field(
-        default_factory=list
-    )
+    trusted_proxies: Annotated[list[str], AfterValidator(_check_cidrs)] = Field(default_factory=list)
     disposable_domains_extra: list[str] = Field(default_factory=list)
     disposable_domains_allow: list[str] = Field(default_factory=list)
 
@@ -160,9 +156,7 @@ class Settings(BaseSettings):
         if self.email_fallback_provider == self.email_provider:
             raise ValueError("OTP_EMAIL_FALLBACK_PROVIDER must differ from OTP_EMAIL_PROVIDER")
         if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError(
-                "OTP_DATABASE_URL must be sqlite+aiosqlite://… or postgresql+asyncpg://…"
-            )
+            raise ValueError("OTP_DATABASE_URL must be sqlite+aiosqlite://… or postgresql+asyncpg://…")
         return self
 
     @property

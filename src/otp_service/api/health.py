@@ -21,9 +21,7 @@ async def healthz() -> HealthOut:
 )
 async def readyz(runtime: RuntimeDep, request: Request) -> ReadyOut:
     names = ["database", "redis"]
-    results = await asyncio.gather(
-        runtime.check_database(), runtime.check_redis(), return_exceptions=True
-    )
+    results = await asyncio.gather(runtime.check_database(), runtime.check_redis(), return_exceptions=True)
     checks = {
         name: ("ok" if not isinstance(res, BaseException) else "down")
         for name, res in zip(names, results, strict=True)

@@ -1,6 +1,8 @@
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
+
+from otp_service.errors import PROBLEM_TYPE_BASE
 
 
 class HealthOut(BaseModel):
@@ -10,3 +12,68 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     status: Literal["ready"]
     checks: dict[str, str]
+
+
+class SendIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "user@example.com"}]})
+    email: str = Field(max_length=320, description="The address to send a code to")
+
+
+class PendingOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "pending", "expires_in": 300, "resend_after": 60}]}
+    )
+    status: Literal["pending"]
+    expires_in: int = Field(description="Seconds the code lives")
+    resend_after: int = Field(description="Seconds before another code can be requested")
+
+
+class VerifyIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "user@example.com", "code": "123456"}]}
+    )
+    email: str = Field(max_length=320)
+    code: str = Field(min_length=1, max_length=10, pattern=r"^[0-9]+$")
+
+
+class ApprovedOut(BaseModel):
+    status: Literal["approved"]
+    email: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with the stable machine-readable `code`."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+    retry_after: int | None = Field(default=None, description="On 429 and 503: seconds to wait")
+
+
+def problem_responses(by_status: dict[int, list[str]]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for problem+json errors, one example per code."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status, codes in by_status.items():
+        examples = {
+            code: {
+                "value": {
+                    "type": PROBLEM_TYPE_BASE + code,
+                    "title": code.replace("_", " "),
+                    "status": status,
+                    "detail": code.replace("_", " "),
+                    "code": code,
+                    **({"retry_after": 60} if status in (429, 503) else {}),
+                }
+            }
+            for code in codes
+        }
+        out[status] = {
+            "description": ", ".join(f"`{c}`" for c in codes),
+            "model": Problem,
+            "content": {"application/problem+json": {"examples": examples}},
+        }
+    return out

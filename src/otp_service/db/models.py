@@ -80,6 +80,4 @@ class WebhookEvent(Base):
     outcome: Mapped[str] = mapped_column(String(32))
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    received_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

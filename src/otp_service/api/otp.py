@@ -1,0 +1,62 @@
+from typing import Any
+
+from fastapi import APIRouter, status
+
+from otp_service.api.deps import ClientIpDep, OtpServiceDep
+from otp_service.api.schemas import (
+    ApprovedOut,
+    PendingOut,
+    SendIn,
+    VerifyIn,
+    problem_responses,
+)
+
+router = APIRouter(prefix="/api/v1/auth/otp", tags=["otp"])
+
+_SEND_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
+    {
+        422: ["invalid_email"],
+        400: ["disposable_email", "email_typo"],
+        429: ["rate_limited", "cooldown", "daily_limit"],
+        503: ["global_limit", "sending_paused", "unavailable"],
+    }
+)
+_VERIFY_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
+    {
+        422: ["invalid_request"],
+        400: ["invalid_code", "max_attempts_reached", "code_expired"],
+        429: ["rate_limited"],
+        503: ["unavailable"],
+    }
+)
+
+
+@router.post(
+    "/send",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Email a one-time code to an address",
+    description=(
+        "Validates the address, applies the per-IP, per-address and service-wide limits and "
+        "queues the email. Answers 202 without waiting for the email provider. A suppressed "
+        "address (bounced, complained, blocked by an operator) gets exactly the same answer, "
+        "so the response never reveals who is a user."
+    ),
+    responses=_SEND_ERRORS,
+)
+async def send_code(body: SendIn, otp: OtpServiceDep, ip: ClientIpDep) -> PendingOut:
+    accepted = await otp.send(body.email, ip)
+    return PendingOut(status="pending", expires_in=accepted.expires_in, resend_after=accepted.resend_after)
+
+
+@router.post(
+    "/verify",
+    summary="Check a code; a code verifies once",
+    description=(
+        "Wrong codes count towards the attempt limit and never extend the code's lifetime. "
+        "A code that is not the configured number of digits is refused with 422 and not counted."
+    ),
+    responses=_VERIFY_ERRORS,
+)
+async def verify_code(body: VerifyIn, otp: OtpServiceDep, ip: ClientIpDep) -> ApprovedOut:
+    email = await otp.verify(body.email, body.code, ip)
+    return ApprovedOut(status="approved", email=email)

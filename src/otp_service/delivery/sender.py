@@ -1,0 +1,149 @@
+"""Turn one job into one email: render the allowlisted template, take a send-rate token, call
+the primary provider and fail over to the fallback, retrying with backoff until the deadline."""
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from otp_service.delivery.providers.base import (
+    EmailProvider,
+    OutgoingEmail,
+    PermanentError,
+    ProviderError,
+    RateLimitedError,
+    RetryableError,
+)
+from otp_service.delivery.templates import render_template
+from otp_service.errors import Unavailable
+from otp_service.limits.base import Clock, system_clock
+from otp_service.limits.send_rate import SendRateLimiter, acquire
+from otp_service.logs import get_logger, mask_email
+from otp_service.settings import Settings
+
+log = get_logger("delivery")
+
+# Exponential backoff from 0.5 s, capped at 30 s, with full jitter (AWS architecture blog,
+# "Exponential Backoff and Jitter").
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    provider: str
+    message_id: str
+    attempts: int
+
+
+class DeliveryFailed(Exception):
+    def __init__(self, reason: str, *, permanent: bool, last_error: ProviderError | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+        self.last_error = last_error
+
+
+def backoff(attempt: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+    return rng(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+
+
+class Deliverer:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        primary: EmailProvider,
+        fallback: EmailProvider | None,
+        send_rate: SendRateLimiter,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._s = settings
+        self._providers = [primary] if fallback is None else [primary, fallback]
+        self._rate = send_rate
+        self._clock = clock
+        self.on_attempt: Callable[[str, str, float], None] | None = None
+
+    def _context(self, code: str) -> dict[str, Any]:
+        return {
+            "brand": self._s.brand_name,
+            "code": code,
+            "minutes": max(1, self._s.code_ttl // 60),
+            "website_url": self._s.website_url,
+            "support_email": self._s.support_email,
+        }
+
+    def build(self, template_id: str, to: str, code: str, idempotency_key: str) -> OutgoingEmail:
+        rendered = render_template(template_id, self._context(code))
+        return OutgoingEmail(
+            to=to,
+            sender=self._s.email_from,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            idempotency_key=idempotency_key,
+        )
+
+    async def _call(self, provider: EmailProvider, email: OutgoingEmail) -> str:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            async with asyncio.timeout(self._s.provider_timeout + 1):
+                message_id = await provider.send(email)
+            outcome = "ok"
+            return message_id
+        except TimeoutError:
+            raise RetryableError(provider.name, "timeout") from None
+        finally:
+            if self.on_attempt is not None:
+                self.on_attempt(provider.name, outcome, time.perf_counter() - started)
+
+    async def send_template(
+        self, template_id: str, to: str, code: str, *, idempotency_key: str, deadline: float
+    ) -> Delivered:
+        """The one entry point that sends: only allowlisted templates, until `deadline` (epoch s)."""
+        email = self.build(template_id, to, code, idempotency_key)
+        attempt = 0
+        last: ProviderError | None = None
+        while True:
+            wait = 0.0
+            for provider in self._providers:
+                attempt += 1
+                try:
+                    await acquire(self._rate)
+                except Unavailable:
+                    wait = max(wait, 1.0)
+                    break
+                try:
+                    message_id = await self._call(provider, email)
+                except PermanentError as exc:
+                    log.warning(
+                        "delivery.provider_refused",
+                        extra={
+                            "provider": provider.name,
+                            "reason": exc.reason,
+                            "email": mask_email(to),
+                        },
+                    )
+                    raise DeliveryFailed(exc.reason, permanent=True, last_error=exc) from exc
+                except RateLimitedError as exc:
+                    last = exc
+                    wait = max(wait, exc.retry_after or 1.0)
+                    log.info("delivery.provider_rate_limited", extra={"provider": provider.name})
+                    break
+                except RetryableError as exc:
+                    last = exc
+                    wait = max(wait, exc.retry_after or 0.0)
+                    log.warning(
+                        "delivery.provider_failed",
+                        extra={"provider": provider.name, "reason": exc.reason, "attempt": attempt},
+                    )
+                    continue
+                return Delivered(provider.name, message_id, attempt)
+            delay = max(wait, backoff(attempt))
+            if self._clock() + delay >= deadline:
+                reason = last.reason if last else "send rate unavailable"
+                raise DeliveryFailed(f"gave up before expiry: {reason}", permanent=False, last_error=last)
+            await asyncio.sleep(delay)

@@ -1,0 +1,38 @@
+"""Every Redis key the service uses, built in one place.
+
+All keys carry the hash tag `{<prefix>}`: one slot, so each Lua script (which touches the
+IP, address, global and queue keys at once) runs unchanged on Redis Cluster.
+"""
+
+
+class RedisKeys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._base = f"{prefix}:{{{prefix}}}"
+
+    def throttle(self, scope: str, client_ip: str) -> str:
+        return f"{self._base}:ip:{scope}:{client_ip}"
+
+    def cooldown(self, address_id: str) -> str:
+        return f"{self._base}:cooldown:{address_id}"
+
+    def daily(self, address_id: str) -> str:
+        return f"{self._base}:daily:{address_id}"
+
+    def global_sends(self, channel: str) -> str:
+        return f"{self._base}:global:{channel}"
+
+    def code(self, address_id: str) -> str:
+        return f"{self._base}:code:{address_id}"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self._base}:jobs"
+
+    @property
+    def send_bucket(self) -> str:
+        return f"{self._base}:send-bucket"
+
+    @property
+    def pattern(self) -> str:
+        return f"{self._base}:*"

@@ -1,0 +1,31 @@
+"""The client's IP: the peer, unless the peer is a trusted proxy; then X-Forwarded-For."""
+
+import ipaddress
+from collections.abc import Sequence
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+    """Walk X-Forwarded-For from the right, skipping trusted proxies: the first untrusted hop is
+    the client. Anything left of it was written by the client and is not believed."""
+    ip = peer or "unknown"
+    if not forwarded_for or not trusted or not _is_trusted(ip, trusted):
+        return ip
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return ip  # a malformed hop: stop at the last address we could vouch for
+        ip = hop
+        if not _is_trusted(hop, trusted):
+            return hop
+    return ip
