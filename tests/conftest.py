@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from otp_service.app import create_app
 from otp_service.db.migrate import upgrade
+from otp_service.runtime import create_redis
 from otp_service.settings import Settings
 
 REDIS_HOST = os.environ.get("OTP_TEST_REDIS_HOST", "127.0.0.1")
@@ -57,7 +58,7 @@ async def database_url() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
-    client = Redis(host=REDIS_HOST, port=REDIS_PORT)
+    client = create_redis(REDIS_URL, timeout=5)
     yield client
     await client.aclose()
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy import text
@@ -66,14 +66,18 @@ class Runtime:
 def create_redis(url: str, *, timeout: float) -> Redis:
     # One quick retry (a pooled connection gone stale after a Redis restart), no backoff:
     # callers bound the whole call and answer 503 rather than wait.
-    return Redis.from_url(
+    # A blocking pool: under a burst, requests queue for a connection (bounded by `timeout`)
+    # instead of failing; redis-py's default pool raises past 100 connections.
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=64,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 1),
         health_check_interval=30,
-        decode_responses=False,
     )
+    return Redis.from_pool(pool)
 
 
 def create_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -152,12 +156,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         if settings.worker_enabled:
             task = asyncio.create_task(worker.run(), name=f"delivery-worker-{worker.name}")
 
-            async def _stop_worker() -> None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-            stack.push_async_callback(_stop_worker)
+            stack.push_async_callback(worker.stop, task)
         yield runtime
 
 

@@ -63,7 +63,25 @@ class DeliveryWorker:
         self._db_timeout = db_timeout
         self._clock = clock
         self._inflight: dict[str, asyncio.Task[Outcome | None]] = {}
+        self._stopping = False
         self.on_outcome: Callable[[Outcome], None] | None = None
+
+    async def stop(self, task: "asyncio.Task[None]", grace: float = 5.0) -> None:
+        """Stop the task running `run()`. Unacknowledged jobs stay pending for another consumer.
+
+        Cancellation can be swallowed when it lands exactly as a client library's own timeout
+        fires, so the loop also checks a flag, and the task is cancelled until it is done."""
+        self._stopping = True
+        deadline = asyncio.get_running_loop().time() + grace
+        while not task.done():
+            task.cancel()
+            remaining = deadline - asyncio.get_running_loop().time()
+            await asyncio.wait({task}, timeout=max(0.05, min(1.0, remaining)))
+            if remaining <= 0 and not task.done():
+                log.error("delivery.worker_stop_timeout")
+                return
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery.worker_crashed", exc_info=task.exception())
 
     async def run(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeat())
@@ -79,7 +97,7 @@ class DeliveryWorker:
         failures = 0
         next_reclaim = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             try:
                 free = self._concurrency - len(self._inflight)
                 if free <= 0:
@@ -101,7 +119,7 @@ class DeliveryWorker:
                 await asyncio.sleep(min(5.0, 0.2 * 2**failures))
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._visibility_ms / 3000)
             if self._inflight:
                 try:

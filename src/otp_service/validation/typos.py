@@ -105,8 +105,8 @@ def typo_map(providers: tuple[str, ...] = POPULAR_PROVIDERS) -> dict[str, str]:
     mapping: dict[str, str] = {}
     # Lowest priority first; later assignments win.
     for domain in reversed(providers):
-        name, _, tld = domain.partition(".")
-        if len(name) >= MIN_NAME_FOR_DISTANCE and "." not in tld:
+        name = domain.partition(".")[0]
+        if len(name) >= MIN_NAME_FOR_DISTANCE:
             for variant in _distance_one(domain):
                 if "." in variant and not variant.startswith(".") and not variant.endswith("."):
                     mapping[variant] = domain

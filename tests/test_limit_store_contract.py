@@ -1,0 +1,279 @@
+"""One contract, two stores: the Redis Lua scripts and the embedded in-process twin."""
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+import pytest
+from redis.asyncio import Redis
+
+from otp_service.delivery.queue import JobQueue, MemoryJobQueue, RedisJobQueue
+from otp_service.limits.base import (
+    DAY_MS,
+    LimitStore,
+    SendRequest,
+    SendStatus,
+    VerifyRequest,
+    VerifyStatus,
+)
+from otp_service.limits.keys import RedisKeys
+from otp_service.limits.memory_store import MemoryLimitStore
+from otp_service.limits.redis_store import RedisLimitStore
+from otp_service.settings import Rate
+from tests.support import FakeClock
+
+WIDE = Rate(1_000_000, 60)
+
+
+@dataclass
+class Env:
+    kind: str
+    store: LimitStore
+    queue: JobQueue
+    clock: FakeClock
+
+    async def advance(self, ms: int) -> None:
+        """Move the store's clock; Redis key TTLs run on Redis's own clock, so wait for real."""
+        self.clock.advance(ms / 1000)
+        if self.kind == "redis":
+            await asyncio.sleep(ms / 1000)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def env(request: pytest.FixtureRequest, redis: Redis, key_prefix: str) -> AsyncIterator[Env]:
+    clock = FakeClock()
+    if request.param == "memory":
+        queue = MemoryJobQueue(clock)
+        yield Env("memory", MemoryLimitStore(queue, clock=clock), queue, clock)
+    else:
+        keys = RedisKeys(key_prefix)
+        rq = RedisJobQueue(redis, keys, timeout=2, clock=clock)
+        await rq.ensure_ready()
+        yield Env("redis", RedisLimitStore(redis, keys, timeout=2, clock=clock), rq, clock)
+
+
+def send_req(address: str = "addr-1", **overrides: object) -> SendRequest:
+    base = SendRequest(
+        client_ip="198.51.100.1",
+        address_id=address,
+        channel="email",
+        ip_rate=WIDE,
+        cooldown_ms=60_000,
+        daily_limit=10,
+        global_limit=50_000,
+        code_hash="a" * 64,
+        code_ttl_ms=300_000,
+        job_payload=b"sealed",
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def verify_req(address: str = "addr-1", code_hash: str = "a" * 64, **overrides: object) -> VerifyRequest:
+    base = VerifyRequest(
+        client_ip="198.51.100.1", address_id=address, ip_rate=WIDE, code_hash=code_hash, max_attempts=5
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+async def test_first_send_is_accepted_and_enqueued(env: Env) -> None:
+    decision = await env.store.decide_send(send_req())
+    assert decision.status is SendStatus.OK
+    jobs = await env.queue.read("c1", 10, block_ms=10)
+    assert [j.id for j in jobs] == [decision.job_id]
+    assert jobs[0].payload == b"sealed"
+    assert jobs[0].expires_at_ms == int(env.clock() * 1000) + 300_000
+
+
+async def test_second_send_within_cooldown_is_rejected(env: Env) -> None:
+    assert (await env.store.decide_send(send_req())).status is SendStatus.OK
+    second = await env.store.decide_send(send_req())
+    assert second.status is SendStatus.COOLDOWN
+    assert 59_000 < second.retry_after_ms <= 60_000
+    assert len(await env.queue.read("c1", 10, block_ms=10)) == 1
+
+
+async def test_send_after_cooldown_is_accepted(env: Env) -> None:
+    assert (await env.store.decide_send(send_req(cooldown_ms=200))).status is SendStatus.OK
+    await env.advance(250)
+    assert (await env.store.decide_send(send_req(cooldown_ms=200))).status is SendStatus.OK
+
+
+async def test_daily_cap_is_a_rolling_24_hours(env: Env) -> None:
+    for _ in range(3):
+        assert (await env.store.decide_send(send_req(cooldown_ms=0, daily_limit=3))).status is SendStatus.OK
+        env.clock.advance(3600)
+    refused = await env.store.decide_send(send_req(cooldown_ms=0, daily_limit=3))
+    assert refused.status is SendStatus.DAILY_LIMIT
+    # The first send was 3 h ago: a slot frees 21 h from now.
+    assert refused.retry_after_ms == DAY_MS - 3 * 3_600_000
+    env.clock.advance(21 * 3600)
+    assert (await env.store.decide_send(send_req(cooldown_ms=0, daily_limit=3))).status is SendStatus.OK
+
+
+async def test_global_cap_counts_accepted_sends_across_addresses(env: Env) -> None:
+    statuses = [(await env.store.decide_send(send_req(f"addr-{i}", global_limit=3))).status for i in range(5)]
+    assert statuses == [SendStatus.OK] * 3 + [SendStatus.GLOBAL_LIMIT] * 2
+    assert await env.store.global_usage("email") == 3
+
+
+async def test_global_cap_rejection_does_not_start_a_cooldown(env: Env) -> None:
+    assert (await env.store.decide_send(send_req("a", global_limit=1))).status is SendStatus.OK
+    assert (await env.store.decide_send(send_req("b", global_limit=1))).status is SendStatus.GLOBAL_LIMIT
+    # Capacity returns (a higher cap): "b" was never charged a cooldown or a daily slot.
+    assert (await env.store.decide_send(send_req("b", global_limit=2))).status is SendStatus.OK
+    assert (await env.store.decide_send(send_req("b", global_limit=9))).status is SendStatus.COOLDOWN
+
+
+async def test_ip_throttle_counts_every_request_and_rejects_over_the_rate(env: Env) -> None:
+    rate = Rate(3, 60)
+    statuses = [(await env.store.decide_send(send_req(f"addr-{i}", ip_rate=rate))).status for i in range(3)]
+    assert statuses == [SendStatus.OK] * 3
+    refused = await env.store.decide_send(send_req("addr-9", ip_rate=rate))
+    assert refused.status is SendStatus.RATE_LIMITED
+    assert 0 < refused.retry_after_ms <= 60_000
+    # Another client is not affected.
+    assert (await env.store.decide_send(send_req("addr-9", ip_rate=rate, client_ip="192.0.2.9"))).status is (
+        SendStatus.OK
+    )
+
+
+async def test_cooldown_rejections_still_count_against_the_ip(env: Env) -> None:
+    rate = Rate(2, 60)
+    assert (await env.store.decide_send(send_req(ip_rate=rate))).status is SendStatus.OK
+    assert (await env.store.decide_send(send_req(ip_rate=rate))).status is SendStatus.COOLDOWN
+    assert (await env.store.decide_send(send_req("other", ip_rate=rate))).status is SendStatus.RATE_LIMITED
+
+
+async def test_throttle_alone_admits_then_refuses(env: Env) -> None:
+    rate = Rate(2, 60)
+    waits = [await env.store.throttle("otp_send", "192.0.2.1", rate) for _ in range(3)]
+    assert waits[:2] == [0, 0]
+    assert 0 < waits[2] <= 60_000
+    env.clock.advance(61)
+    assert await env.store.throttle("otp_send", "192.0.2.1", rate) == 0
+
+
+async def test_right_code_verifies_once(env: Env) -> None:
+    await env.store.decide_send(send_req())
+    assert (await env.store.verify(verify_req())).status is VerifyStatus.APPROVED
+    assert (await env.store.verify(verify_req())).status is VerifyStatus.EXPIRED
+
+
+async def test_wrong_codes_count_down_then_invalidate(env: Env) -> None:
+    await env.store.decide_send(send_req())
+    remaining = []
+    for _ in range(4):
+        d = await env.store.verify(verify_req(code_hash="b" * 64))
+        assert d.status is VerifyStatus.INVALID
+        remaining.append(d.attempts_remaining)
+    assert remaining == [4, 3, 2, 1]
+    assert (await env.store.verify(verify_req(code_hash="b" * 64))).status is VerifyStatus.MAX_ATTEMPTS
+    # Invalidated: even the right code no longer works.
+    assert (await env.store.verify(verify_req())).status is VerifyStatus.EXPIRED
+
+
+async def test_never_sent_is_expired(env: Env) -> None:
+    assert (await env.store.verify(verify_req("nobody"))).status is VerifyStatus.EXPIRED
+
+
+async def test_new_code_replaces_the_previous_and_resets_attempts(env: Env) -> None:
+    await env.store.decide_send(send_req(cooldown_ms=0))
+    for _ in range(4):
+        await env.store.verify(verify_req(code_hash="b" * 64))
+    await env.store.decide_send(send_req(cooldown_ms=0, code_hash="c" * 64))
+    assert (await env.store.verify(verify_req())).status is VerifyStatus.INVALID
+    assert (await env.store.verify(verify_req(code_hash="b" * 64))).attempts_remaining == 3
+    assert (await env.store.verify(verify_req(code_hash="c" * 64))).status is VerifyStatus.APPROVED
+
+
+async def test_wrong_attempts_never_extend_the_lifetime(env: Env) -> None:
+    await env.store.decide_send(send_req(code_ttl_ms=600))
+    for _ in range(3):
+        await env.advance(150)
+        assert (await env.store.verify(verify_req(code_hash="b" * 64))).status is VerifyStatus.INVALID
+    await env.advance(200)  # 650 ms after the send: past the original 600 ms lifetime
+    assert (await env.store.verify(verify_req())).status is VerifyStatus.EXPIRED
+
+
+async def test_verify_ip_throttle(env: Env) -> None:
+    rate = Rate(2, 60)
+    await env.store.decide_send(send_req())
+    for _ in range(2):
+        await env.store.verify(verify_req(code_hash="b" * 64, ip_rate=rate))
+    refused = await env.store.verify(verify_req(ip_rate=rate))
+    assert refused.status is VerifyStatus.RATE_LIMITED
+    assert refused.retry_after_ms > 0
+    # The throttled attempt did not consume the code.
+    assert (await env.store.verify(verify_req())).status is VerifyStatus.APPROVED
+
+
+async def test_concurrent_sends_to_one_address_accept_exactly_one(env: Env) -> None:
+    results = await asyncio.gather(*(env.store.decide_send(send_req()) for _ in range(300)))
+    assert sum(r.status is SendStatus.OK for r in results) == 1
+    assert len(await env.queue.read("c1", 1000, block_ms=10)) == 1
+
+
+async def test_concurrent_sends_against_global_cap_accept_exactly_the_cap(env: Env) -> None:
+    results = await asyncio.gather(
+        *(env.store.decide_send(send_req(f"a{i}", global_limit=37)) for i in range(300))
+    )
+    assert sum(r.status is SendStatus.OK for r in results) == 37
+    assert await env.store.global_usage("email") == 37
+
+
+async def test_concurrent_wrong_guesses_are_counted_exactly(env: Env) -> None:
+    await env.store.decide_send(send_req())
+    results = await asyncio.gather(
+        *(env.store.verify(verify_req(code_hash=secrets.token_hex(32), max_attempts=50)) for _ in range(200))
+    )
+    statuses = [r.status for r in results]
+    assert statuses.count(VerifyStatus.INVALID) == 49
+    assert statuses.count(VerifyStatus.MAX_ATTEMPTS) == 1
+    assert statuses.count(VerifyStatus.EXPIRED) == 150
+    assert sorted(r.attempts_remaining for r in results if r.status is VerifyStatus.INVALID) == list(
+        range(1, 50)
+    )
+
+
+# --- the delivery queue --------------------------------------------------------------------
+
+
+async def test_queue_job_is_read_by_one_consumer_and_gone_after_ack(env: Env) -> None:
+    await env.store.decide_send(send_req())
+    first = await env.queue.read("c1", 10, block_ms=10)
+    assert len(first) == 1
+    assert await env.queue.read("c2", 10, block_ms=10) == []
+    stats = await env.queue.stats()
+    assert (stats.waiting, stats.pending) == (0, 1)
+    await env.queue.ack(first[0].id)
+    stats = await env.queue.stats()
+    assert (stats.waiting, stats.pending) == (0, 0)
+    assert await env.queue.reclaim("c2", 0, 10) == []
+
+
+async def test_queue_reclaims_jobs_of_a_silent_consumer(env: Env) -> None:
+    await env.store.decide_send(send_req())
+    [job] = await env.queue.read("dead", 10, block_ms=10)
+    assert await env.queue.reclaim("alive", 10_000, 10) == []  # not idle long enough yet
+    await asyncio.sleep(0.12)
+    reclaimed = await env.queue.reclaim("alive", 100, 10)
+    assert [j.id for j in reclaimed] == [job.id]
+    assert reclaimed[0].payload == job.payload
+
+
+async def test_queue_touch_keeps_a_live_consumers_claim(env: Env) -> None:
+    await env.store.decide_send(send_req())
+    [job] = await env.queue.read("busy", 10, block_ms=10)
+    await asyncio.sleep(0.08)
+    await env.queue.touch("busy", [job.id])
+    assert await env.queue.reclaim("other", 60, 10) == []
+
+
+async def test_queue_read_blocks_until_a_job_arrives(env: Env) -> None:
+    reader = asyncio.create_task(env.queue.read("c1", 10, block_ms=2000))
+    await asyncio.sleep(0.05)
+    assert not reader.done()
+    await env.store.decide_send(send_req())
+    jobs = await asyncio.wait_for(reader, 2)
+    assert len(jobs) == 1
