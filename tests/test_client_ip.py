@@ -22,4 +22,4 @@ TRUSTED = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")]
     ],
 )
 def test_client_ip(peer: str, xff: str | None, trusted: list[ipaddress.IPv4Network], expected: str) -> None:
-    assert client_ip(peer, xff, trusted) == expected
+    assert client_ip(peer, xff, tuple(trusted)) == expected

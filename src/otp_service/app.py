@@ -1,6 +1,7 @@
 """The application factory. Nothing is connected at import time; the lifespan owns every client."""
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -26,6 +27,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings) as runtime:
             app.state.runtime = runtime
+            # Everything built so far lives as long as the process (FastAPI's routes and models,
+            # the 55k-entry typo map, the throwaway-domain set): ~130k tracked objects, which a
+            # full collection re-scanned in ~50 ms, the p99 of the whole service. Freezing moves
+            # them out of the collector's sight (the technique Instagram described for Django).
+            gc.collect()
+            gc.freeze()
             yield
 
     app = FastAPI(

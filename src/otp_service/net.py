@@ -1,12 +1,13 @@
 """The client's IP: the peer, unless the peer is a trusted proxy; then X-Forwarded-For."""
 
 import ipaddress
-from collections.abc import Sequence
+from functools import lru_cache
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+@lru_cache(maxsize=4096)
+def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:
@@ -14,7 +15,7 @@ def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     return any(ip in net for net in trusted)
 
 
-def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
     """Walk X-Forwarded-For from the right, skipping trusted proxies: the first untrusted hop is
     the client. Anything left of it was written by the client and is not believed."""
     ip = peer or "unknown"

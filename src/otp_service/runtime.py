@@ -10,6 +10,7 @@ import httpx
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -47,7 +48,7 @@ class Runtime:
     otp: OtpService
     deliverer: Deliverer
     worker: DeliveryWorker
-    trusted_networks: list[Network]
+    trusted_networks: tuple[Network, ...]
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -74,7 +75,9 @@ def create_redis(url: str, *, timeout: float) -> Redis:
         timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
+        # Retry once, at once, only a connection found broken (Redis restarted): a timeout is
+        # not retried, so a call takes at most ~`timeout` before the caller answers 503.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=30,
     )
     return Redis.from_pool(pool)
@@ -150,7 +153,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             otp=otp,
             deliverer=deliverer,
             worker=worker,
-            trusted_networks=settings.trusted_networks(),
+            trusted_networks=tuple(settings.trusted_networks()),
             redis=redis,
         )
         if settings.worker_enabled:

@@ -1,6 +1,7 @@
 """Address checks that cost no network: syntax, throwaway domains, typo domains."""
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 import disposable_email_domains
 from email_validator import EmailNotValidError, validate_email
@@ -11,6 +12,7 @@ from otp_service.validation.typos import POPULAR_PROVIDERS, typo_map
 MAX_LENGTH = 320  # RFC 3696 errata 1690: 64 + 1 + 255
 
 
+@lru_cache(maxsize=65536)
 def normalize_email(raw: str) -> str:
     """Syntax check and normalisation (IDNA/Unicode NFC by email-validator), lower-cased."""
     if len(raw) > MAX_LENGTH:

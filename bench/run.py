@@ -1,0 +1,176 @@
+"""Benchmark: the service's send (accepted, rejected) and verify paths against a bare FastAPI
+endpoint, with wrk on loopback. Run by hand (not a test):
+
+    .venv/bin/python -m bench.run [--duration 10] [--connections 32] [--workers 1 2]
+
+Needs wrk (Debian: apt-get install wrk), Redis and PostgreSQL as for the tests.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+HERE = Path(__file__).resolve().parent
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(ready_url)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def wrk(url: str, script: str, duration: int, connections: int) -> dict[str, float | str]:
+    env = {**os.environ, "BENCH_LUA_DIR": str(HERE / "wrk")}
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(HERE / "wrk" / script)]
+    out = subprocess.run([*cmd, url], env=env, capture_output=True, text=True, check=True).stdout
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        return float(m[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m[2]]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    assert rps, out
+    assert total, out
+    return {
+        "rps": float(rps[1]),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "requests": int(total[1]),
+        "non_2xx": int(non2xx[1]) if non2xx else 0,
+        "socket_errors": errors[1] if errors else "",
+    }
+
+
+async def create_db(name: str) -> None:
+    conn = await asyncpg.connect(database="postgres", **PG)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+
+
+async def drop_db(name: str) -> None:
+    conn = await asyncpg.connect(database="postgres", **PG)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    args = parser.parse_args()
+
+    db = f"otp_bench_{secrets.token_hex(4)}"
+    prefix = f"otpbench{secrets.token_hex(4)}"
+    asyncio.run(create_db(db))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
+    env.update(
+        OTP_DATABASE_URL=f"postgresql+asyncpg://{PG['user']}@{PG['host']}:{PG['port']}/{db}",
+        OTP_REDIS_URL="redis://127.0.0.1:6379/0",
+        OTP_REDIS_KEY_PREFIX=prefix,
+        OTP_SECRET_KEY=secrets.token_urlsafe(32),
+        OTP_TRUSTED_PROXIES='["127.0.0.1/32"]',
+        OTP_GLOBAL_DAILY_LIMITS='{"email": 100000000}',
+        OTP_LOG_LEVEL="WARNING",
+    )
+    results: dict[str, dict[str, dict[str, float | str]]] = {}
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "otp_service", "migrate"], env=env, check=True, capture_output=True
+        )
+        for workers in args.workers:
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            bare_cmd = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port),
+                        "--workers", str(workers), "--no-access-log", "--log-level", "warning"]  # fmt: skip
+            with server(bare_cmd, {**env, "PYTHONPATH": str(HERE.parent)}, base + "/docs"):
+                wrk(base, "send_accepted.lua", 2, args.connections)  # warm-up
+                bare = wrk(base, "send_accepted.lua", args.duration, args.connections)
+            svc_cmd = [
+                sys.executable,
+                "-m",
+                "otp_service",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ]
+            with server(svc_cmd, env, base + "/readyz"):
+                httpx.post(base + "/api/v1/auth/otp/send", json={"email": "bench-cooldown@example.org"})
+                wrk(base, "send_accepted.lua", 2, args.connections)  # warm-up
+                row = {
+                    "bare endpoint": bare,
+                    "send (accepted)": wrk(base, "send_accepted.lua", args.duration, args.connections),
+                    "send (cooldown 429)": wrk(base, "send_cooldown.lua", args.duration, args.connections),
+                    "verify (400)": wrk(base, "verify.lua", args.duration, args.connections),
+                }
+            results[f"{workers} worker(s)"] = row
+    finally:
+        asyncio.run(drop_db(db))
+        import redis
+
+        client = redis.Redis()
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+    print(f"\n{args.connections} connections, {args.duration} s per path, wrk -t2, loopback\n")
+    print("| workers | path | req/s | p50 ms | p99 ms | x bare | non-2xx |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for workers, row in results.items():
+        bare_rps = float(row["bare endpoint"]["rps"])
+        for path, r in row.items():
+            rps, p50, p99 = float(r["rps"]), float(r["p50_ms"]), float(r["p99_ms"])
+            print(
+                f"| {workers} | {path} | {rps:.0f} | {p50:.2f} | {p99:.2f} | "
+                f"{rps / bare_rps:.2f} | {r['non_2xx']} |"
+            )
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
