@@ -14,7 +14,7 @@ from otp_service.db.migrate import upgrade
 from tests.conftest import TEST_SECRET, create_database, drop_database, pg_url
 
 INSERT = "INSERT INTO suppressions (email, reason, source) VALUES ('{email}', '{reason}', 't')"
-EXPECTED_TABLES = {"suppressions", "webhook_events", "alembic_version"}
+EXPECTED_TABLES = {"suppressions", "webhook_events", "deliveries", "alembic_version"}
 
 
 async def _state(engine: AsyncEngine) -> tuple[set[str], list[str]]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -18,6 +20,8 @@ from otp_service.db.engine import create_engine, create_sessionmaker
 from otp_service.db.migrate import upgrade_engine
 from otp_service.delivery.providers.base import EmailProvider
 from otp_service.delivery.providers.console import ConsoleProvider
+from otp_service.delivery.providers.resend import ResendProvider
+from otp_service.delivery.providers.ses import SesProvider
 from otp_service.delivery.queue import JobQueue, MemoryJobQueue, RedisJobQueue
 from otp_service.delivery.sender import Deliverer
 from otp_service.delivery.worker import DeliveryWorker
@@ -127,7 +131,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             allow=settings.disposable_domains_allow,
         )
         otp = OtpService(settings=settings, store=store, validator=validator, crypto=crypto)
-        primary, fallback = build_providers(settings, http)
+        primary, fallback = await build_providers(settings, http, stack)
         deliverer = Deliverer(
             settings=settings, primary=primary, fallback=fallback, send_rate=send_rate, clock=clock
         )
@@ -163,17 +167,43 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         yield runtime
 
 
-def build_provider(name: str, settings: Settings, http: httpx.AsyncClient) -> EmailProvider:
+async def build_provider(
+    name: str, settings: Settings, http: httpx.AsyncClient, stack: contextlib.AsyncExitStack
+) -> EmailProvider:
     if name == "console":
         return ConsoleProvider()
+    if name == "resend":
+        assert settings.resend_api_key is not None  # enforced by Settings
+        return ResendProvider(
+            http,
+            api_url=settings.resend_api_url,
+            api_key=settings.resend_api_key.get_secret_value(),
+            timeout=settings.provider_timeout,
+        )
+    if name == "ses":
+        # Our own loop retries and fails over; botocore's retries would hide throttling.
+        config = AioConfig(
+            connect_timeout=min(5.0, settings.provider_timeout),
+            read_timeout=settings.provider_timeout,
+            retries={"max_attempts": 1, "mode": "standard"},
+        )
+        client = await stack.enter_async_context(
+            get_session().create_client(
+                "sesv2",
+                region_name=settings.ses_region,
+                endpoint_url=settings.ses_endpoint_url,
+                config=config,
+            )
+        )
+        return SesProvider(client, configuration_set=settings.ses_configuration_set)
     raise ValueError(f"unknown email provider {name!r}")
 
 
-def build_providers(
-    settings: Settings, http: httpx.AsyncClient
+async def build_providers(
+    settings: Settings, http: httpx.AsyncClient, stack: contextlib.AsyncExitStack
 ) -> tuple[EmailProvider, EmailProvider | None]:
-    primary = build_provider(settings.email_provider, settings, http)
+    primary = await build_provider(settings.email_provider, settings, http, stack)
     fallback = None
     if settings.email_fallback_provider is not None:
-        fallback = build_provider(settings.email_fallback_provider, settings, http)
+        fallback = await build_provider(settings.email_fallback_provider, settings, http, stack)
     return primary, fallback

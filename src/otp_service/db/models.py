@@ -81,3 +81,22 @@ class WebhookEvent(Base):
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Delivery(Base):
+    """The outcome of one delivery job, with the provider's message id to match later bounces."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("job_id", name="uq_deliveries_job_id"),
+        Index("ix_deliveries_provider_message_id", "provider_message_id"),
+        Index("ix_deliveries_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str] = mapped_column(String(320))
+    outcome: Mapped[str] = mapped_column(String(16))  # sent | suppressed | expired | failed
+    provider: Mapped[str | None] = mapped_column(String(32), default=None)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -16,7 +16,9 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from otp_service.db.engine import session_scope
 from otp_service.delivery.queue import Job, JobQueue
+from otp_service.delivery.repository import record_outcome
 from otp_service.delivery.sender import Deliverer, DeliveryFailed, backoff
 from otp_service.errors import Unavailable
 from otp_service.limits.base import Clock, system_clock
@@ -37,6 +39,7 @@ class Outcome:
     status: str  # sent | suppressed | expired | failed | undecryptable
     provider: str | None = None
     message_id: str | None = None
+    email: str | None = None
 
 
 class DeliveryWorker:
@@ -127,9 +130,23 @@ class DeliveryWorker:
                 except Unavailable:
                     log.warning("delivery.heartbeat_failed")
 
+    async def _record(self, outcome: Outcome) -> None:
+        if outcome.email is None:
+            return
+        try:
+            async with asyncio.timeout(self._db_timeout + 1), session_scope(self._sessions) as session:
+                await record_outcome(
+                    session, job_id=outcome.job_id, email=outcome.email, outcome=outcome.status,
+                    provider=outcome.provider, message_id=outcome.message_id,
+                )  # fmt: skip
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            # The email has gone (or been dropped); losing its record must not hold the job.
+            log.warning("delivery.record_failed", extra={"job": outcome.job_id, "error": type(exc).__name__})
+
     async def _handle(self, job: Job) -> Outcome | None:
         try:
             outcome = await self.process(job)
+            await self._record(outcome)
             await self._ack(job)
         except asyncio.CancelledError:
             raise
@@ -184,10 +201,10 @@ class DeliveryWorker:
         suppressed = await self._suppressed(sealed.email, deadline)
         if suppressed is None:
             log.warning("delivery.expired", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, "expired")
+            return Outcome(job.id, "expired", email=sealed.email)
         if suppressed:
             log.info("delivery.suppressed", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, "suppressed")
+            return Outcome(job.id, "suppressed", email=sealed.email)
         try:
             sent = await self._deliverer.send_template(
                 "email_otp", sealed.email, sealed.code, idempotency_key=f"otp-{job.id}",
@@ -196,10 +213,10 @@ class DeliveryWorker:
         except DeliveryFailed as exc:
             event = "delivery.failed" if exc.permanent else "delivery.expired"
             log.warning(event, extra={"job": job.id, "email": masked, "reason": exc.reason})
-            return Outcome(job.id, "failed" if exc.permanent else "expired")
+            return Outcome(job.id, "failed" if exc.permanent else "expired", email=sealed.email)
         log.info(
             "delivery.sent",
             extra={"job": job.id, "email": masked, "provider": sent.provider,
                    "message_id": sent.message_id, "attempts": sent.attempts},
         )  # fmt: skip
-        return Outcome(job.id, "sent", sent.provider, sent.message_id)
+        return Outcome(job.id, "sent", sent.provider, sent.message_id, sealed.email)
