@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from otp_service.api import health, otp
+from otp_service.api import health, otp, webhooks
 from otp_service.api.problems import install_problem_handlers
 from otp_service.logs import configure_logging
 from otp_service.runtime import open_runtime
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_problem_handlers(app)
     app.include_router(otp.router)
+    app.include_router(webhooks.router)
     app.include_router(health.router)
     return app
 

@@ -36,6 +36,9 @@ from otp_service.otp.codes import CodeCrypto
 from otp_service.otp.service import OtpService
 from otp_service.settings import Settings
 from otp_service.validation.address import AddressValidator
+from otp_service.webhooks.resend import ResendWebhook
+from otp_service.webhooks.service import WebhookService
+from otp_service.webhooks.sns import SnsVerifier
 
 log = get_logger("runtime")
 
@@ -52,6 +55,7 @@ class Runtime:
     otp: OtpService
     deliverer: Deliverer
     worker: DeliveryWorker
+    webhooks: WebhookService
     trusted_networks: tuple[Network, ...]
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -157,6 +161,17 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             otp=otp,
             deliverer=deliverer,
             worker=worker,
+            webhooks=WebhookService(
+                sessions=sessions,
+                resend=ResendWebhook(
+                    settings.resend_webhook_secret.get_secret_value()
+                    if settings.resend_webhook_secret
+                    else None
+                ),
+                sns=SnsVerifier(
+                    http, topic_arns=settings.sns_topic_arns, host_pattern=settings.sns_cert_host_pattern
+                ),
+            ),
             trusted_networks=tuple(settings.trusted_networks()),
             redis=redis,
         )

@@ -77,3 +77,7 @@ def problem_responses(by_status: dict[int, list[str]]) -> dict[int | str, dict[s
             "content": {"application/problem+json": {"examples": examples}},
         }
     return out
+
+
+class WebhookOut(BaseModel):
+    status: Literal["accepted", "duplicate"]

@@ -1,0 +1,20 @@
+"""Prometheus metrics. Names follow the Prometheus naming guide (`_total` counters, base units)."""
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter(
+    "otp_requests_total", "OTP API requests by endpoint and outcome code", ["endpoint", "code"]
+)
+DELIVERIES = Counter("otp_deliveries_total", "Delivery jobs by outcome and provider", ["outcome", "provider"])
+PROVIDER_CALLS = Counter("otp_provider_calls_total", "Email provider calls by result", ["provider", "result"])
+PROVIDER_LATENCY = Histogram(
+    "otp_provider_call_seconds",
+    "Email provider call latency",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WEBHOOK_EVENTS = Counter(
+    "otp_webhook_events_total",
+    "Webhook events by provider, type and outcome",
+    ["provider", "type", "outcome"],
+)

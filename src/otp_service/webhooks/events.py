@@ -1,0 +1,48 @@
+"""One normalised event model, whatever the provider: new providers plug in by producing it."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parseaddr
+from typing import Any, Literal
+
+SuppressReason = Literal["bounce", "complaint"]
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    email: str
+    # None: recorded only (a transient bounce, a delivery); else the suppression reason.
+    suppress: SuppressReason | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEvent:
+    provider: str  # resend | ses
+    event_id: str  # the provider's idempotency key: svix-id, SNS MessageId
+    type: str  # e.g. email.bounced, bounce, complaint, subscription_confirmation
+    occurred_at: datetime | None
+    recipients: tuple[Recipient, ...]
+    payload: dict[str, Any]
+    message_id: str | None = None  # the provider's id of the email this event is about
+
+
+def clean_address(value: object) -> str | None:
+    """`Name <a@B.com>` or `a@B.com` to `a@b.com`; None when it is not an address."""
+    if not isinstance(value, str):
+        return None
+    _, address = parseaddr(value)
+    address = address.strip().lower()
+    if address.count("@") != 1 or len(address) > 320:
+        return None
+    local, domain = address.split("@")
+    return address if local and "." in domain else None
+
+
+def parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

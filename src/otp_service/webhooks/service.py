@@ -1,0 +1,93 @@
+"""Webhook handling: verify, normalise, apply once, count."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from otp_service.db.engine import session_scope
+from otp_service.errors import Unavailable, WebhookRejected
+from otp_service.logs import get_logger, mask_email
+from otp_service.metrics import WEBHOOK_EVENTS
+from otp_service.suppression.service import apply_event, record_event
+from otp_service.webhooks.events import ProviderEvent
+from otp_service.webhooks.resend import ResendWebhook
+from otp_service.webhooks.sns import SnsVerifier, normalise_ses
+
+log = get_logger("webhooks")
+
+
+class WebhookService:
+    def __init__(
+        self, *, sessions: async_sessionmaker[AsyncSession], resend: ResendWebhook, sns: SnsVerifier
+    ) -> None:
+        self._sessions = sessions
+        self._resend = resend
+        self._sns = sns
+
+    async def _apply(self, event: ProviderEvent) -> str:
+        try:
+            async with session_scope(self._sessions) as session:
+                outcome, suppressed = await apply_event(session, event)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            WEBHOOK_EVENTS.labels(event.provider, event.type, "unavailable").inc()
+            log.warning(
+                "webhook.database_unavailable",
+                extra={"provider": event.provider, "error": type(exc).__name__},
+            )
+            raise Unavailable("The database is not answering; deliver the event again later") from exc
+        WEBHOOK_EVENTS.labels(event.provider, event.type, outcome).inc()
+        recipients = [mask_email(r.email) for r in event.recipients]
+        log.info(
+            "webhook.event_" + outcome,
+            extra={"provider": event.provider, "type": event.type, "event_id": event.event_id,
+                   "suppressed": suppressed, "recipients": recipients},
+        )  # fmt: skip
+        return outcome
+
+    async def resend(self, body: bytes, headers: Mapping[str, str]) -> str:
+        try:
+            event = self._resend.verify(body, headers)
+        except WebhookRejected as exc:
+            WEBHOOK_EVENTS.labels("resend", "unverified", f"rejected_{exc.reason}").inc()
+            log.warning("webhook.resend_rejected", extra={"reason": exc.reason})
+            raise
+        return await self._apply(event)
+
+    async def ses(self, body: bytes, header_type: str | None) -> str:
+        try:
+            message = await self._sns.verify(body, header_type)
+        except WebhookRejected as exc:
+            WEBHOOK_EVENTS.labels("ses", "unverified", f"rejected_{exc.reason}").inc()
+            log.warning("webhook.sns_rejected", extra={"reason": exc.reason})
+            raise
+        kind = message["Type"]
+        if kind == "Notification":
+            return await self._apply(normalise_ses(message))
+        event = ProviderEvent(
+            provider="ses", event_id=str(message["MessageId"]), type=kind, occurred_at=None, recipients=(),
+            payload=dict(message),
+        )  # fmt: skip
+        if kind == "UnsubscribeConfirmation":
+            log.warning("webhook.sns_unsubscribed", extra={"topic": message.get("TopicArn")})
+            return await self._apply(event)
+        return await self._confirm(event, message)
+
+    async def _confirm(self, event: ProviderEvent, message: Mapping[str, Any]) -> str:
+        """Visit SubscribeURL once: the event row is written in the same transaction, and a
+        failed visit rolls it back so that SNS's retry can try again."""
+        try:
+            async with session_scope(self._sessions) as session:
+                outcome = await record_event(session, event, "confirmed")
+                if outcome == "accepted":
+                    await self._sns.confirm_subscription(message)
+        except ConnectionError as exc:
+            WEBHOOK_EVENTS.labels("ses", event.type, "confirm_failed").inc()
+            log.warning("webhook.sns_confirm_failed", extra={"error": str(exc)})
+            raise Unavailable("Could not confirm the subscription; deliver it again later") from exc
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise Unavailable("The database is not answering; deliver the event again later") from exc
+        WEBHOOK_EVENTS.labels("ses", event.type, outcome).inc()
+        log.info("webhook.sns_subscription_" + outcome, extra={"topic": message.get("TopicArn")})
+        return outcome
