@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from otp_service.api import health, otp, webhooks
+from otp_service.api import admin, health, otp, webhooks
 from otp_service.api.problems import install_problem_handlers
 from otp_service.logs import configure_logging
 from otp_service.runtime import open_runtime
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(otp.router)
     app.include_router(webhooks.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     return app
 

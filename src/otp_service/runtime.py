@@ -35,6 +35,7 @@ from otp_service.net import Network
 from otp_service.otp.codes import CodeCrypto
 from otp_service.otp.service import OtpService
 from otp_service.settings import Settings
+from otp_service.suppression.admin import AdminService
 from otp_service.validation.address import AddressValidator
 from otp_service.webhooks.resend import ResendWebhook
 from otp_service.webhooks.service import WebhookService
@@ -56,6 +57,7 @@ class Runtime:
     deliverer: Deliverer
     worker: DeliveryWorker
     webhooks: WebhookService
+    admin: AdminService
     trusted_networks: tuple[Network, ...]
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -171,6 +173,12 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 sns=SnsVerifier(
                     http, topic_arns=settings.sns_topic_arns, host_pattern=settings.sns_cert_host_pattern
                 ),
+            ),
+            admin=AdminService(
+                sessions=sessions,
+                store=store,
+                global_limits=settings.global_daily_limits,
+                send_rate=settings.send_rate,
             ),
             trusted_networks=tuple(settings.trusted_networks()),
             redis=redis,

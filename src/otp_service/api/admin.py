@@ -1,0 +1,147 @@
+"""Admin API for internal callers: `Authorization: Bearer <one of OTP_ADMIN_API_KEYS>`."""
+
+import hmac
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import BaseModel, Field
+
+from otp_service.api.deps import RuntimeDep
+from otp_service.api.schemas import problem_responses
+from otp_service.db.models import Suppression
+from otp_service.errors import Unauthorized
+
+
+async def require_admin(request: Request, runtime: RuntimeDep) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, presented = header.partition(" ")
+    presented_bytes = presented.strip().encode()
+    # Compare against every key, always, in constant time: neither which key nor how much of it
+    # matched shows in the response time.
+    matched = False
+    for key in runtime.settings.admin_api_keys:
+        matched |= hmac.compare_digest(presented_bytes, key.get_secret_value().encode())
+    if scheme.lower() != "bearer" or not presented_bytes or not matched:
+        raise Unauthorized()
+
+
+router = APIRouter(
+    prefix="/api/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses({401: ["unauthorized"], 503: ["unavailable"]}),
+)
+
+
+class SuppressionOut(BaseModel):
+    email: str
+    reason: str
+    source: str
+    note: str | None
+    permanent: bool
+    bounce_count: int
+    complaint_count: int
+    provider_message_id: str | None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, row: Suppression) -> "SuppressionOut":
+        return cls(
+            email=row.email, reason=row.reason, source=row.source, note=row.note, permanent=row.permanent,
+            bounce_count=row.bounce_count, complaint_count=row.complaint_count,
+            provider_message_id=row.provider_message_id, created_at=row.created_at.isoformat(),
+            updated_at=row.updated_at.isoformat(),
+        )  # fmt: skip
+
+
+class SuppressionPage(BaseModel):
+    items: list[SuppressionOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end")
+
+
+class SuppressionIn(BaseModel):
+    reason: Literal["manual"] = "manual"
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ChannelUsage(BaseModel):
+    sent_24h: int
+    limit_24h: int
+    remaining: int
+
+
+class UsageOut(BaseModel):
+    channels: dict[str, ChannelUsage]
+    send_rate: dict[str, float]
+    delivered_24h: int
+    bounces_24h: int
+    complaints_24h: int
+    bounce_rate: float | None
+    complaint_rate: float | None
+
+
+@router.get("/suppressions", summary="Suppressed addresses, newest first")
+async def list_suppressions(
+    runtime: RuntimeDep,
+    email: Annotated[str | None, Query(max_length=320, description="An address, or part of one")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+) -> SuppressionPage:
+    page = await runtime.admin.list(email=email, limit=limit, cursor=cursor)
+    return SuppressionPage(items=[SuppressionOut.of(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.get(
+    "/suppressions/{email}", summary="One suppression", responses=problem_responses({404: ["not_found"]})
+)
+async def get_suppression(email: str, runtime: RuntimeDep) -> SuppressionOut:
+    return SuppressionOut.of(await runtime.admin.get(email))
+
+
+@router.put(
+    "/suppressions/{email}",
+    summary="Suppress an address by hand (201 new, 200 updated)",
+    responses={
+        201: {"model": SuppressionOut, "description": "Created"},
+        **problem_responses({422: ["invalid_request"]}),
+    },
+)
+async def put_suppression(
+    email: str, body: SuppressionIn, runtime: RuntimeDep, response: Response
+) -> SuppressionOut:
+    row, created = await runtime.admin.put(email, reason=body.reason, note=body.note)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return SuppressionOut.of(row)
+
+
+@router.delete(
+    "/suppressions/{email}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a suppression",
+    responses=problem_responses({404: ["not_found"]}),
+)
+async def delete_suppression(email: str, runtime: RuntimeDep) -> Response:
+    await runtime.admin.delete(email)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/usage", summary="Sends against the caps, send rate, bounces and complaints (24 h)")
+async def usage(runtime: RuntimeDep) -> UsageOut:
+    u = await runtime.admin.usage()
+    channels = {
+        c: ChannelUsage(sent_24h=n, limit_24h=u.limits[c], remaining=max(0, u.limits[c] - n))
+        for c, n in u.sent_24h.items()
+    }
+    return UsageOut(
+        channels=channels,
+        send_rate={
+            "limit_per_second": float(u.send_rate_limit),
+            "current_per_second": round(u.sent_last_minute / 60, 3),
+        },
+        delivered_24h=u.delivered_24h,
+        bounces_24h=u.bounces_24h,
+        complaints_24h=u.complaints_24h,
+        bounce_rate=round(u.bounces_24h / u.delivered_24h, 5) if u.delivered_24h else None,
+        complaint_rate=round(u.complaints_24h / u.delivered_24h, 5) if u.delivered_24h else None,
+    )
