@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from otp_service.api import admin, health, otp, webhooks
+from otp_service.api import admin, health, metrics, otp, webhooks
+from otp_service.api.docs import install_docs
+from otp_service.api.middleware import RequestIdMiddleware
 from otp_service.api.problems import install_problem_handlers
 from otp_service.logs import configure_logging
 from otp_service.runtime import open_runtime
@@ -41,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_problem_handlers(app)
@@ -48,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    install_docs(app)
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 

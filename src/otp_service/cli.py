@@ -2,7 +2,9 @@
 
 import argparse
 import asyncio
+import os
 import sys
+import tempfile
 
 from otp_service.settings import Settings, SettingsError, load_settings
 
@@ -26,6 +28,9 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker process counts into files here; /metrics aggregates all of them.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="otp-metrics-")
     if settings.is_embedded:
         print(
             "otp-service: embedded default (SQLite ./otp_service.db, in-process limits, "

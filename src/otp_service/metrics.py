@@ -2,9 +2,8 @@
 
 from prometheus_client import Counter, Histogram
 
-REQUESTS = Counter(
-    "otp_requests_total", "OTP API requests by endpoint and outcome code", ["endpoint", "code"]
-)
+REQUESTS = Counter("otp_requests_total", "Accepted OTP API requests by endpoint", ["endpoint"])
+REJECTIONS = Counter("otp_rejections_total", "Requests answered with a problem, by code", ["code"])
 DELIVERIES = Counter("otp_deliveries_total", "Delivery jobs by outcome and provider", ["outcome", "provider"])
 PROVIDER_CALLS = Counter("otp_provider_calls_total", "Email provider calls by result", ["provider", "result"])
 PROVIDER_LATENCY = Histogram(

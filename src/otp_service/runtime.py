@@ -24,13 +24,14 @@ from otp_service.delivery.providers.resend import ResendProvider
 from otp_service.delivery.providers.ses import SesProvider
 from otp_service.delivery.queue import JobQueue, MemoryJobQueue, RedisJobQueue
 from otp_service.delivery.sender import Deliverer
-from otp_service.delivery.worker import DeliveryWorker
+from otp_service.delivery.worker import DeliveryWorker, Outcome
 from otp_service.limits.base import LimitStore, system_clock
 from otp_service.limits.keys import RedisKeys
 from otp_service.limits.memory_store import MemoryLimitStore
 from otp_service.limits.redis_store import RedisLimitStore
 from otp_service.limits.send_rate import MemorySendRate, RedisSendRate, SendRateLimiter
 from otp_service.logs import get_logger
+from otp_service.metrics import DELIVERIES, PROVIDER_CALLS, PROVIDER_LATENCY
 from otp_service.net import Network
 from otp_service.otp.codes import CodeCrypto
 from otp_service.otp.service import OtpService
@@ -72,6 +73,15 @@ class Runtime:
             return
         async with asyncio.timeout(self.settings.dependency_timeout):
             await self.redis.ping()
+
+
+def _observe_provider_call(provider: str, result: str, seconds: float) -> None:
+    PROVIDER_CALLS.labels(provider, result).inc()
+    PROVIDER_LATENCY.labels(provider).observe(seconds)
+
+
+def _observe_outcome(outcome: Outcome) -> None:
+    DELIVERIES.labels(outcome.status, outcome.provider or "none").inc()
 
 
 def create_redis(url: str, *, timeout: float) -> Redis:
@@ -141,6 +151,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         deliverer = Deliverer(
             settings=settings, primary=primary, fallback=fallback, send_rate=send_rate, clock=clock
         )
+        deliverer.on_attempt = _observe_provider_call
         sessions = create_sessionmaker(engine)
         worker = DeliveryWorker(
             queue=queue,
@@ -152,6 +163,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             db_timeout=timeout,
             clock=clock,
         )
+        worker.on_outcome = _observe_outcome
         runtime = Runtime(
             settings=settings,
             engine=engine,

@@ -17,6 +17,7 @@ from otp_service.api.schemas import (
     problem_responses,
 )
 from otp_service.errors import ServiceError
+from otp_service.metrics import REQUESTS
 
 router = APIRouter(prefix="/api/v1/auth/otp", tags=["otp"])
 
@@ -61,6 +62,7 @@ async def send_code(body: SendIn, call: OtpCallDep, request: Request) -> Respons
     except ServiceError as exc:
         return problem_response(exc, request)
     # The same bytes for every accepted (or suppressed) address.
+    REQUESTS.labels("send").inc()
     body_out = {"status": "pending", "expires_in": accepted.expires_in, "resend_after": accepted.resend_after}
     return Response(_json(body_out), 202, media_type="application/json")
 
@@ -80,4 +82,5 @@ async def verify_code(body: VerifyIn, call: OtpCallDep, request: Request) -> Res
         email = await call.otp.verify(body.email, body.code, call.client_ip)
     except ServiceError as exc:
         return problem_response(exc, request)
+    REQUESTS.labels("verify").inc()
     return Response(_json({"status": "approved", "email": email}), 200, media_type="application/json")

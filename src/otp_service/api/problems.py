@@ -15,6 +15,7 @@ from otp_service.errors import (
     InvalidRequest,
     ServiceError,
 )
+from otp_service.metrics import REJECTIONS
 
 log = logging.getLogger("otp_service.api")
 
@@ -44,6 +45,7 @@ class ProblemResponse(JSONResponse):
 
 def problem_response(exc: ServiceError, request: Request | None = None) -> ProblemResponse:
     instance = request.url.path if request is not None else None
+    REJECTIONS.labels(exc.code).inc()
     return ProblemResponse(exc.to_problem(instance), status_code=exc.status, headers=exc.headers())
 
 

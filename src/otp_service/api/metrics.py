@@ -1,0 +1,54 @@
+"""`GET /metrics` in the Prometheus text format.
+
+With several worker processes (`otp-service serve --workers N`), the CLI points
+PROMETHEUS_MULTIPROC_DIR at a shared directory and each scrape aggregates every process.
+Queue depth, oldest job age and quota usage are read from the shared stores at scrape time.
+"""
+
+import os
+from collections.abc import Sequence
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from otp_service.api.deps import RuntimeDep
+from otp_service.errors import ServiceError
+
+router = APIRouter(tags=["operations"])
+
+
+def _registry() -> CollectorRegistry:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
+def _gauge(name: str, help_text: str, samples: Sequence[tuple[str, float]]) -> str:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    lines += [f"{name}{labels} {value}" for labels, value in samples]
+    return "\n".join(lines) + "\n"
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(runtime: RuntimeDep) -> Response:
+    body = generate_latest(_registry()).decode()
+    try:
+        stats = await runtime.queue.stats()
+        usage = {c: await runtime.store.global_usage(c) for c in runtime.settings.global_daily_limits}
+    except ServiceError:
+        body += _gauge("otp_store_up", "Whether the limit store answered this scrape", [("", 0)])
+    else:
+        body += _gauge("otp_store_up", "Whether the limit store answered this scrape", [("", 1)])
+        states = [('{state="waiting"}', stats.waiting), ('{state="pending"}', stats.pending)]
+        body += _gauge("otp_queue_jobs", "Delivery jobs by state", states)
+        body += _gauge("otp_queue_oldest_job_age_seconds", "Age of the oldest unacknowledged job",
+                       [("", stats.oldest_age_ms / 1000)])  # fmt: skip
+        limits = runtime.settings.global_daily_limits
+        body += _gauge("otp_global_sends_24h", "Accepted sends in the rolling 24 h",
+                       [(f'{{channel="{c}"}}', n) for c, n in usage.items()])  # fmt: skip
+        body += _gauge("otp_global_limit_24h", "Service-wide cap per rolling 24 h",
+                       [(f'{{channel="{c}"}}', n) for c, n in limits.items()])  # fmt: skip
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
