@@ -35,6 +35,7 @@ from otp_service.metrics import DELIVERIES, PROVIDER_CALLS, PROVIDER_LATENCY
 from otp_service.net import Network
 from otp_service.otp.codes import CodeCrypto
 from otp_service.otp.service import OtpService
+from otp_service.otp.tokens import TokenIssuer
 from otp_service.settings import Settings
 from otp_service.suppression.admin import AdminService
 from otp_service.validation.address import AddressValidator
@@ -59,6 +60,7 @@ class Runtime:
     worker: DeliveryWorker
     webhooks: WebhookService
     admin: AdminService
+    tokens: TokenIssuer | None
     trusted_networks: tuple[Network, ...]
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -146,7 +148,15 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             extra_disposable=settings.disposable_domains_extra,
             allow=settings.disposable_domains_allow,
         )
-        otp = OtpService(settings=settings, store=store, validator=validator, crypto=crypto)
+        tokens = None
+        if settings.jwt_private_key is not None:
+            tokens = TokenIssuer(
+                settings.jwt_private_key.get_secret_value(),
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                ttl=settings.jwt_ttl,
+            )
+        otp = OtpService(settings=settings, store=store, validator=validator, crypto=crypto, tokens=tokens)
         primary, fallback = await build_providers(settings, http, stack)
         deliverer = Deliverer(
             settings=settings, primary=primary, fallback=fallback, send_rate=send_rate, clock=clock
@@ -192,6 +202,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 global_limits=settings.global_daily_limits,
                 send_rate=settings.send_rate,
             ),
+            tokens=tokens,
             trusted_networks=tuple(settings.trusted_networks()),
             redis=redis,
         )

@@ -124,6 +124,12 @@ class Settings(BaseSettings):
 
     admin_api_keys: list[SecretStr] = Field(default_factory=list)
 
+    # Verification tokens (optional): PEM of an Ed25519 or P-256 private key.
+    jwt_private_key: SecretStr | None = None
+    jwt_issuer: str = "otp-service"
+    jwt_audience: str = "otp-service-clients"
+    jwt_ttl: int = Field(default=300, ge=30, le=86400)
+
     # Operational knobs beyond the contract.
     worker_enabled: bool = True
     worker_concurrency: int = Field(default=8, ge=1, le=256)
@@ -155,6 +161,10 @@ class Settings(BaseSettings):
             raise ValueError("OTP_RESEND_API_KEY is required when the resend provider is used")
         if self.email_fallback_provider == self.email_provider:
             raise ValueError("OTP_EMAIL_FALLBACK_PROVIDER must differ from OTP_EMAIL_PROVIDER")
+        if self.jwt_private_key is not None:
+            from otp_service.otp.tokens import TokenIssuer
+
+            TokenIssuer(self.jwt_private_key.get_secret_value(), issuer="", audience="", ttl=60)
         if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("OTP_DATABASE_URL must be sqlite+aiosqlite://… or postgresql+asyncpg://…")
         return self

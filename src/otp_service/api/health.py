@@ -9,6 +9,15 @@ from otp_service.errors import Unavailable
 router = APIRouter(tags=["operations"])
 
 
+@router.get(
+    "/.well-known/jwks.json",
+    summary="Public keys of the verification tokens (empty when tokens are not configured)",
+    tags=["tokens"],
+)
+async def jwks(runtime: RuntimeDep) -> dict[str, list[dict[str, str]]]:
+    return runtime.tokens.jwks() if runtime.tokens is not None else {"keys": []}
+
+
 @router.get("/healthz", summary="Liveness: 200 while the process runs")
 async def healthz() -> HealthOut:
     return HealthOut(status="ok")

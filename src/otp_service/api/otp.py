@@ -79,8 +79,11 @@ async def send_code(body: SendIn, call: OtpCallDep, request: Request) -> Respons
 )
 async def verify_code(body: VerifyIn, call: OtpCallDep, request: Request) -> Response:
     try:
-        email = await call.otp.verify(body.email, body.code, call.client_ip)
+        verified = await call.otp.verify(body.email, body.code, call.client_ip)
     except ServiceError as exc:
         return problem_response(exc, request)
     REQUESTS.labels("verify").inc()
-    return Response(_json({"status": "approved", "email": email}), 200, media_type="application/json")
+    out: dict[str, Any] = {"status": "approved", "email": verified.email}
+    if verified.token is not None:
+        out.update(token=verified.token, token_type="Bearer", expires_in=verified.token_expires_in)  # noqa: S106
+    return Response(_json(out), 200, media_type="application/json")

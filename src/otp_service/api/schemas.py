@@ -39,6 +39,13 @@ class VerifyIn(BaseModel):
 class ApprovedOut(BaseModel):
     status: Literal["approved"]
     email: str
+    token: str | None = Field(
+        default=None,
+        description="When verification tokens are configured: a JWT (EdDSA or ES256) with sub = the address, "
+        "checkable against /.well-known/jwks.json",
+    )
+    token_type: Literal["Bearer"] | None = None
+    expires_in: int | None = Field(default=None, description="Seconds the token is valid")
 
 
 class Problem(BaseModel):

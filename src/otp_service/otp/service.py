@@ -23,12 +23,20 @@ from otp_service.limits.base import (
 )
 from otp_service.logs import get_logger, mask_email
 from otp_service.otp.codes import CodeCrypto, generate_code
+from otp_service.otp.tokens import TokenIssuer
 from otp_service.settings import Settings
 from otp_service.validation.address import AddressValidator, normalize_email
 
 log = get_logger("otp")
 
 CHANNEL = "email"
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    email: str
+    token: str | None = None
+    token_expires_in: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +61,13 @@ class OtpService:
         store: LimitStore,
         validator: AddressValidator,
         crypto: CodeCrypto,
+        tokens: TokenIssuer | None = None,
     ) -> None:
         self._s = settings
         self._store = store
         self._validator = validator
         self._crypto = crypto
+        self._tokens = tokens
         self._send_rate = settings.rate("otp_send")
         self._verify_rate = settings.rate("otp_verify")
         self._global_limit = settings.global_daily_limits.get(CHANNEL, 0)
@@ -95,7 +105,7 @@ class OtpService:
         log.info("otp.send_rejected", extra={"email": mask_email(email), "reason": decision.status})
         raise _SEND_REJECTIONS[decision.status](retry_after=decision.retry_after_ms / 1000)
 
-    async def verify(self, raw_email: str, code: str, client_ip: str) -> str:
+    async def verify(self, raw_email: str, code: str, client_ip: str) -> Verified:
         if len(code) != self._s.code_length or not code.isascii() or not code.isdigit():
             raise InvalidRequest(f"code: must be {self._s.code_length} digits")
         try:
@@ -115,7 +125,9 @@ class OtpService:
         match decision.status:
             case VerifyStatus.APPROVED:
                 log.info("otp.verify_approved", extra={"email": masked})
-                return email
+                if self._tokens is None:
+                    return Verified(email)
+                return Verified(email, self._tokens.issue(email), self._tokens.ttl)
             case VerifyStatus.INVALID:
                 log.info("otp.verify_wrong_code", extra={"email": masked})
                 raise InvalidCode(decision.attempts_remaining)
