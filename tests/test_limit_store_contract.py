@@ -277,3 +277,19 @@ async def test_queue_read_blocks_until_a_job_arrives(env: Env) -> None:
     await env.store.decide_send(send_req())
     jobs = await asyncio.wait_for(reader, 2)
     assert len(jobs) == 1
+
+
+async def test_sending_paused_refuses_without_consuming_anything(env: Env) -> None:
+    await env.store.pause("ses", "bounce rate")
+    await env.store.set_sending_paused(True)
+    refused = await env.store.decide_send(send_req())
+    assert refused.status is SendStatus.PAUSED
+    assert refused.retry_after_ms > 0
+    assert await env.store.pauses() == {"ses": "bounce rate"}
+    assert await env.store.resume("ses", 1234)
+    assert not await env.store.resume("ses", 1235)
+    assert await env.store.resumed_at("ses") == 1235
+    assert await env.store.pauses() == {}
+    # Resuming cleared the flag; nothing (cooldown, daily slot, global slot) was charged before.
+    assert (await env.store.decide_send(send_req())).status is SendStatus.OK
+    assert await env.store.global_usage("email") == 1

@@ -23,6 +23,7 @@ from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.providers.resend import ResendProvider
 from otp_service.delivery.providers.ses import SesProvider
 from otp_service.delivery.queue import JobQueue, MemoryJobQueue, RedisJobQueue
+from otp_service.delivery.reputation import ReputationGuard
 from otp_service.delivery.sender import Deliverer
 from otp_service.delivery.worker import DeliveryWorker, Outcome
 from otp_service.limits.base import LimitStore, system_clock
@@ -61,6 +62,7 @@ class Runtime:
     webhooks: WebhookService
     admin: AdminService
     tokens: TokenIssuer | None
+    guard: ReputationGuard
     trusted_networks: tuple[Network, ...]
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -174,6 +176,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             clock=clock,
         )
         worker.on_outcome = _observe_outcome
+        guard = ReputationGuard(
+            settings=settings, store=store, sessions=sessions,
+            providers=[p.name for p in (primary, fallback) if p is not None],
+        )  # fmt: skip
+        deliverer.healthy = guard.healthy
         runtime = Runtime(
             settings=settings,
             engine=engine,
@@ -203,6 +210,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 send_rate=settings.send_rate,
             ),
             tokens=tokens,
+            guard=guard,
             trusted_networks=tuple(settings.trusted_networks()),
             redis=redis,
         )
@@ -210,6 +218,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             task = asyncio.create_task(worker.run(), name=f"delivery-worker-{worker.name}")
 
             stack.push_async_callback(worker.stop, task)
+            guard_task = asyncio.create_task(guard.run(), name="reputation-guard")
+            stack.push_async_callback(guard.stop, guard_task)
         yield runtime
 
 

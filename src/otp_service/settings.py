@@ -124,6 +124,15 @@ class Settings(BaseSettings):
 
     admin_api_keys: list[SecretStr] = Field(default_factory=list)
 
+    # Reputation guard. SES reviews an account at a 5% bounce or 0.1% complaint rate and may pause
+    # it at 10% / 0.5% (SES developer guide, "Reputation metrics"); pausing ourselves below the
+    # review levels protects the sender before AWS has to.
+    reputation_max_bounce_rate: float = Field(default=0.04, gt=0, le=1)
+    reputation_max_complaint_rate: float = Field(default=0.0008, gt=0, le=1)
+    reputation_min_volume: int = Field(default=200, ge=1)
+    reputation_window: int = Field(default=86400, ge=60)
+    reputation_check_interval: float = Field(default=30.0, gt=0)
+
     # Verification tokens (optional): PEM of an Ed25519 or P-256 private key.
     jwt_private_key: SecretStr | None = None
     jwt_issuer: str = "otp-service"

@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field
 from otp_service.api.deps import RuntimeDep
 from otp_service.api.schemas import problem_responses
 from otp_service.db.models import Suppression
-from otp_service.errors import Unauthorized
+from otp_service.delivery.reputation import ProviderHealth
+from otp_service.errors import NotFound, Unauthorized
+from otp_service.runtime import Runtime
 
 
 async def require_admin(request: Request, runtime: RuntimeDep) -> None:
@@ -145,3 +147,45 @@ async def usage(runtime: RuntimeDep) -> UsageOut:
         bounce_rate=round(u.bounces_24h / u.delivered_24h, 5) if u.delivered_24h else None,
         complaint_rate=round(u.complaints_24h / u.delivered_24h, 5) if u.delivered_24h else None,
     )
+
+
+class ProviderHealthOut(BaseModel):
+    provider: str
+    paused: bool
+    reason: str | None
+    sent: int
+    bounces: int
+    complaints: int
+    bounce_rate: float | None
+    complaint_rate: float | None
+    since: str
+    max_bounce_rate: float
+    max_complaint_rate: float
+    min_volume: int
+
+
+def _health(runtime: Runtime, h: ProviderHealth) -> ProviderHealthOut:
+    s = runtime.settings
+    return ProviderHealthOut(
+        provider=h.provider, paused=h.paused, reason=h.reason, sent=h.sent, bounces=h.bounces,
+        complaints=h.complaints, bounce_rate=h.bounce_rate, complaint_rate=h.complaint_rate,
+        since=h.since.isoformat(), max_bounce_rate=s.reputation_max_bounce_rate,
+        max_complaint_rate=s.reputation_max_complaint_rate, min_volume=s.reputation_min_volume,
+    )  # fmt: skip
+
+
+@router.get("/reputation", summary="Bounce and complaint rates per provider, and what the guard paused")
+async def reputation(runtime: RuntimeDep) -> list[ProviderHealthOut]:
+    return [_health(runtime, h) for h in await runtime.guard.report()]
+
+
+@router.post(
+    "/reputation/{provider}/resume",
+    summary="Resume a provider the guard paused; its rates count again from now",
+    responses=problem_responses({404: ["not_found"]}),
+)
+async def resume_provider(provider: str, runtime: RuntimeDep) -> list[ProviderHealthOut]:
+    if provider not in runtime.guard.providers:
+        raise NotFound(f"{provider} is not a configured provider")
+    await runtime.guard.resume(provider)
+    return [_health(runtime, h) for h in await runtime.guard.check()]

@@ -65,6 +65,8 @@ class Deliverer:
         self._rate = send_rate
         self._clock = clock
         self.on_attempt: Callable[[str, str, float], None] | None = None
+        # The reputation guard's view: a paused provider is skipped (the fallback takes over).
+        self.healthy: Callable[[str], bool] = lambda _name: True
 
     def _context(self, code: str) -> dict[str, Any]:
         return {
@@ -109,7 +111,10 @@ class Deliverer:
         last: ProviderError | None = None
         while True:
             wait = 0.0
-            for provider in self._providers:
+            providers = [p for p in self._providers if self.healthy(p.name)]
+            if not providers:
+                wait = 5.0  # every provider paused: hold the job until an operator resumes one
+            for provider in providers:
                 attempt += 1
                 try:
                     await acquire(self._rate)

@@ -25,6 +25,7 @@ from otp_service.limits.base import Clock, system_clock
 from otp_service.logs import get_logger, mask_email
 from otp_service.otp.codes import CodeCrypto
 from otp_service.suppression.repository import is_suppressed
+from otp_service.tasks import cancel_and_wait
 
 log = get_logger("delivery")
 
@@ -75,16 +76,7 @@ class DeliveryWorker:
         Cancellation can be swallowed when it lands exactly as a client library's own timeout
         fires, so the loop also checks a flag, and the task is cancelled until it is done."""
         self._stopping = True
-        deadline = asyncio.get_running_loop().time() + grace
-        while not task.done():
-            task.cancel()
-            remaining = deadline - asyncio.get_running_loop().time()
-            await asyncio.wait({task}, timeout=max(0.05, min(1.0, remaining)))
-            if remaining <= 0 and not task.done():
-                log.error("delivery.worker_stop_timeout")
-                return
-        if not task.cancelled() and task.exception() is not None:
-            log.error("delivery.worker_crashed", exc_info=task.exception())
+        await cancel_and_wait(task, grace)
 
     async def run(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeat())

@@ -30,6 +30,21 @@ class RedisKeys:
         return f"{self._base}:jobs"
 
     @property
+    def pauses(self) -> str:
+        """Hash: provider -> reason, for providers the reputation guard paused."""
+        return f"{self._base}:paused"
+
+    @property
+    def resumed(self) -> str:
+        """Hash: provider -> ms when an operator last resumed it."""
+        return f"{self._base}:resumed"
+
+    @property
+    def sending_paused(self) -> str:
+        """Set while no healthy provider is left: new sends answer 503 sending_paused."""
+        return f"{self._base}:sending-paused"
+
+    @property
     def send_bucket(self) -> str:
         return f"{self._base}:send-bucket"
 

@@ -64,6 +64,9 @@ class MemoryLimitStore:
         self._cooldowns: dict[str, int] = {}
         self._codes: dict[str, _Code] = {}
         self._ops = 0
+        self._pauses: dict[str, str] = {}
+        self._resumed: dict[str, int] = {}
+        self._sending_paused = False
 
     def _now(self) -> int:
         now = int(self._clock() * 1000)
@@ -93,6 +96,8 @@ class MemoryLimitStore:
         wait = self._throttle(f"otp_send:{req.client_ip}", now, req.ip_rate)
         if wait:
             return SendDecision(SendStatus.RATE_LIMITED, wait)
+        if self._sending_paused:
+            return SendDecision(SendStatus.PAUSED, 300_000)
         cooldown_until = self._cooldowns.get(req.address_id, 0)
         if cooldown_until > now:
             return SendDecision(SendStatus.COOLDOWN, cooldown_until - now)
@@ -133,3 +138,20 @@ class MemoryLimitStore:
 
     async def global_usage(self, channel: str) -> int:
         return self._global.state(channel, self._now(), DAY_MS)[0]
+
+    async def pauses(self) -> dict[str, str]:
+        return dict(self._pauses)
+
+    async def pause(self, provider: str, reason: str) -> None:
+        self._pauses[provider] = reason
+
+    async def resume(self, provider: str, now_ms: int) -> bool:
+        self._resumed[provider] = now_ms
+        self._sending_paused = False
+        return self._pauses.pop(provider, None) is not None
+
+    async def resumed_at(self, provider: str) -> int | None:
+        return self._resumed.get(provider)
+
+    async def set_sending_paused(self, paused: bool) -> None:
+        self._sending_paused = paused

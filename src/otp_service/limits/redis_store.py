@@ -48,6 +48,10 @@ async def redis_guard(timeout: float | None, operation: str) -> AsyncIterator[No
         raise Unavailable("The limit store is not answering; try again shortly") from exc
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _ms(clock: Clock) -> int:
     return int(clock() * 1000)
 
@@ -76,6 +80,7 @@ class RedisLimitStore:
             k.global_sends(req.channel),
             k.code(req.address_id),
             k.jobs,
+            k.sending_paused,
         ]
         args: list[bytes | str | int] = [
             _ms(self._clock),
@@ -131,3 +136,32 @@ class RedisLimitStore:
         async with redis_guard(self._timeout, "usage"):
             count = await self._redis.zcount(key, now - DAY_MS + 1, "+inf")
         return int(count)
+
+    async def pauses(self) -> dict[str, str]:
+        async with redis_guard(self._timeout, "pauses"):
+            raw = await self._redis.hgetall(self._keys.pauses)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def pause(self, provider: str, reason: str) -> None:
+        async with redis_guard(self._timeout, "pause"):
+            await self._redis.hset(self._keys.pauses, provider, reason)
+
+    async def resume(self, provider: str, now_ms: int) -> bool:
+        async with redis_guard(self._timeout, "resume"), self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._keys.pauses, provider)
+            pipe.hset(self._keys.resumed, provider, now_ms)
+            pipe.delete(self._keys.sending_paused)
+            removed, _, _ = await pipe.execute()
+        return bool(removed)
+
+    async def resumed_at(self, provider: str) -> int | None:
+        async with redis_guard(self._timeout, "resumed_at"):
+            value = await self._redis.hget(self._keys.resumed, provider)
+        return int(value) if value is not None else None
+
+    async def set_sending_paused(self, paused: bool) -> None:
+        async with redis_guard(self._timeout, "sending_paused"):
+            if paused:
+                await self._redis.set(self._keys.sending_paused, "1")
+            else:
+                await self._redis.delete(self._keys.sending_paused)

@@ -1,0 +1,118 @@
+"""The reputation guard, driven by synthetic delivery and webhook records."""
+
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from otp_service.delivery.providers.console import ConsoleProvider
+from otp_service.delivery.providers.resend import ResendProvider
+from otp_service.delivery.sender import Deliverer
+from otp_service.limits.send_rate import MemorySendRate
+from otp_service.settings import Settings
+from tests.support import unique_email
+
+KEY = "admin-key-0123456789"
+AUTH = {"authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+async def app(open_app: Callable[..., Any], make_settings: Callable[..., Settings]) -> AsyncIterator[Any]:
+    # A provider name of this test's own, so rows left by other tests never count.
+    settings = make_settings(admin_api_keys=[KEY], throttle_rates={"otp_send": "100/minute", "otp_verify": "100/minute"},
+                             reputation_min_volume=200)  # fmt: skip
+    async with open_app(settings) as client:
+        client.provider = f"console-{secrets.token_hex(3)}"
+        client.app.state.runtime.guard.providers = [client.provider]
+        yield client
+
+
+async def synthetic(app: Any, *, sent: int, bounces: int = 0, complaints: int = 0) -> None:
+    provider = app.provider
+    async with app.app.state.runtime.engine.begin() as conn:
+        for i in range(sent):
+            await conn.execute(
+                text("INSERT INTO deliveries (job_id, email, outcome, provider) VALUES (:j, :e, 'sent', :p)"),
+                {"j": f"{provider}-{secrets.token_hex(6)}-{i}", "e": f"u{i}@example.org", "p": provider},
+            )
+        for kind, n in (("bounce", bounces), ("complaint", complaints)):
+            for _ in range(n):
+                await conn.execute(
+                    text("INSERT INTO webhook_events (provider, event_id, event_type, outcome, payload) "
+                         "VALUES (:p, :i, :t, 'suppressed', '{}')"),
+                    {"p": provider, "i": secrets.token_hex(8), "t": kind},
+                )  # fmt: skip
+
+
+async def test_bounce_rate_over_threshold_pauses_and_sends_answer_503(app: Any) -> None:
+    await synthetic(app, sent=250, bounces=15)  # 6% > 4%
+    [health] = await app.app.state.runtime.guard.check()
+    assert health.paused
+    assert "bounce rate 6.00%" in (health.reason or "")
+    res = await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})
+    assert (res.status_code, res.json()["code"]) == (503, "sending_paused")
+    assert int(res.headers["retry-after"]) >= 1
+    view = (await app.http.get("/api/v1/admin/reputation", headers=AUTH)).json()
+    assert view[0]["paused"] is True
+    assert view[0]["bounces"] == 15
+
+    resumed = await app.http.post(f"/api/v1/admin/reputation/{app.provider}/resume", headers=AUTH)
+    assert resumed.status_code == 200
+    assert resumed.json()[0]["paused"] is False
+    assert (await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})).status_code == 202
+    # Rates count from the resume on: the old bounces do not pause it again.
+    [health] = await app.app.state.runtime.guard.check()
+    assert not health.paused
+
+
+async def test_complaint_rate_over_threshold_pauses(app: Any) -> None:
+    await synthetic(app, sent=300, complaints=1)  # 0.33% > 0.08%
+    [health] = await app.app.state.runtime.guard.check()
+    assert health.paused
+    assert "complaint rate" in (health.reason or "")
+
+
+async def test_below_minimum_volume_nothing_pauses(app: Any) -> None:
+    await synthetic(app, sent=50, bounces=20)
+    [health] = await app.app.state.runtime.guard.check()
+    assert not health.paused
+    assert (await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})).status_code == 202
+
+
+async def test_rates_under_threshold_do_not_pause(app: Any) -> None:
+    await synthetic(app, sent=1000, bounces=30)  # 3%
+    [health] = await app.app.state.runtime.guard.check()
+    assert not health.paused
+    assert health.bounce_rate == pytest.approx(0.03)
+
+
+async def test_resume_of_an_unknown_provider_is_404(app: Any) -> None:
+    res = await app.http.post("/api/v1/admin/reputation/nope/resume", headers=AUTH)
+    assert (res.status_code, res.json()["code"]) == (404, "not_found")
+
+
+async def test_paused_primary_fails_over_to_the_healthy_fallback() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, json={"id": "re-1"})
+
+    resend = ResendProvider(httpx.AsyncClient(transport=httpx.MockTransport(handler)), api_url="https://r.test",
+                            api_key="k", timeout=5)  # fmt: skip
+    import io
+
+    out = io.StringIO()
+    deliverer = Deliverer(
+        settings=Settings(), primary=resend, fallback=ConsoleProvider(out), send_rate=MemorySendRate(rate=100)
+    )
+    deliverer.healthy = lambda name: name != "resend"
+    sent = await deliverer.send_template("email_otp", "a@example.org", "123456", idempotency_key="k",
+                                         deadline=time.time() + 10)  # fmt: skip
+    assert sent.provider == "console"
+    assert calls == []
+    assert "Your verification code is: 123456" in out.getvalue()
