@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from otp_service.api import admin, health, metrics, otp, webhooks
 from otp_service.api.docs import install_docs
 from otp_service.api.middleware import RequestIdMiddleware
-from otp_service.api.problems import install_problem_handlers
+from otp_service.api.problems import install_problem_handlers, problem_openapi
 from otp_service.logs import configure_logging
 from otp_service.runtime import open_runtime
 from otp_service.settings import Settings, load_settings
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_problem_handlers(app)
+    problem_openapi(app)
     app.include_router(otp.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)

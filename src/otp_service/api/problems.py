@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -70,8 +71,30 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
     return problem_response(cls(detail, errors=_json_safe(errors)), request)
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Starlette answers 405 with the methods of the first route on the path only; several
+    routes share a path here (one per method), so list them all, from the OpenAPI paths."""
+    app = request.app
+    table: list[tuple[re.Pattern[str], str]] | None = getattr(app.state, "allowed_methods", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            pattern = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
+            table.append((pattern, ", ".join(sorted(m.upper() for m in operations))))
+        app.state.allowed_methods = table
+    path = request.url.path
+    return next((methods for pattern, methods in table if pattern.match(path)), None)
+
+
 async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        # An undecodable body is a malformed body: the contract's 422.
+        cls = _VALIDATION_CODES.get(request.url.path, InvalidRequest)
+        return problem_response(cls("body: not valid JSON text"), request)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     body = {
         "type": PROBLEM_TYPE_BASE + code,
@@ -81,7 +104,7 @@ async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
         "code": code,
         "instance": request.url.path,
     }
-    return ProblemResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return ProblemResponse(body, status_code=exc.status_code, headers=headers)
 
 
 async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
@@ -95,3 +118,44 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)
+
+
+def problem_openapi(app: FastAPI) -> None:
+    """Document every error response as application/problem+json with the Problem schema
+    (FastAPI documents its own 422 as application/json)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        problem_ref = {"$ref": "#/components/schemas/Problem"}
+        for operation in (op for path in schema.get("paths", {}).values() for op in path.values()):
+            for status, response in operation.get("responses", {}).items():
+                if not status.isdigit() or int(status) < 400:
+                    continue
+                content = response.setdefault("content", {})
+                problem = content.pop("application/json", None) or {}
+                entry = content.setdefault(PROBLEM_MEDIA_TYPE, {})
+                entry["schema"] = problem_ref
+                if "examples" not in entry and "example" in problem:
+                    entry["example"] = problem["example"]
+            if "422" not in operation.get("responses", {}) and operation.get("requestBody"):
+                operation["responses"]["422"] = {
+                    "description": "`invalid_request`",
+                    "content": {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}},
+                }
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "Problem" not in components:
+            from otp_service.api.schemas import Problem
+
+            components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -179,6 +179,10 @@ class SnsVerifier:
             raise ConnectionError(f"SubscribeURL answered {response.status_code}")
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def normalise_ses(message: Mapping[str, Any]) -> ProviderEvent:
     """An SNS Notification carrying an SES event (identity notifications use `notificationType`,
     configuration-set event publishing uses `eventType`)."""
@@ -204,7 +208,7 @@ def normalise_ses(message: Mapping[str, Any]) -> ProviderEvent:
         bounce = ses["bounce"]
         occurred = parse_time(bounce.get("timestamp"))
         permanent = bounce.get("bounceType") == "Permanent"
-        for r in bounce.get("bouncedRecipients") or []:
+        for r in _list(bounce.get("bouncedRecipients")):
             if not isinstance(r, dict) or not (email := clean_address(r.get("emailAddress"))):
                 continue
             status = r.get("status")
@@ -215,7 +219,7 @@ def normalise_ses(message: Mapping[str, Any]) -> ProviderEvent:
     elif kind == "complaint" and isinstance(ses.get("complaint"), dict):
         complaint = ses["complaint"]
         occurred = parse_time(complaint.get("timestamp"))
-        for r in complaint.get("complainedRecipients") or []:
+        for r in _list(complaint.get("complainedRecipients")):
             if isinstance(r, dict) and (email := clean_address(r.get("emailAddress"))):
                 detail = {"feedback_type": complaint.get("complaintFeedbackType")}
                 recipients.append(Recipient(email, "complaint", detail))

@@ -1,0 +1,154 @@
+"""Fuzzing: schemathesis against the service's own OpenAPI document (a real process on Redis and
+PostgreSQL), and hypothesis properties for address validation and the webhook parsers."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from otp_service.errors import ServiceError
+from otp_service.validation.address import AddressValidator, normalize_email
+from otp_service.webhooks.resend import ResendWebhook
+from otp_service.webhooks.sns import normalise_ses
+from tests.conftest import REDIS_URL, TEST_SECRET
+
+VALIDATOR = AddressValidator()
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+def test_schemathesis_finds_no_server_errors_and_no_contract_drift(
+    database_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
+    env.update(
+        OTP_DATABASE_URL=database_url, OTP_REDIS_URL=REDIS_URL, OTP_REDIS_KEY_PREFIX=key_prefix,
+        OTP_SECRET_KEY=TEST_SECRET, OTP_ADMIN_API_KEYS='["fuzz-admin-key"]', OTP_RESEND_WEBHOOK_SECRET="whsec_dGVzdHRlc3R0ZXN0dGVzdA==",
+        OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute"}',
+    )  # fmt: skip
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "otp_service", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "schemathesis"), "run", f"http://127.0.0.1:{port}/openapi.json",
+             "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", "60",
+             "-H", "Authorization: Bearer fuzz-admin-key", "--no-color", "--seed", "20261122"],
+            capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "passed" in run.stdout
+    assert "http.unhandled_error" not in (tmp_path / "serve.log").read_text()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=80) | st.emails().map(str))
+def test_address_validation_never_raises_anything_but_a_refusal(raw: str) -> None:
+    email: str | None = None
+    status = 0
+    try:
+        email = VALIDATOR.check(raw)
+    except ServiceError as exc:
+        status = exc.status
+    if email is None:
+        assert status in (400, 422)
+    else:
+        assert email == email.lower()
+        assert normalize_email(email) == email  # idempotent
+
+
+@settings(max_examples=300)
+@given(st.emails().map(str))
+def test_normalisation_is_idempotent(raw: str) -> None:
+    try:
+        once = normalize_email(raw)
+    except ServiceError:
+        return
+    assert normalize_email(once) == once
+
+
+@settings(max_examples=300)
+@given(json_values, st.text(min_size=1, max_size=20))
+def test_resend_parser_takes_any_json(payload: Any, event_id: str) -> None:
+    if isinstance(payload, dict):
+        event = ResendWebhook.normalise(event_id, payload)
+        assert all("@" in r.email for r in event.recipients)
+
+
+@settings(max_examples=300)
+@given(json_values)
+def test_ses_parser_takes_any_message(ses: Any) -> None:
+    event = normalise_ses(
+        {"MessageId": "m-1", "Message": json.dumps(ses), "Timestamp": "2026-11-22T00:00:00Z"}
+    )
+    assert all("@" in r.email for r in event.recipients)
+    event = normalise_ses(
+        {"MessageId": "m-2", "Message": json.dumps({"notificationType": "Bounce", "bounce": ses})}
+    )
+    assert event.provider == "ses"
+
+
+ses_shaped = st.fixed_dictionaries(
+    {},
+    optional={
+        "notificationType": st.sampled_from(["Bounce", "Complaint", "Delivery"]) | json_values,
+        "eventType": st.sampled_from(["Bounce", "Complaint"]) | json_values,
+        "bounce": st.fixed_dictionaries({}, optional={
+            "bounceType": st.sampled_from(["Permanent", "Transient"]) | json_values,
+            "bouncedRecipients": json_values | st.lists(st.fixed_dictionaries({}, optional={
+                "emailAddress": st.emails().map(str) | json_values, "status": json_values})),
+            "timestamp": json_values}),
+        "complaint": st.fixed_dictionaries({}, optional={
+            "complainedRecipients": json_values | st.lists(st.fixed_dictionaries({}, optional={
+                "emailAddress": st.emails().map(str) | json_values})),
+            "timestamp": json_values}),
+        "mail": json_values | st.fixed_dictionaries({}, optional={"messageId": json_values}),
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=500)
+@given(ses_shaped)
+def test_ses_parser_takes_any_value_under_the_real_keys(ses: dict[str, Any]) -> None:
+    event = normalise_ses({"MessageId": "m-3", "Message": json.dumps(ses)})
+    assert all("@" in r.email for r in event.recipients)
+    assert event.message_id is None or isinstance(event.message_id, str)
+
+
+@settings(max_examples=300)
+@given(st.fixed_dictionaries({}, optional={"type": json_values, "created_at": json_values,
+                                           "data": json_values | st.fixed_dictionaries({}, optional={
+                                               "to": json_values | st.lists(st.emails().map(str)),
+                                               "email_id": json_values, "bounce": json_values})}))  # fmt: skip
+def test_resend_parser_takes_any_value_under_the_real_keys(payload: dict[str, Any]) -> None:
+    event = ResendWebhook.normalise("msg_1", payload)
+    assert all("@" in r.email for r in event.recipients)
