@@ -4,6 +4,7 @@ import asyncio
 import re
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from otp_service.runtime import Runtime
 
@@ -48,3 +49,77 @@ async def drain(runtime: Runtime, timeout: float = 10.0) -> None:
 
 def unique_email(domain: str = "example.org") -> str:
     return f"user-{secrets.token_hex(4)}@{domain}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The test process's environment without any OTP_ setting, plus `overrides`."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
+    env.update(overrides)
+    return env
+
+
+class ServiceProcess:
+    """`otp-service serve` in a child process; stdout and stderr go to files in `workdir`."""
+
+    def __init__(self, env: dict[str, str], workdir: "Path", name: str = "svc", *args: str) -> None:
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.out = workdir / f"{name}.out"
+        self.err = workdir / f"{name}.err"
+        self._files = [self.out.open("w"), self.err.open("w")]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "otp_service", "serve", "--port", str(self.port), *args],
+            env=env, cwd=workdir, stdout=self._files[0], stderr=self._files[1],
+        )  # fmt: skip
+
+    def wait_ready(self, path: str = "/readyz", timeout: float = 30) -> None:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.err.read_text()
+            try:
+                if httpx.get(self.url + path, timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"service did not become ready: {self.err.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for f in self._files:
+            f.close()
+
+    def __enter__(self) -> "ServiceProcess":
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,13 +1,12 @@
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import REDIS_URL
+from tests.support import ServiceProcess, clean_env
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,31 +44,8 @@ def test_bad_setting_is_refused_with_its_name() -> None:
 
 
 def test_embedded_default_serves_with_no_setup(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "otp_service", "serve", "--port", str(port)],
-        env=_clean_env(),
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                res = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-        assert res.status_code == 200
-        assert res.json()["checks"] == {"database": "ok", "redis": "not_configured"}
-        assert (tmp_path / "otp_service.db").exists()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
+    with ServiceProcess(clean_env(), tmp_path) as service:
+        res = httpx.get(f"{service.url}/readyz", timeout=5)
+    assert res.status_code == 200
+    assert res.json()["checks"] == {"database": "ok", "redis": "not_configured"}
+    assert (tmp_path / "otp_service.db").exists()

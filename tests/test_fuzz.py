@@ -2,15 +2,11 @@
 PostgreSQL), and hypothesis properties for address validation and the webhook parsers."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +15,7 @@ from otp_service.validation.address import AddressValidator, normalize_email
 from otp_service.webhooks.resend import ResendWebhook
 from otp_service.webhooks.sns import normalise_ses
 from tests.conftest import REDIS_URL, TEST_SECRET
+from tests.support import ServiceProcess, clean_env
 
 VALIDATOR = AddressValidator()
 
@@ -34,40 +31,21 @@ json_values = st.recursive(
 def test_schemathesis_finds_no_server_errors_and_no_contract_drift(
     database_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
-    env.update(
+    env = clean_env(
         OTP_DATABASE_URL=database_url, OTP_REDIS_URL=REDIS_URL, OTP_REDIS_KEY_PREFIX=key_prefix,
         OTP_SECRET_KEY=TEST_SECRET, OTP_ADMIN_API_KEYS='["fuzz-admin-key"]', OTP_RESEND_WEBHOOK_SECRET="whsec_dGVzdHRlc3R0ZXN0dGVzdA==",
         OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute"}',
     )  # fmt: skip
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "otp_service", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+    with ServiceProcess(env, tmp_path) as service:
         run = subprocess.run(
-            [str(Path(sys.executable).parent / "schemathesis"), "run", f"http://127.0.0.1:{port}/openapi.json",
+            [str(Path(sys.executable).parent / "schemathesis"), "run", f"{service.url}/openapi.json",
              "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", "60",
              "-H", "Authorization: Bearer fuzz-admin-key", "--no-color", "--seed", "20261122"],
             capture_output=True, text=True, timeout=240, check=False,
         )  # fmt: skip
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
     assert run.returncode == 0, run.stdout[-4000:]
     assert "passed" in run.stdout
-    assert "http.unhandled_error" not in (tmp_path / "serve.log").read_text()
+    assert "http.unhandled_error" not in service.err.read_text()
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

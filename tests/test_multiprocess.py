@@ -1,10 +1,6 @@
 """Two service processes sharing Redis: the limits hold across them, each email leaves once."""
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,56 +9,14 @@ import httpx
 import pytest
 
 from tests.conftest import REDIS_URL, TEST_SECRET
-from tests.support import console_emails, unique_email
+from tests.support import ServiceProcess, clean_env, console_emails, unique_email
 
 SEND = "/api/v1/auth/otp/send"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServiceProcess:
-    def __init__(self, env: dict[str, str], workdir: Path, name: str) -> None:
-        self.port = _free_port()
-        self.out = workdir / f"{name}.out"
-        self._out = self.out.open("w")
-        self._err = (workdir / f"{name}.err").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otp_service", "serve", "--port", str(self.port)],
-            env=env, cwd=workdir, stdout=self._out, stderr=self._err,
-        )  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.out.read_text()
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("service did not become ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._out.close()
-        self._err.close()
-
-
 @pytest.fixture
 def two_services(database_url: str, key_prefix: str, tmp_path: Path) -> Iterator[list[ServiceProcess]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
-    env.update(
+    env = clean_env(
         OTP_DATABASE_URL=database_url,
         OTP_REDIS_URL=REDIS_URL,
         OTP_REDIS_KEY_PREFIX=key_prefix,

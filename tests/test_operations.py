@@ -2,23 +2,18 @@
 
 import json
 import logging
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from otp_service.logs import JsonFormatter
 from otp_service.settings import Settings
-from tests.support import console_emails, drain, unique_email
+from tests.support import ServiceProcess, clean_env, console_emails, drain, unique_email
 
 WIDE = {"otp_send": "1000/minute", "otp_verify": "1000/minute"}
 
@@ -66,30 +61,13 @@ async def test_openapi_documents_every_error_code(client: Any) -> None:
     shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)"
 )
 def test_docs_render_in_headless_chromium(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
-    proc = subprocess.Popen([sys.executable, "-m", "otp_service", "serve", "--port", str(port)], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+    with ServiceProcess(clean_env(), tmp_path) as service:
         dom = subprocess.run(
             ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
-             "--virtual-time-budget=10000", "--dump-dom", f"http://127.0.0.1:{port}/docs"],
+             "--virtual-time-budget=10000", "--dump-dom", f"{service.url}/docs"],
             capture_output=True, text=True, timeout=90, check=True,
         ).stdout  # fmt: skip
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
     # Swagger UI built the operation list from /openapi.json: the page rendered, offline.
     assert "opblock" in dom
     assert "/api/v1/auth/otp/send" in dom

@@ -2,6 +2,8 @@
 
 import base64
 import binascii
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -49,6 +51,16 @@ class Usage:
     complaints_24h: int
 
 
+@contextlib.asynccontextmanager
+async def _database(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session whose database errors are the contract's 503."""
+    try:
+        async with session_scope(factory) as session:
+            yield session
+    except SQLAlchemyError as exc:
+        raise Unavailable("The database is not answering") from exc
+
+
 class AdminService:
     def __init__(
         self, *, sessions: async_sessionmaker[AsyncSession], store: LimitStore, global_limits: dict[str, int],
@@ -68,23 +80,17 @@ class AdminService:
 
     async def list(self, *, email: str | None, limit: int, cursor: str | None) -> Page:
         before = decode_cursor(cursor) if cursor else None
-        try:
-            async with session_scope(self._sessions) as session:
-                rows = await repo.page(session, email=(email or "").strip().lower() or None, before_id=before,
-                                       limit=limit + 1)  # fmt: skip
-        except SQLAlchemyError as exc:
-            raise Unavailable("The database is not answering") from exc
+        async with _database(self._sessions) as session:
+            rows = await repo.page(session, email=(email or "").strip().lower() or None, before_id=before,
+                                   limit=limit + 1)  # fmt: skip
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
 
     async def get(self, raw: str) -> Suppression:
         email = self._address(raw)
-        try:
-            async with session_scope(self._sessions) as session:
-                row = await repo.get(session, email)
-        except SQLAlchemyError as exc:
-            raise Unavailable("The database is not answering") from exc
+        async with _database(self._sessions) as session:
+            row = await repo.get(session, email)
         if row is None:
             raise NotFound(f"{email} is not suppressed")
         return row
@@ -92,24 +98,18 @@ class AdminService:
     async def put(self, raw: str, *, reason: str, note: str | None) -> tuple[Suppression, bool]:
         """(record, created)."""
         email = self._address(raw)
-        try:
-            async with session_scope(self._sessions) as session:
-                existed = await repo.get(session, email) is not None
-                await upsert_suppression(session, email=email, reason=reason, source="admin", note=note)
-            async with session_scope(self._sessions) as session:
-                row = await repo.get(session, email)
-        except SQLAlchemyError as exc:
-            raise Unavailable("The database is not answering") from exc
+        async with _database(self._sessions) as session:
+            existed = await repo.get(session, email) is not None
+            await upsert_suppression(session, email=email, reason=reason, source="admin", note=note)
+        async with _database(self._sessions) as session:
+            row = await repo.get(session, email)
         assert row is not None
         return row, not existed
 
     async def delete(self, raw: str) -> None:
         email = self._address(raw)
-        try:
-            async with session_scope(self._sessions) as session:
-                removed = await repo.remove(session, email)
-        except SQLAlchemyError as exc:
-            raise Unavailable("The database is not answering") from exc
+        async with _database(self._sessions) as session:
+            removed = await repo.remove(session, email)
         if not removed:
             raise NotFound(f"{email} is not suppressed")
 
@@ -117,12 +117,9 @@ class AdminService:
         now = datetime.now(UTC)
         day, minute = now - timedelta(days=1), now - timedelta(minutes=1)
         sent = {channel: await self._store.global_usage(channel) for channel in self._limits}
-        try:
-            async with session_scope(self._sessions) as session:
-                delivered = await repo.deliveries_since(session, day)
-                last_minute = await repo.deliveries_since(session, minute)
-                bounces = await repo.events_since(session, day, repo.BOUNCE_TYPES)
-                complaints = await repo.events_since(session, day, repo.COMPLAINT_TYPES)
-        except SQLAlchemyError as exc:
-            raise Unavailable("The database is not answering") from exc
+        async with _database(self._sessions) as session:
+            delivered = await repo.deliveries_since(session, day)
+            last_minute = await repo.deliveries_since(session, minute)
+            bounces = await repo.events_since(session, day, repo.BOUNCE_TYPES)
+            complaints = await repo.events_since(session, day, repo.COMPLAINT_TYPES)
         return Usage(sent, dict(self._limits), delivered, last_minute, self._send_rate, bounces, complaints)
