@@ -1,6 +1,7 @@
 """Two service processes sharing Redis: the limits hold across them, each email leaves once."""
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,3 +70,87 @@ async def test_limits_hold_across_two_processes(two_services: list[ServiceProces
     accepted = {one} | {e for e, r in zip(distinct, results, strict=True) if r.status_code == 202}
     emails = await _wait_for_emails(two_services, 30)
     assert sorted(emails) == sorted(accepted)
+
+
+def _sent_times(services: list[ServiceProcess]) -> list[float]:
+    """Times of provider calls, from the `delivery.sent` log lines of every process."""
+    from datetime import datetime
+
+    stamps = []
+    for s in services:
+        for line in s.err.read_text().splitlines():
+            if '"delivery.sent"' in line:
+                ts = json.loads(line)["ts"]
+                stamps.append(datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp())
+    return sorted(stamps)
+
+
+async def test_send_rate_holds_across_two_processes(
+    database_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    env = clean_env(
+        OTP_DATABASE_URL=database_url, OTP_REDIS_URL=REDIS_URL, OTP_REDIS_KEY_PREFIX=key_prefix,
+        OTP_SECRET_KEY=TEST_SECRET, OTP_SEND_RATE="10",
+        OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute"}',
+    )  # fmt: skip
+    services = [ServiceProcess(env, tmp_path, f"rate{i}") for i in range(2)]
+    try:
+        for s in services:
+            s.wait_ready()
+        async with httpx.AsyncClient(timeout=10) as http:
+            emails = [unique_email() for _ in range(40)]
+            results = await asyncio.gather(
+                *(http.post(services[i % 2].url + SEND, json={"email": e}) for i, e in enumerate(emails))
+            )
+        assert [r.status_code for r in results] == [202] * 40
+        deadline = time.monotonic() + 20
+        while len(_sent_times(services)) < 40 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+    finally:
+        for s in services:
+            s.stop()
+    stamps = _sent_times(services)
+    assert len(stamps) == 40
+    assert sorted(_emails(services)) == sorted(emails)
+    assert stamps[-1] - stamps[0] >= 2.9  # 10 at once (the burst), then 10 per second
+    per_process = [
+        sum('"delivery.sent"' in line for line in s.err.read_text().splitlines()) for s in services
+    ]
+    assert all(n > 0 for n in per_process), per_process  # both workers took part
+    # Log lines are written just after the call: allow 50 ms of scheduling skew per window edge.
+    for i, t0 in enumerate(stamps):
+        for window in (1.0, 2.0):
+            in_window = sum(1 for t in stamps[i:] if t - t0 < window - 0.05)
+            assert in_window <= 10 * (window + 1), (window, in_window)
+
+
+async def test_sigkilled_process_jobs_are_reclaimed_and_sent_exactly_once(
+    database_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    env = clean_env(
+        OTP_DATABASE_URL=database_url, OTP_REDIS_URL=REDIS_URL, OTP_REDIS_KEY_PREFIX=key_prefix,
+        OTP_SECRET_KEY=TEST_SECRET, OTP_SEND_RATE="2", OTP_JOB_VISIBILITY_TIMEOUT="1",
+        OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute"}',
+    )  # fmt: skip
+    victim, survivor = ServiceProcess(env, tmp_path, "victim"), ServiceProcess(env, tmp_path, "survivor")
+    try:
+        victim.wait_ready()
+        survivor.wait_ready()
+        emails = [unique_email() for _ in range(12)]
+        async with httpx.AsyncClient(timeout=10) as http:
+            for e in emails:
+                assert (await http.post(victim.url + SEND, json={"email": e})).status_code == 202
+        await asyncio.sleep(1.0)  # both workers now hold jobs waiting for send-rate tokens
+        victim.proc.kill()  # SIGKILL: no shutdown, its jobs stay pending in the group
+        victim.proc.wait()
+        deadline = time.monotonic() + 30
+        while len(_emails([victim, survivor])) < len(emails) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.5)  # more reclaim rounds: nothing may be sent twice
+    finally:
+        victim.stop()
+        survivor.stop()
+    sent = _emails([victim, survivor])
+    assert sorted(sent) == sorted(emails)  # every accepted code arrived, none twice
+    assert len(_emails([victim])) < len(emails)  # the victim died holding work
+    assert '"delivery.reclaimed"' in survivor.err.read_text()  # ...which the survivor took over

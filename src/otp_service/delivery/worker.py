@@ -102,6 +102,9 @@ class DeliveryWorker:
                 if loop.time() >= next_reclaim:
                     await self._queue.ensure_ready()
                     jobs = await self._queue.reclaim(self.name, self._visibility_ms, free)
+                    if jobs:
+                        # Another consumer went silent holding these (crashed, killed, partitioned).
+                        log.warning("delivery.reclaimed", extra={"jobs": [j.id for j in jobs]})
                     next_reclaim = loop.time() + self._visibility_ms / 3000
                 if not jobs:
                     jobs = await self._queue.read(self.name, free, block_ms=1000)
