@@ -2,7 +2,7 @@
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -122,3 +122,63 @@ def open_app() -> Callable[..., Any]:
 async def client(open_app: Callable[..., Any], settings: Settings) -> AsyncIterator[AppClient]:
     async with open_app(settings) as app_client:
         yield app_client
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway 3-master Redis Cluster (redis-server --cluster-enabled, redis-cli --cluster create)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.skip("redis-server and redis-cli are needed for the cluster tests")
+    ports = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+    # The cluster bus listens on port + 10000: pick ports whose bus port is free too.
+    ports = [p if p < 55000 else p - 20000 for p in ports]
+    base = tmp_path_factory.mktemp("cluster")
+    procs = []
+    for port in ports:
+        workdir = base / str(port)
+        workdir.mkdir()
+        procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no"],
+            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+    try:
+        for port in ports:
+            for _ in range(100):
+                if (
+                    subprocess.run(
+                        ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True
+                    ).stdout.strip()
+                    == "PONG"
+                ):
+                    break
+                time.sleep(0.05)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+             "--cluster-yes"],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        for _ in range(200):
+            info = subprocess.run(
+                ["redis-cli", "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True
+            ).stdout
+            if "cluster_state:ok" in info:
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the cluster did not become ready")
+        yield f"redis://127.0.0.1:{ports[0]}/0"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)

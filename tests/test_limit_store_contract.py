@@ -17,9 +17,10 @@ from otp_service.limits.base import (
     VerifyRequest,
     VerifyStatus,
 )
-from otp_service.limits.keys import RedisKeys
+from otp_service.limits.keys import RedisClient, RedisKeys
 from otp_service.limits.memory_store import MemoryLimitStore
 from otp_service.limits.redis_store import RedisLimitStore
+from otp_service.runtime import create_redis_cluster
 from otp_service.settings import Rate
 from tests.support import FakeClock
 
@@ -40,17 +41,23 @@ class Env:
             await asyncio.sleep(ms / 1000)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def env(request: pytest.FixtureRequest, redis: Redis, key_prefix: str) -> AsyncIterator[Env]:
+    """The same cases on the in-process store, on Redis, and on a real 3-master Redis Cluster."""
     clock = FakeClock()
     if request.param == "memory":
         queue = MemoryJobQueue(clock)
         yield Env("memory", MemoryLimitStore(queue, clock=clock), queue, clock)
-    else:
-        keys = RedisKeys(key_prefix)
-        rq = RedisJobQueue(redis, keys, timeout=2, clock=clock)
-        await rq.ensure_ready()
-        yield Env("redis", RedisLimitStore(redis, keys, timeout=2, clock=clock), rq, clock)
+        return
+    client: RedisClient = redis
+    if request.param == "cluster":
+        client = create_redis_cluster(request.getfixturevalue("redis_cluster_url"), timeout=5)
+    keys = RedisKeys(key_prefix)
+    rq = RedisJobQueue(client, keys, timeout=2, clock=clock)
+    await rq.ensure_ready()
+    yield Env("redis", RedisLimitStore(client, keys, timeout=2, clock=clock), rq, clock)
+    if request.param == "cluster":
+        await client.aclose()
 
 
 def send_req(address: str = "addr-1", **overrides: object) -> SendRequest:

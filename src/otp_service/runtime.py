@@ -10,6 +10,7 @@ import httpx
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,7 +28,7 @@ from otp_service.delivery.reputation import ReputationGuard
 from otp_service.delivery.sender import Deliverer
 from otp_service.delivery.worker import DeliveryWorker, Outcome
 from otp_service.limits.base import LimitStore, system_clock
-from otp_service.limits.keys import RedisKeys
+from otp_service.limits.keys import RedisClient, RedisKeys
 from otp_service.limits.memory_store import MemoryLimitStore
 from otp_service.limits.redis_store import RedisLimitStore
 from otp_service.limits.send_rate import MemorySendRate, RedisSendRate, SendRateLimiter
@@ -64,7 +65,7 @@ class Runtime:
     tokens: TokenIssuer | None
     guard: ReputationGuard
     trusted_networks: tuple[Network, ...]
-    redis: Redis | None = None
+    redis: RedisClient | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def check_database(self) -> None:
@@ -86,6 +87,18 @@ def _observe_provider_call(provider: str, result: str, seconds: float) -> None:
 
 def _observe_outcome(outcome: Outcome) -> None:
     DELIVERIES.labels(outcome.status, outcome.provider or "none").inc()
+
+
+def create_redis_cluster(url: str, *, timeout: float) -> RedisCluster:
+    # redis-py's cluster client has no blocking pool: past `max_connections` per node it raises
+    # instead of queueing, so the bound is set well above the request concurrency of a process.
+    return RedisCluster.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        max_connections=1024,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
 
 
 def create_redis(url: str, *, timeout: float) -> Redis:
@@ -129,12 +142,16 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         http = await stack.enter_async_context(create_http_client(settings))
         clock = system_clock
         timeout = settings.dependency_timeout
-        redis = None
+        redis: RedisClient | None = None
         store: LimitStore
         queue: JobQueue
         send_rate: SendRateLimiter
         if settings.redis_url is not None:
-            redis = create_redis(settings.redis_url, timeout=timeout)
+            redis = (
+                create_redis_cluster(settings.redis_url, timeout=timeout)
+                if settings.redis_cluster
+                else create_redis(settings.redis_url, timeout=timeout)
+            )
             stack.push_async_callback(redis.aclose)
             keys = RedisKeys(settings.redis_key_prefix)
             queue = RedisJobQueue(redis, keys, timeout=timeout, clock=clock)

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
 
     database_url: str = EMBEDDED_DATABASE_URL
     redis_url: str | None = None
+    # Redis Cluster: OTP_REDIS_URL names any node; every key shares one hash tag (one slot).
+    redis_cluster: bool = False
     # Keys live under `<prefix>:{<prefix>}:…`; one hash tag so every script runs on Redis Cluster.
     redis_key_prefix: str = Field(default="otp", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     secret_key: SecretStr | None = None

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from otp_service.limits.base import Clock, system_clock
-from otp_service.limits.keys import RedisKeys
+from otp_service.limits.keys import RedisClient, RedisKeys
 from otp_service.limits.redis_store import redis_guard
 
 GROUP = "delivery"
@@ -62,7 +61,9 @@ def _job(job_id: bytes, fields: dict[bytes, bytes] | None) -> Job | None:
 
 
 class RedisJobQueue:
-    def __init__(self, redis: Redis, keys: RedisKeys, *, timeout: float, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: RedisKeys, *, timeout: float, clock: Clock = system_clock
+    ) -> None:
         self._redis = redis
         self._stream = keys.jobs
         self._timeout = timeout

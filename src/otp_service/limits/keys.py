@@ -4,6 +4,12 @@ All keys carry the hash tag `{<prefix>}`: one slot, so each Lua script (which to
 IP, address, global and queue keys at once) runs unchanged on Redis Cluster.
 """
 
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+RedisClient = Redis | RedisCluster
+"""A standalone client or a cluster client: the scripts and commands are the same for both."""
+
 
 class RedisKeys:
     def __init__(self, prefix: str) -> None:

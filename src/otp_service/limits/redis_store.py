@@ -6,7 +6,6 @@ import itertools
 import os
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from otp_service.errors import Unavailable
@@ -21,7 +20,7 @@ from otp_service.limits.base import (
     VerifyStatus,
     system_clock,
 )
-from otp_service.limits.keys import RedisKeys
+from otp_service.limits.keys import RedisClient, RedisKeys
 from otp_service.limits.scripts import Scripts
 from otp_service.logs import get_logger
 from otp_service.settings import Rate
@@ -57,7 +56,9 @@ def _ms(clock: Clock) -> int:
 
 
 class RedisLimitStore:
-    def __init__(self, redis: Redis, keys: RedisKeys, *, timeout: float, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: RedisKeys, *, timeout: float, clock: Clock = system_clock
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._scripts = Scripts(redis)

@@ -7,8 +7,9 @@ one extra round trip once, never an error.
 from functools import cache
 from importlib import resources
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from otp_service.limits.keys import RedisClient
 
 
 @cache
@@ -19,7 +20,7 @@ def script_source(name: str) -> str:
 
 
 class Scripts:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.send: AsyncScript = redis.register_script(script_source("send"))
         self.verify: AsyncScript = redis.register_script(script_source("verify"))
         self.throttle: AsyncScript = redis.register_script(script_source("throttle"))

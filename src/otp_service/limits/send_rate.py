@@ -7,10 +7,8 @@ of processes (the Redis bucket is one Lua script). Callers wait for a token rath
 import asyncio
 from typing import Protocol
 
-from redis.asyncio import Redis
-
 from otp_service.limits.base import Clock, system_clock
-from otp_service.limits.keys import RedisKeys
+from otp_service.limits.keys import RedisClient, RedisKeys
 from otp_service.limits.redis_store import redis_guard
 from otp_service.limits.scripts import Scripts
 
@@ -29,7 +27,7 @@ async def acquire(limiter: SendRateLimiter) -> None:
 class RedisSendRate:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: RedisKeys,
         *,
         rate: int,
