@@ -1,5 +1,6 @@
 """Benchmark: the service's send (accepted, rejected) and verify paths against a bare FastAPI
-endpoint, with wrk on loopback. Run by hand (not a test):
+endpoint (the stack's ceiling) and a FastAPI + slowapi/limits peer (bench/peer_app.py), with wrk
+on loopback. Run by hand (not a test); the peer needs `pip install slowapi 'limits[async-redis]'`:
 
     .venv/bin/python -m bench.run [--duration 10] [--connections 32] [--workers 1 2]
 
@@ -125,6 +126,18 @@ def main() -> int:
             with server(bare_cmd, {**env, "PYTHONPATH": str(HERE.parent)}, base + "/docs"):
                 wrk(base, "send_accepted.lua", 2, args.connections)  # warm-up
                 bare = wrk(base, "send_accepted.lua", args.duration, args.connections)
+            peer_cmd = [sys.executable, "-m", "uvicorn", "bench.peer_app:app", "--port", str(port),
+                        "--workers", str(workers), "--no-access-log", "--log-level", "warning"]  # fmt: skip
+            peer_env = {**env, "PYTHONPATH": str(HERE.parent), "PEER_PREFIX": prefix + "peer"}
+            peer: dict[str, dict[str, float | str]] = {}
+            with server(peer_cmd, peer_env, base + "/docs"):
+                httpx.post(base + "/api/v1/auth/otp/send", json={"email": "bench-cooldown@example.org"})
+                wrk(base, "send_accepted.lua", 2, args.connections)  # warm-up
+                peer["peer send (accepted)"] = wrk(base, "send_accepted.lua", args.duration, args.connections)
+                peer["peer send (cooldown 429)"] = wrk(
+                    base, "send_cooldown.lua", args.duration, args.connections
+                )
+                peer["peer verify (400)"] = wrk(base, "verify.lua", args.duration, args.connections)
             svc_cmd = [
                 sys.executable,
                 "-m",
@@ -144,13 +157,13 @@ def main() -> int:
                     "send (cooldown 429)": wrk(base, "send_cooldown.lua", args.duration, args.connections),
                     "verify (400)": wrk(base, "verify.lua", args.duration, args.connections),
                 }
-            results[f"{workers} worker(s)"] = row
+            results[f"{workers} worker(s)"] = {**row, **peer}
     finally:
         asyncio.run(drop_db(db))
         import redis
 
         client = redis.Redis()
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
             client.delete(*keys)
         client.close()
