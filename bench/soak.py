@@ -123,9 +123,6 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=20)
-        accepted = sum(
-            1 for line in metrics.splitlines() if line.startswith('otp_requests_total{endpoint="send"}')
-        )
         sends_metric = next(float(line.split()[-1]) for line in metrics.splitlines()
                             if line.startswith('otp_requests_total{endpoint="send"}'))  # fmt: skip
         print(f"{args.seconds} s at {args.rate} req/s through 2 workers ({elapsed:.1f} s wall)")
