@@ -1,6 +1,6 @@
 """Benchmark: the service's send (accepted, rejected) and verify paths against a bare FastAPI
 endpoint (the stack's ceiling) and a FastAPI + slowapi/limits peer (bench/peer_app.py), with wrk
-on loopback. Run by hand (not a test); the peer needs `pip install slowapi 'limits[async-redis]'`:
+on loopback. Run by hand (not a test); the test extra installs the peer's slowapi and limits:
 
     .venv/bin/python -m bench.run [--duration 10] [--connections 32] [--workers 1 2]
 
