@@ -123,3 +123,13 @@ class ServiceProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def service_env(database_url: str, key_prefix: str, **overrides: str) -> dict[str, str]:
+    """The environment of a child `otp-service` in the production shape (PostgreSQL + Redis)."""
+    from tests.conftest import REDIS_URL, TEST_SECRET
+
+    return clean_env(
+        OTP_DATABASE_URL=database_url, OTP_REDIS_URL=REDIS_URL, OTP_REDIS_KEY_PREFIX=key_prefix,
+        OTP_SECRET_KEY=TEST_SECRET, **overrides,
+    )  # fmt: skip

@@ -17,8 +17,8 @@ from otp_service.delivery.providers.resend import ResendProvider
 from otp_service.delivery.sender import Deliverer
 from otp_service.limits.send_rate import MemorySendRate
 from otp_service.settings import Settings
-from tests.conftest import PG_HOST, PG_PORT, REDIS_URL, TEST_SECRET
-from tests.support import ServiceProcess, clean_env, free_port, unique_email
+from tests.conftest import PG_HOST, PG_PORT
+from tests.support import ServiceProcess, free_port, service_env, unique_email
 
 EMAIL = OutgoingEmail(
     to="a@example.org", sender="s@example.com", subject="s", text="t", html="h", idempotency_key="k"
@@ -85,8 +85,8 @@ async def test_provider_talking_garbage_is_retryable(reply: bytes) -> None:
 def test_a_trickling_client_does_not_block_others(database_url: str, key_prefix: str, tmp_path: Path) -> None:
     import socket
 
-    env = clean_env(OTP_DATABASE_URL=database_url, OTP_REDIS_URL=REDIS_URL, OTP_REDIS_KEY_PREFIX=key_prefix,
-                    OTP_SECRET_KEY=TEST_SECRET)  # fmt: skip
+    env = service_env(
+        database_url, key_prefix, )  # fmt: skip
     with ServiceProcess(env, tmp_path) as service:
         slow = [socket.create_connection(("127.0.0.1", service.port)) for _ in range(20)]
         try:

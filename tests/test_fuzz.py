@@ -14,8 +14,7 @@ from otp_service.errors import ServiceError
 from otp_service.validation.address import AddressValidator, normalize_email
 from otp_service.webhooks.resend import ResendWebhook
 from otp_service.webhooks.sns import normalise_ses
-from tests.conftest import REDIS_URL, TEST_SECRET
-from tests.support import ServiceProcess, clean_env
+from tests.support import ServiceProcess, service_env
 
 VALIDATOR = AddressValidator()
 
@@ -31,9 +30,8 @@ json_values = st.recursive(
 def test_schemathesis_finds_no_server_errors_and_no_contract_drift(
     database_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
-    env = clean_env(
-        OTP_DATABASE_URL=database_url, OTP_REDIS_URL=REDIS_URL, OTP_REDIS_KEY_PREFIX=key_prefix,
-        OTP_SECRET_KEY=TEST_SECRET, OTP_ADMIN_API_KEYS='["fuzz-admin-key"]', OTP_RESEND_WEBHOOK_SECRET="whsec_dGVzdHRlc3R0ZXN0dGVzdA==",
+    env = service_env(
+        database_url, key_prefix, OTP_ADMIN_API_KEYS='["fuzz-admin-key"]', OTP_RESEND_WEBHOOK_SECRET="whsec_dGVzdHRlc3R0ZXN0dGVzdA==",
         OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute"}',
     )  # fmt: skip
     with ServiceProcess(env, tmp_path) as service:

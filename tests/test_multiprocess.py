@@ -9,19 +9,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, TEST_SECRET
-from tests.support import ServiceProcess, clean_env, console_emails, unique_email
+from tests.support import ServiceProcess, console_emails, service_env, unique_email
 
 SEND = "/api/v1/auth/otp/send"
 
 
 @pytest.fixture
 def two_services(database_url: str, key_prefix: str, tmp_path: Path) -> Iterator[list[ServiceProcess]]:
-    env = clean_env(
-        OTP_DATABASE_URL=database_url,
-        OTP_REDIS_URL=REDIS_URL,
-        OTP_REDIS_KEY_PREFIX=key_prefix,
-        OTP_SECRET_KEY=TEST_SECRET,
+    env = service_env(
+        database_url,
+        key_prefix,
         OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute"}',
         OTP_GLOBAL_DAILY_LIMITS='{"email": 30}',
         OTP_SEND_RATE="1000",
@@ -90,9 +87,8 @@ def _sent_times(services: list[ServiceProcess]) -> list[float]:
 async def test_send_rate_holds_across_two_processes(
     database_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
-    env = clean_env(
-        OTP_DATABASE_URL=database_url, OTP_REDIS_URL=REDIS_URL, OTP_REDIS_KEY_PREFIX=key_prefix,
-        OTP_SECRET_KEY=TEST_SECRET, OTP_SEND_RATE="10",
+    env = service_env(
+        database_url, key_prefix, OTP_SEND_RATE="10",
         OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute"}',
     )  # fmt: skip
     services = [ServiceProcess(env, tmp_path, f"rate{i}") for i in range(2)]
@@ -129,9 +125,8 @@ async def test_send_rate_holds_across_two_processes(
 async def test_sigkilled_process_jobs_are_reclaimed_and_sent_exactly_once(
     database_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
-    env = clean_env(
-        OTP_DATABASE_URL=database_url, OTP_REDIS_URL=REDIS_URL, OTP_REDIS_KEY_PREFIX=key_prefix,
-        OTP_SECRET_KEY=TEST_SECRET, OTP_SEND_RATE="2", OTP_JOB_VISIBILITY_TIMEOUT="1",
+    env = service_env(
+        database_url, key_prefix, OTP_SEND_RATE="2", OTP_JOB_VISIBILITY_TIMEOUT="1",
         OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute"}',
     )  # fmt: skip
     victim, survivor = ServiceProcess(env, tmp_path, "victim"), ServiceProcess(env, tmp_path, "survivor")
