@@ -3,6 +3,7 @@ app-wide handler (api/problems.py): raising through Starlette's middleware stack
 rejected request's CPU (py-spy), and most OTP traffic under attack is rejected."""
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
@@ -43,6 +44,17 @@ def _json(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+@lru_cache(maxsize=8)
+def _pending_body(expires_in: int, resend_after: int) -> bytes:
+    """Encoded once: every accepted (or suppressed) address gets these same bytes."""
+    return _json({"status": "pending", "expires_in": expires_in, "resend_after": resend_after})
+
+
+# Label children resolved once, not per request.
+_SENDS = REQUESTS.labels("send")
+_VERIFIES = REQUESTS.labels("verify")
+
+
 @router.post(
     "/send",
     status_code=status.HTTP_202_ACCEPTED,
@@ -61,10 +73,10 @@ async def send_code(body: SendIn, call: OtpCallDep, request: Request) -> Respons
         accepted = await call.otp.send(body.email, call.client_ip)
     except ServiceError as exc:
         return problem_response(exc, request)
-    # The same bytes for every accepted (or suppressed) address.
-    REQUESTS.labels("send").inc()
-    body_out = {"status": "pending", "expires_in": accepted.expires_in, "resend_after": accepted.resend_after}
-    return Response(_json(body_out), 202, media_type="application/json")
+    _SENDS.inc()
+    return Response(
+        _pending_body(accepted.expires_in, accepted.resend_after), 202, media_type="application/json"
+    )
 
 
 @router.post(
@@ -82,7 +94,7 @@ async def verify_code(body: VerifyIn, call: OtpCallDep, request: Request) -> Res
         verified = await call.otp.verify(body.email, body.code, call.client_ip)
     except ServiceError as exc:
         return problem_response(exc, request)
-    REQUESTS.labels("verify").inc()
+    _VERIFIES.inc()
     out: dict[str, Any] = {"status": "approved", "email": verified.email}
     if verified.token is not None:
         out.update(token=verified.token, token_type="Bearer", expires_in=verified.token_expires_in)  # noqa: S106

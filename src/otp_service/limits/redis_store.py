@@ -72,6 +72,10 @@ class RedisLimitStore:
     def _member(self) -> str:
         return f"{self._nonce}{next(self._seq)}"
 
+    def _throttle_args(self, rate: Rate) -> list[bytes | str | int]:
+        """ARGV[1..4] of every script: now (ms), IP limit, IP window (ms), unique member."""
+        return [_ms(self._clock), rate.limit, rate.period_seconds * 1000, self._member()]
+
     async def decide_send(self, req: SendRequest) -> SendDecision:
         k = self._keys
         keys = [
@@ -83,11 +87,8 @@ class RedisLimitStore:
             k.jobs,
             k.sending_paused,
         ]
-        args: list[bytes | str | int] = [
-            _ms(self._clock),
-            req.ip_rate.limit,
-            req.ip_rate.period_seconds * 1000,
-            self._member(),
+        args = [
+            *self._throttle_args(req.ip_rate),
             req.cooldown_ms,
             req.daily_limit,
             req.global_limit,
@@ -104,26 +105,14 @@ class RedisLimitStore:
 
     async def throttle(self, scope: str, client_ip: str, rate: Rate) -> int:
         keys = [self._keys.throttle(scope, client_ip)]
-        args: list[bytes | str | int] = [
-            _ms(self._clock),
-            rate.limit,
-            rate.period_seconds * 1000,
-            self._member(),
-        ]
+        args = self._throttle_args(rate)
         async with redis_guard(None, "throttle"):
             wait = await self._scripts.throttle(keys=keys, args=args)
         return int(wait)
 
     async def verify(self, req: VerifyRequest) -> VerifyDecision:
         keys = [self._keys.throttle("otp_verify", req.client_ip), self._keys.code(req.address_id)]
-        args: list[bytes | str | int] = [
-            _ms(self._clock),
-            req.ip_rate.limit,
-            req.ip_rate.period_seconds * 1000,
-            self._member(),
-            req.code_hash,
-            req.max_attempts,
-        ]
+        args = [*self._throttle_args(req.ip_rate), req.code_hash, req.max_attempts]
         async with redis_guard(None, "verify"):
             status, value = await self._scripts.verify(keys=keys, args=args)
         decision = VerifyStatus(status.decode())
