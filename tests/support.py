@@ -1,10 +1,13 @@
 """Helpers shared by test modules."""
 
 import asyncio
+import contextlib
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+import hiredis
 
 from otp_service.runtime import Runtime
 
@@ -133,3 +136,64 @@ def service_env(database_url: str, key_prefix: str, **overrides: str) -> dict[st
         OTP_DATABASE_URL=database_url, OTP_REDIS_URL=REDIS_URL, OTP_REDIS_KEY_PREFIX=key_prefix,
         OTP_SECRET_KEY=TEST_SECRET, **overrides,
     )  # fmt: skip
+
+
+class Proxy:
+    """A TCP proxy the test controls, in front of PostgreSQL or Redis: cut it (every connection
+    closed, new ones refused), stall it (answers held back: the server looks hung), and count
+    the Redis commands that pass through it (parsed, so a pipeline counts each command)."""
+
+    def __init__(self, host: str, port: int, *, count_redis_commands: bool = False) -> None:
+        self.upstream = (host, port)
+        self._count = count_redis_commands
+        self.port = free_port()
+        self.commands = 0
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool) -> None:
+        commands = hiredis.Reader() if up and self._count else None
+        with contextlib.suppress(Exception):
+            while data := await reader.read(65536):
+                if commands is not None:
+                    commands.feed(data)
+                    while commands.gets() is not False:
+                        self.commands += 1
+                if not up:
+                    await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self._conns |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer, up=True), self._pipe(up_reader, writer, up=False))
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for w in self._conns:
+            w.close()
+        self._conns.clear()

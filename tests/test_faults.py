@@ -18,7 +18,7 @@ from otp_service.delivery.sender import Deliverer
 from otp_service.limits.send_rate import MemorySendRate
 from otp_service.settings import Settings
 from tests.conftest import PG_HOST, PG_PORT
-from tests.support import ServiceProcess, free_port, service_env, unique_email
+from tests.support import Proxy, ServiceProcess, service_env, unique_email
 
 EMAIL = OutgoingEmail(
     to="a@example.org", sender="s@example.com", subject="s", text="t", html="h", idempotency_key="k"
@@ -106,43 +106,6 @@ def test_a_trickling_client_does_not_block_others(database_url: str, key_prefix:
                 s.close()
 
 
-class Proxy:
-    """A TCP proxy in front of PostgreSQL that the test can cut and restore."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.StreamWriter] = set()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(PG_HOST, PG_PORT)
-        except OSError:
-            writer.close()
-            return
-        self._conns |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for w in self._conns:
-            w.close()
-        self._conns.clear()
-
-
 async def test_postgresql_down_webhooks_503_and_delivery_waits_then_delivers(
     open_app: Callable[..., Any], make_settings: Callable[..., Settings], database_url: str,
     capsys: pytest.CaptureFixture[str],
@@ -150,7 +113,7 @@ async def test_postgresql_down_webhooks_503_and_delivery_waits_then_delivers(
     from tests.support import console_emails, drain
     from tests.test_resend_webhooks import SECRET, event, signed
 
-    proxy = Proxy(free_port())
+    proxy = Proxy(PG_HOST, PG_PORT)
     await proxy.start()
     db = database_url.rsplit("/", 1)[1]
     settings = make_settings(

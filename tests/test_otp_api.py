@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
 from sqlalchemy import text
 
 from otp_service.settings import Settings
-from tests.support import console_emails, drain, unique_email
+from tests.conftest import REDIS_HOST, REDIS_PORT
+from tests.support import Proxy, console_emails, drain, unique_email
 
 SEND = "/api/v1/auth/otp/send"
 VERIFY = "/api/v1/auth/otp/verify"
@@ -183,49 +183,37 @@ async def test_suppressed_address_gets_identical_answers_and_no_email(
     assert [e.to for e in console_emails(capsys.readouterr().out)] == [normal]
 
 
-class CountingConnection(Connection):
-    """Counts every request written to Redis (a pipeline is one write, one round trip)."""
-
-    writes = 0
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if not isinstance(command, (bytes, str)):
-            command = list(command)
-        CountingConnection.writes += 1
-        await super().send_packed_command(command, check_health)
-
-
 async def test_one_redis_round_trip_per_send_and_verify(
     open_app: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    settings = make_settings(worker_enabled=False, throttle_rates=WIDE_RATES)
-    async with open_app(settings) as app:
-        pool = app.app.state.runtime.redis.connection_pool
-        await pool.disconnect()
-        pool.connection_class = CountingConnection
-
-        async def _command_calls(_: object) -> int:
-            return CountingConnection.writes
-
-        redis = None
-        email = unique_email()
-        await app.http.post(SEND, json={"email": unique_email()})  # scripts loaded (EVALSHA from now on)
-        await app.http.post(VERIFY, json={"email": email, "code": "123456"})
-        cases = [
-            (SEND, {"email": email}),  # accepted
-            (SEND, {"email": email}),  # cooldown
-            (SEND, {"email": "x@mailinator.com"}),  # refused address: only the IP throttle
-            (SEND, {"email": "x@gmial.com"}),
-            (VERIFY, {"email": email, "code": "000000"}),
-            (VERIFY, {"email": unique_email(), "code": "000000"}),
-        ]
-        for path, body in cases:
-            before = await _command_calls(redis)
-            await app.http.post(path, json=body)
-            assert await _command_calls(redis) - before == 1, (path, body)
-        before = await _command_calls(redis)
-        await app.http.post(VERIFY, json={"email": email, "code": "12"})  # malformed: no round trip
-        assert await _command_calls(redis) - before == 0
+    """Counted on the wire: every command any of the app's Redis clients sends passes through
+    a proxy that parses them."""
+    proxy = Proxy(REDIS_HOST, REDIS_PORT, count_redis_commands=True)
+    await proxy.start()
+    settings = make_settings(worker_enabled=False, throttle_rates=WIDE_RATES, redis_url=proxy.url)
+    try:
+        async with open_app(settings) as app:
+            email = unique_email()
+            await app.http.post(SEND, json={"email": unique_email()})  # connections opened, scripts loaded
+            await app.http.post(VERIFY, json={"email": email, "code": "123456"})
+            cases = [
+                (SEND, {"email": email}),  # accepted
+                (SEND, {"email": email}),  # cooldown
+                (SEND, {"email": "x@mailinator.com"}),  # refused address: only the IP throttle
+                (SEND, {"email": "x@gmial.com"}),
+                (VERIFY, {"email": email, "code": "000000"}),
+                (VERIFY, {"email": unique_email(), "code": "000000"}),
+            ]
+            for path, body in cases:
+                before = proxy.commands
+                res = await app.http.post(path, json=body)
+                assert res.status_code < 500
+                assert proxy.commands - before == 1, (path, body)
+            before = proxy.commands
+            await app.http.post(VERIFY, json={"email": email, "code": "12"})  # malformed: no round trip
+            assert proxy.commands - before == 0
+    finally:
+        await proxy.cut()
 
 
 def _free_port() -> int:

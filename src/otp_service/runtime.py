@@ -5,6 +5,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from aiobotocore.config import AioConfig
@@ -30,7 +31,9 @@ from otp_service.delivery.worker import DeliveryWorker, Outcome
 from otp_service.limits.base import LimitStore, system_clock
 from otp_service.limits.keys import RedisClient, RedisKeys
 from otp_service.limits.memory_store import MemoryLimitStore
+from otp_service.limits.pipelined import PipelinedRedis
 from otp_service.limits.redis_store import RedisLimitStore
+from otp_service.limits.scripts import ScriptClient
 from otp_service.limits.send_rate import MemorySendRate, RedisSendRate, SendRateLimiter
 from otp_service.logs import get_logger
 from otp_service.metrics import DELIVERIES, PROVIDER_CALLS, PROVIDER_LATENCY
@@ -120,6 +123,15 @@ def create_redis(url: str, *, timeout: float) -> Redis:
     return Redis.from_pool(pool)
 
 
+def create_script_client(url: str, redis: RedisClient, *, timeout: float) -> ScriptClient:
+    """The Lua scripts of every send and verify run on one pipelined connection
+    (limits/pipelined.py) where it can speak to the server: plain TCP to a standalone Redis.
+    Redis Cluster, TLS and unix sockets keep redis-py, which handles them."""
+    if isinstance(redis, Redis) and urlsplit(url).scheme == "redis":
+        return PipelinedRedis.from_url(url, timeout=timeout)
+    return redis
+
+
 def create_http_client(settings: Settings) -> httpx.AsyncClient:
     # httpx verifies certificates by default and honours SSL_CERT_FILE; redirects are off so
     # no URL we were told to fetch can send us somewhere we did not vet.
@@ -153,10 +165,15 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 else create_redis(settings.redis_url, timeout=timeout)
             )
             stack.push_async_callback(redis.aclose)
+            scripts = create_script_client(settings.redis_url, redis, timeout=timeout)
+            if scripts is not redis:
+                stack.push_async_callback(scripts.aclose)
             keys = RedisKeys(settings.redis_key_prefix)
             queue = RedisJobQueue(redis, keys, timeout=timeout, clock=clock)
-            store = RedisLimitStore(redis, keys, timeout=timeout, clock=clock)
-            send_rate = RedisSendRate(redis, keys, rate=settings.send_rate, timeout=timeout, clock=clock)
+            store = RedisLimitStore(redis, keys, timeout=timeout, clock=clock, script_client=scripts)
+            send_rate = RedisSendRate(
+                redis, keys, rate=settings.send_rate, timeout=timeout, clock=clock, script_client=scripts
+            )
         else:
             memory_queue = MemoryJobQueue(clock)
             queue = memory_queue

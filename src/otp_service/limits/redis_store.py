@@ -21,7 +21,7 @@ from otp_service.limits.base import (
     system_clock,
 )
 from otp_service.limits.keys import RedisClient, RedisKeys
-from otp_service.limits.scripts import Scripts
+from otp_service.limits.scripts import ScriptClient, Scripts
 from otp_service.logs import get_logger
 from otp_service.settings import Rate
 
@@ -57,11 +57,18 @@ def _ms(clock: Clock) -> int:
 
 class RedisLimitStore:
     def __init__(
-        self, redis: RedisClient, keys: RedisKeys, *, timeout: float, clock: Clock = system_clock
+        self,
+        redis: RedisClient,
+        keys: RedisKeys,
+        *,
+        timeout: float,
+        clock: Clock = system_clock,
+        script_client: ScriptClient | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
-        self._scripts = Scripts(redis)
+        # The request path's scripts may run on a faster client (limits/pipelined.py).
+        self._scripts = Scripts(script_client or redis)
         self._timeout = timeout
         self._clock = clock
         # Sorted-set members must be unique across processes and hosts: a random per-process

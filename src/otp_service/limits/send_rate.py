@@ -10,7 +10,7 @@ from typing import Protocol
 from otp_service.limits.base import Clock, system_clock
 from otp_service.limits.keys import RedisClient, RedisKeys
 from otp_service.limits.redis_store import redis_guard
-from otp_service.limits.scripts import Scripts
+from otp_service.limits.scripts import ScriptClient, Scripts
 
 
 class SendRateLimiter(Protocol):
@@ -33,8 +33,9 @@ class RedisSendRate:
         rate: int,
         timeout: float,
         clock: Clock = system_clock,
+        script_client: ScriptClient | None = None,
     ) -> None:
-        self._script = Scripts(redis).take_token
+        self._script = Scripts(script_client or redis).take_token
         self._key = keys.send_bucket
         self._rate = rate
         self._timeout = timeout

@@ -1,0 +1,159 @@
+"""The pipelined connection the request path's scripts run on (limits/pipelined.py), against
+real Redis, directly and through a proxy that cuts or stalls it."""
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis_asyncio
+from redis.exceptions import ResponseError
+
+from otp_service.limits.pipelined import PipelinedRedis
+from tests.conftest import REDIS_HOST, REDIS_PORT, REDIS_URL
+from tests.support import Proxy
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[PipelinedRedis]:
+    c = PipelinedRedis.from_url(REDIS_URL, timeout=1.5)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Proxy]:
+    p = Proxy(REDIS_HOST, REDIS_PORT, count_redis_commands=True)
+    await p.start()
+    yield p
+    p.resume()
+    await p.cut()
+
+
+async def test_thousands_of_concurrent_calls_each_get_their_own_reply(client: PipelinedRedis) -> None:
+    replies = await asyncio.gather(*(client.execute("ECHO", f"call-{i}") for i in range(3000)))
+    assert replies == [f"call-{i}".encode() for i in range(3000)]
+
+
+async def test_error_replies_raise_for_their_caller_only(client: PipelinedRedis, key_prefix: str) -> None:
+    key = f"{key_prefix}:not-a-number"
+    await client.execute("SET", key, "abc")
+    try:
+        calls = [client.execute("INCR", key) if i % 3 == 0 else client.execute("ECHO", i) for i in range(300)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for i, result in enumerate(results):
+            if i % 3 == 0:
+                assert isinstance(result, ResponseError)
+                assert "not an integer" in str(result)
+            else:
+                assert result == str(i).encode()
+    finally:
+        await client.execute("DEL", key)
+
+
+async def test_a_script_redis_does_not_know_is_loaded_by_eval(client: PipelinedRedis) -> None:
+    source = f"-- {secrets.token_hex(8)}\nreturn {{ARGV[1], KEYS[1]}}"
+    import hashlib
+
+    sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324
+    assert await client.execute("SCRIPT", "EXISTS", sha) == [0]
+    assert await client.evalsha(sha, source, ["k"], [7]) == [b"7", b"k"]
+    assert await client.execute("SCRIPT", "EXISTS", sha) == [1]
+    assert await client.evalsha(sha, source, ["k2"], [8]) == [b"8", b"k2"]
+
+
+async def test_a_burst_on_a_new_client_opens_one_connection(proxy: Proxy) -> None:
+    c = PipelinedRedis.from_url(proxy.url, timeout=1.5)
+    try:
+        assert await asyncio.gather(*(c.execute("PING") for _ in range(100))) == [b"PONG"] * 100
+        assert len(proxy._conns) == 2  # one client side, one upstream side
+        assert proxy.commands == 100
+    finally:
+        await c.aclose()
+
+
+async def test_a_cut_connection_fails_pending_calls_and_the_next_call_reconnects(proxy: Proxy) -> None:
+    c = PipelinedRedis.from_url(proxy.url, timeout=1.5)
+    try:
+        assert await c.execute("PING") == b"PONG"
+        proxy.stall()
+        pending = [asyncio.ensure_future(c.execute("ECHO", i)) for i in range(20)]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await proxy.cut()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        assert time.monotonic() - started < 0.5
+        assert all(isinstance(r, ConnectionError) for r in results), results
+        with pytest.raises(ConnectionRefusedError):  # nothing listening: refused at once
+            await c.execute("PING")
+        proxy.resume()
+        await proxy.start()
+        assert await c.execute("PING") == b"PONG"
+    finally:
+        await c.aclose()
+
+
+async def test_a_server_that_stops_answering_fails_calls_within_the_timeout(proxy: Proxy) -> None:
+    c = PipelinedRedis.from_url(proxy.url, timeout=0.5)
+    try:
+        assert await c.execute("PING") == b"PONG"
+        proxy.stall()
+        started = time.monotonic()
+        results = await asyncio.gather(*(c.execute("ECHO", i) for i in range(10)), return_exceptions=True)
+        elapsed = time.monotonic() - started
+        assert all(isinstance(r, TimeoutError) for r in results), results
+        assert 0.5 <= elapsed < 0.8
+        proxy.resume()
+        assert await c.execute("ECHO", "after") == b"after"  # a new connection, not a stale reply
+    finally:
+        await c.aclose()
+
+
+async def test_a_cancelled_call_does_not_shift_the_replies_of_later_calls(proxy: Proxy) -> None:
+    c = PipelinedRedis.from_url(proxy.url, timeout=1.5)
+    try:
+        await c.execute("PING")
+        proxy.stall()
+        first = asyncio.ensure_future(c.execute("ECHO", "first"))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        second = asyncio.ensure_future(c.execute("ECHO", "second"))
+        await asyncio.sleep(0.05)
+        proxy.resume()
+        assert await second == b"second"
+        assert first.cancelled()
+    finally:
+        await c.aclose()
+
+
+async def test_credentials_and_database_from_the_url(key_prefix: str) -> None:
+    admin = redis_asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    acl = PipelinedRedis.from_url(REDIS_URL, timeout=1.5)
+    user, password = f"{key_prefix}-user", secrets.token_hex(8)
+    await acl.execute("ACL", "SETUSER", user, "on", f">{password}", "~*", "+@all")
+    key = f"{key_prefix}:db"
+    c = PipelinedRedis.from_url(f"redis://{user}:{password}@{REDIS_HOST}:{REDIS_PORT}/9", timeout=1.5)
+    wrong = PipelinedRedis.from_url(f"redis://{user}:nope@{REDIS_HOST}:{REDIS_PORT}/0", timeout=1.5)
+    try:
+        assert await c.execute("SET", key, "in-nine") == b"OK"
+        assert await c.execute("ACL", "WHOAMI") == user.encode()
+        assert await admin.get(key) is None
+        admin9 = redis_asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=9)
+        assert await admin9.get(key) == b"in-nine"
+        await admin9.delete(key)
+        await admin9.aclose()
+        with pytest.raises(ResponseError, match="WRONGPASS"):
+            await wrong.execute("PING")
+    finally:
+        await c.aclose()
+        await wrong.aclose()
+        await acl.execute("ACL", "DELUSER", user)
+        await acl.aclose()
+        await admin.aclose()
+
+
+def test_only_plain_tcp_urls() -> None:
+    for url in ("rediss://127.0.0.1:6379/0", "unix:///tmp/redis.sock"):
+        with pytest.raises(ValueError, match="plain TCP"):
+            PipelinedRedis.from_url(url, timeout=1)
