@@ -9,18 +9,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
+from otp_service.api.answers import PROBLEM_MEDIA_TYPE, json_bytes, problem_answer
 from otp_service.errors import (
     PROBLEM_TYPE_BASE,
     InvalidEmail,
     InvalidRequest,
     ServiceError,
 )
-from otp_service.metrics import REJECTIONS
 
 log = logging.getLogger("otp_service.api")
-
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 # Routes whose malformed body has a more specific code than `invalid_request`.
 _VALIDATION_CODES: dict[str, type[InvalidRequest]] = {"/api/v1/auth/otp/send": InvalidEmail}
@@ -41,25 +40,23 @@ class ProblemResponse(JSONResponse):
     media_type = PROBLEM_MEDIA_TYPE
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+        return json_bytes(content)
 
 
-def problem_response(exc: ServiceError, request: Request | None = None) -> ProblemResponse:
-    instance = request.url.path if request is not None else None
-    REJECTIONS.labels(exc.code).inc()
-    return ProblemResponse(exc.to_problem(instance), status_code=exc.status, headers=exc.headers())
+def problem_response(exc: ServiceError, request: Request | None = None) -> Response:
+    return problem_answer(exc, request.url.path if request is not None else None).to_response()
 
 
 def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-async def _service_error(request: Request, exc: Exception) -> ProblemResponse:
+async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     return problem_response(exc, request)
 
 
-async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     cls = _VALIDATION_CODES.get(request.url.path, InvalidRequest)
     errors = [
@@ -86,7 +83,7 @@ def _allowed_methods(request: Request) -> str | None:
     return next((methods for pattern, methods in table if pattern.match(path)), None)
 
 
-async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         # An undecodable body is a malformed body: the contract's 422.
@@ -107,7 +104,7 @@ async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     return ProblemResponse(body, status_code=exc.status_code, headers=headers)
 
 
-async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
+async def _unhandled(request: Request, exc: Exception) -> Response:
     log.error("http.unhandled_error", exc_info=exc, extra={"path": request.url.path})
     body = ServiceError("An unexpected error occurred").to_problem(request.url.path)
     return ProblemResponse(body, status_code=500)
