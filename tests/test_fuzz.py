@@ -72,6 +72,47 @@ def test_normalisation_is_idempotent(raw: str) -> None:
     assert normalize_email(once) == once
 
 
+_ATOM_CHARS = "abcXYZ019!#$%&'*+/=?^_`{|}~-."
+_dot_atoms = st.lists(st.text(_ATOM_CHARS[:-1], min_size=1, max_size=14), min_size=1, max_size=7).map(
+    ".".join
+)
+_local_parts = _dot_atoms | st.text(_ATOM_CHARS, max_size=70) | st.text(max_size=12) | st.just("a" * 64)
+_domains = (
+    st.sampled_from(["example.org", "Gmail.COM", "bücher.de", "xn--bcher-kva.de", "localhost", "a.b",
+                     "1.2.3.4", "[1.2.3.4]", "ex ample.org", "example.org.", "-x.org", "x-.org",
+                     "test", "foo.test", "foo.invalid", "ex_ample.org", "ÉXAMPLE.org", "a" * 250 + ".org",
+                     ".".join(["b" * 60, "c" * 60, "d" * 60, "e" * 30, "org"])])
+    | st.from_regex(r"[a-z0-9-]{1,20}(\.[a-z0-9-]{1,10}){0,3}", fullmatch=True)
+    | st.text(max_size=20)
+)  # fmt: skip
+
+
+def _email_validator_alone(raw: str) -> str | None:
+    from email_validator import EmailNotValidError, validate_email
+
+    if len(raw) > 320:
+        return None
+    try:
+        return str(
+            validate_email(raw.strip(), check_deliverability=False, allow_quoted_local=False).normalized
+        ).lower()
+    except EmailNotValidError:
+        return None
+
+
+@settings(max_examples=1500)
+@given(_local_parts, _domains, st.sampled_from(["", " ", "\t"]))
+def test_the_fast_path_agrees_with_email_validator(local: str, domain: str, pad: str) -> None:
+    """normalize_email's ASCII fast path (cached domain verdicts) accepts exactly what
+    email-validator accepts, normalised the same way."""
+    raw = f"{pad}{local}@{domain}{pad}"
+    try:
+        ours: str | None = normalize_email(raw)
+    except ServiceError:
+        ours = None
+    assert ours == _email_validator_alone(raw), raw
+
+
 @settings(max_examples=300)
 @given(json_values, st.text(min_size=1, max_size=20))
 def test_resend_parser_takes_any_json(payload: Any, event_id: str) -> None:

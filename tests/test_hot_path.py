@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import Request
 
@@ -159,3 +160,42 @@ async def test_other_methods_and_paths_are_not_taken(routed: Routed) -> None:
     assert res.headers["content-type"] == "application/problem+json"
     res = await routed.app.http.post(SEND + "/", json={"email": unique_email()})
     assert res.status_code in (307, 404)
+
+
+async def test_the_request_id_is_echoed_or_made(routed: Routed) -> None:
+    res, took_hot = await routed.post(SEND, {"email": "x@mailinator.com"}, {**HOT, "x-request-id": "abc-123"})
+    assert took_hot
+    assert res.headers["x-request-id"] == "abc-123"
+    res, _ = await routed.post(SEND, {"email": "x@mailinator.com"}, {**HOT, "x-request-id": "bad id!"})
+    assert res.headers["x-request-id"] != "bad id!"
+    assert len(res.headers["x-request-id"]) == 32
+
+
+class _Broken:
+    async def send(self, raw_email: str, client_ip: str) -> Any:
+        raise RuntimeError("a bug")
+
+
+async def test_an_unexpected_error_is_the_same_problem_500_both_ways(
+    routed: Routed, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault injected behind both ways: the hot path's own error boundary answers as
+    Starlette's ServerErrorMiddleware with the app's handler does."""
+    runtime = routed.app.app.state.runtime
+    runtime.otp, real = _Broken(), runtime.otp
+    try:
+        hot, took_hot = await routed.post(SEND, {"email": unique_email()}, HOT)
+        # Starlette re-raises after answering; this client takes the answer instead.
+        transport = httpx.ASGITransport(
+            app=routed.app.app, raise_app_exceptions=False, client=("203.0.113.7", 1)
+        )
+        async with httpx.AsyncClient(transport=transport, base_url="http://otp.test") as http:
+            slow = await http.post(SEND, content=b'{"email": "a@example.org"}', headers=VIA_FASTAPI)
+    finally:
+        runtime.otp = real
+    assert took_hot
+    assert _comparable(hot) == _comparable(slow)
+    assert hot.status_code == 500
+    assert hot.json()["code"] == "internal_error"
+    assert "a bug" not in hot.text
+    assert sum(r.message == "http.unhandled_error" for r in caplog.records) == 2

@@ -8,8 +8,7 @@ from fastapi import FastAPI
 
 from otp_service.api import admin, health, metrics, otp, webhooks
 from otp_service.api.docs import install_docs
-from otp_service.api.hot import HotRoutes
-from otp_service.api.middleware import RequestIdMiddleware
+from otp_service.api.hot import OtpApp
 from otp_service.api.problems import install_problem_handlers, problem_openapi
 from otp_service.logs import configure_logging
 from otp_service.runtime import open_runtime
@@ -38,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.freeze()
             yield
 
-    app = FastAPI(
+    app = OtpApp(
         title="otp-service",
         version="0.1.0",
         description=DESCRIPTION,
@@ -56,8 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     install_docs(app)
-    app.add_middleware(HotRoutes)  # inside RequestIdMiddleware: hot answers carry the id too
-    app.add_middleware(RequestIdMiddleware)
     return app
 
 

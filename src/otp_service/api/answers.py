@@ -48,3 +48,10 @@ def problem_answer(exc: ServiceError, instance: str | None) -> Answer:
         PROBLEM_MEDIA_TYPE,
         tuple(exc.headers().items()),
     )
+
+
+def unexpected_error_answer(instance: str) -> Answer:
+    """The 500 for a bug: problem+json that says nothing about what went wrong."""
+    return Answer(
+        500, json_bytes(ServiceError("An unexpected error occurred").to_problem(instance)), PROBLEM_MEDIA_TYPE
+    )

@@ -1,4 +1,4 @@
-"""The two hot routes, answered in plain ASGI in front of FastAPI's router.
+"""The two hot routes, answered in plain ASGI in front of FastAPI's middleware and router.
 
 Send and verify are the traffic (and the attack surface) of this service. Through FastAPI's
 router, request handler and dependency solver a request cost ~300 µs of CPU before our code
@@ -6,7 +6,7 @@ ran (0.165 on this machine: a bare endpoint tops out at ~2,500 req/s on one core
 body parsed by the same pydantic model in plain ASGI at ~11,500; README "Performance").
 So a well-formed request to either route is parsed here with the route's own pydantic model,
 answered by the same function the FastAPI route calls (`answer_send`/`answer_verify`), and
-never reaches the router.
+never enters FastAPI's middleware stack (another ~10% of the remaining CPU, py-spy).
 
 Anything else passes through to FastAPI untouched, including the body this class already
 read (replayed): another method, a Content-Type other than application/json, a body over
@@ -16,19 +16,26 @@ document still describes both routes from their FastAPI declarations (api/otp.py
 sends the same requests both ways and compares the answers byte for byte.
 """
 
+import logging
+import os
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from otp_service.api.answers import Answer, json_bytes, problem_answer
+from otp_service.api.answers import Answer, json_bytes, problem_answer, unexpected_error_answer
 from otp_service.api.schemas import SendIn, VerifyIn
 from otp_service.errors import ServiceError
+from otp_service.logs import request_id_var
 from otp_service.metrics import REQUESTS
 from otp_service.net import client_ip
 from otp_service.otp.service import OtpService
+
+log = logging.getLogger("otp_service.api")
 
 SEND_PATH = "/api/v1/auth/otp/send"
 VERIFY_PATH = "/api/v1/auth/otp/verify"
@@ -73,8 +80,8 @@ _ROUTES: dict[str, tuple[type[BaseModel], Handler]] = {
 }
 
 
-def _is_json(content_type: bytes) -> bool:
-    return content_type.partition(b";")[0].strip().lower() == b"application/json"
+def _is_json(content_type: bytes | None) -> bool:
+    return content_type is not None and content_type.partition(b";")[0].strip().lower() == b"application/json"
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
@@ -86,55 +93,100 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-class HotRoutes:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+class OtpApp(FastAPI):
+    """FastAPI, with the request id for every request, and the two hot routes answered before
+    its middleware stack and router.
+
+    The request id is the caller's X-Request-ID when it looks like one, else a new one; it is
+    on every response (the 500s that Starlette's ServerErrorMiddleware answers included,
+    which a middleware inside that one could not reach) and on every log line of the request.
+    """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = _ROUTES.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
             return
-        content_type = forwarded_for = None
+        content_type = forwarded_for = incoming_id = None
         for name, value in scope["headers"]:
             if name == b"content-type" and content_type is None:
                 content_type = value
             elif name == b"x-forwarded-for" and forwarded_for is None:
                 forwarded_for = value
-        if content_type is None or not _is_json(content_type):
-            await self.app(scope, receive, send)
-            return
+            elif name == b"x-request-id" and incoming_id is None:
+                incoming_id = value
+        request_id = request_id_for(incoming_id)
+        token = request_id_var.set(request_id)
+        try:
+            route = _ROUTES.get(scope["path"])
+            if (
+                route is None
+                or scope["method"] != "POST"
+                or content_type is None
+                or not _is_json(content_type)
+            ):
+                await super().__call__(scope, receive, _with_request_id(send, request_id))
+                return
+            body, messages = await _read_body(route[0], receive)
+            if body is None:
+                await super().__call__(scope, _replay(messages, receive), _with_request_id(send, request_id))
+                return
+            answer = await self._answer(route[1], body, scope, forwarded_for)
+            headers = [*answer.raw_headers, (b"x-request-id", request_id.encode())]
+            await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+            await send({"type": "http.response.body", "body": answer.body})
+        finally:
+            request_id_var.reset(token)
 
-        messages: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > MAX_BODY or not message.get("more_body", False):
-                break
-        model, handler = route
-        body = None
-        if size <= MAX_BODY and messages[-1]["type"] == "http.request" and not messages[-1].get("more_body"):
-            raw = (
-                messages[0].get("body", b"")
-                if len(messages) == 1
-                else b"".join(m.get("body", b"") for m in messages)
-            )
-            try:
-                body = model.model_validate_json(raw)
-            except ValidationError:
-                body = None
-        if body is None:
-            await self.app(scope, _replay(messages, receive), send)
-            return
+    async def _answer(
+        self, handler: Handler, body: BaseModel, scope: Scope, forwarded_for: bytes | None
+    ) -> Answer:
+        try:
+            runtime = self.state.runtime
+            peer = scope["client"][0] if scope.get("client") else None
+            forwarded = forwarded_for.decode("latin-1") if forwarded_for is not None else None
+            ip = client_ip(peer, forwarded, runtime.trusted_networks)
+            return await handler(runtime.otp, body, ip, scope["path"])
+        except Exception as exc:  # as ServerErrorMiddleware with api/problems.py would answer
+            log.error("http.unhandled_error", exc_info=exc, extra={"path": scope["path"]})
+            return unexpected_error_answer(scope["path"])
 
-        runtime = scope["app"].state.runtime
-        peer = scope["client"][0] if scope.get("client") else None
-        forwarded = forwarded_for.decode("latin-1") if forwarded_for is not None else None
-        ip = client_ip(peer, forwarded, runtime.trusted_networks)
-        answer = await handler(runtime.otp, body, ip, scope["path"])
-        await send({"type": "http.response.start", "status": answer.status, "headers": answer.raw_headers})
-        await send({"type": "http.response.body", "body": answer.body})
+
+async def _read_body(model: type[BaseModel], receive: Receive) -> tuple[BaseModel | None, list[Message]]:
+    """The body parsed by the route's model, or None (with what was read) to pass it on."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None, messages
+        size += len(message.get("body", b""))
+        if size > MAX_BODY:
+            return None, messages
+        if not message.get("more_body", False):
+            break
+    try:
+        return model.model_validate_json(b"".join(m.get("body", b"") for m in messages)), messages
+    except ValidationError:
+        return None, messages
+
+
+def _with_request_id(send: Send, request_id: str) -> Send:
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+        await send(message)
+
+    return send_with_id
+
+
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+
+
+def request_id_for(incoming: bytes | None) -> str:
+    """The caller's X-Request-ID when it looks like one, else a new random one."""
+    if incoming is not None:
+        text = incoming.decode("latin-1")
+        if _SAFE_REQUEST_ID.match(text):
+            return text
+    return os.urandom(16).hex()

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from otp_service.api.answers import PROBLEM_MEDIA_TYPE, json_bytes, problem_answer
+from otp_service.api.answers import PROBLEM_MEDIA_TYPE, json_bytes, problem_answer, unexpected_error_answer
 from otp_service.errors import (
     PROBLEM_TYPE_BASE,
     InvalidEmail,
@@ -106,8 +106,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
     log.error("http.unhandled_error", exc_info=exc, extra={"path": request.url.path})
-    body = ServiceError("An unexpected error occurred").to_problem(request.url.path)
-    return ProblemResponse(body, status_code=500)
+    return unexpected_error_answer(request.url.path).to_response()
 
 
 def install_problem_handlers(app: FastAPI) -> None:

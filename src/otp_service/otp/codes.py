@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+"""json.dumps with non-default separators builds a new encoder per call."""
+
 
 def _derive(secret: bytes, purpose: str) -> bytes:
     return hmac.new(secret, f"otp-service/{purpose}/v1".encode(), hashlib.sha256).digest()
@@ -37,15 +40,16 @@ class CodeCrypto:
         self._id_key = _derive(secret, "address-id")
         self._aead = AESGCM(_derive(secret, "job-seal"))
 
+    # hmac.digest is the one-shot C path: no HMAC object per call.
     def code_hash(self, email: str, code: str) -> str:
-        return hmac.new(self._hash_key, f"{email}\0{code}".encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._hash_key, f"{email}\0{code}".encode(), "sha256").hex()
 
     def address_id(self, email: str) -> str:
-        return hmac.new(self._id_key, email.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._id_key, email.encode(), "sha256").hex()[:32]
 
     def seal(self, email: str, code: str) -> bytes:
         nonce = os.urandom(12)
-        plain = json.dumps({"e": email, "c": code}, separators=(",", ":")).encode()
+        plain = _COMPACT.encode({"e": email, "c": code}).encode()
         return base64.b64encode(nonce + self._aead.encrypt(nonce, plain, b"otp-job"))
 
     def open(self, sealed: bytes) -> SealedJob:

@@ -1,5 +1,6 @@
 """Address checks that cost no network: syntax, throwaway domains, typo domains."""
 
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -12,16 +13,52 @@ from otp_service.validation.typos import POPULAR_PROVIDERS, typo_map
 MAX_LENGTH = 320  # RFC 3696 errata 1690: 64 + 1 + 255
 
 
-@lru_cache(maxsize=65536)
-def normalize_email(raw: str) -> str:
-    """Syntax check and normalisation (IDNA/Unicode NFC by email-validator), lower-cased."""
-    if len(raw) > MAX_LENGTH:
-        raise InvalidEmail("The address is too long")
+# RFC 5322 dot-atom in ASCII: what email-validator accepts as a local part without quoting,
+# internationalisation or any rewriting.
+_ASCII_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
+_MAX_LOCAL = 64
+_MAX_ADDRESS = 254
+
+
+def _validate(address: str) -> str:
     try:
-        result = validate_email(raw.strip(), check_deliverability=False, allow_quoted_local=False)
+        result = validate_email(address, check_deliverability=False, allow_quoted_local=False)
     except EmailNotValidError as exc:
         raise InvalidEmail(str(exc)) from None
-    return result.normalized.lower()
+    return str(result.normalized)
+
+
+@lru_cache(maxsize=16384)
+def _normalized_domain(domain: str) -> str | None:
+    """email-validator's verdict on a domain alone (checked with a one-letter local part),
+    cached: a service sees a few thousand domains and millions of addresses."""
+    try:
+        return _validate(f"a@{domain}").rpartition("@")[2]
+    except InvalidEmail:
+        return None
+
+
+@lru_cache(maxsize=65536)
+def normalize_email(raw: str) -> str:
+    """Syntax check and normalisation (IDNA/Unicode NFC by email-validator), lower-cased.
+
+    email-validator spends ~60 µs per address, nearly all of it on the domain (IDNA, UTS-46
+    per character). The common address, a plain ASCII dot-atom before the @, has nothing in
+    its local part to normalise, so it takes the domain's cached verdict; anything else, and
+    every refusal (for its message), goes through email-validator whole. A property test holds
+    the two ways to the same answer.
+    """
+    if len(raw) > MAX_LENGTH:
+        raise InvalidEmail("The address is too long")
+    address = raw.strip()
+    local, at, domain = address.rpartition("@")
+    if at and len(local) <= _MAX_LOCAL and _ASCII_DOT_ATOM.match(local):
+        normalized_domain = _normalized_domain(domain)
+        if normalized_domain is not None:
+            email = f"{local}@{normalized_domain}"
+            if len(email) <= _MAX_ADDRESS:
+                return email.lower()
+    return _validate(address).lower()
 
 
 class AddressValidator:
