@@ -14,8 +14,12 @@ JSON = "application/json"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Built once: json.dumps with non-default options builds an encoder per call."""
+
+
 def json_bytes(content: Any) -> bytes:
-    return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(content).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +43,16 @@ class Answer:
         return Response(self.body, self.status, headers=dict(self.headers), media_type=self.media_type)
 
 
+_REJECTED: dict[str, Any] = {}
+"""Label children by code, resolved once each."""
+
+
 def problem_answer(exc: ServiceError, instance: str | None) -> Answer:
     """RFC 9457 problem+json for a domain error, counted by code."""
-    REJECTIONS.labels(exc.code).inc()
+    counter = _REJECTED.get(exc.code)
+    if counter is None:
+        counter = _REJECTED[exc.code] = REJECTIONS.labels(exc.code)
+    counter.inc()
     return Answer(
         exc.status,
         json_bytes(exc.to_problem(instance)),
