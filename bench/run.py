@@ -44,9 +44,49 @@ def wait_ready(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
+def _procs() -> dict[int, tuple[int, str, int]]:
+    """pid -> (parent pid, command name, CPU ticks used so far), from /proc."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                raw = (entry / "stat").read_text()
+                comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+                fields = raw[raw.rindex(")") + 2 :].split()
+                out[int(entry.name)] = (int(fields[1]), comm, int(fields[11]) + int(fields[12]))
+    return out
+
+
+def cpu_snapshot(root: int) -> dict[str, int]:
+    """CPU ticks so far: the server's process tree, redis-server, wrk, and the whole machine."""
+    procs = _procs()
+    tree, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, (ppid, _, _) in procs.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    by_name: dict[str, int] = {}
+    for _, comm, ticks in procs.values():
+        by_name[comm] = by_name.get(comm, 0) + ticks
+    machine = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return {
+        "server": sum(procs[p][2] for p in tree if p in procs),
+        "redis": by_name.get("redis-server", 0),
+        "busy": sum(machine) - machine[3] - machine[4],  # all but idle and iowait
+        "all": sum(machine),
+    }
+
+
+SERVER_PID = 0
+
+
 @contextlib.contextmanager
 def server(cmd: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
+    global SERVER_PID
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    SERVER_PID = proc.pid
     try:
         wait_ready(ready_url)
         yield
@@ -58,7 +98,11 @@ def server(cmd: list[str], env: dict[str, str], ready_url: str) -> Iterator[None
 def wrk(url: str, script: str, duration: int, connections: int) -> dict[str, float | str]:
     env = {**os.environ, "BENCH_LUA_DIR": str(HERE / "wrk")}
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(HERE / "wrk" / script)]
+    before = cpu_snapshot(SERVER_PID)
     out = subprocess.run([*cmd, url], env=env, capture_output=True, text=True, check=True).stdout
+    after = cpu_snapshot(SERVER_PID)
+    used = {k: after[k] - before[k] for k in before}
+    hz = os.sysconf("SC_CLK_TCK")
 
     def latency(pct: str) -> float:
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -78,6 +122,10 @@ def wrk(url: str, script: str, duration: int, connections: int) -> dict[str, flo
         "requests": int(total[1]),
         "non_2xx": int(non2xx[1]) if non2xx else 0,
         "socket_errors": errors[1] if errors else "",
+        # CPU: the server's own per request (µs), Redis's per request (µs), the machine's busy share.
+        "server_us_per_req": used["server"] / hz / int(total[1]) * 1e6,
+        "redis_us_per_req": used["redis"] / hz / int(total[1]) * 1e6,
+        "machine_busy_pct": 100 * used["busy"] / max(1, used["all"]),
     }
 
 
@@ -169,16 +217,28 @@ def main() -> int:
         client.close()
 
     print(f"\n{args.connections} connections, {args.duration} s per path, wrk -t2, loopback\n")
-    print("| workers | path | req/s | p50 ms | p99 ms | x bare | non-2xx |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| workers | path | req/s | p50 ms | p99 ms | x bare | non-2xx | server CPU µs/req | Redis CPU µs/req | machine busy |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workers, row in results.items():
         bare_rps = float(row["bare endpoint"]["rps"])
         for path, r in row.items():
             rps, p50, p99 = float(r["rps"]), float(r["p50_ms"]), float(r["p99_ms"])
             print(
                 f"| {workers} | {path} | {rps:.0f} | {p50:.2f} | {p99:.2f} | "
-                f"{rps / bare_rps:.2f} | {r['non_2xx']} |"
+                f"{rps / bare_rps:.2f} | {r['non_2xx']} | {float(r['server_us_per_req']):.0f} | "
+                f"{float(r['redis_us_per_req']):.0f} | {float(r['machine_busy_pct']):.0f}% |"
             )
+    paths = ["send (accepted)", "send (cooldown 429)", "verify (400)"]
+    print("\n| workers | path | service ÷ peer |" + (" 2 workers ÷ 1 |" if len(results) > 1 else ""))
+    print("|---|---|---:|" + ("---:|" if len(results) > 1 else ""))
+    first = next(iter(results.values()))
+    for workers, row in results.items():
+        for path in paths:
+            ratio = float(row[path]["rps"]) / float(row["peer " + path]["rps"])
+            scaling = float(row[path]["rps"]) / float(first[path]["rps"])
+            print(f"| {workers} | {path} | {ratio:.2f} |" + (f" {scaling:.2f} |" if len(results) > 1 else ""))
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2))
