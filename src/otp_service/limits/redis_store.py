@@ -32,9 +32,10 @@ log = get_logger("limits")
 async def redis_guard(timeout: float | None, operation: str) -> AsyncIterator[None]:
     """Redis slow or down: fail closed with 503, never a 500 or a hang.
 
-    On the request path `timeout` is None: the client's own socket and pool timeouts
-    (OTP_DEPENDENCY_TIMEOUT, see runtime.create_redis) bound every call, and an asyncio timer
-    per request cost 8% of the verify path's CPU (py-spy).
+    On the request path `timeout` is None: the client bounds every call itself at
+    OTP_DEPENDENCY_TIMEOUT (PipelinedRedis's watchdog, or redis-py's socket and pool timeouts,
+    see runtime.create_redis), and an asyncio timer per request cost 8% of the verify path's
+    CPU (py-spy).
     """
     try:
         if timeout is None:
