@@ -300,3 +300,19 @@ async def test_sending_paused_refuses_without_consuming_anything(env: Env) -> No
     # Resuming cleared the flag; nothing (cooldown, daily slot, global slot) was charged before.
     assert (await env.store.decide_send(send_req())).status is SendStatus.OK
     assert await env.store.global_usage("email") == 1
+
+
+async def test_queue_forgets_consumers_that_hold_nothing_and_read_nothing(env: Env) -> None:
+    if env.kind == "memory":  # one process: there is no roster of consumers to keep tidy
+        assert await env.queue.forget_idle_consumers(0) == []
+        return
+    for address in ("addr-1", "addr-2"):
+        assert (await env.store.decide_send(send_req(address))).status is SendStatus.OK
+    [done] = await env.queue.read("gone", 1, block_ms=10)
+    await env.queue.ack(done.id)
+    [held] = await env.queue.read("holding", 1, block_ms=10)  # still pending: must be kept
+    await asyncio.sleep(0.3)
+    assert await env.queue.read("live", 1, block_ms=10) == []  # reading, even nothing, is being alive
+    assert await env.queue.forget_idle_consumers(200) == ["gone"]
+    assert await env.queue.forget_idle_consumers(200) == []
+    assert [j.id for j in await env.queue.reclaim("other", 0, 10)] == [held.id]

@@ -45,6 +45,11 @@ class JobQueue(Protocol):
 
     async def touch(self, consumer: str, job_ids: Sequence[str]) -> None: ...
 
+    async def forget_idle_consumers(self, min_idle_ms: int) -> list[str]:
+        """Drop consumers that hold nothing and have not read for `min_idle_ms` (processes
+        gone for good); their names are returned."""
+        ...
+
     async def ack(self, job_id: str) -> None: ...
 
     async def stats(self) -> QueueStats: ...
@@ -115,6 +120,18 @@ class RedisJobQueue:
                 self._stream, GROUP, consumer, min_idle_time=0, message_ids=list(job_ids),
                 justid=True,
             )  # fmt: skip
+
+    async def forget_idle_consumers(self, min_idle_ms: int) -> list[str]:
+        # Every serving process reads under a name of its own, so the group keeps the name of
+        # every process that ever ran. Only names holding no job are dropped (XGROUP
+        # DELCONSUMER discards a consumer's pending entries), and a live worker reads every
+        # second, so it is never idle for long.
+        async with redis_guard(self._timeout, "queue.forget_consumers"):
+            consumers: Any = await self._redis.xinfo_consumers(self._stream, GROUP)
+            gone = [c["name"] for c in consumers if int(c["pending"]) == 0 and int(c["idle"]) >= min_idle_ms]
+            for name in gone:
+                await self._redis.xgroup_delconsumer(self._stream, GROUP, name)
+        return [n.decode() if isinstance(n, bytes) else n for n in gone]
 
     async def ack(self, job_id: str) -> None:
         async with (
@@ -190,6 +207,9 @@ class MemoryJobQueue:
                 self._inflight[job_id] = (consumer, now)
                 jobs.append(self._jobs[job_id])
         return jobs
+
+    async def forget_idle_consumers(self, min_idle_ms: int) -> list[str]:
+        return []  # one process: consumers are not recorded
 
     async def touch(self, consumer: str, job_ids: Sequence[str]) -> None:
         now = time.monotonic()

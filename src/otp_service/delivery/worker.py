@@ -29,6 +29,10 @@ from otp_service.tasks import cancel_and_wait
 
 log = get_logger("delivery")
 
+FORGET_IDLE_MS = 3_600_000
+"""A consumer (a serving process) that has held nothing and read nothing for an hour is gone."""
+FORGET_EVERY_S = 300.0
+
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -91,6 +95,7 @@ class DeliveryWorker:
     async def _loop(self) -> None:
         failures = 0
         next_reclaim = 0.0
+        next_forget = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping:
             try:
@@ -106,6 +111,10 @@ class DeliveryWorker:
                         # Another consumer went silent holding these (crashed, killed, partitioned).
                         log.warning("delivery.reclaimed", extra={"jobs": [j.id for j in jobs]})
                     next_reclaim = loop.time() + self._visibility_ms / 3000
+                    if loop.time() >= next_forget:
+                        next_forget = loop.time() + FORGET_EVERY_S
+                        if gone := await self._queue.forget_idle_consumers(FORGET_IDLE_MS):
+                            log.info("delivery.consumers_forgotten", extra={"consumers": gone})
                 if not jobs:
                     jobs = await self._queue.read(self.name, free, block_ms=1000)
                 for job in jobs:
