@@ -6,10 +6,12 @@ import contextlib
 import io
 import os
 import re
+import secrets
 import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -351,3 +353,39 @@ async def test_resend_end_to_end_with_failover_to_ses(
     assert first in sent_via_resend[0].content.decode()
     assert moto_messages(moto_url, first) == []
     assert len(moto_messages(moto_url, second)) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_a_job_handled_twice_records_one_delivery(
+    backend: str, database_url: str, tmp_path: Path
+) -> None:
+    """A reclaimed job that was already recorded (its first consumer died after the insert)
+    does not write a second row, on both databases: one INSERT .. ON CONFLICT DO NOTHING."""
+    from sqlalchemy import func, select
+
+    from otp_service.db.engine import create_engine, create_sessionmaker, session_scope
+    from otp_service.db.migrate import upgrade_engine
+    from otp_service.db.models import Delivery
+    from otp_service.delivery.repository import record_outcome
+
+    url = database_url if backend == "postgresql" else f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}"
+    engine = create_engine(url)
+    try:
+        if backend == "sqlite":
+            await upgrade_engine(engine)
+        sessions = create_sessionmaker(engine)
+        job_id = f"job-{secrets.token_hex(4)}"
+        for message_id in ("first", "second"):
+            async with session_scope(sessions) as session:
+                await record_outcome(
+                    session, job_id=job_id, email="a@example.org", outcome="sent", provider="console",
+                    message_id=message_id,
+                )  # fmt: skip
+        async with sessions() as session:
+            rows = (
+                await session.execute(select(Delivery.provider_message_id).where(Delivery.job_id == job_id))
+            ).all()
+            assert [r[0] for r in rows] == ["first"]
+            assert await session.scalar(select(func.count()).where(Delivery.job_id == job_id)) == 1
+    finally:
+        await engine.dispose()

@@ -1,8 +1,8 @@
 """SQL for delivery outcomes."""
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from otp_service.db.engine import dialect_insert
 from otp_service.db.models import Delivery
 
 
@@ -15,10 +15,9 @@ async def record_outcome(
     provider: str | None,
     message_id: str | None,
 ) -> None:
-    """Idempotent per job: a job reclaimed and handled again does not write a second row."""
-    exists = await session.scalar(select(Delivery.id).where(Delivery.job_id == job_id))
-    if exists is None:
-        session.add(
-            Delivery(job_id=job_id, email=email, outcome=outcome, provider=provider,
-                     provider_message_id=message_id)
-        )  # fmt: skip
+    """Idempotent per job: a job reclaimed and handled again does not write a second row.
+    One statement (no select-then-insert, no ORM unit of work): it runs once per email."""
+    stmt = dialect_insert(session, Delivery).values(
+        job_id=job_id, email=email, outcome=outcome, provider=provider, provider_message_id=message_id
+    )
+    await session.execute(stmt.on_conflict_do_nothing(index_elements=["job_id"]))

@@ -4,24 +4,19 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from otp_service.db.engine import dialect_insert
 from otp_service.db.models import Suppression, WebhookEvent
 from otp_service.webhooks.events import ProviderEvent
 
 Outcome = Literal["accepted", "duplicate"]
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
-    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
 async def record_event(session: AsyncSession, event: ProviderEvent, outcome: str) -> Outcome:
     """Insert the event row; `duplicate` when the provider already delivered this event id."""
     stmt = (
-        _insert(session, WebhookEvent)
+        dialect_insert(session, WebhookEvent)
         .values(
             provider=event.provider,
             event_id=event.event_id,
@@ -52,7 +47,7 @@ async def upsert_suppression(
     counts the complaint; an operator's note is kept unless a new one is given."""
     now = datetime.now(UTC)
     counts = {"bounce_count": int(reason == "bounce"), "complaint_count": int(reason == "complaint")}
-    stmt = _insert(session, Suppression).values(
+    stmt = dialect_insert(session, Suppression).values(
         email=email, reason=reason, source=source, note=note, provider_event_id=event_id,
         provider_message_id=message_id, details=details, created_at=now, updated_at=now, **counts,
     )  # fmt: skip
