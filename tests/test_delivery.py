@@ -284,7 +284,7 @@ async def test_job_of_a_dead_consumer_is_reclaimed_and_sent_exactly_once(
         [taken] = await runtime.queue.read("dead-consumer", 10, block_ms=100)
         worker = DeliveryWorker(
             queue=RedisJobQueue(redis, RedisKeys(key_prefix), timeout=2), crypto=CodeCrypto(TEST_SECRET.encode()),
-            deliverer=runtime.deliverer, sessions=runtime.sessions, concurrency=4, visibility_timeout=0.3,
+            deliverer=runtime.deliverer, engine=runtime.engine, concurrency=4, visibility_timeout=0.3,
             db_timeout=2,
         )  # fmt: skip
         outcomes: list[Any] = []

@@ -203,7 +203,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             queue=queue,
             crypto=crypto,
             deliverer=deliverer,
-            sessions=sessions,
+            engine=engine,
             concurrency=settings.worker_concurrency,
             visibility_timeout=settings.job_visibility_timeout,
             db_timeout=timeout,

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -52,7 +53,12 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
             raise
 
 
-def dialect_insert(session: AsyncSession, table: Any) -> Any:
+def dialect_name(db: AsyncSession | AsyncConnection) -> str:
+    if isinstance(db, AsyncConnection):
+        return str(db.dialect.name)
+    return str(db.bind.dialect.name) if db.bind is not None else "postgresql"
+
+
+def dialect_insert(db: AsyncSession | AsyncConnection, table: Any) -> Any:
     """INSERT with the dialect's ON CONFLICT clauses (PostgreSQL and SQLite spell them alike)."""
-    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return (postgresql.insert if dialect_name(db) == "postgresql" else sqlite.insert)(table)

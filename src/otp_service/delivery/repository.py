@@ -1,13 +1,26 @@
 """SQL for delivery outcomes."""
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Any
 
-from otp_service.db.engine import dialect_insert
+from sqlalchemy import bindparam
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from otp_service.db.engine import dialect_name
 from otp_service.db.models import Delivery
+
+_COLUMNS = ("job_id", "email", "outcome", "provider", "provider_message_id")
+# Built once per dialect: the worker runs it for every email.
+_RECORD: dict[str, Any] = {
+    name: insert(Delivery)
+    .values({c: bindparam(c) for c in _COLUMNS})
+    .on_conflict_do_nothing(index_elements=["job_id"])
+    for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
 
 
 async def record_outcome(
-    session: AsyncSession,
+    db: AsyncSession | AsyncConnection,
     *,
     job_id: str,
     email: str,
@@ -17,7 +30,5 @@ async def record_outcome(
 ) -> None:
     """Idempotent per job: a job reclaimed and handled again does not write a second row.
     One statement (no select-then-insert, no ORM unit of work): it runs once per email."""
-    stmt = dialect_insert(session, Delivery).values(
-        job_id=job_id, email=email, outcome=outcome, provider=provider, provider_message_id=message_id
-    )
-    await session.execute(stmt.on_conflict_do_nothing(index_elements=["job_id"]))
+    values = (job_id, email, outcome, provider, message_id)
+    await db.execute(_RECORD[dialect_name(db)], dict(zip(_COLUMNS, values, strict=True)))

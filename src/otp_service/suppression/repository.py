@@ -2,8 +2,8 @@
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from otp_service.db.models import Delivery, Suppression, WebhookEvent
 
@@ -11,8 +11,12 @@ BOUNCE_TYPES = ("email.bounced", "bounce")
 COMPLAINT_TYPES = ("email.complained", "complaint")
 
 
-async def is_suppressed(session: AsyncSession, email: str) -> bool:
-    found = await session.scalar(select(Suppression.id).where(Suppression.email == email).limit(1))
+_IS_SUPPRESSED = select(Suppression.id).where(Suppression.email == bindparam("email")).limit(1)
+"""Built once: the worker runs it for every email."""
+
+
+async def is_suppressed(db: AsyncSession | AsyncConnection, email: str) -> bool:
+    found = await db.scalar(_IS_SUPPRESSED, {"email": email})
     return found is not None
 
 
