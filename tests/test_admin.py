@@ -73,6 +73,9 @@ async def test_bad_input_is_refused_and_changes_nothing(app: Any) -> None:
     assert (res.status_code, res.json()["code"]) == (422, "invalid_request")
     res = await app.http.get(f"{BASE}/suppressions", params={"limit": 0}, headers=AUTH)
     assert res.status_code == 422
+    for control in ("a\x00b", "a\x1fb", "\x7f"):  # PostgreSQL refuses a NUL: the caller's error, not a 503
+        res = await app.http.get(f"{BASE}/suppressions", params={"email": control}, headers=AUTH)
+        assert (res.status_code, res.json()["code"]) == (422, "invalid_request"), control
 
 
 async def test_pagination_is_newest_first_and_stable_under_inserts(app: Any) -> None:
