@@ -4,6 +4,7 @@ the service-wide send rate, and the worker's reclaim of a dead consumer's job.""
 import asyncio
 import contextlib
 import io
+import logging
 import os
 import re
 import secrets
@@ -389,3 +390,42 @@ async def test_a_job_handled_twice_records_one_delivery(
             assert await session.scalar(select(func.count()).where(Delivery.job_id == job_id)) == 1
     finally:
         await engine.dispose()
+
+
+async def test_a_worker_forgets_consumers_gone_for_good(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], redis: Redis, key_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A process that read, acknowledged and went away leaves its consumer name in the group;
+    a running worker drops it (and keeps one that still holds a job)."""
+    caplog.set_level(logging.INFO, logger="otp_service.delivery")
+    settings = make_settings(worker_enabled=False)
+    async with open_app(settings) as app:
+        runtime = app.app.state.runtime
+        for _ in range(2):
+            assert (
+                await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})
+            ).status_code == 202
+        queue = RedisJobQueue(redis, RedisKeys(key_prefix), timeout=2)
+        await queue.ensure_ready()
+        [done] = await queue.read("gone-process", 1, block_ms=100)
+        await queue.ack(done.id)
+        assert len(await queue.read("stalled-process", 1, block_ms=100)) == 1  # held, never acked
+        await asyncio.sleep(0.3)
+        worker = DeliveryWorker(
+            queue=queue, crypto=CodeCrypto(TEST_SECRET.encode()), deliverer=runtime.deliverer,
+            engine=runtime.engine, concurrency=1, visibility_timeout=60, db_timeout=2, forget_idle_after=0.2,
+        )  # fmt: skip
+        task = asyncio.create_task(worker.run())
+        try:
+            async with asyncio.timeout(5):
+                while not any(r.getMessage() == "delivery.consumers_forgotten" for r in caplog.records):
+                    await asyncio.sleep(0.05)
+        finally:
+            await worker.stop(task)
+        names = {c["name"] for c in await redis.xinfo_consumers(RedisKeys(key_prefix).jobs, "delivery")}
+        names = {n.decode() if isinstance(n, bytes) else n for n in names}
+        assert "gone-process" not in names
+        assert "stalled-process" in names
+        [record] = [r for r in caplog.records if r.getMessage() == "delivery.consumers_forgotten"]
+        assert record.consumers == ["gone-process"]  # type: ignore[attr-defined]

@@ -59,6 +59,7 @@ class DeliveryWorker:
         db_timeout: float,
         clock: Clock = system_clock,
         name: str | None = None,
+        forget_idle_after: float = FORGET_IDLE_MS / 1000,
     ) -> None:
         self.name = name or consumer_name()
         self._queue = queue
@@ -67,6 +68,7 @@ class DeliveryWorker:
         # Connections, not ORM sessions: two statements per email, and the session machinery
         # was ~40% of the worker's CPU per email (cProfile).
         self._engine = engine
+        self._forget_idle_ms = int(forget_idle_after * 1000)
         self._concurrency = concurrency
         self._visibility_ms = int(visibility_timeout * 1000)
         self._db_timeout = db_timeout
@@ -114,7 +116,7 @@ class DeliveryWorker:
                     next_reclaim = loop.time() + self._visibility_ms / 3000
                     if loop.time() >= next_forget:
                         next_forget = loop.time() + FORGET_EVERY_S
-                        if gone := await self._queue.forget_idle_consumers(FORGET_IDLE_MS):
+                        if gone := await self._queue.forget_idle_consumers(self._forget_idle_ms):
                             log.info("delivery.consumers_forgotten", extra={"consumers": gone})
                 if not jobs:
                     jobs = await self._queue.read(self.name, free, block_ms=1000)
