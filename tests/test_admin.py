@@ -76,6 +76,12 @@ async def test_bad_input_is_refused_and_changes_nothing(app: Any) -> None:
     for control in ("a\x00b", "a\x1fb", "\x7f"):  # PostgreSQL refuses a NUL: the caller's error, not a 503
         res = await app.http.get(f"{BASE}/suppressions", params={"email": control}, headers=AUTH)
         assert (res.status_code, res.json()["code"]) == (422, "invalid_request"), control
+    email = unique_email()
+    res = await app.http.put(f"{BASE}/suppressions/{email}", json={"note": "a\x00b"}, headers=AUTH)
+    assert (res.status_code, res.json()["code"]) == (422, "invalid_request")
+    assert (
+        await app.http.get(f"{BASE}/suppressions/{email}", headers=AUTH)
+    ).status_code == 404  # nothing written
 
 
 async def test_pagination_is_newest_first_and_stable_under_inserts(app: Any) -> None:
