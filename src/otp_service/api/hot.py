@@ -118,12 +118,7 @@ class OtpApp(FastAPI):
         token = request_id_var.set(request_id)
         try:
             route = _ROUTES.get(scope["path"])
-            if (
-                route is None
-                or scope["method"] != "POST"
-                or content_type is None
-                or not _is_json(content_type)
-            ):
+            if route is None or scope["method"] != "POST" or not _is_json(content_type):
                 await super().__call__(scope, receive, _with_request_id(send, request_id))
                 return
             body, messages = await _read_body(route[0], receive)
