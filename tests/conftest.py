@@ -10,10 +10,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from otp_service.app import create_app
+from otp_service.db.engine import create_engine
 from otp_service.db.migrate import upgrade
-from otp_service.runtime import create_redis
 from otp_service.settings import Settings
 
 REDIS_HOST = os.environ.get("OTP_TEST_REDIS_HOST", "127.0.0.1")
@@ -58,7 +59,7 @@ async def database_url() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
-    client = create_redis(REDIS_URL, timeout=5)
+    client = Redis.from_url(REDIS_URL, socket_timeout=5)
     yield client
     await client.aclose()
 
@@ -96,11 +97,16 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 class AppClient:
-    """An app with its lifespan running, and an httpx client talking to it in-process."""
+    """An app with its lifespan running, an httpx client talking to it in-process, the lifespan's
+    state (the domain objects the routes get) and an engine of the test's own on its database."""
 
-    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, app: FastAPI, client: httpx.AsyncClient, state: dict[str, Any], db: AsyncEngine
+    ) -> None:
         self.app = app
         self.http = client
+        self.state = state
+        self.db = db
 
 
 @pytest.fixture
@@ -108,12 +114,29 @@ def open_app() -> Callable[..., Any]:
     import contextlib
 
     @contextlib.asynccontextmanager
-    async def _open(settings: Settings, client_ip: str = "203.0.113.7") -> AsyncIterator[AppClient]:
+    async def _open(
+        settings: Settings,
+        client_ip: str = "203.0.113.7",
+        before_start: Callable[[FastAPI], None] | None = None,
+    ) -> AsyncIterator[AppClient]:
         app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
-            async with httpx.AsyncClient(transport=transport, base_url="http://otp.test") as http:
-                yield AppClient(app, http)
+        if before_start is not None:
+            before_start(app)
+        db = create_engine(settings.database_url)
+        try:
+            async with app.router.lifespan_context(app) as state:
+                lifespan_state = dict(state or {})
+
+                async def with_state(scope: Any, receive: Any, send: Any) -> None:
+                    # What an ASGI server does with lifespan state: a shallow copy per request.
+                    scope["state"] = dict(lifespan_state)
+                    await app(scope, receive, send)
+
+                transport = httpx.ASGITransport(app=with_state, client=(client_ip, 40000))
+                async with httpx.AsyncClient(transport=transport, base_url="http://otp.test") as http:
+                    yield AppClient(app, http, lifespan_state, db)
+        finally:
+            await db.dispose()
 
     return _open
 

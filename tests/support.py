@@ -6,10 +6,9 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hiredis
-
-from otp_service.runtime import Runtime
 
 _EMAIL_BLOCK = re.compile(
     r"===== otp-service console email (?P<id>\S+) =====\n.*?^To: (?P<to>\S+)\n.*?"
@@ -40,11 +39,11 @@ class FakeClock:
         self.now += seconds
 
 
-async def drain(runtime: Runtime, timeout: float = 10.0) -> None:
-    """Wait until the delivery queue holds nothing unacknowledged."""
+async def drain(app: Any, timeout: float = 10.0) -> None:
+    """Wait until the delivery queue of an app (conftest.AppClient) holds nothing unacknowledged."""
     async with asyncio.timeout(timeout):
         while True:
-            stats = await runtime.queue.stats()
+            stats = await app.state["queue"].stats()
             if stats.waiting == 0 and stats.pending == 0:
                 return
             await asyncio.sleep(0.02)

@@ -21,18 +21,16 @@ import respx
 from aiobotocore.session import get_session
 from redis.asyncio import Redis
 
+from otp_service.assembly import open_infrastructure, running_worker
 from otp_service.delivery.providers.base import OutgoingEmail, PermanentError, RetryableError
 from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.providers.resend import ResendProvider
 from otp_service.delivery.providers.ses import SesProvider
-from otp_service.delivery.queue import RedisJobQueue
-from otp_service.delivery.sender import Deliverer, DeliveryFailed
-from otp_service.delivery.worker import DeliveryWorker
-from otp_service.limits.keys import RedisKeys
-from otp_service.limits.send_rate import MemorySendRate, RedisSendRate, acquire
-from otp_service.otp.codes import CodeCrypto
+from otp_service.delivery.sender import Deliverer, DeliveryFailed, acquire
+from otp_service.limits.send_rate import MemorySendRate, RedisSendRate
+from otp_service.redisio import PipelinedRedis, RedisKeys
 from otp_service.settings import Settings
-from tests.conftest import TEST_SECRET
+from tests.conftest import REDIS_URL
 from tests.support import console_emails, unique_email
 
 SENDER = "OTP Service <noreply@example.com>"
@@ -225,7 +223,7 @@ async def test_gives_up_when_the_code_would_expire() -> None:
 # --- the service-wide send rate ----------------------------------------------------------
 
 
-async def test_send_rate_is_shared_and_never_exceeded(redis: Redis, key_prefix: str) -> None:
+async def test_send_rate_is_shared_and_never_exceeded(key_prefix: str) -> None:
     """40 provider calls at 10/s through two independent limiters (as two processes would be)."""
     keys = RedisKeys(key_prefix)
     stamps: list[float] = []
@@ -242,13 +240,18 @@ async def test_send_rate_is_shared_and_never_exceeded(redis: Redis, key_prefix: 
                 stamps.append(now)
             return wait
 
-    limiters = [Recording(redis, keys, rate=10, timeout=2) for _ in range(2)]
+    clients = [PipelinedRedis.from_url(REDIS_URL, timeout=2) for _ in range(2)]
+    limiters = [Recording(client, keys, rate=10) for client in clients]
 
     async def call(limiter: RedisSendRate) -> None:
         await acquire(limiter)
 
     started = time.monotonic()
-    await asyncio.gather(*(call(limiters[i % 2]) for i in range(40)))
+    try:
+        await asyncio.gather(*(call(limiters[i % 2]) for i in range(40)))
+    finally:
+        for client in clients:
+            await client.aclose()
     elapsed = time.monotonic() - started
     assert elapsed >= 3.0  # 10 at once (the burst), then 10 per second
     stamps.sort()
@@ -278,29 +281,23 @@ async def test_job_of_a_dead_consumer_is_reclaimed_and_sent_exactly_once(
     )
     email = unique_email()
     async with open_app(settings) as app:
-        runtime = app.app.state.runtime
+        queue = app.state["queue"]
         assert (await app.http.post("/api/v1/auth/otp/send", json={"email": email})).status_code == 202
-        await runtime.queue.ensure_ready()
+        await queue.ensure_ready()
         # A consumer takes the job and dies before acknowledging it.
-        [taken] = await runtime.queue.read("dead-consumer", 10, block_ms=100)
-        worker = DeliveryWorker(
-            queue=RedisJobQueue(redis, RedisKeys(key_prefix), timeout=2), crypto=CodeCrypto(TEST_SECRET.encode()),
-            deliverer=runtime.deliverer, engine=runtime.engine, concurrency=4, visibility_timeout=0.3,
-            db_timeout=2,
-        )  # fmt: skip
+        [taken] = await queue.read("dead-consumer", 10, block_ms=100)
         outcomes: list[Any] = []
-        worker.on_outcome = outcomes.append
-        task = asyncio.create_task(worker.run())
-        try:
+        async with (
+            open_infrastructure(settings) as infra,
+            running_worker(infra, concurrency=4, visibility_timeout=0.3, on_outcome=outcomes.append),
+        ):
             async with asyncio.timeout(10):
                 while not outcomes:
                     await asyncio.sleep(0.05)
             await asyncio.sleep(1.0)  # several more reclaim rounds: nothing is sent twice
-        finally:
-            await worker.stop(task)
         assert [(o.job_id, o.status) for o in outcomes] == [(taken.id, "sent")]
         assert [e.to for e in console_emails(capsys.readouterr().out)] == [email]
-        stats = await runtime.queue.stats()
+        stats = await queue.stats()
         assert (stats.waiting, stats.pending) == (0, 0)
 
 
@@ -343,7 +340,7 @@ async def test_resend_end_to_end_with_failover_to_ses(
                 ).status_code == 202
                 started = time.monotonic()
                 while True:
-                    stats = await app.app.state.runtime.queue.stats()
+                    stats = await app.state["queue"].stats()
                     if stats.waiting == 0 and stats.pending == 0:
                         break
                     assert time.monotonic() - started < 1.0
@@ -401,28 +398,23 @@ async def test_a_worker_forgets_consumers_gone_for_good(
     caplog.set_level(logging.INFO, logger="otp_service.delivery")
     settings = make_settings(worker_enabled=False)
     async with open_app(settings) as app:
-        runtime = app.app.state.runtime
         for _ in range(2):
             assert (
                 await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})
             ).status_code == 202
-        queue = RedisJobQueue(redis, RedisKeys(key_prefix), timeout=2)
+        queue = app.state["queue"]
         await queue.ensure_ready()
         [done] = await queue.read("gone-process", 1, block_ms=100)
         await queue.ack(done.id)
         assert len(await queue.read("stalled-process", 1, block_ms=100)) == 1  # held, never acked
         await asyncio.sleep(0.3)
-        worker = DeliveryWorker(
-            queue=queue, crypto=CodeCrypto(TEST_SECRET.encode()), deliverer=runtime.deliverer,
-            engine=runtime.engine, concurrency=1, visibility_timeout=60, db_timeout=2, forget_idle_after=0.2,
-        )  # fmt: skip
-        task = asyncio.create_task(worker.run())
-        try:
+        async with (
+            open_infrastructure(settings) as infra,
+            running_worker(infra, concurrency=1, visibility_timeout=60, forget_idle_after=0.2),
+        ):
             async with asyncio.timeout(5):
                 while not any(r.getMessage() == "delivery.consumers_forgotten" for r in caplog.records):
                     await asyncio.sleep(0.05)
-        finally:
-            await worker.stop(task)
         names = {c["name"] for c in await redis.xinfo_consumers(RedisKeys(key_prefix).jobs, "delivery")}
         names = {n.decode() if isinstance(n, bytes) else n for n in names}
         assert "gone-process" not in names

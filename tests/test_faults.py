@@ -134,7 +134,7 @@ async def test_postgresql_down_webhooks_503_and_delivery_waits_then_delivers(
             await asyncio.sleep(1.5)
             assert console_emails(capsys.readouterr().out) == []  # not sent without the suppression check
             await proxy.start()
-            await drain(app.app.state.runtime, timeout=20)
+            await drain(app, timeout=20)
             assert [e.to for e in console_emails(capsys.readouterr().out)] == [email]
             res = await app.http.post("/api/v1/auth/resend-events/", content=body, headers=headers)
             assert res.status_code == 200

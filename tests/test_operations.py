@@ -88,7 +88,7 @@ async def test_metrics_change_after_traffic(
         await app.http.post("/api/v1/auth/otp/send", json={"email": email})
         await app.http.post("/api/v1/auth/otp/send", json={"email": email})
         await app.http.post("/api/v1/auth/otp/send", json={"email": "x@mailinator.com"})
-        await drain(app.app.state.runtime)
+        await drain(app)
         res = await app.http.get("/metrics")
     assert res.headers["content-type"].startswith("text/plain")
     after = res.text
@@ -125,7 +125,7 @@ async def test_logs_never_contain_a_code_or_a_full_address(
     email = unique_email()
     async with open_app(make_settings(throttle_rates=WIDE)) as app:
         await app.http.post("/api/v1/auth/otp/send", json={"email": email})
-        await drain(app.app.state.runtime)
+        await drain(app)
         [sent] = console_emails(capsys.readouterr().out)
         await app.http.post(
             "/api/v1/auth/otp/verify",

@@ -31,7 +31,7 @@ async def test_send_then_verify_with_the_emailed_code(wide: Any, capsys: pytest.
     res = await wide.http.post(SEND, json={"email": email.upper()})
     assert res.status_code == 202
     assert res.json() == {"status": "pending", "expires_in": 300, "resend_after": 60}
-    await drain(wide.app.state.runtime)
+    await drain(wide)
     [sent] = console_emails(capsys.readouterr().out)
     assert sent.to == email
     res = await wide.http.post(VERIFY, json={"email": email, "code": sent.code})
@@ -44,7 +44,7 @@ async def test_send_then_verify_with_the_emailed_code(wide: Any, capsys: pytest.
 async def test_wrong_codes_then_invalidated(wide: Any, capsys: pytest.CaptureFixture[str]) -> None:
     email = unique_email()
     await wide.http.post(SEND, json={"email": email})
-    await drain(wide.app.state.runtime)
+    await drain(wide)
     [sent] = console_emails(capsys.readouterr().out)
     wrong = "000000" if sent.code != "000000" else "111111"
     bodies = [(await wide.http.post(VERIFY, json={"email": email, "code": wrong})).json() for _ in range(5)]
@@ -138,7 +138,7 @@ async def test_hammered_address_gets_exactly_one_202_and_one_email(
     assert statuses.count(202) == 1
     assert statuses.count(429) == 299
     assert {r.json()["code"] for r in results if r.status_code == 429} == {"cooldown"}
-    await drain(wide.app.state.runtime)
+    await drain(wide)
     await asyncio.sleep(0.2)
     assert [e.to for e in console_emails(capsys.readouterr().out)] == [email]
 
@@ -156,7 +156,7 @@ async def test_global_cap_accepts_exactly_the_cap(
         assert len(refused) == 210
         assert {r.json()["code"] for r in refused} == {"global_limit"}
         assert all(int(r.headers["retry-after"]) > 80000 for r in refused)
-        await drain(app.app.state.runtime)
+        await drain(app)
         await asyncio.sleep(0.2)
         accepted = {e for e, r in zip(emails, results, strict=True) if r.status_code == 202}
         assert {e.to for e in console_emails(capsys.readouterr().out)} == accepted
@@ -165,9 +165,8 @@ async def test_global_cap_accepts_exactly_the_cap(
 async def test_suppressed_address_gets_identical_answers_and_no_email(
     wide: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    runtime = wide.app.state.runtime
     suppressed, normal = unique_email(), unique_email()
-    async with runtime.engine.begin() as conn:
+    async with wide.db.begin() as conn:
         await conn.execute(
             text("INSERT INTO suppressions (email, reason, source) VALUES (:e, 'bounce', 'test')"),
             {"e": suppressed},
@@ -179,7 +178,7 @@ async def test_suppressed_address_gets_identical_answers_and_no_email(
     assert first[0].headers["content-length"] == first[1].headers["content-length"]
     assert second[0].status_code == second[1].status_code == 429
     assert second[0].json()["code"] == second[1].json()["code"] == "cooldown"
-    await drain(runtime)
+    await drain(wide)
     assert [e.to for e in console_emails(capsys.readouterr().out)] == [normal]
 
 

@@ -24,16 +24,16 @@ AUTH = {"authorization": f"Bearer {KEY}"}
 async def app(open_app: Callable[..., Any], make_settings: Callable[..., Settings]) -> AsyncIterator[Any]:
     # A provider name of this test's own, so rows left by other tests never count.
     settings = make_settings(admin_api_keys=[KEY], throttle_rates={"otp_send": "100/minute", "otp_verify": "100/minute"},
-                             reputation_min_volume=200)  # fmt: skip
+                             reputation_min_volume=200, worker_enabled=False)  # fmt: skip
     async with open_app(settings) as client:
         client.provider = f"console-{secrets.token_hex(3)}"
-        client.app.state.runtime.guard.providers = [client.provider]
+        client.state["reputation"].providers = [client.provider]
         yield client
 
 
 async def synthetic(app: Any, *, sent: int, bounces: int = 0, complaints: int = 0) -> None:
     provider = app.provider
-    async with app.app.state.runtime.engine.begin() as conn:
+    async with app.db.begin() as conn:
         for i in range(sent):
             await conn.execute(
                 text("INSERT INTO deliveries (job_id, email, outcome, provider) VALUES (:j, :e, 'sent', :p)"),
@@ -50,7 +50,7 @@ async def synthetic(app: Any, *, sent: int, bounces: int = 0, complaints: int = 
 
 async def test_bounce_rate_over_threshold_pauses_and_sends_answer_503(app: Any) -> None:
     await synthetic(app, sent=250, bounces=15)  # 6% > 4%
-    [health] = await app.app.state.runtime.guard.check()
+    [health] = await app.state["reputation"].check()
     assert health.paused
     assert "bounce rate 6.00%" in (health.reason or "")
     res = await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})
@@ -65,27 +65,27 @@ async def test_bounce_rate_over_threshold_pauses_and_sends_answer_503(app: Any) 
     assert resumed.json()[0]["paused"] is False
     assert (await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})).status_code == 202
     # Rates count from the resume on: the old bounces do not pause it again.
-    [health] = await app.app.state.runtime.guard.check()
+    [health] = await app.state["reputation"].check()
     assert not health.paused
 
 
 async def test_complaint_rate_over_threshold_pauses(app: Any) -> None:
     await synthetic(app, sent=300, complaints=1)  # 0.33% > 0.08%
-    [health] = await app.app.state.runtime.guard.check()
+    [health] = await app.state["reputation"].check()
     assert health.paused
     assert "complaint rate" in (health.reason or "")
 
 
 async def test_below_minimum_volume_nothing_pauses(app: Any) -> None:
     await synthetic(app, sent=50, bounces=20)
-    [health] = await app.app.state.runtime.guard.check()
+    [health] = await app.state["reputation"].check()
     assert not health.paused
     assert (await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})).status_code == 202
 
 
 async def test_rates_under_threshold_do_not_pause(app: Any) -> None:
     await synthetic(app, sent=1000, bounces=30)  # 3%
-    [health] = await app.app.state.runtime.guard.check()
+    [health] = await app.state["reputation"].check()
     assert not health.paused
     assert health.bounce_rate == pytest.approx(0.03)
 
@@ -108,9 +108,12 @@ async def test_paused_primary_fails_over_to_the_healthy_fallback() -> None:
 
     out = io.StringIO()
     deliverer = Deliverer(
-        settings=Settings(), primary=resend, fallback=ConsoleProvider(out), send_rate=MemorySendRate(rate=100)
+        settings=Settings(),
+        primary=resend,
+        fallback=ConsoleProvider(out),
+        send_rate=MemorySendRate(rate=100),
+        healthy=lambda name: name != "resend",
     )
-    deliverer.healthy = lambda name: name != "resend"
     sent = await deliverer.send_template("email_otp", "a@example.org", "123456", idempotency_key="k",
                                          deadline=time.time() + 10)  # fmt: skip
     assert sent.provider == "console"

@@ -53,14 +53,14 @@ async def app(open_app: Callable[..., Any], make_settings: Callable[..., Setting
 
 
 async def counts(app: Any) -> tuple[int, int]:
-    async with app.app.state.runtime.engine.connect() as conn:
+    async with app.db.connect() as conn:
         events = await conn.scalar(text("SELECT count(*) FROM webhook_events"))
         rows = await conn.scalar(text("SELECT count(*) FROM suppressions"))
     return int(events or 0), int(rows or 0)
 
 
 async def suppression(app: Any, email: str) -> dict[str, Any] | None:
-    async with app.app.state.runtime.engine.connect() as conn:
+    async with app.db.connect() as conn:
         row = (
             (await conn.execute(text("SELECT * FROM suppressions WHERE email = :e"), {"e": email}))
             .mappings()
@@ -184,7 +184,7 @@ async def test_bounced_address_then_gets_the_normal_202_and_no_email(
     answers = [await app.http.post("/api/v1/auth/otp/send", json={"email": e}) for e in (bounced, other)]
     assert [a.status_code for a in answers] == [202, 202]
     assert answers[0].content == answers[1].content
-    await drain(app.app.state.runtime)
+    await drain(app)
     assert [e.to for e in console_emails(capsys.readouterr().out)] == [other]
 
 

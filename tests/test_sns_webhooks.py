@@ -126,14 +126,14 @@ async def post(app: Any, message: dict[str, Any], header: str | None = "auto") -
 
 
 async def counts(app: Any) -> tuple[int, int]:
-    async with app.app.state.runtime.engine.connect() as conn:
+    async with app.db.connect() as conn:
         events = await conn.scalar(text("SELECT count(*) FROM webhook_events"))
         rows = await conn.scalar(text("SELECT count(*) FROM suppressions"))
     return int(events or 0), int(rows or 0)
 
 
 async def suppressed(app: Any, email: str) -> str | None:
-    async with app.app.state.runtime.engine.connect() as conn:
+    async with app.db.connect() as conn:
         reason = await conn.scalar(text("SELECT reason FROM suppressions WHERE email = :e"), {"e": email})
     return str(reason) if reason is not None else None
 

@@ -28,7 +28,7 @@ async def test_verify_returns_a_token_checkable_with_the_jwks(
     email = unique_email()
     async with open_app(settings) as app:
         await app.http.post("/api/v1/auth/otp/send", json={"email": email})
-        await drain(app.app.state.runtime)
+        await drain(app)
         [sent] = console_emails(capsys.readouterr().out)
         body = (
             await app.http.post("/api/v1/auth/otp/verify", json={"email": email, "code": sent.code})

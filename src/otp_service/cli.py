@@ -60,6 +60,44 @@ def _migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from otp_service.logs import configure_logging
+
+    settings = _settings_or_exit()
+    configure_logging(settings.log_level)
+    if settings.redis_url is None:
+        print(
+            "otp-service: the worker needs OTP_REDIS_URL: without Redis the delivery queue lives in "
+            "the web process, which runs its own worker (OTP_WORKER_ENABLED).",
+            file=sys.stderr,
+        )
+        return 2
+    asyncio.run(run_worker(settings, concurrency=args.concurrency))
+    return 0
+
+
+async def run_worker(settings: Settings, *, concurrency: int | None = None) -> None:
+    """The delivery worker and the reputation guard, no HTTP server, until SIGTERM or SIGINT."""
+    import signal
+
+    from otp_service.assembly import open_infrastructure, running_worker
+    from otp_service.logs import get_logger
+
+    log = get_logger("worker")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with (
+        open_infrastructure(settings) as infra,
+        running_worker(infra, concurrency=concurrency) as built,
+    ):
+        extra = {"consumer": built.worker.name, "concurrency": concurrency or settings.worker_concurrency}
+        log.info("worker.started", extra=extra)
+        await stop.wait()
+        log.info("worker.stopping", extra={"consumer": built.worker.name})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="otp-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,9 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="apply the database migrations (idempotent)")
     migrate.set_defaults(func=_migrate)
+    worker = sub.add_parser(
+        "worker", help="run the delivery worker (queue consumer, reputation guard), no HTTP"
+    )
+    worker.add_argument(
+        "--concurrency", type=int, default=None, help="jobs handled at once (OTP_WORKER_CONCURRENCY)"
+    )
+    worker.set_defaults(func=_worker)
     args = parser.parse_args(argv)
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
+    if (getattr(args, "concurrency", None) or 1) < 1:
+        parser.error("--concurrency must be at least 1")
     result: int = args.func(args)
     return result
 

@@ -177,7 +177,6 @@ class GlobalLimit(ServiceUnavailable):
 class SendingPaused(ServiceUnavailable):
     code = "sending_paused"
     title = "Sending is paused to protect the sender's reputation"
-    default_retry_after = 300
 
 
 class Unavailable(ServiceUnavailable):

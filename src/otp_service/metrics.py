@@ -17,3 +17,8 @@ WEBHOOK_EVENTS = Counter(
     "Webhook events by provider, type and outcome",
     ["provider", "type", "outcome"],
 )
+WORKER_CRASHES = Counter(
+    "otp_worker_crashes_total",
+    "Unexpected exceptions in the delivery worker: a job's handling (job) or the consumer loop (loop)",
+    ["where"],
+)

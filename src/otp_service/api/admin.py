@@ -6,25 +6,34 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
-from otp_service.api.deps import RuntimeDep
+from otp_service.api.deps import ReputationDep, SuppressionServiceDep, UsageServiceDep
 from otp_service.api.schemas import problem_responses
 from otp_service.db.models import Suppression
 from otp_service.delivery.reputation import ProviderHealth
-from otp_service.errors import NotFound, Unauthorized
-from otp_service.runtime import Runtime
+from otp_service.errors import Unauthorized
 
 
-async def require_admin(request: Request, runtime: RuntimeDep) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, presented = header.partition(" ")
-    presented_bytes = presented.strip().encode()
-    # Compare against every key, always, in constant time: neither which key nor how much of it
-    # matched shows in the response time.
-    matched = False
-    for key in runtime.settings.admin_api_keys:
-        matched |= hmac.compare_digest(presented_bytes, key.get_secret_value().encode())
-    if scheme.lower() != "bearer" or not presented_bytes or not matched:
-        raise Unauthorized()
+class AdminKeys:
+    """The bearer keys of `/api/v1/admin/*` (OTP_ADMIN_API_KEYS), built once by the lifespan."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self._keys = [k.encode() for k in keys]
+
+    def check(self, authorization: str) -> None:
+        scheme, _, presented = authorization.partition(" ")
+        presented_bytes = presented.strip().encode()
+        # Compare against every key, always, in constant time: neither which key nor how much of
+        # it matched shows in the response time.
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(presented_bytes, key)
+        if scheme.lower() != "bearer" or not presented_bytes or not matched:
+            raise Unauthorized()
+
+
+async def require_admin(request: Request) -> None:
+    keys: AdminKeys = request.state.admin_keys
+    keys.check(request.headers.get("authorization", ""))
 
 
 router = APIRouter(
@@ -88,26 +97,27 @@ class UsageOut(BaseModel):
     complaints_24h: int
     bounce_rate: float | None
     complaint_rate: float | None
+    workers_alive: int = Field(description="Delivery workers whose heartbeat is current")
 
 
 @router.get("/suppressions", summary="Suppressed addresses, newest first")
 async def list_suppressions(
-    runtime: RuntimeDep,
+    suppressions: SuppressionServiceDep,
     email: Annotated[
         str | None, Query(max_length=320, pattern=_NO_CONTROL, description="An address, or part of one")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> SuppressionPage:
-    page = await runtime.admin.list(email=email, limit=limit, cursor=cursor)
+    page = await suppressions.list(email=email, limit=limit, cursor=cursor)
     return SuppressionPage(items=[SuppressionOut.of(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.get(
     "/suppressions/{email}", summary="One suppression", responses=problem_responses({404: ["not_found"]})
 )
-async def get_suppression(email: str, runtime: RuntimeDep) -> SuppressionOut:
-    return SuppressionOut.of(await runtime.admin.get(email))
+async def get_suppression(email: str, suppressions: SuppressionServiceDep) -> SuppressionOut:
+    return SuppressionOut.of(await suppressions.get(email))
 
 
 @router.put(
@@ -119,9 +129,9 @@ async def get_suppression(email: str, runtime: RuntimeDep) -> SuppressionOut:
     },
 )
 async def put_suppression(
-    email: str, body: SuppressionIn, runtime: RuntimeDep, response: Response
+    email: str, body: SuppressionIn, suppressions: SuppressionServiceDep, response: Response
 ) -> SuppressionOut:
-    row, created = await runtime.admin.put(email, reason=body.reason, note=body.note)
+    row, created = await suppressions.put(email, reason=body.reason, note=body.note)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return SuppressionOut.of(row)
 
@@ -132,14 +142,14 @@ async def put_suppression(
     summary="Remove a suppression",
     responses=problem_responses({404: ["not_found"]}),
 )
-async def delete_suppression(email: str, runtime: RuntimeDep) -> Response:
-    await runtime.admin.delete(email)
+async def delete_suppression(email: str, suppressions: SuppressionServiceDep) -> Response:
+    await suppressions.delete(email)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/usage", summary="Sends against the caps, send rate, bounces and complaints (24 h)")
-async def usage(runtime: RuntimeDep) -> UsageOut:
-    u = await runtime.admin.usage()
+@router.get("/usage", summary="Sends against the caps, send rate, bounces, complaints (24 h), workers alive")
+async def usage(service: UsageServiceDep) -> UsageOut:
+    u = await service.usage()
     channels = {
         c: ChannelUsage(sent_24h=n, limit_24h=u.limits[c], remaining=max(0, u.limits[c] - n))
         for c, n in u.sent_24h.items()
@@ -155,6 +165,7 @@ async def usage(runtime: RuntimeDep) -> UsageOut:
         complaints_24h=u.complaints_24h,
         bounce_rate=round(u.bounces_24h / u.delivered_24h, 5) if u.delivered_24h else None,
         complaint_rate=round(u.complaints_24h / u.delivered_24h, 5) if u.delivered_24h else None,
+        workers_alive=u.workers_alive,
     )
 
 
@@ -173,19 +184,18 @@ class ProviderHealthOut(BaseModel):
     min_volume: int
 
 
-def _health(runtime: Runtime, h: ProviderHealth) -> ProviderHealthOut:
-    s = runtime.settings
+def _health(h: ProviderHealth) -> ProviderHealthOut:
     return ProviderHealthOut(
         provider=h.provider, paused=h.paused, reason=h.reason, sent=h.sent, bounces=h.bounces,
         complaints=h.complaints, bounce_rate=h.bounce_rate, complaint_rate=h.complaint_rate,
-        since=h.since.isoformat(), max_bounce_rate=s.reputation_max_bounce_rate,
-        max_complaint_rate=s.reputation_max_complaint_rate, min_volume=s.reputation_min_volume,
+        since=h.since.isoformat(), max_bounce_rate=h.max_bounce_rate,
+        max_complaint_rate=h.max_complaint_rate, min_volume=h.min_volume,
     )  # fmt: skip
 
 
 @router.get("/reputation", summary="Bounce and complaint rates per provider, and what the guard paused")
-async def reputation(runtime: RuntimeDep) -> list[ProviderHealthOut]:
-    return [_health(runtime, h) for h in await runtime.guard.report()]
+async def reputation(guard: ReputationDep) -> list[ProviderHealthOut]:
+    return [_health(h) for h in await guard.report()]
 
 
 @router.post(
@@ -193,8 +203,6 @@ async def reputation(runtime: RuntimeDep) -> list[ProviderHealthOut]:
     summary="Resume a provider the guard paused; its rates count again from now",
     responses=problem_responses({404: ["not_found"]}),
 )
-async def resume_provider(provider: str, runtime: RuntimeDep) -> list[ProviderHealthOut]:
-    if provider not in runtime.guard.providers:
-        raise NotFound(f"{provider} is not a configured provider")
-    await runtime.guard.resume(provider)
-    return [_health(runtime, h) for h in await runtime.guard.check()]
+async def resume_provider(provider: str, guard: ReputationDep) -> list[ProviderHealthOut]:
+    await guard.resume(provider)
+    return [_health(h) for h in await guard.check()]

@@ -1,8 +1,6 @@
-import asyncio
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Request
-
-from otp_service.api.deps import RuntimeDep
+from otp_service.api.deps import ReadinessDep, TokensDep
 from otp_service.api.schemas import HealthOut, ReadyOut
 from otp_service.errors import Unavailable
 
@@ -14,8 +12,8 @@ router = APIRouter(tags=["operations"])
     summary="Public keys of the verification tokens (empty when tokens are not configured)",
     tags=["tokens"],
 )
-async def jwks(runtime: RuntimeDep) -> dict[str, list[dict[str, str]]]:
-    return runtime.tokens.jwks() if runtime.tokens is not None else {"keys": []}
+async def jwks(tokens: TokensDep) -> dict[str, list[dict[str, str]]]:
+    return tokens.jwks() if tokens is not None else {"keys": []}
 
 
 @router.get("/healthz", summary="Liveness: 200 while the process runs")
@@ -28,15 +26,8 @@ async def healthz() -> HealthOut:
     summary="Readiness: 200 when Redis and the database answer, else 503",
     responses={503: {"description": "A dependency is down (problem+json, `checks` says which)"}},
 )
-async def readyz(runtime: RuntimeDep, request: Request) -> ReadyOut:
-    names = ["database", "redis"]
-    results = await asyncio.gather(runtime.check_database(), runtime.check_redis(), return_exceptions=True)
-    checks = {
-        name: ("ok" if not isinstance(res, BaseException) else "down")
-        for name, res in zip(names, results, strict=True)
-    }
-    if runtime.redis is None:
-        checks["redis"] = "not_configured"
+async def readyz(readiness: ReadinessDep) -> ReadyOut:
+    checks = await readiness.checks()
     down = [name for name, state in checks.items() if state == "down"]
     if down:
         err = Unavailable(f"not answering: {', '.join(down)}", retry_after=5)

@@ -1,8 +1,9 @@
 """`GET /metrics` in the Prometheus text format.
 
-With several worker processes (`otp-service serve --workers N`), the CLI points
+With several web processes (`otp-service serve --workers N`), the CLI points
 PROMETHEUS_MULTIPROC_DIR at a shared directory and each scrape aggregates every process.
-Queue depth, oldest job age and quota usage are read from the shared stores at scrape time.
+Queue depth, oldest job age, quota usage and the workers alive are read from the shared stores
+at scrape time, so any web process reports the whole service.
 """
 
 import os
@@ -12,7 +13,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from otp_service.api.deps import RuntimeDep
+from otp_service.api.deps import CodeStoreDep, QueueDep, UsageServiceDep, WorkerRegistryDep
 from otp_service.errors import ServiceError
 
 router = APIRouter(tags=["operations"])
@@ -33,11 +34,15 @@ def _gauge(name: str, help_text: str, samples: Sequence[tuple[str, float]]) -> s
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(runtime: RuntimeDep) -> Response:
+async def metrics(
+    queue: QueueDep, codes: CodeStoreDep, workers: WorkerRegistryDep, usage: UsageServiceDep
+) -> Response:
     body = generate_latest(_registry()).decode()
+    limits = usage.global_limits
     try:
-        stats = await runtime.queue.stats()
-        usage = {c: await runtime.store.global_usage(c) for c in runtime.settings.global_daily_limits}
+        stats = await queue.stats()
+        sent = {c: await codes.global_usage(c) for c in limits}
+        alive = await workers.alive()
     except ServiceError:
         body += _gauge("otp_store_up", "Whether the limit store answered this scrape", [("", 0)])
     else:
@@ -46,9 +51,9 @@ async def metrics(runtime: RuntimeDep) -> Response:
         body += _gauge("otp_queue_jobs", "Delivery jobs by state", states)
         body += _gauge("otp_queue_oldest_job_age_seconds", "Age of the oldest unacknowledged job",
                        [("", stats.oldest_age_ms / 1000)])  # fmt: skip
-        limits = runtime.settings.global_daily_limits
+        body += _gauge("otp_workers_alive", "Delivery workers whose heartbeat is current", [("", alive)])
         body += _gauge("otp_global_sends_24h", "Accepted sends in the rolling 24 h",
-                       [(f'{{channel="{c}"}}', n) for c, n in usage.items()])  # fmt: skip
+                       [(f'{{channel="{c}"}}', n) for c, n in sent.items()])  # fmt: skip
         body += _gauge("otp_global_limit_24h", "Service-wide cap per rolling 24 h",
                        [(f'{{channel="{c}"}}', n) for c, n in limits.items()])  # fmt: skip
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,6 @@
-"""Turn every error into RFC 9457 problem+json with a stable `code`."""
+"""The one error path: every error, whoever raised it, becomes RFC 9457 problem+json with a
+stable `code`. Domain code raises `ServiceError`s; FastAPI's validation errors, Starlette's HTTP
+errors and unexpected exceptions are mapped here too. No route renders a problem itself."""
 
 import json
 import logging
@@ -11,13 +13,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from otp_service.api.answers import PROBLEM_MEDIA_TYPE, json_bytes, problem_answer, unexpected_error_answer
 from otp_service.errors import (
     PROBLEM_TYPE_BASE,
     InvalidEmail,
     InvalidRequest,
     ServiceError,
 )
+from otp_service.metrics import REJECTIONS
 
 log = logging.getLogger("otp_service.api")
 
@@ -36,15 +38,30 @@ _HTTP_CODES = {
 }
 
 
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Built once: json.dumps with non-default options builds an encoder per call."""
+
+
 class ProblemResponse(JSONResponse):
     media_type = PROBLEM_MEDIA_TYPE
 
     def render(self, content: Any) -> bytes:
-        return json_bytes(content)
+        return _ENCODER.encode(content).encode()
 
 
-def problem_response(exc: ServiceError, request: Request | None = None) -> Response:
-    return problem_answer(exc, request.url.path if request is not None else None).to_response()
+_REJECTED: dict[str, Any] = {}
+"""Label children by code, resolved once each."""
+
+
+def problem_response(exc: ServiceError, request: Request) -> Response:
+    """A domain error as problem+json, counted by code."""
+    counter = _REJECTED.get(exc.code)
+    if counter is None:
+        counter = _REJECTED[exc.code] = REJECTIONS.labels(exc.code)
+    counter.inc()
+    return ProblemResponse(exc.to_problem(request.url.path), exc.status, headers=exc.headers())
 
 
 def _json_safe(value: Any) -> Any:
@@ -106,7 +123,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
     log.error("http.unhandled_error", exc_info=exc, extra={"path": request.url.path})
-    return unexpected_error_answer(request.url.path).to_response()
+    # problem+json that says nothing about what went wrong
+    return ProblemResponse(ServiceError("An unexpected error occurred").to_problem(request.url.path), 500)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -1,6 +1,6 @@
 from fastapi import APIRouter, Request
 
-from otp_service.api.deps import RuntimeDep
+from otp_service.api.deps import WebhookServiceDep
 from otp_service.api.schemas import WebhookOut, problem_responses
 
 router = APIRouter(prefix="/api/v1/auth", tags=["webhooks"])
@@ -19,9 +19,9 @@ _ERRORS = problem_responses({400: ["webhook_rejected"], 503: ["unavailable"]})
     ),
     responses=_ERRORS,
 )
-async def resend_events(request: Request, runtime: RuntimeDep) -> WebhookOut:
+async def resend_events(request: Request, webhooks: WebhookServiceDep) -> WebhookOut:
     body = await request.body()
-    outcome = await runtime.webhooks.resend(body, request.headers)
+    outcome = await webhooks.resend(body, request.headers)
     return WebhookOut(status=outcome)
 
 
@@ -37,7 +37,7 @@ async def resend_events(request: Request, runtime: RuntimeDep) -> WebhookOut:
     ),
     responses=_ERRORS,
 )
-async def ses_events(request: Request, runtime: RuntimeDep) -> WebhookOut:
+async def ses_events(request: Request, webhooks: WebhookServiceDep) -> WebhookOut:
     body = await request.body()
-    outcome = await runtime.webhooks.ses(body, request.headers.get("x-amz-sns-message-type"))
+    outcome = await webhooks.ses(body, request.headers.get("x-amz-sns-message-type"))
     return WebhookOut(status=outcome)

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -13,6 +14,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from otp_service.errors import Unavailable
 
 
 def create_engine(url: str, *, timeout: float = 2.0) -> AsyncEngine:
@@ -51,6 +54,16 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
         except BaseException:
             await session.rollback()
             raise
+
+
+@asynccontextmanager
+async def database_session(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """`session_scope`, with the database's errors as the contract's 503."""
+    try:
+        async with session_scope(factory) as session:
+            yield session
+    except (SQLAlchemyError, OSError) as exc:
+        raise Unavailable("The database is not answering") from exc
 
 
 def dialect_name(db: AsyncSession | AsyncConnection) -> str:

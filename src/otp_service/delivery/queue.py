@@ -13,11 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.exceptions import ResponseError
-
-from otp_service.limits.base import Clock, system_clock
-from otp_service.limits.keys import RedisClient, RedisKeys
-from otp_service.limits.redis_store import redis_guard
+from otp_service.clock import Clock, now_ms, system_clock
+from otp_service.redisio import PipelinedRedis, RedisKeys, ReplyError, Script, redis_guard
 
 GROUP = "delivery"
 
@@ -54,108 +51,115 @@ class JobQueue(Protocol):
 
     async def stats(self) -> QueueStats: ...
 
+    async def aclose(self) -> None: ...
+
 
 def _id_time_ms(job_id: str) -> int:
     return int(job_id.split("-", 1)[0])
 
 
-def _job(job_id: bytes, fields: dict[bytes, bytes] | None) -> Job | None:
-    if not fields or b"p" not in fields:
-        return None
-    return Job(id=job_id.decode(), payload=fields[b"p"], expires_at_ms=int(fields.get(b"x", 0)))
+def _jobs(entries: list[Any] | None) -> list[Job]:
+    """Stream entries `[id, [field, value, …]]` as jobs; an entry deleted meanwhile has no fields."""
+    jobs = []
+    for entry in entries or []:
+        if not entry or not entry[1]:
+            continue
+        fields = dict(zip(entry[1][::2], entry[1][1::2], strict=True))
+        if b"p" in fields:
+            jobs.append(
+                Job(id=entry[0].decode(), payload=fields[b"p"], expires_at_ms=int(fields.get(b"x", 0)))
+            )
+    return jobs
 
 
 class RedisJobQueue:
-    def __init__(
-        self, redis: RedisClient, keys: RedisKeys, *, timeout: float, clock: Clock = system_clock
-    ) -> None:
+    """The stream, on the service's Redis client; blocking reads on a connection of their own."""
+
+    _ACK = Script(("otp_service.delivery", "ack"))
+
+    def __init__(self, redis: PipelinedRedis, keys: RedisKeys, *, clock: Clock = system_clock) -> None:
         self._redis = redis
+        self._blocking = redis.dedicated()
         self._stream = keys.jobs
-        self._timeout = timeout
         self._clock = clock
 
+    async def aclose(self) -> None:
+        await self._blocking.aclose()
+
     async def ensure_ready(self) -> None:
-        async with redis_guard(self._timeout, "queue.create_group"):
+        async with redis_guard("queue.create_group"):
             try:
                 # From the start of the stream: jobs accepted before any worker existed count.
-                await self._redis.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
+                await self._redis.execute("XGROUP", "CREATE", self._stream, GROUP, "0", "MKSTREAM")
+            except ReplyError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Job]:
-        async with redis_guard(self._timeout + block_ms / 1000, "queue.read"):
+        async with redis_guard("queue.read"):
             try:
-                reply: Any = await self._redis.xreadgroup(
-                    GROUP, consumer, {self._stream: ">"}, count=count, block=block_ms
-                )
-            except ResponseError as exc:
+                reply: Any = await self._blocking.execute(
+                    "XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK", block_ms,
+                    "STREAMS", self._stream, ">", blocks_for=block_ms / 1000,
+                )  # fmt: skip
+            except ReplyError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 await self.ensure_ready()
                 return []
-        jobs: list[Job] = []
-        for _stream, entries in reply or []:
-            jobs.extend(j for j in (_job(i, f) for i, f in entries) if j is not None)
-        return jobs
+        return [job for _stream, entries in reply or [] for job in _jobs(entries)]
 
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Job]:
-        async with redis_guard(self._timeout, "queue.reclaim"):
-            reply: Any = await self._redis.xautoclaim(
-                self._stream,
-                GROUP,
-                consumer,
-                min_idle_time=min_idle_ms,
-                start_id="0-0",
-                count=count,
+        async with redis_guard("queue.reclaim"):
+            reply: Any = await self._redis.execute(
+                "XAUTOCLAIM", self._stream, GROUP, consumer, min_idle_ms, "0-0", "COUNT", count
             )
-        entries = reply[1]
-        return [j for j in (_job(i, f) for i, f in entries) if j is not None]
+        return _jobs(reply[1])
 
     async def touch(self, consumer: str, job_ids: Sequence[str]) -> None:
         if not job_ids:
             return
-        async with redis_guard(self._timeout, "queue.touch"):
-            await self._redis.xclaim(
-                self._stream, GROUP, consumer, min_idle_time=0, message_ids=list(job_ids),
-                justid=True,
-            )  # fmt: skip
+        async with redis_guard("queue.touch"):
+            await self._redis.execute("XCLAIM", self._stream, GROUP, consumer, 0, *job_ids, "JUSTID")
 
     async def forget_idle_consumers(self, min_idle_ms: int) -> list[str]:
-        # Every serving process reads under a name of its own, so the group keeps the name of
-        # every process that ever ran. Only names holding no job are dropped (XGROUP
-        # DELCONSUMER discards a consumer's pending entries), and a live worker reads every
-        # second, so it is never idle for long.
-        async with redis_guard(self._timeout, "queue.forget_consumers"):
-            consumers: Any = await self._redis.xinfo_consumers(self._stream, GROUP)
-            gone = [c["name"] for c in consumers if int(c["pending"]) == 0 and int(c["idle"]) >= min_idle_ms]
+        # Every worker reads under a name of its own, so the group keeps the name of every
+        # process that ever ran. Only names holding no job are dropped (XGROUP DELCONSUMER
+        # discards a consumer's pending entries), and a live worker reads every second, so it
+        # is never idle for long.
+        async with redis_guard("queue.forget_consumers"):
+            consumers: Any = await self._redis.execute("XINFO", "CONSUMERS", self._stream, GROUP)
+            gone = []
+            for raw in consumers:
+                info = dict(zip(raw[::2], raw[1::2], strict=True))
+                if int(info[b"pending"]) == 0 and int(info[b"idle"]) >= min_idle_ms:
+                    gone.append(info[b"name"].decode())
             for name in gone:
-                await self._redis.xgroup_delconsumer(self._stream, GROUP, name)
-        return [n.decode() if isinstance(n, bytes) else n for n in gone]
+                await self._redis.execute("XGROUP", "DELCONSUMER", self._stream, GROUP, name)
+        return gone
 
     async def ack(self, job_id: str) -> None:
-        async with (
-            redis_guard(self._timeout, "queue.ack"),
-            self._redis.pipeline(transaction=True) as pipe,
-        ):
-            pipe.xack(self._stream, GROUP, job_id)
-            pipe.xdel(self._stream, job_id)
-            await pipe.execute()
+        async with redis_guard("queue.ack"):
+            await self._ACK(self._redis, [self._stream], [GROUP, job_id])
+
+    async def _pending_count(self) -> int:
+        try:
+            summary = await self._redis.execute("XPENDING", self._stream, GROUP)
+        except ReplyError:  # no group yet: nothing was ever read
+            return 0
+        return int(summary[0])
 
     async def stats(self) -> QueueStats:
-        async with (
-            redis_guard(self._timeout, "queue.stats"),
-            self._redis.pipeline(transaction=False) as pipe,
-        ):
-            pipe.xlen(self._stream)
-            pipe.xpending(self._stream, GROUP)
-            pipe.xrange(self._stream, count=1)
-            length, pending, first = await pipe.execute(raise_on_error=False)
-        pending_count = int(pending["pending"]) if isinstance(pending, dict) else 0
-        length = int(length) if isinstance(length, int) else 0
+        async with redis_guard("queue.stats"):
+            replies: tuple[Any, Any, int] = await asyncio.gather(
+                self._redis.execute("XLEN", self._stream),
+                self._redis.execute("XRANGE", self._stream, "-", "+", "COUNT", 1),
+                self._pending_count(),
+            )
+        length, first, pending_count = int(replies[0]), replies[1], replies[2]
         oldest = 0
         if isinstance(first, list) and first:
-            oldest = max(0, int(self._clock() * 1000) - _id_time_ms(first[0][0].decode()))
+            oldest = max(0, now_ms(self._clock) - _id_time_ms(first[0][0].decode()))
         return QueueStats(waiting=max(0, length - pending_count), pending=pending_count,
                           oldest_age_ms=oldest)  # fmt: skip
 
@@ -225,6 +229,9 @@ class MemoryJobQueue:
         oldest = 0
         if self._jobs:
             first = next(iter(self._jobs))
-            oldest = max(0, int(self._clock() * 1000) - _id_time_ms(first))
+            oldest = max(0, now_ms(self._clock) - _id_time_ms(first))
         return QueueStats(waiting=len(self._ready), pending=len(self._inflight),
                           oldest_age_ms=oldest)  # fmt: skip
+
+    async def aclose(self) -> None:
+        return None

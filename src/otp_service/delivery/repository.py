@@ -1,8 +1,9 @@
-"""SQL for delivery outcomes."""
+"""Every SQL statement on the deliveries table."""
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -32,3 +33,13 @@ async def record_outcome(
     One statement (no select-then-insert, no ORM unit of work): it runs once per email."""
     values = (job_id, email, outcome, provider, message_id)
     await db.execute(_RECORD[dialect_name(db)], dict(zip(_COLUMNS, values, strict=True)))
+
+
+async def count_sent(
+    db: AsyncSession | AsyncConnection, since: datetime, *, provider: str | None = None
+) -> int:
+    """Emails handed to a provider since `since` (all providers, or one)."""
+    query = select(func.count(Delivery.id)).where(Delivery.created_at >= since, Delivery.outcome == "sent")
+    if provider is not None:
+        query = query.where(Delivery.provider == provider)
+    return int(await db.scalar(query) or 0)

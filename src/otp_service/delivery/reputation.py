@@ -1,26 +1,108 @@
 """The reputation guard: rolling bounce and complaint rates per provider, from our own records
-(deliveries sent, webhook events received). Over a threshold, above a minimum volume, a provider
-is paused: jobs go to a healthy fallback, or, with none left, new sends answer 503
-`sending_paused`. Only an operator resumes (admin API); rates then count from the resume on."""
+(deliveries sent, and the bounces and complaints that suppressed an address). Over a threshold,
+above a minimum volume, a provider is paused: jobs go to a healthy fallback, or, with none left,
+new sends answer 503 `sending_paused`. Only an operator resumes (admin API); rates then count
+from the resume on. The pause state is shared by every process through Redis (or held in
+process in the embedded default)."""
 
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from otp_service.db.engine import session_scope
-from otp_service.db.models import Delivery, WebhookEvent
-from otp_service.errors import ServiceError
-from otp_service.limits.base import Clock, LimitStore, system_clock
+from otp_service.clock import Clock, now_ms, system_clock
+from otp_service.delivery import repository as deliveries
+from otp_service.errors import NotFound, ServiceError, Unavailable
 from otp_service.logs import get_logger
+from otp_service.redisio import PipelinedRedis, RedisKeys, redis_guard, text
 from otp_service.settings import Settings
-from otp_service.suppression.repository import BOUNCE_TYPES, COMPLAINT_TYPES
-from otp_service.tasks import cancel_and_wait
+from otp_service.webhooks import repository as events
 
 log = get_logger("reputation")
+
+PAUSE_RETRY_MS = 300_000
+"""Retry-After of a send refused while sending is paused: only an operator resumes, so clients
+are told to come back in minutes, not seconds."""
+
+
+class PauseState(Protocol):
+    async def pauses(self) -> dict[str, str]:
+        """Paused providers and why."""
+        ...
+
+    async def pause(self, provider: str, reason: str) -> None: ...
+
+    async def resume(self, provider: str, at_ms: int) -> bool:
+        """False when the provider was not paused."""
+        ...
+
+    async def resumed_at(self, provider: str) -> int | None: ...
+
+    async def set_sending_paused(self, paused: bool) -> None: ...
+
+
+class RedisPauseState:
+    def __init__(self, redis: PipelinedRedis, keys: RedisKeys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    async def pauses(self) -> dict[str, str]:
+        async with redis_guard("pauses"):
+            raw = await self._redis.execute("HGETALL", self._keys.pauses)
+        return {text(k): text(v) for k, v in zip(raw[::2], raw[1::2], strict=True)}
+
+    async def pause(self, provider: str, reason: str) -> None:
+        async with redis_guard("pause"):
+            await self._redis.execute("HSET", self._keys.pauses, provider, reason)
+
+    async def resume(self, provider: str, at_ms: int) -> bool:
+        k = self._keys
+        async with redis_guard("resume"):
+            removed, _, _ = await asyncio.gather(
+                self._redis.execute("HDEL", k.pauses, provider),
+                self._redis.execute("HSET", k.resumed, provider, at_ms),
+                self._redis.execute("DEL", k.sending_paused),
+            )
+        return bool(removed)
+
+    async def resumed_at(self, provider: str) -> int | None:
+        async with redis_guard("resumed_at"):
+            value = await self._redis.execute("HGET", self._keys.resumed, provider)
+        return int(value) if value is not None else None
+
+    async def set_sending_paused(self, paused: bool) -> None:
+        async with redis_guard("sending_paused"):
+            if paused:
+                await self._redis.execute("SET", self._keys.sending_paused, "1")
+            else:
+                await self._redis.execute("DEL", self._keys.sending_paused)
+
+
+class MemoryPauseState:
+    def __init__(self) -> None:
+        self._pauses: dict[str, str] = {}
+        self._resumed: dict[str, int] = {}
+        self.sending_paused = False
+
+    async def pauses(self) -> dict[str, str]:
+        return dict(self._pauses)
+
+    async def pause(self, provider: str, reason: str) -> None:
+        self._pauses[provider] = reason
+
+    async def resume(self, provider: str, at_ms: int) -> bool:
+        self._resumed[provider] = at_ms
+        self.sending_paused = False
+        return self._pauses.pop(provider, None) is not None
+
+    async def resumed_at(self, provider: str) -> int | None:
+        return self._resumed.get(provider)
+
+    async def set_sending_paused(self, paused: bool) -> None:
+        self.sending_paused = paused
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,16 +116,19 @@ class ProviderHealth:
     paused: bool
     reason: str | None
     since: datetime
+    max_bounce_rate: float
+    max_complaint_rate: float
+    min_volume: int
 
 
 class ReputationGuard:
     def __init__(
-        self, *, settings: Settings, store: LimitStore, sessions: async_sessionmaker[AsyncSession],
-        providers: list[str], clock: Clock = system_clock,
+        self, *, settings: Settings, pauses: PauseState, engine: AsyncEngine, providers: list[str],
+        clock: Clock = system_clock,
     ) -> None:  # fmt: skip
         self._s = settings
-        self._store = store
-        self._sessions = sessions
+        self._pauses = pauses
+        self._engine = engine
         self.providers = providers
         self._clock = clock
         self._paused: set[str] = set()
@@ -53,38 +138,30 @@ class ReputationGuard:
         """The worker's view, refreshed every check interval."""
         return provider not in self._paused
 
-    async def _counts(self, session: AsyncSession, provider: str, since: datetime) -> tuple[int, int, int]:
-        sent = await session.scalar(
-            select(func.count(Delivery.id)).where(
-                Delivery.provider == provider, Delivery.outcome == "sent", Delivery.created_at >= since
-            )
-        )
-        events = select(func.count(WebhookEvent.id)).where(
-            WebhookEvent.provider == provider,
-            WebhookEvent.received_at >= since,
-            WebhookEvent.outcome == "suppressed",
-        )
-        bounces = await session.scalar(events.where(WebhookEvent.event_type.in_(BOUNCE_TYPES)))
-        complaints = await session.scalar(events.where(WebhookEvent.event_type.in_(COMPLAINT_TYPES)))
-        return int(sent or 0), int(bounces or 0), int(complaints or 0)
-
     async def report(self) -> list[ProviderHealth]:
-        pauses = await self._store.pauses()
+        pauses = await self._pauses.pauses()
         now = datetime.fromtimestamp(self._clock(), UTC)
         out = []
-        async with session_scope(self._sessions) as session:
-            for provider in self.providers:
-                since = now - timedelta(seconds=self._s.reputation_window)
-                resumed = await self._store.resumed_at(provider)
-                if resumed is not None:
-                    since = max(since, datetime.fromtimestamp(resumed / 1000, UTC))
-                sent, bounces, complaints = await self._counts(session, provider, since)
-                out.append(ProviderHealth(
-                    provider=provider, sent=sent, bounces=bounces, complaints=complaints,
-                    bounce_rate=bounces / sent if sent else None,
-                    complaint_rate=complaints / sent if sent else None,
-                    paused=provider in pauses, reason=pauses.get(provider), since=since,
-                ))  # fmt: skip
+        try:
+            async with self._engine.connect() as conn:
+                for provider in self.providers:
+                    since = now - timedelta(seconds=self._s.reputation_window)
+                    resumed = await self._pauses.resumed_at(provider)
+                    if resumed is not None:
+                        since = max(since, datetime.fromtimestamp(resumed / 1000, UTC))
+                    sent = await deliveries.count_sent(conn, since, provider=provider)
+                    bounces, complaints = await events.count_bounces_and_complaints(conn, since, provider)
+                    out.append(ProviderHealth(
+                        provider=provider, sent=sent, bounces=bounces, complaints=complaints,
+                        bounce_rate=bounces / sent if sent else None,
+                        complaint_rate=complaints / sent if sent else None,
+                        paused=provider in pauses, reason=pauses.get(provider), since=since,
+                        max_bounce_rate=self._s.reputation_max_bounce_rate,
+                        max_complaint_rate=self._s.reputation_max_complaint_rate,
+                        min_volume=self._s.reputation_min_volume,
+                    ))  # fmt: skip
+        except (SQLAlchemyError, OSError) as exc:
+            raise Unavailable("The database is not answering") from exc
         return out
 
     async def check(self) -> list[ProviderHealth]:
@@ -103,26 +180,28 @@ class ReputationGuard:
                 limit = self._s.reputation_max_complaint_rate
                 reason = f"complaint rate {health.complaint_rate:.3%} over {limit:.3%}"
             if reason:
-                await self._store.pause(health.provider, reason)
+                await self._pauses.pause(health.provider, reason)
                 log.error("reputation.provider_paused", extra={"provider": health.provider, "reason": reason,
                                                                "sent": health.sent})  # fmt: skip
-        pauses = await self._store.pauses()
+        pauses = await self._pauses.pauses()
         self._paused = set(pauses)
         all_paused = all(p in pauses for p in self.providers)
-        await self._store.set_sending_paused(all_paused)
+        await self._pauses.set_sending_paused(all_paused)
         if all_paused:
             log.error("reputation.sending_paused", extra={"providers": sorted(pauses)})
         return await self.report() if pauses else report
 
     async def resume(self, provider: str) -> bool:
-        resumed = await self._store.resume(provider, int(self._clock() * 1000))
+        """Resume a paused provider (an operator's call); its rates count again from now."""
+        if provider not in self.providers:
+            raise NotFound(f"{provider} is not a configured provider")
+        resumed = await self._pauses.resume(provider, now_ms(self._clock))
         self._paused.discard(provider)
         log.warning("reputation.provider_resumed", extra={"provider": provider, "was_paused": resumed})
         return resumed
 
-    async def stop(self, task: "asyncio.Task[None]") -> None:
+    def stop(self) -> None:
         self._stopping = True
-        await cancel_and_wait(task)
 
     async def run(self) -> None:
         while not self._stopping:

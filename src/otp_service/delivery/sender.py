@@ -6,8 +6,9 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from otp_service.clock import Clock, system_clock
 from otp_service.delivery.providers.base import (
     EmailProvider,
     OutgoingEmail,
@@ -18,9 +19,8 @@ from otp_service.delivery.providers.base import (
 )
 from otp_service.delivery.templates import render_template
 from otp_service.errors import Unavailable
-from otp_service.limits.base import Clock, system_clock
-from otp_service.limits.send_rate import SendRateLimiter, acquire
 from otp_service.logs import get_logger, mask_email
+from otp_service.metrics import PROVIDER_CALLS, PROVIDER_LATENCY
 from otp_service.settings import Settings
 
 log = get_logger("delivery")
@@ -39,11 +39,27 @@ class Delivered:
 
 
 class DeliveryFailed(Exception):
-    def __init__(self, reason: str, *, permanent: bool, last_error: ProviderError | None) -> None:
+    def __init__(self, reason: str, *, permanent: bool) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
-        self.last_error = last_error
+
+
+class SendRateLimiter(Protocol):
+    """The service-wide provider call rate (limits/send_rate.py)."""
+
+    async def try_take(self) -> int:
+        """0 when a token was taken, else ms until one may be."""
+        ...
+
+
+async def acquire(limiter: SendRateLimiter) -> None:
+    while wait := await limiter.try_take():
+        await asyncio.sleep(wait / 1000)
+
+
+def always_healthy(_provider: str) -> bool:
+    return True
 
 
 def backoff(attempt: int, rng: Callable[[float, float], float] = random.uniform) -> float:
@@ -58,15 +74,15 @@ class Deliverer:
         primary: EmailProvider,
         fallback: EmailProvider | None,
         send_rate: SendRateLimiter,
+        healthy: Callable[[str], bool] = always_healthy,
         clock: Clock = system_clock,
     ) -> None:
         self._s = settings
         self._providers = [primary] if fallback is None else [primary, fallback]
         self._rate = send_rate
         self._clock = clock
-        self.on_attempt: Callable[[str, str, float], None] | None = None
         # The reputation guard's view: a paused provider is skipped (the fallback takes over).
-        self.healthy: Callable[[str], bool] = lambda _name: True
+        self._healthy = healthy
 
     def _context(self, code: str) -> dict[str, Any]:
         return {
@@ -99,8 +115,8 @@ class Deliverer:
         except TimeoutError:
             raise RetryableError(provider.name, "timeout") from None
         finally:
-            if self.on_attempt is not None:
-                self.on_attempt(provider.name, outcome, time.perf_counter() - started)
+            PROVIDER_CALLS.labels(provider.name, outcome).inc()
+            PROVIDER_LATENCY.labels(provider.name).observe(time.perf_counter() - started)
 
     async def send_template(
         self, template_id: str, to: str, code: str, *, idempotency_key: str, deadline: float
@@ -111,7 +127,7 @@ class Deliverer:
         last: ProviderError | None = None
         while True:
             wait = 0.0
-            providers = [p for p in self._providers if self.healthy(p.name)]
+            providers = [p for p in self._providers if self._healthy(p.name)]
             if not providers:
                 wait = 5.0  # every provider paused: hold the job until an operator resumes one
             for provider in providers:
@@ -132,7 +148,7 @@ class Deliverer:
                             "email": mask_email(to),
                         },
                     )
-                    raise DeliveryFailed(exc.reason, permanent=True, last_error=exc) from exc
+                    raise DeliveryFailed(exc.reason, permanent=True) from exc
                 except RateLimitedError as exc:
                     last = exc
                     wait = max(wait, exc.retry_after or 1.0)
@@ -150,5 +166,5 @@ class Deliverer:
             delay = max(wait, backoff(attempt))
             if self._clock() + delay >= deadline:
                 reason = last.reason if last else "send rate unavailable"
-                raise DeliveryFailed(f"gave up before expiry: {reason}", permanent=False, last_error=last)
+                raise DeliveryFailed(f"gave up before expiry: {reason}", permanent=False)
             await asyncio.sleep(delay)

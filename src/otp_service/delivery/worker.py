@@ -1,36 +1,50 @@
-"""The delivery worker: reads jobs, drops expired and suppressed ones, sends the rest, acks.
+"""The delivery worker: reads jobs, drops expired, suppressed and superseded ones, sends the rest,
+acks. `otp-service worker` runs it alone; `otp-service serve` runs one in each web process when
+OTP_WORKER_ENABLED is true.
 
-One runs inside every serving process (and `otp-service worker` runs one alone). Jobs of a
-consumer that died are reclaimed after the visibility timeout; a live consumer touches the jobs
-it holds so that a long retry is not mistaken for death.
+Supervised: an unexpected exception while handling one job is logged (`delivery.job_crashed`)
+and counted, and the job is left unacknowledged, so the stream hands it out again after the
+visibility timeout (it ends, at the latest, when its code expires); an unexpected exception in
+the consumer loop itself restarts the loop after a backoff. Jobs of a consumer that died are
+reclaimed after the visibility timeout; a live consumer touches the jobs it holds so that a
+long retry is not mistaken for death. The loop writes the worker's heartbeat.
 """
 
 import asyncio
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from otp_service.clock import Clock, system_clock
+from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, WorkerRegistry
+from otp_service.delivery.jobs import JobContent, JobSealer
 from otp_service.delivery.queue import Job, JobQueue
 from otp_service.delivery.repository import record_outcome
 from otp_service.delivery.sender import Deliverer, DeliveryFailed, backoff
 from otp_service.errors import Unavailable
-from otp_service.limits.base import Clock, system_clock
 from otp_service.logs import get_logger, mask_email
-from otp_service.otp.codes import CodeCrypto
+from otp_service.metrics import DELIVERIES, WORKER_CRASHES
 from otp_service.suppression.repository import is_suppressed
-from otp_service.tasks import cancel_and_wait
 
 log = get_logger("delivery")
 
 FORGET_IDLE_MS = 3_600_000
-"""A consumer (a serving process) that has held nothing and read nothing for an hour is gone."""
+"""A consumer (a worker process) that has held nothing and read nothing for an hour is gone."""
 FORGET_EVERY_S = 300.0
+LOOP_BACKOFF_CAP = 30.0
+
+
+class CurrentCode(Protocol):
+    """Whether a job's code is still its address's live code (otp/store.py answers)."""
+
+    async def is_current(self, address_id: str, code_hash: str) -> bool: ...
 
 
 def consumer_name() -> str:
@@ -40,7 +54,7 @@ def consumer_name() -> str:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     job_id: str
-    status: str  # sent | suppressed | expired | failed | undecryptable
+    status: str  # sent | suppressed | superseded | expired | failed | undecryptable
     provider: str | None = None
     message_id: str | None = None
     email: str | None = None
@@ -51,67 +65,84 @@ class DeliveryWorker:
         self,
         *,
         queue: JobQueue,
-        crypto: CodeCrypto,
+        sealer: JobSealer,
+        codes: CurrentCode,
         deliverer: Deliverer,
         engine: AsyncEngine,
+        registry: WorkerRegistry,
         concurrency: int,
         visibility_timeout: float,
         db_timeout: float,
         clock: Clock = system_clock,
         name: str | None = None,
         forget_idle_after: float = FORGET_IDLE_MS / 1000,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.name = name or consumer_name()
         self._queue = queue
-        self._crypto = crypto
+        self._sealer = sealer
+        self._codes = codes
         self._deliverer = deliverer
         # Connections, not ORM sessions: two statements per email, and the session machinery
-        # was ~40% of the worker's CPU per email (cProfile).
+        # was most of the worker's CPU per email (README, "Performance").
         self._engine = engine
+        self._registry = registry
         self._forget_idle_ms = int(forget_idle_after * 1000)
         self._concurrency = concurrency
         self._visibility_ms = int(visibility_timeout * 1000)
         self._db_timeout = db_timeout
         self._clock = clock
+        self._on_outcome = on_outcome
         self._inflight: dict[str, asyncio.Task[Outcome | None]] = {}
         self._stopping = False
-        self.on_outcome: Callable[[Outcome], None] | None = None
+        self.loop_restarts = 0
 
-    async def stop(self, task: "asyncio.Task[None]", grace: float = 5.0) -> None:
-        """Stop the task running `run()`. Unacknowledged jobs stay pending for another consumer.
-
-        Cancellation can be swallowed when it lands exactly as a client library's own timeout
-        fires, so the loop also checks a flag, and the task is cancelled until it is done."""
+    def stop(self) -> None:
+        """Ask `run()` to finish; unacknowledged jobs stay pending for another consumer."""
         self._stopping = True
-        await cancel_and_wait(task, grace)
 
     async def run(self) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat())
+        touch = asyncio.create_task(self._touch_held_jobs())
+        failures = 0
         try:
-            await self._loop()
+            while not self._stopping:
+                try:
+                    await self._loop()
+                except Exception:
+                    failures += 1
+                    self.loop_restarts += 1
+                    WORKER_CRASHES.labels("loop").inc()
+                    delay = min(LOOP_BACKOFF_CAP, 0.1 * 2**failures)
+                    log.exception("delivery.loop_crashed", extra={"restart_in": delay})
+                    await asyncio.sleep(delay)
         finally:
-            heartbeat.cancel()
+            touch.cancel()
             for task in list(self._inflight.values()):
                 task.cancel()
-            await asyncio.gather(heartbeat, *self._inflight.values(), return_exceptions=True)
+            await asyncio.gather(touch, *self._inflight.values(), return_exceptions=True)
 
     async def _loop(self) -> None:
         failures = 0
-        next_reclaim = 0.0
-        next_forget = 0.0
+        next_reclaim = next_forget = next_beat = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping:
             try:
+                if loop.time() >= next_beat:
+                    await self._registry.beat(self.name, {"concurrency": self._concurrency})
+                    next_beat = loop.time() + HEARTBEAT_EVERY
                 free = self._concurrency - len(self._inflight)
                 if free <= 0:
-                    await asyncio.wait(self._inflight.values(), return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        self._inflight.values(), timeout=1, return_when=asyncio.FIRST_COMPLETED
+                    )
                     continue
                 jobs: list[Job] = []
                 if loop.time() >= next_reclaim:
                     await self._queue.ensure_ready()
                     jobs = await self._queue.reclaim(self.name, self._visibility_ms, free)
                     if jobs:
-                        # Another consumer went silent holding these (crashed, killed, partitioned).
+                        # Held by a consumer that went silent (crashed, killed, partitioned), or
+                        # left unacknowledged by a crash while it was handled.
                         log.warning("delivery.reclaimed", extra={"jobs": [j.id for j in jobs]})
                     next_reclaim = loop.time() + self._visibility_ms / 3000
                     if loop.time() >= next_forget:
@@ -128,7 +159,7 @@ class DeliveryWorker:
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.2 * 2**failures))
 
-    async def _heartbeat(self) -> None:
+    async def _touch_held_jobs(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self._visibility_ms / 3000)
             if self._inflight:
@@ -157,13 +188,16 @@ class DeliveryWorker:
             await self._ack(job)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug must not kill the worker; the job is reclaimed later
+        except Exception:
+            # A bug must not stop delivery: the job stays unacknowledged and is handed out again.
+            WORKER_CRASHES.labels("job").inc()
             log.exception("delivery.job_crashed", extra={"job": job.id})
             return None
         finally:
             self._inflight.pop(job.id, None)
-        if self.on_outcome is not None:
-            self.on_outcome(outcome)
+        DELIVERIES.labels(outcome.status, outcome.provider or "none").inc()
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
         return outcome
 
     async def _ack(self, job: Job) -> None:
@@ -175,23 +209,25 @@ class DeliveryWorker:
                 await asyncio.sleep(backoff(attempt + 1))
         log.error("delivery.ack_failed", extra={"job": job.id})
 
-    async def _suppressed(self, email: str, deadline: float) -> bool | None:
-        """Look the address up; a database that is down holds the job until the code expires."""
+    async def _until(self, deadline: float, what: str, check: Callable[[], Awaitable[bool]]) -> bool | None:
+        """`check()`, retried while its store is down; None once the code would expire first."""
         attempt = 0
         while True:
             try:
-                async with asyncio.timeout(self._db_timeout + 1), self._engine.connect() as conn:
-                    return await is_suppressed(conn, email)
-            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                return await check()
+            except (Unavailable, SQLAlchemyError, OSError, TimeoutError) as exc:
                 attempt += 1
                 delay = backoff(attempt)
                 log.warning(
-                    "delivery.suppression_lookup_failed",
-                    extra={"error": type(exc).__name__, "attempt": attempt},
+                    f"delivery.{what}_failed", extra={"error": type(exc).__name__, "attempt": attempt}
                 )
                 if self._clock() + delay >= deadline:
                     return None
                 await asyncio.sleep(delay)
+
+    async def _suppressed(self, email: str) -> bool:
+        async with asyncio.timeout(self._db_timeout + 1), self._engine.connect() as conn:
+            return await is_suppressed(conn, email)
 
     async def process(self, job: Job) -> Outcome:
         deadline = job.expires_at_ms / 1000
@@ -199,31 +235,39 @@ class DeliveryWorker:
             log.info("delivery.expired", extra={"job": job.id})
             return Outcome(job.id, "expired")
         try:
-            sealed = self._crypto.open(job.payload)
-        except (InvalidTag, ValueError):
+            content: JobContent = self._sealer.open(job.payload)
+        except (InvalidTag, ValueError, KeyError):
             # Sealed under another OTP_SECRET_KEY (rotated, or processes disagreeing).
             log.error("delivery.undecryptable", extra={"job": job.id})
             return Outcome(job.id, "undecryptable")
-        masked = mask_email(sealed.email)
-        suppressed = await self._suppressed(sealed.email, deadline)
+        email, masked = content.email, mask_email(content.email)
+        # A database that is down holds the job until the code expires.
+        suppressed = await self._until(deadline, "suppression_lookup", lambda: self._suppressed(email))
         if suppressed is None:
             log.warning("delivery.expired", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, "expired", email=sealed.email)
+            return Outcome(job.id, "expired", email=email)
         if suppressed:
             log.info("delivery.suppressed", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, "suppressed", email=sealed.email)
+            return Outcome(job.id, "suppressed", email=email)
+        current = await self._until(
+            deadline, "code_lookup", lambda: self._codes.is_current(content.address_id, content.code_hash)
+        )
+        if not current:
+            # A newer send replaced this code (or it was used, or it expired): never email a code
+            # after its successor.
+            log.info("delivery.superseded", extra={"job": job.id, "email": masked})
+            return Outcome(job.id, "superseded", email=email)
         try:
             sent = await self._deliverer.send_template(
-                "email_otp", sealed.email, sealed.code, idempotency_key=f"otp-{job.id}",
-                deadline=deadline,
-            )  # fmt: skip
+                "email_otp", email, content.code, idempotency_key=f"otp-{job.id}", deadline=deadline
+            )
         except DeliveryFailed as exc:
             event = "delivery.failed" if exc.permanent else "delivery.expired"
             log.warning(event, extra={"job": job.id, "email": masked, "reason": exc.reason})
-            return Outcome(job.id, "failed" if exc.permanent else "expired", email=sealed.email)
+            return Outcome(job.id, "failed" if exc.permanent else "expired", email=email)
         log.info(
             "delivery.sent",
             extra={"job": job.id, "email": masked, "provider": sent.provider,
                    "message_id": sent.message_id, "attempts": sent.attempts},
         )  # fmt: skip
-        return Outcome(job.id, "sent", sent.provider, sent.message_id, sealed.email)
+        return Outcome(job.id, "sent", sent.provider, sent.message_id, email)

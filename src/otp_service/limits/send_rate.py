@@ -4,48 +4,25 @@ Over any T seconds at most rate x (T + 1) provider calls leave the service, what
 of processes (the Redis bucket is one Lua script). Callers wait for a token rather than fail.
 """
 
-import asyncio
-from typing import Protocol
-
-from otp_service.limits.base import Clock, system_clock
-from otp_service.limits.keys import RedisClient, RedisKeys
-from otp_service.limits.redis_store import redis_guard
-from otp_service.limits.scripts import ScriptClient, Scripts
-
-
-class SendRateLimiter(Protocol):
-    async def try_take(self) -> int:
-        """0 when a token was taken, else ms until one may be."""
-        ...
-
-
-async def acquire(limiter: SendRateLimiter) -> None:
-    while wait := await limiter.try_take():
-        await asyncio.sleep(wait / 1000)
+from otp_service.clock import Clock, now_ms, system_clock
+from otp_service.redisio import PipelinedRedis, RedisKeys, Script, redis_guard
 
 
 class RedisSendRate:
+    _SCRIPT = Script(("otp_service.limits", "take_token"))
+
     def __init__(
-        self,
-        redis: RedisClient,
-        keys: RedisKeys,
-        *,
-        rate: int,
-        timeout: float,
-        clock: Clock = system_clock,
-        script_client: ScriptClient | None = None,
+        self, redis: PipelinedRedis, keys: RedisKeys, *, rate: int, clock: Clock = system_clock
     ) -> None:
-        self._script = Scripts(script_client or redis).take_token
+        self._redis = redis
         self._key = keys.send_bucket
         self._rate = rate
-        self._timeout = timeout
         self._clock = clock
 
     async def try_take(self) -> int:
-        async with redis_guard(self._timeout, "send_rate"):
-            wait = await self._script(
-                keys=[self._key], args=[int(self._clock() * 1000), self._rate, self._rate]
-            )
+        """0 when a token was taken, else ms until one may be."""
+        async with redis_guard("send_rate"):
+            wait = await self._SCRIPT(self._redis, [self._key], [now_ms(self._clock), self._rate, self._rate])
         return int(wait)
 
 

@@ -1,15 +1,13 @@
-"""Every SQL query on the suppression table (and the counts the usage report needs)."""
+"""Every SQL statement on the suppression table."""
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from otp_service.db.models import Delivery, Suppression, WebhookEvent
-
-BOUNCE_TYPES = ("email.bounced", "bounce")
-COMPLAINT_TYPES = ("email.complained", "complaint")
-
+from otp_service.db.engine import dialect_insert
+from otp_service.db.models import Suppression
 
 _IS_SUPPRESSED = select(Suppression.id).where(Suppression.email == bindparam("email")).limit(1)
 """Built once: the worker runs it for every email."""
@@ -46,17 +44,36 @@ async def remove(session: AsyncSession, email: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-async def events_since(session: AsyncSession, since: datetime, types: tuple[str, ...]) -> int:
-    count = await session.scalar(
-        select(func.count(WebhookEvent.id)).where(
-            WebhookEvent.received_at >= since, WebhookEvent.event_type.in_(types)
-        )
+async def upsert(
+    session: AsyncSession,
+    *,
+    email: str,
+    reason: str,
+    source: str,
+    note: str | None = None,
+    event_id: str | None = None,
+    message_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Insert or update. A complaint after a bounce keeps the record (and its first reason) and
+    counts the complaint; an operator's note is kept unless a new one is given."""
+    now = datetime.now(UTC)
+    counts = {"bounce_count": int(reason == "bounce"), "complaint_count": int(reason == "complaint")}
+    stmt = dialect_insert(session, Suppression).values(
+        email=email, reason=reason, source=source, note=note, provider_event_id=event_id,
+        provider_message_id=message_id, details=details, created_at=now, updated_at=now, **counts,
+    )  # fmt: skip
+    excluded = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["email"],
+        set_={
+            "bounce_count": Suppression.bounce_count + excluded.bounce_count,
+            "complaint_count": Suppression.complaint_count + excluded.complaint_count,
+            "updated_at": now,
+            "provider_event_id": excluded.provider_event_id,
+            "provider_message_id": excluded.provider_message_id,
+            "details": excluded.details,
+            "note": func.coalesce(excluded.note, Suppression.note),
+        },
     )
-    return int(count or 0)
-
-
-async def deliveries_since(session: AsyncSession, since: datetime, outcome: str = "sent") -> int:
-    count = await session.scalar(
-        select(func.count(Delivery.id)).where(Delivery.created_at >= since, Delivery.outcome == outcome)
-    )
-    return int(count or 0)
+    await session.execute(stmt)

@@ -1,87 +1,81 @@
-"""Record a provider event exactly once and suppress its recipients, in one transaction."""
+"""Suppressions by hand: the admin API's list, look-up, put and delete."""
 
-from datetime import UTC, datetime
-from typing import Any, Literal
+import base64
+import binascii
+from dataclasses import dataclass
 
-from sqlalchemy import func
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from otp_service.db.engine import dialect_insert
-from otp_service.db.models import Suppression, WebhookEvent
-from otp_service.webhooks.events import ProviderEvent
-
-Outcome = Literal["accepted", "duplicate"]
-
-
-async def record_event(session: AsyncSession, event: ProviderEvent, outcome: str) -> Outcome:
-    """Insert the event row; `duplicate` when the provider already delivered this event id."""
-    stmt = (
-        dialect_insert(session, WebhookEvent)
-        .values(
-            provider=event.provider,
-            event_id=event.event_id,
-            event_type=event.type[:64],
-            outcome=outcome,
-            occurred_at=event.occurred_at,
-            payload=event.payload,
-        )
-        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
-        .returning(WebhookEvent.id)
-    )
-    inserted = await session.scalar(stmt)
-    return "accepted" if inserted is not None else "duplicate"
+from otp_service.db.engine import database_session
+from otp_service.db.models import Suppression
+from otp_service.errors import InvalidRequest, NotFound
+from otp_service.suppression import repository as repo
+from otp_service.validation.address import normalize_email
 
 
-async def upsert_suppression(
-    session: AsyncSession,
-    *,
-    email: str,
-    reason: str,
-    source: str,
-    note: str | None = None,
-    event_id: str | None = None,
-    message_id: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """Insert or update. A complaint after a bounce keeps the record (and its first reason) and
-    counts the complaint; an operator's note is kept unless a new one is given."""
-    now = datetime.now(UTC)
-    counts = {"bounce_count": int(reason == "bounce"), "complaint_count": int(reason == "complaint")}
-    stmt = dialect_insert(session, Suppression).values(
-        email=email, reason=reason, source=source, note=note, provider_event_id=event_id,
-        provider_message_id=message_id, details=details, created_at=now, updated_at=now, **counts,
-    )  # fmt: skip
-    excluded = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["email"],
-        set_={
-            "bounce_count": Suppression.bounce_count + excluded.bounce_count,
-            "complaint_count": Suppression.complaint_count + excluded.complaint_count,
-            "updated_at": now,
-            "provider_event_id": excluded.provider_event_id,
-            "provider_message_id": excluded.provider_message_id,
-            "details": excluded.details,
-            "note": func.coalesce(excluded.note, Suppression.note),
-        },
-    )
-    await session.execute(stmt)
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"s:{last_id}".encode()).decode().rstrip("=")
 
 
-async def apply_event(session: AsyncSession, event: ProviderEvent) -> tuple[Outcome, int]:
-    """Record the event and suppress what it says to; (outcome, addresses suppressed)."""
-    to_suppress = [r for r in event.recipients if r.suppress is not None]
-    outcome = await record_event(session, event, "suppressed" if to_suppress else "recorded")
-    if outcome == "duplicate":
-        return outcome, 0
-    for recipient in to_suppress:
-        assert recipient.suppress is not None
-        await upsert_suppression(
-            session,
-            email=recipient.email,
-            reason=recipient.suppress,
-            source=event.provider,
-            event_id=event.event_id,
-            message_id=event.message_id,
-            details={"event_type": event.type, **recipient.detail},
-        )
-    return outcome, len(to_suppress)
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix != "s":
+            raise ValueError(cursor)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest("cursor: not a cursor this service issued") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Suppression]
+    next_cursor: str | None
+
+
+class SuppressionService:
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @staticmethod
+    def _address(raw: str) -> str:
+        try:
+            return normalize_email(raw)
+        except Exception:
+            raise InvalidRequest("email: not a valid address") from None
+
+    async def list(self, *, email: str | None, limit: int, cursor: str | None) -> Page:
+        before = decode_cursor(cursor) if cursor else None
+        async with database_session(self._sessions) as session:
+            rows = await repo.page(session, email=(email or "").strip().lower() or None, before_id=before,
+                                   limit=limit + 1)  # fmt: skip
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+    async def get(self, raw: str) -> Suppression:
+        email = self._address(raw)
+        async with database_session(self._sessions) as session:
+            row = await repo.get(session, email)
+        if row is None:
+            raise NotFound(f"{email} is not suppressed")
+        return row
+
+    async def put(self, raw: str, *, reason: str, note: str | None) -> tuple[Suppression, bool]:
+        """(record, created)."""
+        email = self._address(raw)
+        async with database_session(self._sessions) as session:
+            existed = await repo.get(session, email) is not None
+            await repo.upsert(session, email=email, reason=reason, source="admin", note=note)
+        async with database_session(self._sessions) as session:
+            row = await repo.get(session, email)
+        assert row is not None
+        return row, not existed
+
+    async def delete(self, raw: str) -> None:
+        email = self._address(raw)
+        async with database_session(self._sessions) as session:
+            removed = await repo.remove(session, email)
+        if not removed:
+            raise NotFound(f"{email} is not suppressed")

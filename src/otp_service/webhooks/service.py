@@ -1,7 +1,7 @@
 """Webhook handling: verify, normalise, apply once, count."""
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -10,12 +10,34 @@ from otp_service.db.engine import session_scope
 from otp_service.errors import Unavailable, WebhookRejected
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import WEBHOOK_EVENTS
-from otp_service.suppression.service import apply_event, record_event
+from otp_service.suppression import repository as suppressions
+from otp_service.webhooks import repository as events
 from otp_service.webhooks.events import ProviderEvent
 from otp_service.webhooks.resend import ResendWebhook
 from otp_service.webhooks.sns import SnsVerifier, normalise_ses
 
 log = get_logger("webhooks")
+
+Outcome = Literal["accepted", "duplicate"]
+
+
+async def apply_event(session: AsyncSession, event: ProviderEvent) -> tuple[Outcome, int]:
+    """Record the event once and suppress what it says to; (outcome, addresses suppressed)."""
+    to_suppress = [r for r in event.recipients if r.suppress is not None]
+    if not await events.record_event(session, event, "suppressed" if to_suppress else "recorded"):
+        return "duplicate", 0
+    for recipient in to_suppress:
+        assert recipient.suppress is not None
+        await suppressions.upsert(
+            session,
+            email=recipient.email,
+            reason=recipient.suppress,
+            source=event.provider,
+            event_id=event.event_id,
+            message_id=event.message_id,
+            details={"event_type": event.type, **recipient.detail},
+        )
+    return "accepted", len(to_suppress)
 
 
 class WebhookService:
@@ -79,8 +101,9 @@ class WebhookService:
         failed visit rolls it back so that SNS's retry can try again."""
         try:
             async with session_scope(self._sessions) as session:
-                outcome = await record_event(session, event, "confirmed")
-                if outcome == "accepted":
+                fresh = await events.record_event(session, event, "confirmed")
+                outcome = "accepted" if fresh else "duplicate"
+                if fresh:
                     await self._sns.confirm_subscription(message)
         except ConnectionError as exc:
             WEBHOOK_EVENTS.labels("ses", event.type, "confirm_failed").inc()

@@ -17,7 +17,6 @@ import base64
 import binascii
 import json
 import re
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from otp_service.clock import Clock, system_clock
 from otp_service.errors import WebhookRejected
 from otp_service.logs import get_logger
 from otp_service.webhooks.events import ProviderEvent, Recipient, clean_address, parse_time
@@ -66,14 +66,15 @@ def check_aws_url(url: object, host_pattern: re.Pattern[str], *, pem: bool) -> s
 
 
 class CertificateCache:
-    def __init__(self, http: httpx.AsyncClient, *, ttl: float = CERT_CACHE_TTL) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, clock: Clock, ttl: float = CERT_CACHE_TTL) -> None:
         self._http = http
+        self._clock = clock
         self._ttl = ttl
         self._keys: dict[str, tuple[rsa.RSAPublicKey, float]] = {}
 
     async def public_key(self, url: str) -> rsa.RSAPublicKey:
         cached = self._keys.get(url)
-        if cached is not None and cached[1] > time.monotonic():
+        if cached is not None and cached[1] > self._clock():
             return cached[0]
         try:
             response = await self._http.get(url, follow_redirects=False, timeout=5.0)
@@ -88,13 +89,13 @@ class CertificateCache:
             cert = x509.load_pem_x509_certificate(response.content)
         except ValueError:
             raise WebhookRejected("bad_certificate", "not a PEM certificate") from None
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self._clock(), UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise WebhookRejected("bad_certificate", "the certificate is not valid now")
         key = cert.public_key()
         if not isinstance(key, rsa.RSAPublicKey):
             raise WebhookRejected("bad_certificate", "not an RSA certificate")
-        self._keys[url] = (key, time.monotonic() + self._ttl)
+        self._keys[url] = (key, self._clock() + self._ttl)
         return key
 
 
@@ -113,13 +114,18 @@ def canonical_string(message: Mapping[str, Any]) -> bytes:
 
 class SnsVerifier:
     def __init__(
-        self, http: httpx.AsyncClient, *, topic_arns: list[str], host_pattern: str, clock: Any = None
+        self,
+        http: httpx.AsyncClient,
+        *,
+        topic_arns: list[str],
+        host_pattern: str,
+        clock: Clock = system_clock,
     ) -> None:
         self._http = http
         self._topics = frozenset(topic_arns)
         self._host = re.compile(host_pattern)
-        self._certs = CertificateCache(http)
-        self._now = clock or (lambda: datetime.now(UTC))
+        self._certs = CertificateCache(http, clock=clock)
+        self._clock = clock
 
     def parse(self, body: bytes, header_type: str | None) -> dict[str, Any]:
         try:
@@ -142,7 +148,7 @@ class SnsVerifier:
         timestamp = parse_time(message.get("Timestamp"))
         if timestamp is None or timestamp.tzinfo is None:
             raise WebhookRejected("malformed_message", "bad Timestamp")
-        if abs(self._now() - timestamp) > MAX_SKEW:
+        if abs(datetime.fromtimestamp(self._clock(), UTC) - timestamp) > MAX_SKEW:
             raise WebhookRejected("stale_timestamp", "Timestamp is more than an hour away")
         version = message.get("SignatureVersion")
         algorithm: hashes.HashAlgorithm

@@ -1,4 +1,4 @@
--- Shared helpers, prepended to every script by otp_service.limits.scripts.
+-- Shared helpers, prepended to every throttling script (otp_service.limits.throttle.PRELUDE).
 -- Times are milliseconds since the epoch (the caller's clock, passed in ARGV).
 
 -- Sliding-log window in a sorted set (score = time of the hit).

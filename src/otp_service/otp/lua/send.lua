@@ -1,12 +1,12 @@
--- One decision per send request, all or nothing.
--- KEYS[1] IP throttle (zset)      KEYS[2] address cooldown (string, PX)
+-- One decision per send request, all or nothing (after limits/lua/_prelude.lua).
+-- KEYS[1] client throttle (zset)      KEYS[2] address cooldown (string, PX)
 -- KEYS[3] address daily (zset)    KEYS[4] channel global daily (zset)
 -- KEYS[5] code (hash: h = code hash, n = wrong attempts)
 -- KEYS[6] delivery stream         KEYS[7] sending-paused flag (reputation guard)
 -- ARGV[1] now (ms)            ARGV[2] IP limit          ARGV[3] IP window (ms)
 -- ARGV[4] unique member       ARGV[5] cooldown (ms)     ARGV[6] daily limit per address
 -- ARGV[7] global daily limit  ARGV[8] code hash         ARGV[9] code TTL (ms)
--- ARGV[10] sealed job payload
+-- ARGV[10] sealed job payload  ARGV[11] ms a sending_paused answer asks the client to wait
 -- Returns {status, wait_ms_or_job_id}: status is ok | rate_limited | cooldown | daily_limit
 -- | global_limit | sending_paused. Only 'ok' writes anything beyond the IP throttle hit.
 local DAY = 86400000
@@ -16,7 +16,7 @@ local member = ARGV[4]
 local wait = throttle(KEYS[1], now, tonumber(ARGV[2]), tonumber(ARGV[3]), member)
 if wait > 0 then return {'rate_limited', wait} end
 
-if redis.call('EXISTS', KEYS[7]) == 1 then return {'sending_paused', 300000} end
+if redis.call('EXISTS', KEYS[7]) == 1 then return {'sending_paused', tonumber(ARGV[11])} end
 
 local cooldown_left = redis.call('PTTL', KEYS[2])
 if cooldown_left > 0 then return {'cooldown', cooldown_left} end

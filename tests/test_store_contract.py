@@ -1,4 +1,6 @@
-"""One contract, two stores: the Redis Lua scripts and the embedded in-process twin."""
+"""One contract, two implementations: the Redis stores (Lua scripts and stream commands, all on the
+service's one client, redisio.PipelinedRedis) and the embedded in-process twins; the Redis cases
+run on a standalone Redis and on a real 3-master Redis Cluster."""
 
 import asyncio
 import secrets
@@ -8,20 +10,28 @@ from dataclasses import dataclass, replace
 import pytest
 from redis.asyncio import Redis
 
+from otp_service.clock import DAY_MS
+from otp_service.delivery.heartbeat import (
+    HEARTBEAT_TTL,
+    MemoryWorkerRegistry,
+    RedisWorkerRegistry,
+    WorkerRegistry,
+)
 from otp_service.delivery.queue import JobQueue, MemoryJobQueue, RedisJobQueue
-from otp_service.limits.base import (
-    DAY_MS,
-    LimitStore,
+from otp_service.delivery.reputation import MemoryPauseState, PauseState, RedisPauseState
+from otp_service.limits.throttle import MemoryThrottle, RedisThrottle, Throttle
+from otp_service.otp.store import (
+    CodeStore,
+    MemoryCodeStore,
+    RedisCodeStore,
     SendRequest,
     SendStatus,
     VerifyRequest,
     VerifyStatus,
 )
-from otp_service.limits.keys import RedisClient, RedisKeys
-from otp_service.limits.memory_store import MemoryLimitStore
-from otp_service.limits.redis_store import RedisLimitStore
-from otp_service.runtime import create_redis_cluster
+from otp_service.redisio import PipelinedRedis, RedisKeys, open_redis
 from otp_service.settings import Rate
+from tests.conftest import REDIS_URL
 from tests.support import FakeClock
 
 WIDE = Rate(1_000_000, 60)
@@ -30,8 +40,11 @@ WIDE = Rate(1_000_000, 60)
 @dataclass
 class Env:
     kind: str
-    store: LimitStore
+    store: CodeStore
+    throttle: Throttle
     queue: JobQueue
+    pauses: PauseState
+    workers: WorkerRegistry
     clock: FakeClock
 
     async def advance(self, ms: int) -> None:
@@ -43,29 +56,38 @@ class Env:
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
 async def env(request: pytest.FixtureRequest, redis: Redis, key_prefix: str) -> AsyncIterator[Env]:
-    """The same cases on the in-process store, on Redis, and on a real 3-master Redis Cluster."""
+    """The same cases on the in-process stores, on Redis, and on a real 3-master Redis Cluster."""
     clock = FakeClock()
     if request.param == "memory":
         queue = MemoryJobQueue(clock)
-        yield Env("memory", MemoryLimitStore(queue, clock=clock), queue, clock)
+        throttle = MemoryThrottle(clock=clock)
+        pauses = MemoryPauseState()
+        store = MemoryCodeStore(throttle=throttle, queue=queue, pauses=pauses, clock=clock)
+        yield Env("memory", store, throttle, queue, pauses, MemoryWorkerRegistry(clock=clock), clock)
         return
-    client: RedisClient = redis
-    if request.param == "cluster":
-        client = create_redis_cluster(request.getfixturevalue("redis_cluster_url"), timeout=5)
     keys = RedisKeys(key_prefix)
-    rq = RedisJobQueue(client, keys, timeout=2, clock=clock)
+    url = request.getfixturevalue("redis_cluster_url") if request.param == "cluster" else REDIS_URL
+    client: PipelinedRedis = open_redis(url, keys, timeout=2, cluster=request.param == "cluster")
+    rq = RedisJobQueue(client, keys, clock=clock)
     await rq.ensure_ready()
-    yield Env("redis", RedisLimitStore(client, keys, timeout=2, clock=clock), rq, clock)
+    yield Env(
+        "redis", RedisCodeStore(client, keys, clock=clock), RedisThrottle(client, keys, clock=clock), rq,
+        RedisPauseState(client, keys), RedisWorkerRegistry(client, keys, clock=clock), clock,
+    )  # fmt: skip
+    await rq.aclose()
     if request.param == "cluster":
-        await client.aclose()
+        # The cluster's nodes are not the test Redis: remove this test's keys from them too.
+        await client.execute("EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end",
+                             0, f"{key_prefix}:*")  # fmt: skip
+    await client.aclose()
 
 
 def send_req(address: str = "addr-1", **overrides: object) -> SendRequest:
     base = SendRequest(
-        client_ip="198.51.100.1",
+        client="198.51.100.1",
         address_id=address,
         channel="email",
-        ip_rate=WIDE,
+        rate=WIDE,
         cooldown_ms=60_000,
         daily_limit=10,
         global_limit=50_000,
@@ -78,7 +100,7 @@ def send_req(address: str = "addr-1", **overrides: object) -> SendRequest:
 
 def verify_req(address: str = "addr-1", code_hash: str = "a" * 64, **overrides: object) -> VerifyRequest:
     base = VerifyRequest(
-        client_ip="198.51.100.1", address_id=address, ip_rate=WIDE, code_hash=code_hash, max_attempts=5
+        client="198.51.100.1", address_id=address, rate=WIDE, code_hash=code_hash, max_attempts=5
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -134,31 +156,31 @@ async def test_global_cap_rejection_does_not_start_a_cooldown(env: Env) -> None:
 
 async def test_ip_throttle_counts_every_request_and_rejects_over_the_rate(env: Env) -> None:
     rate = Rate(3, 60)
-    statuses = [(await env.store.decide_send(send_req(f"addr-{i}", ip_rate=rate))).status for i in range(3)]
+    statuses = [(await env.store.decide_send(send_req(f"addr-{i}", rate=rate))).status for i in range(3)]
     assert statuses == [SendStatus.OK] * 3
-    refused = await env.store.decide_send(send_req("addr-9", ip_rate=rate))
+    refused = await env.store.decide_send(send_req("addr-9", rate=rate))
     assert refused.status is SendStatus.RATE_LIMITED
     assert 0 < refused.retry_after_ms <= 60_000
     # Another client is not affected.
-    assert (await env.store.decide_send(send_req("addr-9", ip_rate=rate, client_ip="192.0.2.9"))).status is (
+    assert (await env.store.decide_send(send_req("addr-9", rate=rate, client="192.0.2.9"))).status is (
         SendStatus.OK
     )
 
 
 async def test_cooldown_rejections_still_count_against_the_ip(env: Env) -> None:
     rate = Rate(2, 60)
-    assert (await env.store.decide_send(send_req(ip_rate=rate))).status is SendStatus.OK
-    assert (await env.store.decide_send(send_req(ip_rate=rate))).status is SendStatus.COOLDOWN
-    assert (await env.store.decide_send(send_req("other", ip_rate=rate))).status is SendStatus.RATE_LIMITED
+    assert (await env.store.decide_send(send_req(rate=rate))).status is SendStatus.OK
+    assert (await env.store.decide_send(send_req(rate=rate))).status is SendStatus.COOLDOWN
+    assert (await env.store.decide_send(send_req("other", rate=rate))).status is SendStatus.RATE_LIMITED
 
 
 async def test_throttle_alone_admits_then_refuses(env: Env) -> None:
     rate = Rate(2, 60)
-    waits = [await env.store.throttle("otp_send", "192.0.2.1", rate) for _ in range(3)]
+    waits = [await env.throttle.hit("otp_send", "192.0.2.1", rate) for _ in range(3)]
     assert waits[:2] == [0, 0]
     assert 0 < waits[2] <= 60_000
     env.clock.advance(61)
-    assert await env.store.throttle("otp_send", "192.0.2.1", rate) == 0
+    assert await env.throttle.hit("otp_send", "192.0.2.1", rate) == 0
 
 
 async def test_right_code_verifies_once(env: Env) -> None:
@@ -207,8 +229,8 @@ async def test_verify_ip_throttle(env: Env) -> None:
     rate = Rate(2, 60)
     await env.store.decide_send(send_req())
     for _ in range(2):
-        await env.store.verify(verify_req(code_hash="b" * 64, ip_rate=rate))
-    refused = await env.store.verify(verify_req(ip_rate=rate))
+        await env.store.verify(verify_req(code_hash="b" * 64, rate=rate))
+    refused = await env.store.verify(verify_req(rate=rate))
     assert refused.status is VerifyStatus.RATE_LIMITED
     assert refused.retry_after_ms > 0
     # The throttled attempt did not consume the code.
@@ -287,16 +309,16 @@ async def test_queue_read_blocks_until_a_job_arrives(env: Env) -> None:
 
 
 async def test_sending_paused_refuses_without_consuming_anything(env: Env) -> None:
-    await env.store.pause("ses", "bounce rate")
-    await env.store.set_sending_paused(True)
+    await env.pauses.pause("ses", "bounce rate")
+    await env.pauses.set_sending_paused(True)
     refused = await env.store.decide_send(send_req())
     assert refused.status is SendStatus.PAUSED
     assert refused.retry_after_ms > 0
-    assert await env.store.pauses() == {"ses": "bounce rate"}
-    assert await env.store.resume("ses", 1234)
-    assert not await env.store.resume("ses", 1235)
-    assert await env.store.resumed_at("ses") == 1235
-    assert await env.store.pauses() == {}
+    assert await env.pauses.pauses() == {"ses": "bounce rate"}
+    assert await env.pauses.resume("ses", 1234)
+    assert not await env.pauses.resume("ses", 1235)
+    assert await env.pauses.resumed_at("ses") == 1235
+    assert await env.pauses.pauses() == {}
     # Resuming cleared the flag; nothing (cooldown, daily slot, global slot) was charged before.
     assert (await env.store.decide_send(send_req())).status is SendStatus.OK
     assert await env.store.global_usage("email") == 1
@@ -316,3 +338,25 @@ async def test_queue_forgets_consumers_that_hold_nothing_and_read_nothing(env: E
     assert await env.queue.forget_idle_consumers(200) == ["gone"]
     assert await env.queue.forget_idle_consumers(200) == []
     assert [j.id for j in await env.queue.reclaim("other", 0, 10)] == [held.id]
+
+
+async def test_is_current_follows_the_live_code(env: Env) -> None:
+    await env.store.decide_send(send_req(code_hash="a" * 64, cooldown_ms=0))
+    assert await env.store.is_current("addr-1", "a" * 64)
+    await env.store.decide_send(send_req(code_hash="b" * 64, cooldown_ms=0))
+    assert not await env.store.is_current("addr-1", "a" * 64)  # replaced by the newer code
+    assert await env.store.is_current("addr-1", "b" * 64)
+    assert (await env.store.verify(verify_req(code_hash="b" * 64))).status is VerifyStatus.APPROVED
+    assert not await env.store.is_current("addr-1", "b" * 64)  # used
+    assert not await env.store.is_current("never-sent", "a" * 64)
+
+
+async def test_workers_alive_counts_current_heartbeats(env: Env) -> None:
+    assert await env.workers.alive() == 0
+    await env.workers.beat("w1", {"concurrency": 8})
+    await env.workers.beat("w2", {"concurrency": 8})
+    await env.workers.beat("w1", {"concurrency": 8})
+    assert await env.workers.alive() == 2
+    env.clock.advance(HEARTBEAT_TTL + 1)  # both lapse: the count reads the store's clock
+    await env.workers.beat("w3", {"concurrency": 8})
+    assert await env.workers.alive() == 1

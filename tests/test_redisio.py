@@ -1,16 +1,16 @@
-"""The pipelined connection the request path's scripts run on (limits/pipelined.py), against
-real Redis, directly and through a proxy that cuts or stalls it."""
+"""The service's one Redis client (redisio.PipelinedRedis), against real Redis, directly and
+through a proxy that cuts or stalls it."""
 
 import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as redis_asyncio
-from redis.exceptions import ResponseError
 
-from otp_service.limits.pipelined import PipelinedRedis
+from otp_service.redisio import PipelinedRedis, ReplyError, key_slot
 from tests.conftest import REDIS_HOST, REDIS_PORT, REDIS_URL
 from tests.support import Proxy
 
@@ -44,7 +44,7 @@ async def test_error_replies_raise_for_their_caller_only(client: PipelinedRedis,
         results = await asyncio.gather(*calls, return_exceptions=True)
         for i, result in enumerate(results):
             if i % 3 == 0:
-                assert isinstance(result, ResponseError)
+                assert isinstance(result, ReplyError)
                 assert "not an integer" in str(result)
             else:
                 assert result == str(i).encode()
@@ -143,7 +143,7 @@ async def test_credentials_and_database_from_the_url(key_prefix: str) -> None:
         assert await admin9.get(key) == b"in-nine"
         await admin9.delete(key)
         await admin9.aclose()
-        with pytest.raises(ResponseError, match="WRONGPASS"):
+        with pytest.raises(ReplyError, match="WRONGPASS"):
             await wrong.execute("PING")
     finally:
         await c.aclose()
@@ -153,7 +153,86 @@ async def test_credentials_and_database_from_the_url(key_prefix: str) -> None:
         await admin.aclose()
 
 
-def test_only_plain_tcp_urls() -> None:
-    for url in ("rediss://127.0.0.1:6379/0", "unix:///tmp/redis.sock"):
-        with pytest.raises(ValueError, match="plain TCP"):
-            PipelinedRedis.from_url(url, timeout=1)
+async def test_a_blocking_read_may_outlast_the_timeout_by_its_block_time(
+    client: PipelinedRedis, key_prefix: str
+) -> None:
+    c = PipelinedRedis.from_url(REDIS_URL, timeout=0.3)
+    stream = f"{key_prefix}:stream"
+    try:
+        await c.execute("XGROUP", "CREATE", stream, "g", "0", "MKSTREAM")
+        started = time.monotonic()
+        reply = await c.execute(
+            "XREADGROUP", "GROUP", "g", "c", "BLOCK", 600, "STREAMS", stream, ">", blocks_for=0.6
+        )
+        assert reply is None
+        assert 0.55 <= time.monotonic() - started < 0.9
+    finally:
+        await c.execute("DEL", stream)
+        await c.aclose()
+
+
+def test_key_slot_is_redis_clusters(redis_cluster_url: str) -> None:
+    import subprocess
+
+    port = redis_cluster_url.rsplit(":", 1)[1].split("/")[0]
+    for key in ("otp:{otp}:jobs", "plain", "a{b}c", "{}x", "x{}{y}"):
+        out = subprocess.run(
+            ["redis-cli", "-p", port, "CLUSTER", "KEYSLOT", key], capture_output=True, text=True
+        )
+        assert key_slot(key) == int(out.stdout.strip()), key
+
+
+async def test_cluster_client_goes_to_the_slot_owner_and_follows_moved(
+    redis_cluster_url: str, key_prefix: str
+) -> None:
+    key = f"{key_prefix}:{{{key_prefix}}}:k"
+    routed = PipelinedRedis.from_url(redis_cluster_url, timeout=2, cluster_key=key)
+    seeds = []
+    slots = await routed.execute("CLUSTER", "SLOTS")
+    for entry in slots:
+        seeds.append(int(entry[2][1]))
+    try:
+        assert await routed.execute("SET", key, "v") == b"OK"
+        # A client sent to each node in turn without asking who owns the slot: MOVED is followed.
+        for port in seeds:
+            direct = PipelinedRedis("127.0.0.1", port, timeout=2)
+            try:
+                assert await direct.execute("GET", key) == b"v"
+            finally:
+                await direct.aclose()
+    finally:
+        await routed.execute("DEL", key)
+        await routed.aclose()
+
+
+async def test_unix_socket_urls(tmp_path: "Path") -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is needed (apt-get install redis-server)")
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        c = PipelinedRedis.from_url(f"unix://{sock}?db=3", timeout=2)
+        try:
+            assert await c.execute("SET", "k", "v") == b"OK"
+            assert await c.execute("CLIENT", "INFO") is not None
+            assert b"db=3" in await c.execute("CLIENT", "INFO")
+        finally:
+            await c.aclose()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_other_url_schemes_are_refused() -> None:
+    with pytest.raises(ValueError, match="not a Redis URL"):
+        PipelinedRedis.from_url("http://127.0.0.1:6379/0", timeout=1)

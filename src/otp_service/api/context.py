@@ -1,0 +1,70 @@
+"""Per request, once: the request id and the client's identity, stored in the ASGI scope.
+
+The request id is the caller's X-Request-ID when it looks like one, else a new one; it is on
+every response and every log line of the request. The app (app.OtpApp) puts this middleware
+outside Starlette's ServerErrorMiddleware, so the 500s it answers carry the id too.
+"""
+
+import os
+import re
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from otp_service.logs import request_id_var
+from otp_service.net import Network, client_ip
+
+CLIENT_KEY = "otp.client"
+REQUEST_ID_KEY = "otp.request_id"
+
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+
+
+def request_id_for(incoming: bytes | None) -> str:
+    """The caller's X-Request-ID when it looks like one, else a new random one."""
+    if incoming is not None:
+        text = incoming.decode("latin-1")
+        if _SAFE_REQUEST_ID.match(text):
+            return text
+    return os.urandom(16).hex()
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Who is calling, as the limits count it."""
+
+    ip: str
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, *, trusted_proxies: tuple[Network, ...]) -> None:
+        self.app = app
+        self._trusted = trusted_proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        forwarded_for = incoming_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for" and forwarded_for is None:
+                forwarded_for = value
+            elif name == b"x-request-id" and incoming_id is None:
+                incoming_id = value
+        request_id = request_id_for(incoming_id)
+        peer = scope["client"][0] if scope.get("client") else None
+        forwarded = forwarded_for.decode("latin-1") if forwarded_for is not None else None
+        scope[CLIENT_KEY] = Client(client_ip(peer, forwarded, self._trusted))
+        scope[REQUEST_ID_KEY] = request_id
+        raw_id = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", raw_id)]
+            await send(message)
+
+        token = request_id_var.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)

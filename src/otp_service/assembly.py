@@ -1,0 +1,326 @@
+"""Builds the per-domain objects from the settings, once: the web lifespan (app.py) and the
+`otp-service worker` command (cli.py) both start here. Every object gets its collaborators
+through its constructor; nothing is patched after it is built.
+
+    open_infrastructure   engine, Redis client, HTTP client, clock (or the embedded twins)
+    build_web             what the routes use: OtpService, SuppressionService, WebhookService,
+                          UsageService, ReputationGuard (report and resume), TokenIssuer, Readiness
+    build_worker          DeliveryWorker and the ReputationGuard that runs beside it
+    running_worker        runs both as tasks for as long as the context is open
+"""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from otp_service.clock import Clock, system_clock
+from otp_service.db.engine import create_engine, create_sessionmaker
+from otp_service.db.migrate import upgrade_engine
+from otp_service.delivery.heartbeat import MemoryWorkerRegistry, RedisWorkerRegistry, WorkerRegistry
+from otp_service.delivery.jobs import JobSealer
+from otp_service.delivery.providers.base import EmailProvider
+from otp_service.delivery.providers.console import ConsoleProvider
+from otp_service.delivery.providers.resend import ResendProvider
+from otp_service.delivery.providers.ses import SesProvider
+from otp_service.delivery.queue import JobQueue, MemoryJobQueue, RedisJobQueue
+from otp_service.delivery.reputation import MemoryPauseState, PauseState, RedisPauseState, ReputationGuard
+from otp_service.delivery.sender import Deliverer, SendRateLimiter
+from otp_service.delivery.usage import UsageService
+from otp_service.delivery.worker import DeliveryWorker
+from otp_service.limits.send_rate import MemorySendRate, RedisSendRate
+from otp_service.limits.throttle import MemoryThrottle, RedisThrottle, Throttle
+from otp_service.otp.codes import CodeCrypto
+from otp_service.otp.service import OtpService
+from otp_service.otp.store import CodeStore, MemoryCodeStore, RedisCodeStore
+from otp_service.otp.tokens import TokenIssuer
+from otp_service.redisio import PipelinedRedis, RedisKeys, open_redis, redis_guard
+from otp_service.settings import Settings
+from otp_service.suppression.service import SuppressionService
+from otp_service.validation.address import AddressValidator
+from otp_service.webhooks.resend import ResendWebhook
+from otp_service.webhooks.service import WebhookService
+from otp_service.webhooks.sns import SnsVerifier
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """The shared state every process sees: in Redis, or in this process (embedded default)."""
+
+    codes: CodeStore
+    throttle: Throttle
+    queue: JobQueue
+    pauses: PauseState
+    send_rate: SendRateLimiter
+    workers: WorkerRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class Infrastructure:
+    settings: Settings
+    engine: AsyncEngine
+    http: httpx.AsyncClient
+    redis: PipelinedRedis | None
+    stores: Stores
+    clock: Clock
+
+
+def create_http_client(settings: Settings) -> httpx.AsyncClient:
+    # httpx verifies certificates by default and honours SSL_CERT_FILE; redirects are off so
+    # no URL we were told to fetch can send us somewhere we did not vet.
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.provider_timeout, connect=min(5.0, settings.provider_timeout)),
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        trust_env=True,
+    )
+
+
+def _stores(settings: Settings, redis: PipelinedRedis | None, clock: Clock) -> Stores:
+    if redis is not None:
+        keys = RedisKeys(settings.redis_key_prefix)
+        return Stores(
+            codes=RedisCodeStore(redis, keys, clock=clock),
+            throttle=RedisThrottle(redis, keys, clock=clock),
+            queue=RedisJobQueue(redis, keys, clock=clock),
+            pauses=RedisPauseState(redis, keys),
+            send_rate=RedisSendRate(redis, keys, rate=settings.send_rate, clock=clock),
+            workers=RedisWorkerRegistry(redis, keys, clock=clock),
+        )
+    queue = MemoryJobQueue(clock)
+    throttle = MemoryThrottle(clock=clock)
+    pauses = MemoryPauseState()
+    return Stores(
+        codes=MemoryCodeStore(throttle=throttle, queue=queue, pauses=pauses, clock=clock),
+        throttle=throttle,
+        queue=queue,
+        pauses=pauses,
+        send_rate=MemorySendRate(rate=settings.send_rate, clock=clock),
+        workers=MemoryWorkerRegistry(clock=clock),
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_infrastructure(
+    settings: Settings, clock: Clock = system_clock
+) -> AsyncIterator[Infrastructure]:
+    async with contextlib.AsyncExitStack() as stack:
+        engine = create_engine(settings.database_url, timeout=settings.dependency_timeout)
+        stack.push_async_callback(engine.dispose)
+        if settings.database_url.startswith("sqlite"):
+            # The embedded default creates its schema through the same Alembic migrations.
+            await upgrade_engine(engine)
+        http = await stack.enter_async_context(create_http_client(settings))
+        redis = None
+        if settings.redis_url is not None:
+            keys = RedisKeys(settings.redis_key_prefix)
+            redis = open_redis(
+                settings.redis_url, keys, timeout=settings.dependency_timeout, cluster=settings.redis_cluster
+            )
+            stack.push_async_callback(redis.aclose)
+        stores = _stores(settings, redis, clock)
+        stack.push_async_callback(stores.queue.aclose)
+        yield Infrastructure(settings, engine, http, redis, stores, clock)
+
+
+class Readiness:
+    """`/readyz`: the web process's own dependencies, each bounded by OTP_DEPENDENCY_TIMEOUT."""
+
+    def __init__(self, *, engine: AsyncEngine, redis: PipelinedRedis | None, timeout: float) -> None:
+        self._engine = engine
+        self._redis = redis
+        self._timeout = timeout
+
+    async def checks(self) -> dict[str, str]:
+        async def database() -> None:
+            async with asyncio.timeout(self._timeout), self._engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        async def redis() -> None:
+            if self._redis is not None:
+                async with redis_guard("ping"):
+                    await self._redis.execute("PING")
+
+        results = await asyncio.gather(database(), redis(), return_exceptions=True)
+        checks = {
+            name: "ok" if not isinstance(result, BaseException) else "down"
+            for name, result in zip(("database", "redis"), results, strict=True)
+        }
+        if self._redis is None:
+            checks["redis"] = "not_configured"
+        return checks
+
+
+@dataclass(frozen=True, slots=True)
+class WebComponents:
+    otp: OtpService
+    suppressions: SuppressionService
+    webhooks: WebhookService
+    usage: UsageService
+    reputation: ReputationGuard
+    tokens: TokenIssuer | None
+    readiness: Readiness
+    queue: JobQueue
+    codes: CodeStore
+    workers: WorkerRegistry
+
+
+def _provider_names(settings: Settings) -> list[str]:
+    return [
+        settings.email_provider,
+        *([settings.email_fallback_provider] if settings.email_fallback_provider else []),
+    ]
+
+
+def _guard(infra: Infrastructure) -> ReputationGuard:
+    s = infra.settings
+    return ReputationGuard(
+        settings=s,
+        pauses=infra.stores.pauses,
+        engine=infra.engine,
+        providers=_provider_names(s),
+        clock=infra.clock,
+    )
+
+
+def build_web(infra: Infrastructure) -> WebComponents:
+    s, stores = infra.settings, infra.stores
+    tokens = None
+    if s.jwt_private_key is not None:
+        tokens = TokenIssuer(
+            s.jwt_private_key.get_secret_value(), issuer=s.jwt_issuer, audience=s.jwt_audience, ttl=s.jwt_ttl
+        )
+    sessions = create_sessionmaker(infra.engine)
+    resend_secret = s.resend_webhook_secret.get_secret_value() if s.resend_webhook_secret else None
+    return WebComponents(
+        otp=OtpService(
+            settings=s,
+            store=stores.codes,
+            throttle=stores.throttle,
+            validator=AddressValidator(
+                extra_disposable=s.disposable_domains_extra, allow=s.disposable_domains_allow
+            ),
+            crypto=CodeCrypto(s.secret),
+            sealer=JobSealer(s.secret),
+            tokens=tokens,
+        ),
+        suppressions=SuppressionService(sessions=sessions),
+        webhooks=WebhookService(
+            sessions=sessions,
+            resend=ResendWebhook(resend_secret),
+            sns=SnsVerifier(
+                infra.http,
+                topic_arns=s.sns_topic_arns,
+                host_pattern=s.sns_cert_host_pattern,
+                clock=infra.clock,
+            ),
+        ),
+        usage=UsageService(
+            engine=infra.engine,
+            sends=stores.codes,
+            workers=stores.workers,
+            global_limits=s.global_daily_limits,
+            send_rate=s.send_rate,
+            clock=infra.clock,
+        ),
+        reputation=_guard(infra),
+        tokens=tokens,
+        readiness=Readiness(engine=infra.engine, redis=infra.redis, timeout=s.dependency_timeout),
+        queue=stores.queue,
+        codes=stores.codes,
+        workers=stores.workers,
+    )
+
+
+async def build_provider(
+    name: str, settings: Settings, http: httpx.AsyncClient, stack: contextlib.AsyncExitStack
+) -> EmailProvider:
+    if name == "console":
+        return ConsoleProvider()
+    if name == "resend":
+        assert settings.resend_api_key is not None  # enforced by Settings
+        return ResendProvider(
+            http,
+            api_url=settings.resend_api_url,
+            api_key=settings.resend_api_key.get_secret_value(),
+            timeout=settings.provider_timeout,
+        )
+    if name == "ses":
+        # Our own loop retries and fails over; botocore's retries would hide throttling.
+        config = AioConfig(
+            connect_timeout=min(5.0, settings.provider_timeout),
+            read_timeout=settings.provider_timeout,
+            retries={"max_attempts": 1, "mode": "standard"},
+        )
+        client = await stack.enter_async_context(
+            get_session().create_client(
+                "sesv2",
+                region_name=settings.ses_region,
+                endpoint_url=settings.ses_endpoint_url,
+                config=config,
+            )
+        )
+        return SesProvider(client, configuration_set=settings.ses_configuration_set)
+    raise ValueError(f"unknown email provider {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerComponents:
+    worker: DeliveryWorker
+    guard: ReputationGuard
+    deliverer: Deliverer
+
+
+async def build_worker(
+    infra: Infrastructure, stack: contextlib.AsyncExitStack, **options: Any
+) -> WorkerComponents:
+    """`options` override the DeliveryWorker's settings-derived arguments (concurrency, …)."""
+    s, stores = infra.settings, infra.stores
+    names = _provider_names(s)
+    primary = await build_provider(names[0], s, infra.http, stack)
+    fallback = await build_provider(names[1], s, infra.http, stack) if len(names) > 1 else None
+    guard = _guard(infra)
+    deliverer = Deliverer(
+        settings=s, primary=primary, fallback=fallback, send_rate=stores.send_rate, healthy=guard.healthy,
+        clock=infra.clock,
+    )  # fmt: skip
+    arguments: dict[str, Any] = {
+        "queue": stores.queue,
+        "sealer": JobSealer(s.secret),
+        "codes": stores.codes,
+        "deliverer": deliverer,
+        "engine": infra.engine,
+        "registry": stores.workers,
+        "concurrency": s.worker_concurrency,
+        "visibility_timeout": s.job_visibility_timeout,
+        "db_timeout": s.dependency_timeout,
+        "clock": infra.clock,
+    }
+    arguments.update({k: v for k, v in options.items() if v is not None})
+    worker = DeliveryWorker(**arguments)
+    return WorkerComponents(worker, guard, deliverer)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(infra: Infrastructure, **options: Any) -> AsyncIterator[WorkerComponents]:
+    """The delivery worker and the reputation guard, running until the context closes."""
+    from otp_service.tasks import cancel_and_wait
+
+    async with contextlib.AsyncExitStack() as stack:
+        built = await build_worker(infra, stack, **options)
+        worker_task = asyncio.create_task(built.worker.run(), name=f"delivery-worker-{built.worker.name}")
+        guard_task = asyncio.create_task(built.guard.run(), name="reputation-guard")
+        try:
+            yield built
+        finally:
+            built.worker.stop()
+            built.guard.stop()
+            await cancel_and_wait(worker_task)
+            await cancel_and_wait(guard_task)

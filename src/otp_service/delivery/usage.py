@@ -1,0 +1,69 @@
+"""The operators' usage report: sends against the caps, the send rate, what came back (bounces and
+complaints, by the one definition the reputation guard uses too), and the workers alive."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from otp_service.clock import Clock
+from otp_service.delivery import repository as deliveries
+from otp_service.delivery.heartbeat import WorkerRegistry
+from otp_service.errors import Unavailable
+from otp_service.webhooks import repository as events
+
+
+class SendCounter(Protocol):
+    async def global_usage(self, channel: str) -> int:
+        """Accepted sends in the rolling 24 h (otp/store.py)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    sent_24h: dict[str, int]
+    limits: dict[str, int]
+    delivered_24h: int
+    sent_last_minute: int
+    send_rate_limit: int
+    bounces_24h: int
+    complaints_24h: int
+    workers_alive: int
+
+
+class UsageService:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        sends: SendCounter,
+        workers: WorkerRegistry,
+        global_limits: dict[str, int],
+        send_rate: int,
+        clock: Clock,
+    ) -> None:
+        self._engine = engine
+        self._sends = sends
+        self._workers = workers
+        self._limits = global_limits
+        self.global_limits = dict(global_limits)
+        self._send_rate = send_rate
+        self._clock = clock
+
+    async def usage(self) -> Usage:
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        day, minute = now - timedelta(days=1), now - timedelta(minutes=1)
+        sent = {channel: await self._sends.global_usage(channel) for channel in self._limits}
+        alive = await self._workers.alive()
+        try:
+            async with self._engine.connect() as conn:
+                delivered = await deliveries.count_sent(conn, day)
+                last_minute = await deliveries.count_sent(conn, minute)
+                bounces, complaints = await events.count_bounces_and_complaints(conn, day)
+        except (SQLAlchemyError, OSError) as exc:
+            raise Unavailable("The database is not answering") from exc
+        return Usage(
+            sent, dict(self._limits), delivered, last_minute, self._send_rate, bounces, complaints, alive
+        )

@@ -1,0 +1,244 @@
+"""The code state machine: one atomic decision per send and per verify.
+
+Two implementations pass one contract test suite (tests/test_store_contract.py):
+`RedisCodeStore` (production: one Lua script per decision, otp/lua) and `MemoryCodeStore` (the
+embedded default, one process). A send decides the client's rate, the sending-paused flag, the
+address's cooldown and rolling-24 h cap and the service-wide rolling-24 h cap; on acceptance it
+stores the code's hash and queues the sealed delivery job, all or nothing.
+"""
+
+import hmac
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from otp_service.clock import DAY_MS, Clock, now_ms
+from otp_service.delivery.queue import MemoryJobQueue
+from otp_service.delivery.reputation import PAUSE_RETRY_MS, MemoryPauseState
+from otp_service.limits.throttle import PRELUDE, Members, MemoryThrottle, SlidingWindows, throttle_args
+from otp_service.redisio import PipelinedRedis, RedisKeys, Script, redis_guard
+from otp_service.settings import Rate
+
+SEND_SCOPE = "otp_send"
+VERIFY_SCOPE = "otp_verify"
+
+
+class SendStatus(StrEnum):
+    OK = "ok"
+    RATE_LIMITED = "rate_limited"
+    COOLDOWN = "cooldown"
+    DAILY_LIMIT = "daily_limit"
+    GLOBAL_LIMIT = "global_limit"
+    PAUSED = "sending_paused"
+
+
+class VerifyStatus(StrEnum):
+    APPROVED = "approved"
+    INVALID = "invalid"
+    MAX_ATTEMPTS = "max_attempts"
+    EXPIRED = "expired"
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendRequest:
+    client: str
+    address_id: str
+    channel: str
+    rate: Rate
+    cooldown_ms: int
+    daily_limit: int
+    global_limit: int
+    code_hash: str
+    code_ttl_ms: int
+    job_payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendDecision:
+    status: SendStatus
+    retry_after_ms: int = 0
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyRequest:
+    client: str
+    address_id: str
+    rate: Rate
+    code_hash: str
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyDecision:
+    status: VerifyStatus
+    retry_after_ms: int = 0
+    attempts_remaining: int = 0
+
+
+class CodeStore(Protocol):
+    async def decide_send(self, req: SendRequest) -> SendDecision: ...
+
+    async def verify(self, req: VerifyRequest) -> VerifyDecision: ...
+
+    async def global_usage(self, channel: str) -> int:
+        """Accepted sends in the rolling 24 h."""
+        ...
+
+    async def is_current(self, address_id: str, code_hash: str) -> bool:
+        """Whether this is still the address's live code (the worker's superseded check)."""
+        ...
+
+
+class RedisCodeStore:
+    _SEND = Script(PRELUDE, ("otp_service.otp", "send"))
+    _VERIFY = Script(PRELUDE, ("otp_service.otp", "verify"))
+
+    def __init__(self, redis: PipelinedRedis, keys: RedisKeys, *, clock: Clock) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._clock = clock
+        self._member = Members()
+
+    async def decide_send(self, req: SendRequest) -> SendDecision:
+        k = self._keys
+        keys = [
+            k.throttle(SEND_SCOPE, req.client),
+            k.cooldown(req.address_id),
+            k.daily(req.address_id),
+            k.global_sends(req.channel),
+            k.code(req.address_id),
+            k.jobs,
+            k.sending_paused,
+        ]
+        args = [
+            *throttle_args(self._clock, req.rate, self._member()),
+            req.cooldown_ms,
+            req.daily_limit,
+            req.global_limit,
+            req.code_hash,
+            req.code_ttl_ms,
+            req.job_payload,
+            PAUSE_RETRY_MS,
+        ]
+        async with redis_guard("send"):
+            status, value = await self._SEND(self._redis, keys, args)
+        decided = SendStatus(status.decode())
+        if decided is SendStatus.OK:
+            return SendDecision(decided, job_id=value.decode())
+        return SendDecision(decided, retry_after_ms=int(value))
+
+    async def verify(self, req: VerifyRequest) -> VerifyDecision:
+        keys = [self._keys.throttle(VERIFY_SCOPE, req.client), self._keys.code(req.address_id)]
+        args = [*throttle_args(self._clock, req.rate, self._member()), req.code_hash, req.max_attempts]
+        async with redis_guard("verify"):
+            status, value = await self._VERIFY(self._redis, keys, args)
+        decided = VerifyStatus(status.decode())
+        if decided is VerifyStatus.RATE_LIMITED:
+            return VerifyDecision(decided, retry_after_ms=int(value))
+        return VerifyDecision(decided, attempts_remaining=int(value))
+
+    async def global_usage(self, channel: str) -> int:
+        async with redis_guard("usage"):
+            count = await self._redis.execute(
+                "ZCOUNT", self._keys.global_sends(channel), now_ms(self._clock) - DAY_MS + 1, "+inf"
+            )
+        return int(count)
+
+    async def is_current(self, address_id: str, code_hash: str) -> bool:
+        async with redis_guard("code.current"):
+            stored = await self._redis.execute("HGET", self._keys.code(address_id), "h")
+        return stored is not None and hmac.compare_digest(stored, code_hash.encode())
+
+
+@dataclass(slots=True)
+class _Code:
+    hash: str
+    wrong: int
+    expires_at: int
+
+
+_SWEEP_EVERY = 1024  # decisions between sweeps of expired entries
+
+
+class MemoryCodeStore:
+    """The Lua scripts' semantics in one process. Every method runs without awaiting in
+    between, so on one event loop each decision is atomic exactly as a script is in Redis."""
+
+    def __init__(
+        self, *, throttle: MemoryThrottle, queue: MemoryJobQueue, pauses: MemoryPauseState, clock: Clock
+    ) -> None:
+        self._throttle = throttle
+        self._queue = queue
+        self._pauses = pauses
+        self._clock = clock
+        self._daily = SlidingWindows()
+        self._global = SlidingWindows()
+        self._cooldowns: dict[str, int] = {}
+        self._codes: dict[str, _Code] = {}
+        self._ops = 0
+
+    def _now(self) -> int:
+        now = now_ms(self._clock)
+        self._ops += 1
+        if self._ops % _SWEEP_EVERY == 0:
+            self._daily.sweep(now, DAY_MS)
+            self._cooldowns = {k: v for k, v in self._cooldowns.items() if v > now}
+            self._codes = {k: v for k, v in self._codes.items() if v.expires_at > now}
+        return now
+
+    async def decide_send(self, req: SendRequest) -> SendDecision:
+        now = self._now()
+        wait = self._throttle.hit_now(SEND_SCOPE, req.client, req.rate, now)
+        if wait:
+            return SendDecision(SendStatus.RATE_LIMITED, wait)
+        if self._pauses.sending_paused:
+            return SendDecision(SendStatus.PAUSED, PAUSE_RETRY_MS)
+        cooldown_until = self._cooldowns.get(req.address_id, 0)
+        if cooldown_until > now:
+            return SendDecision(SendStatus.COOLDOWN, cooldown_until - now)
+        daily, daily_oldest = self._daily.state(req.address_id, now, DAY_MS)
+        if daily >= req.daily_limit:
+            return SendDecision(SendStatus.DAILY_LIMIT, max(1, daily_oldest + DAY_MS - now))
+        sent, oldest = self._global.state(req.channel, now, DAY_MS)
+        if sent >= req.global_limit:
+            return SendDecision(SendStatus.GLOBAL_LIMIT, max(1, oldest + DAY_MS - now))
+        if req.cooldown_ms > 0:
+            self._cooldowns[req.address_id] = now + req.cooldown_ms
+        self._daily.add(req.address_id, now)
+        self._global.add(req.channel, now)
+        self._codes[req.address_id] = _Code(req.code_hash, 0, now + req.code_ttl_ms)
+        job_id = self._queue.enqueue(req.job_payload, now + req.code_ttl_ms)
+        return SendDecision(SendStatus.OK, job_id=job_id)
+
+    async def verify(self, req: VerifyRequest) -> VerifyDecision:
+        now = self._now()
+        wait = self._throttle.hit_now(VERIFY_SCOPE, req.client, req.rate, now)
+        if wait:
+            return VerifyDecision(VerifyStatus.RATE_LIMITED, retry_after_ms=wait)
+        code = self._live(req.address_id, now)
+        if code is None:
+            return VerifyDecision(VerifyStatus.EXPIRED)
+        if hmac.compare_digest(code.hash, req.code_hash):
+            del self._codes[req.address_id]
+            return VerifyDecision(VerifyStatus.APPROVED)
+        code.wrong += 1
+        if code.wrong >= req.max_attempts:
+            del self._codes[req.address_id]
+            return VerifyDecision(VerifyStatus.MAX_ATTEMPTS)
+        return VerifyDecision(VerifyStatus.INVALID, attempts_remaining=req.max_attempts - code.wrong)
+
+    def _live(self, address_id: str, now: int) -> _Code | None:
+        code = self._codes.get(address_id)
+        if code is None or code.expires_at <= now:
+            self._codes.pop(address_id, None)
+            return None
+        return code
+
+    async def global_usage(self, channel: str) -> int:
+        return self._global.state(channel, self._now(), DAY_MS)[0]
+
+    async def is_current(self, address_id: str, code_hash: str) -> bool:
+        code = self._live(address_id, now_ms(self._clock))
+        return code is not None and hmac.compare_digest(code.hash, code_hash)
