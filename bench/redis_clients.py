@@ -88,7 +88,7 @@ async def _caller(name: str, source: str) -> tuple[Callable[[list[str], list[str
     raise ValueError(name)
 
 
-async def _measure(name: str, calls: int, concurrency: int) -> dict[str, float]:
+async def _measure(name: str, calls: int, concurrency: int) -> dict[str, Any]:
     prefix = f"otpbench{secrets.token_hex(4)}"
     call, close = await _caller(name, _source())
     tag = f"{prefix}:{{{prefix}}}"
@@ -112,15 +112,18 @@ async def _measure(name: str, calls: int, concurrency: int) -> dict[str, float]:
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     await close()
-    cleanup = subprocess.run(
+    return {"cpu_us_per_call": cpu / calls * 1e6, "calls_per_s": calls / wall, "prefix": prefix}
+
+
+def _cleanup(prefix: str) -> None:
+    found = subprocess.run(
         ["redis-cli", "-h", HOST, "-p", str(PORT), "--scan", "--pattern", f"{prefix}:*"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    keys = cleanup.stdout.split()
+    keys = found.stdout.split()
     for start in range(0, len(keys), 500):
         subprocess.run(["redis-cli", "-h", HOST, "-p", str(PORT), "DEL", *keys[start : start + 500]],
                        capture_output=True, check=False)  # fmt: skip
-    return {"cpu_us_per_call": cpu / calls * 1e6, "calls_per_s": calls / wall}
 
 
 def _child(name: str, calls: int, concurrency: int) -> None:
@@ -152,7 +155,9 @@ def main() -> None:
             if out.returncode != 0:
                 print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
                 continue
-            results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            _cleanup(result.pop("prefix"))
+            results[name].append(result)
     base = min((r["cpu_us_per_call"] for r in results.get("pipelined", [])), default=None)
     print(f"{args.calls} EVALSHA (verify.lua) per round, {args.concurrency} concurrent callers, "
           f"{args.rounds} rounds; best round per client\n")  # fmt: skip
