@@ -38,7 +38,7 @@ def plain_routes(app: FastAPI) -> None:
     for route in otp.router.routes:
         assert isinstance(route, FastRoute)
         reference.add_api_route(
-            route.path, route.endpoint, methods=list(route.methods), status_code=route.status_code,
+            route.path, route.endpoint, methods=list(route.methods or ()), status_code=route.status_code,
             response_model=route.response_model, responses=route.responses,
             response_model_exclude_none=route.response_model_exclude_none,
         )  # fmt: skip
