@@ -1,0 +1,232 @@
+"""The delivery worker: supervised (a crash while handling a job, or in the loop itself, does not
+stop delivery), superseded codes never emailed, liveness visible, and `otp-service worker` as a
+process of its own beside web processes that run none."""
+
+import asyncio
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from otp_service.assembly import open_infrastructure, running_worker
+from otp_service.delivery.queue import Job, JobQueue, QueueStats
+from otp_service.settings import Settings
+from tests.support import ServiceProcess, console_emails, drain, service_env, unique_email
+
+SEND = "/api/v1/auth/otp/send"
+KEY = "admin-key-0123456789-0123456789-01"
+WIDE = {"otp_send": "1000/minute", "otp_verify": "1000/minute"}
+
+
+def resend_settings(make_settings: Callable[..., Settings], **overrides: Any) -> Settings:
+    return make_settings(
+        email_provider="resend", resend_api_key="re_test", resend_api_url="https://api.resend.test",
+        throttle_rates=WIDE, **overrides,
+    )  # fmt: skip
+
+
+async def test_a_crash_while_handling_a_job_is_retried_through_the_stream(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="otp_service.delivery")
+    settings = resend_settings(make_settings, job_visibility_timeout=0.6)
+    email, later = unique_email(), unique_email()
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post("https://api.resend.test/emails")
+        # A bug, not a provider error: the first call raises something no handler expects.
+        route.side_effect = [RuntimeError("a bug"), httpx.Response(200, json={"id": "re-1"}),
+                             httpx.Response(200, json={"id": "re-2"})]  # fmt: skip
+        async with open_app(settings) as app:
+            assert (await app.http.post(SEND, json={"email": email})).status_code == 202
+            await drain(app, timeout=10)
+            worker_task = [t for t in asyncio.all_tasks() if t.get_name().startswith("delivery-worker-")]
+            assert len(worker_task) == 1
+            assert not worker_task[0].done()  # the loop still runs
+            assert (await app.http.post(SEND, json={"email": later})).status_code == 202
+            await drain(app, timeout=10)
+            metrics = (await app.http.get("/metrics")).text
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("delivery.job_crashed") == 1
+    assert "delivery.reclaimed" in messages  # the same job, handed out again
+    sent_to = [call.request.content.decode() for call in route.calls[1:]]
+    assert email in sent_to[0]
+    assert later in sent_to[1]
+    assert 'otp_worker_crashes_total{where="job"}' in metrics
+
+
+class FlakyQueue:
+    """A queue whose first read raises what no handler expects: a crash of the loop itself."""
+
+    def __init__(self, inner: JobQueue) -> None:
+        self.inner = inner
+        self.crashed = False
+
+    async def read(self, consumer: str, count: int, block_ms: int) -> list[Job]:
+        if not self.crashed:
+            self.crashed = True
+            raise RuntimeError("a bug in the loop")
+        return await self.inner.read(consumer, count, block_ms)
+
+    async def ensure_ready(self) -> None:
+        await self.inner.ensure_ready()
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Job]:
+        return await self.inner.reclaim(consumer, min_idle_ms, count)
+
+    async def touch(self, consumer: str, job_ids: Sequence[str]) -> None:
+        await self.inner.touch(consumer, job_ids)
+
+    async def forget_idle_consumers(self, min_idle_ms: int) -> list[str]:
+        return await self.inner.forget_idle_consumers(min_idle_ms)
+
+    async def ack(self, job_id: str) -> None:
+        await self.inner.ack(job_id)
+
+    async def stats(self) -> QueueStats:
+        return await self.inner.stats()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_crash_of_the_loop_restarts_it(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    settings = make_settings(worker_enabled=False, throttle_rates=WIDE)
+    email = unique_email()
+    async with open_app(settings) as app, open_infrastructure(settings) as infra:
+        assert (await app.http.post(SEND, json={"email": email})).status_code == 202
+        flaky = FlakyQueue(infra.stores.queue)
+        async with running_worker(infra, queue=flaky) as built:
+            await drain(app, timeout=10)
+            assert built.worker.loop_restarts == 1
+    assert flaky.crashed
+    assert [e.to for e in console_emails(capsys.readouterr().out)] == [email]
+    assert "delivery.loop_crashed" in [r.getMessage() for r in caplog.records]
+
+
+async def test_a_replaced_code_is_never_emailed(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Two sends with the cooldown at 0 while the worker is behind: only the second code goes."""
+    caplog.set_level(logging.INFO, logger="otp_service.delivery")
+    settings = make_settings(worker_enabled=False, rate_limit_ttl=0, throttle_rates=WIDE)
+    email = unique_email()
+    async with open_app(settings) as app:
+        for _ in range(2):
+            assert (await app.http.post(SEND, json={"email": email})).status_code == 202
+        async with open_infrastructure(settings) as infra, running_worker(infra, concurrency=1):
+            await drain(app, timeout=10)
+        [sent] = console_emails(capsys.readouterr().out)
+        assert sent.to == email
+        # The email carries the live code: it verifies.
+        res = await app.http.post("/api/v1/auth/otp/verify", json={"email": email, "code": sent.code})
+        assert res.status_code == 200
+    assert [r.getMessage() for r in caplog.records].count("delivery.superseded") == 1
+
+
+async def test_a_replaced_code_is_never_emailed_while_the_provider_is_slow(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """The worker running: one slow provider call holds it (concurrency 1) while the address
+    gets two codes; the first is dropped, the second sent."""
+    settings = resend_settings(make_settings, rate_limit_ttl=0, worker_concurrency=1)
+    blocker, email = unique_email(), unique_email()
+    release, holding = asyncio.Event(), asyncio.Event()
+
+    async def provider(request: httpx.Request) -> httpx.Response:
+        if blocker in request.content.decode():
+            holding.set()
+            await release.wait()
+        return httpx.Response(200, json={"id": "re-x"})
+
+    with respx.mock() as mock:
+        route = mock.post("https://api.resend.test/emails").mock(side_effect=provider)
+        async with open_app(settings) as app:
+            assert (await app.http.post(SEND, json={"email": blocker})).status_code == 202
+            await asyncio.wait_for(holding.wait(), 5)
+            for _ in range(2):
+                assert (await app.http.post(SEND, json={"email": email})).status_code == 202
+            release.set()
+            await drain(app, timeout=10)
+        bodies = [c.request.content.decode() for c in route.calls if email in c.request.content.decode()]
+    assert len(bodies) == 1
+
+
+async def test_workers_alive_on_metrics_and_usage(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    auth = {"authorization": f"Bearer {KEY}"}
+    async with open_app(make_settings(worker_enabled=False, admin_api_keys=[KEY])) as app:
+        assert "otp_workers_alive 0" in (await app.http.get("/metrics")).text
+        assert (await app.http.get("/api/v1/admin/usage", headers=auth)).json()["workers_alive"] == 0
+        async with open_app(make_settings(admin_api_keys=[KEY])):  # a process that runs a worker
+            async with asyncio.timeout(5):
+                while "otp_workers_alive 1" not in (await app.http.get("/metrics")).text:
+                    await asyncio.sleep(0.05)
+            usage = (await app.http.get("/api/v1/admin/usage", headers=auth)).json()
+            assert usage["workers_alive"] == 1
+            metrics = (await app.http.get("/metrics")).text
+            assert "otp_queue_oldest_job_age_seconds" in metrics
+
+
+@contextlib.contextmanager
+def worker_process(env: dict[str, str], workdir: Path, *args: str) -> Any:
+    out, err = (workdir / "worker.out").open("w"), (workdir / "worker.err").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "otp_service", "worker", *args], env=env, cwd=workdir,
+                            stdout=out, stderr=err)  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out.close()
+        err.close()
+
+
+async def test_web_processes_without_a_worker_and_a_worker_process(
+    database_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    env = service_env(database_url, key_prefix, OTP_WORKER_ENABLED="false",
+                      OTP_THROTTLE_RATES='{"otp_send": "1000/minute", "otp_verify": "1000/minute"}')  # fmt: skip
+    emails = [unique_email() for _ in range(3)]
+    with ServiceProcess(env, tmp_path, "web") as web:
+        async with httpx.AsyncClient(base_url=web.url) as http:
+            for email in emails:
+                assert (await http.post(SEND, json={"email": email})).status_code == 202
+            await asyncio.sleep(0.5)
+            assert console_emails(web.out.read_text()) == []  # the web process sends nothing
+            with worker_process(env, tmp_path, "--concurrency", "2") as worker:
+                deadline = time.monotonic() + 20
+                while len(console_emails((tmp_path / "worker.out").read_text())) < 3:
+                    assert worker.poll() is None, (tmp_path / "worker.err").read_text()
+                    assert time.monotonic() < deadline, (tmp_path / "worker.err").read_text()
+                    await asyncio.sleep(0.1)
+                metrics = (await http.get("/metrics")).text
+                assert "otp_workers_alive 1" in metrics
+                worker.send_signal(signal.SIGTERM)
+                assert worker.wait(timeout=15) == 0
+    sent = sorted(e.to for e in console_emails((tmp_path / "worker.out").read_text()))
+    assert sent == sorted(emails)
+    assert "worker.started" in (tmp_path / "worker.err").read_text()
+
+
+def test_the_worker_command_needs_redis(tmp_path: Path) -> None:
+    from tests.support import clean_env
+
+    out = subprocess.run([sys.executable, "-m", "otp_service", "worker"], env=clean_env(), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2
+    assert "OTP_REDIS_URL" in out.stderr
