@@ -21,6 +21,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from otp_service.keyring import load_signing_key
+
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./otp_service.db"
 
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -173,9 +175,7 @@ class Settings(BaseSettings):
         if self.email_fallback_provider == self.email_provider:
             raise ValueError("OTP_EMAIL_FALLBACK_PROVIDER must differ from OTP_EMAIL_PROVIDER")
         if self.jwt_private_key is not None:
-            from otp_service.otp.tokens import TokenIssuer
-
-            TokenIssuer(self.jwt_private_key.get_secret_value(), issuer="", audience="", ttl=60)
+            load_signing_key(self.jwt_private_key.get_secret_value())
         if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("OTP_DATABASE_URL must be sqlite+aiosqlite://… or postgresql+asyncpg://…")
         return self

@@ -1,6 +1,5 @@
 """Run the Alembic migrations programmatically (CLI `migrate` and the embedded start-up)."""
 
-import asyncio
 from importlib import resources
 from pathlib import Path
 
@@ -43,7 +42,3 @@ async def upgrade(url: str) -> None:
         await upgrade_engine(engine)
     finally:
         await engine.dispose()
-
-
-def upgrade_sync(url: str) -> None:
-    asyncio.run(upgrade(url))

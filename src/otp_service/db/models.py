@@ -37,9 +37,6 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-SUPPRESSION_REASONS = ("bounce", "complaint", "manual")
-
-
 class Suppression(Base):
     """An address the service never emails again (until an operator deletes the row)."""
 

@@ -118,7 +118,3 @@ def typo_map(providers: tuple[str, ...] = POPULAR_PROVIDERS) -> dict[str, str]:
     for domain in real:
         mapping.pop(domain, None)
     return mapping
-
-
-def suggest_domain(domain: str, mapping: dict[str, str] | None = None) -> str | None:
-    return (mapping if mapping is not None else typo_map()).get(domain)
