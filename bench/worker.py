@@ -95,6 +95,9 @@ def main() -> int:
                 if mark is None and count >= WARMUP:
                     mark = (_cpu_seconds(worker.pid), time.monotonic())
                     first = count
+                    if os.environ.get("BENCH_PROFILE"):  # a py-spy profile of the worker, by hand
+                        subprocess.Popen(["py-spy", "record", "-o", os.environ["BENCH_PROFILE"], "-p",
+                                          str(worker.pid), "-f", "raw", "-d", "4", "-r", "400"])  # fmt: skip
                 if count >= args.jobs:
                     cpu, wall = _cpu_seconds(worker.pid), time.monotonic()
                     break

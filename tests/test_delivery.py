@@ -330,7 +330,8 @@ async def test_resend_end_to_end_with_failover_to_ses(
         resend_api_url="https://api.resend.test", ses_endpoint_url=moto_url,
     )  # fmt: skip
     first, second = unique_email(), unique_email()
-    with respx.mock(assert_all_called=True) as mock:
+    with respx.mock(assert_all_called=True, using="httpx") as mock:
+        mock.route(host="otp.test").pass_through()  # the test's own client to the app
         route = mock.post("https://api.resend.test/emails")
         route.side_effect = [ok("re-ok"), err(500, "internal_server_error"), err(500), err(500), err(500)]
         async with open_app(settings) as app:
@@ -364,7 +365,7 @@ async def test_a_job_handled_twice_records_one_delivery(
     from otp_service.db.engine import create_engine, create_sessionmaker, session_scope
     from otp_service.db.migrate import upgrade_engine
     from otp_service.db.models import Delivery
-    from otp_service.delivery.repository import record_outcome
+    from otp_service.delivery.repository import DeliveryRecord, record_outcomes
 
     url = database_url if backend == "postgresql" else f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}"
     engine = create_engine(url)
@@ -375,10 +376,9 @@ async def test_a_job_handled_twice_records_one_delivery(
         job_id = f"job-{secrets.token_hex(4)}"
         for message_id in ("first", "second"):
             async with session_scope(sessions) as session:
-                await record_outcome(
-                    session, job_id=job_id, email="a@example.org", outcome="sent", provider="console",
-                    message_id=message_id,
-                )  # fmt: skip
+                await record_outcomes(
+                    session, [DeliveryRecord(job_id, "a@example.org", "sent", "console", message_id)]
+                )
         async with sessions() as session:
             rows = (
                 await session.execute(select(Delivery.provider_message_id).where(Delivery.job_id == job_id))

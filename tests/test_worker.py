@@ -40,7 +40,8 @@ async def test_a_crash_while_handling_a_job_is_retried_through_the_stream(
     caplog.set_level(logging.INFO, logger="otp_service.delivery")
     settings = resend_settings(make_settings, job_visibility_timeout=0.6)
     email, later = unique_email(), unique_email()
-    with respx.mock(assert_all_called=True) as mock:
+    with respx.mock(assert_all_called=True, using="httpx") as mock:
+        mock.route(host="otp.test").pass_through()  # the test's own client to the app
         route = mock.post("https://api.resend.test/emails")
         # A bug, not a provider error: the first call raises something no handler expects.
         route.side_effect = [RuntimeError("a bug"), httpx.Response(200, json={"id": "re-1"}),
@@ -151,7 +152,8 @@ async def test_a_replaced_code_is_never_emailed_while_the_provider_is_slow(
             await release.wait()
         return httpx.Response(200, json={"id": "re-x"})
 
-    with respx.mock() as mock:
+    with respx.mock(using="httpx") as mock:
+        mock.route(host="otp.test").pass_through()  # the test's own client to the app
         route = mock.post("https://api.resend.test/emails").mock(side_effect=provider)
         async with open_app(settings) as app:
             assert (await app.http.post(SEND, json={"email": blocker})).status_code == 202
@@ -230,3 +232,65 @@ def test_the_worker_command_needs_redis(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2
     assert "OTP_REDIS_URL" in out.stderr
+
+
+async def test_the_ledger_batches_concurrent_statements_and_answers_each_caller(database_url: str) -> None:
+    import secrets
+
+    from sqlalchemy import event, func, select, text
+
+    from otp_service.db.engine import create_engine
+    from otp_service.db.models import Delivery
+    from otp_service.delivery.repository import DeliveryRecord
+    from otp_service.delivery.worker import Ledger
+
+    engine = create_engine(database_url)
+    statements: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    tag = secrets.token_hex(4)
+    emails = [f"ledger-{tag}-{i}@example.org" for i in range(60)]
+    suppressed = set(emails[::3])
+    ledger = Ledger(engine, timeout=5)
+    try:
+        async with engine.begin() as conn:
+            for email in suppressed:
+                await conn.execute(
+                    text("INSERT INTO suppressions (email, reason, source) VALUES (:e, 'bounce', 'test')"),
+                    {"e": email},
+                )
+        statements.clear()
+        answers = await asyncio.gather(*(ledger.suppressed(e) for e in emails))
+        assert answers == [e in suppressed for e in emails]
+        await asyncio.gather(*(
+            ledger.record(DeliveryRecord(f"job-{tag}-{i}", e, "sent", "console", None)) for i, e in enumerate(emails)
+        ))  # fmt: skip
+        assert len(statements) <= 4  # 120 calls in a handful of statements
+        async with engine.connect() as conn:
+            count = await conn.scalar(select(func.count()).where(Delivery.job_id.like(f"job-{tag}-%")))
+        assert count == 60
+    finally:
+        await ledger.close()
+        await engine.dispose()
+
+
+async def test_a_failed_ledger_statement_fails_its_batch_and_the_next_reconnects(database_url: str) -> None:
+    from otp_service.db.engine import create_engine
+    from otp_service.delivery.worker import Ledger
+
+    engine = create_engine(database_url)
+    ledger = Ledger(engine, timeout=5)
+    try:
+        assert await ledger.suppressed("nobody@example.org") is False
+        # The server ends the ledger's connection (as a PostgreSQL restart or failover would).
+        async with engine.connect() as admin:
+            await admin.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        results = await asyncio.gather(*(ledger.suppressed(f"x{i}@example.org") for i in range(5)),
+                                       return_exceptions=True)  # fmt: skip
+        assert all(isinstance(r, Exception) for r in results), results
+        assert await ledger.suppressed("nobody@example.org") is False  # a new connection
+    finally:
+        await ledger.close()
+        await engine.dispose()

@@ -72,7 +72,9 @@ def _worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    asyncio.run(run_worker(settings, concurrency=args.concurrency))
+    import uvloop  # uvicorn[standard]'s loop, which the web processes run on too
+
+    uvloop.run(run_worker(settings, concurrency=args.concurrency))
     return 0
 
 

@@ -1,5 +1,6 @@
 """Every SQL statement on the deliveries table."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,19 +21,23 @@ _RECORD: dict[str, Any] = {
 }
 
 
-async def record_outcome(
-    db: AsyncSession | AsyncConnection,
-    *,
-    job_id: str,
-    email: str,
-    outcome: str,
-    provider: str | None,
-    message_id: str | None,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    job_id: str
+    email: str
+    outcome: str  # sent | suppressed | superseded | expired | failed
+    provider: str | None
+    message_id: str | None
+
+
+async def record_outcomes(db: AsyncSession | AsyncConnection, records: list[DeliveryRecord]) -> None:
     """Idempotent per job: a job reclaimed and handled again does not write a second row.
-    One statement (no select-then-insert, no ORM unit of work): it runs once per email."""
-    values = (job_id, email, outcome, provider, message_id)
-    await db.execute(_RECORD[dialect_name(db)], dict(zip(_COLUMNS, values, strict=True)))
+    One statement for a batch (no select-then-insert, no ORM unit of work)."""
+    rows = [
+        dict(zip(_COLUMNS, (r.job_id, r.email, r.outcome, r.provider, r.message_id), strict=True))
+        for r in records
+    ]
+    await db.execute(_RECORD[dialect_name(db)], rows)
 
 
 async def count_sent(

@@ -11,34 +11,118 @@ long retry is not mistaken for death. The loop writes the worker's heartbeat.
 """
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from otp_service.clock import Clock, system_clock
 from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, WorkerRegistry
 from otp_service.delivery.jobs import JobContent, JobSealer
 from otp_service.delivery.queue import Job, JobQueue
-from otp_service.delivery.repository import record_outcome
+from otp_service.delivery.repository import DeliveryRecord, record_outcomes
 from otp_service.delivery.sender import Deliverer, DeliveryFailed, backoff
 from otp_service.errors import Unavailable
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import DELIVERIES, WORKER_CRASHES
-from otp_service.suppression.repository import is_suppressed
+from otp_service.suppression.repository import suppressed_among
 
 log = get_logger("delivery")
+
+T = TypeVar("T")
+K = TypeVar("K")
+R = TypeVar("R")
 
 FORGET_IDLE_MS = 3_600_000
 """A consumer (a worker process) that has held nothing and read nothing for an hour is gone."""
 FORGET_EVERY_S = 300.0
 LOOP_BACKOFF_CAP = 30.0
+
+
+class Ledger:
+    """The worker's two statements per email, the suppression look-up and the delivery record,
+    batched: the calls that arrive while a statement runs go together in the next one, on one
+    long-lived connection in autocommit.
+
+    One pooled connection per statement cost a pool checkout, a pre-ping round trip, BEGIN, COMMIT
+    and the rollback on return, through SQLAlchemy's greenlet bridge each time: most of the
+    worker's CPU per email (README, "Performance"). A statement that fails drops the connection
+    and fails the calls of its batch; the next batch opens a new connection.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, timeout: float) -> None:
+        self._engine = engine
+        self._timeout = timeout
+        self._conn: AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+        self.suppressed = _Batched(self, _suppressed_batch)
+        self.record = _Batched(self, _record_batch)
+
+    async def run(self, statement: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    if self._conn is None:
+                        conn = await self._engine.connect()
+                        self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return await statement(self._conn)
+            except BaseException:
+                await self.close()
+                raise
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+async def _suppressed_batch(conn: AsyncConnection, emails: list[str]) -> list[bool]:
+    found = await suppressed_among(conn, sorted(set(emails)))
+    return [email in found for email in emails]
+
+
+async def _record_batch(conn: AsyncConnection, records: list[DeliveryRecord]) -> list[None]:
+    await record_outcomes(conn, records)
+    return [None] * len(records)
+
+
+class _Batched(Generic[K, R]):
+    def __init__(self, ledger: Ledger, run: Callable[[AsyncConnection, list[K]], Awaitable[list[R]]]) -> None:
+        self._ledger = ledger
+        self._run = run
+        self._waiting: list[tuple[K, asyncio.Future[R]]] = []
+        self._flush: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: K) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._flush is None:
+            self._flush = asyncio.create_task(self._flush_waiting())
+        return await future
+
+    async def _flush_waiting(self) -> None:
+        await asyncio.sleep(0)  # the callers of this turn join the batch
+        batch, self._waiting, self._flush = self._waiting, [], None
+        try:
+            results = await self._ledger.run(lambda conn: self._run(conn, [item for item, _ in batch]))
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
 
 class CurrentCode(Protocol):
@@ -83,9 +167,7 @@ class DeliveryWorker:
         self._sealer = sealer
         self._codes = codes
         self._deliverer = deliverer
-        # Connections, not ORM sessions: two statements per email, and the session machinery
-        # was most of the worker's CPU per email (README, "Performance").
-        self._engine = engine
+        self._ledger = Ledger(engine, timeout=db_timeout + 1)
         self._registry = registry
         self._forget_idle_ms = int(forget_idle_after * 1000)
         self._concurrency = concurrency
@@ -120,6 +202,7 @@ class DeliveryWorker:
             for task in list(self._inflight.values()):
                 task.cancel()
             await asyncio.gather(touch, *self._inflight.values(), return_exceptions=True)
+            await self._ledger.close()
 
     async def _loop(self) -> None:
         failures = 0
@@ -169,14 +252,13 @@ class DeliveryWorker:
                     log.warning("delivery.heartbeat_failed")
 
     async def _record(self, outcome: Outcome) -> None:
-        if outcome.email is None:
+        email = outcome.email
+        if email is None:
             return
         try:
-            async with asyncio.timeout(self._db_timeout + 1), self._engine.begin() as conn:
-                await record_outcome(
-                    conn, job_id=outcome.job_id, email=outcome.email, outcome=outcome.status,
-                    provider=outcome.provider, message_id=outcome.message_id,
-                )  # fmt: skip
+            await self._ledger.record(
+                DeliveryRecord(outcome.job_id, email, outcome.status, outcome.provider, outcome.message_id)
+            )
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             # The email has gone (or been dropped); losing its record must not hold the job.
             log.warning("delivery.record_failed", extra={"job": outcome.job_id, "error": type(exc).__name__})
@@ -226,8 +308,7 @@ class DeliveryWorker:
                 await asyncio.sleep(delay)
 
     async def _suppressed(self, email: str) -> bool:
-        async with asyncio.timeout(self._db_timeout + 1), self._engine.connect() as conn:
-            return await is_suppressed(conn, email)
+        return await self._ledger.suppressed(email)
 
     async def process(self, job: Job) -> Outcome:
         deadline = job.expires_at_ms / 1000

@@ -9,13 +9,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from otp_service.db.engine import dialect_insert
 from otp_service.db.models import Suppression
 
-_IS_SUPPRESSED = select(Suppression.id).where(Suppression.email == bindparam("email")).limit(1)
-"""Built once: the worker runs it for every email."""
+_SUPPRESSED_AMONG = select(Suppression.email).where(
+    Suppression.email.in_(bindparam("emails", expanding=True))
+)
+"""Built once: the worker runs it for every batch of emails."""
 
 
-async def is_suppressed(db: AsyncSession | AsyncConnection, email: str) -> bool:
-    found = await db.scalar(_IS_SUPPRESSED, {"email": email})
-    return found is not None
+async def suppressed_among(db: AsyncSession | AsyncConnection, emails: list[str]) -> set[str]:
+    """Which of these addresses are suppressed: one statement for a batch."""
+    return set((await db.scalars(_SUPPRESSED_AMONG, {"emails": emails})).all())
 
 
 async def get(session: AsyncSession, email: str) -> Suppression | None:
