@@ -68,6 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url=None,
         redoc_url=None,
+        # FastAPI's built-in OpenTelemetry hooks asked the OTel API for its providers on every
+        # request; the service exports Prometheus metrics (/metrics), not OTel.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
     problem_openapi(app)

@@ -51,6 +51,12 @@ class ProblemResponse(JSONResponse):
         return _ENCODER.encode(content).encode()
 
 
+def instance(request: Request) -> str:
+    """The request's path as `request.url.path` gives it, without building and parsing a URL."""
+    path: str = request.scope["path"]
+    return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+
+
 _REJECTED: dict[str, Any] = {}
 """Label children by code, resolved once each."""
 
@@ -61,7 +67,7 @@ def problem_response(exc: ServiceError, request: Request) -> Response:
     if counter is None:
         counter = _REJECTED[exc.code] = REJECTIONS.labels(exc.code)
     counter.inc()
-    return ProblemResponse(exc.to_problem(request.url.path), exc.status, headers=exc.headers())
+    return ProblemResponse(exc.to_problem(instance(request)), exc.status, headers=exc.headers())
 
 
 def _json_safe(value: Any) -> Any:
@@ -75,7 +81,7 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    cls = _VALIDATION_CODES.get(request.url.path, InvalidRequest)
+    cls = _VALIDATION_CODES.get(instance(request), InvalidRequest)
     errors = [
         {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
         for err in exc.errors()
@@ -96,7 +102,7 @@ def _allowed_methods(request: Request) -> str | None:
             pattern = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
             table.append((pattern, ", ".join(sorted(m.upper() for m in operations))))
         app.state.allowed_methods = table
-    path = request.url.path
+    path = instance(request)
     return next((methods for pattern, methods in table if pattern.match(path)), None)
 
 
@@ -104,7 +110,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         # An undecodable body is a malformed body: the contract's 422.
-        cls = _VALIDATION_CODES.get(request.url.path, InvalidRequest)
+        cls = _VALIDATION_CODES.get(instance(request), InvalidRequest)
         return problem_response(cls("body: not valid JSON text"), request)
     headers = dict(exc.headers or {})
     if exc.status_code == 405 and (allowed := _allowed_methods(request)):
@@ -116,15 +122,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         "status": exc.status_code,
         "detail": str(exc.detail),
         "code": code,
-        "instance": request.url.path,
+        "instance": instance(request),
     }
     return ProblemResponse(body, status_code=exc.status_code, headers=headers)
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
-    log.error("http.unhandled_error", exc_info=exc, extra={"path": request.url.path})
+    log.error("http.unhandled_error", exc_info=exc, extra={"path": instance(request)})
     # problem+json that says nothing about what went wrong
-    return ProblemResponse(ServiceError("An unexpected error occurred").to_problem(request.url.path), 500)
+    return ProblemResponse(ServiceError("An unexpected error occurred").to_problem(instance(request)), 500)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -14,12 +14,14 @@ Errors raised by the endpoint take the app's one error path (api/problems.py) ei
 
 import inspect
 import json
-from collections.abc import Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+
+from otp_service.errors import ServiceError
 
 MAX_BODY = 4096
 """A well-formed body is well under 400 bytes; a larger one takes FastAPI's own handler."""
@@ -74,7 +76,14 @@ class FastRoute(APIRoute):
             kwargs: dict[str, Any] = {body_name: body}
             for name, call in dependencies:
                 kwargs[name] = await overrides.get(call, call)(request)
-            result = await endpoint(**kwargs)
+            try:
+                result = await endpoint(**kwargs)
+            except ServiceError as exc:
+                # The app's one handler for domain errors renders it, as Starlette's exception
+                # wrapper would after the raise had unwound FastAPI's per-request stacks.
+                handler: Callable[[Request, Exception], Awaitable[Response]]
+                handler = request.app.exception_handlers[ServiceError]
+                return await handler(request, exc)
             if isinstance(result, Response):
                 return result
             content = result.model_dump(mode="json", exclude_none=exclude_none)

@@ -21,20 +21,19 @@ if redis.call('EXISTS', KEYS[7]) == 1 then return {'sending_paused', tonumber(AR
 local cooldown_left = redis.call('PTTL', KEYS[2])
 if cooldown_left > 0 then return {'cooldown', cooldown_left} end
 
-local daily, daily_oldest = window_state(KEYS[3], now, DAY)
-if daily >= tonumber(ARGV[6]) then return {'daily_limit', math.max(1, daily_oldest + DAY - now)} end
+if window_count(KEYS[3], now, DAY) >= tonumber(ARGV[6]) then
+  return {'daily_limit', window_wait(KEYS[3], now, DAY)}
+end
 
-local global, global_oldest = window_state(KEYS[4], now, DAY)
-if global >= tonumber(ARGV[7]) then
-  return {'global_limit', math.max(1, global_oldest + DAY - now)}
+if window_count(KEYS[4], now, DAY) >= tonumber(ARGV[7]) then
+  return {'global_limit', window_wait(KEYS[4], now, DAY)}
 end
 
 local cooldown = tonumber(ARGV[5])
 if cooldown > 0 then redis.call('SET', KEYS[2], '1', 'PX', cooldown) end
 window_add(KEYS[3], now, DAY, member)
 window_add(KEYS[4], now, DAY, member)
--- A new code replaces the previous one, attempts start again.
-redis.call('DEL', KEYS[5])
+-- A new code replaces the previous one, attempts start again (the hash holds h and n only).
 redis.call('HSET', KEYS[5], 'h', ARGV[8], 'n', 0)
 redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[9]))
 local id = redis.call('XADD', KEYS[6], '*', 'p', ARGV[10], 'x', tostring(now + tonumber(ARGV[9])))
