@@ -1,8 +1,10 @@
 """Benchmark: process CPU per EVALSHA with 32 concurrent callers, for each Redis client the
 service could run its scripts on. Run by hand (not a test), Redis on 127.0.0.1:6379:
 
-    .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python -m bench.redis_clients [--calls 20000] [--concurrency 32] [--rounds 3]
+    python3 -m venv .venv-bench && .venv-bench/bin/pip install -e '.[bench]' uvloop
+    .venv-bench/bin/python -m bench.redis_clients [--calls 20000] [--concurrency 32] [--rounds 3]
+
+(a venv of its own: the test extra's slowapi/limits peer needs coredis < 6).
 
 Each client runs in a fresh process of its own on uvloop (as the service runs), so the CPU
 counted (user + system, all threads: valkey-glide's Rust core runs in threads of its own) is
