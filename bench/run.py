@@ -150,6 +150,18 @@ async def drop_db(name: str) -> None:
     await conn.close()
 
 
+def bench_env(db: str, prefix: str) -> dict[str, str]:
+    """A child service's environment: this run's database and key prefix, a fresh secret."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
+    env.update(
+        OTP_DATABASE_URL=f"postgresql+asyncpg://{PG['user']}@{PG['host']}:{PG['port']}/{db}",
+        OTP_REDIS_URL="redis://127.0.0.1:6379/0",
+        OTP_REDIS_KEY_PREFIX=prefix,
+        OTP_SECRET_KEY=secrets.token_urlsafe(32),
+    )
+    return env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
@@ -160,12 +172,8 @@ def main() -> int:
     db = f"otp_bench_{secrets.token_hex(4)}"
     prefix = f"otpbench{secrets.token_hex(4)}"
     asyncio.run(create_db(db))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
+    env = bench_env(db, prefix)
     env.update(
-        OTP_DATABASE_URL=f"postgresql+asyncpg://{PG['user']}@{PG['host']}:{PG['port']}/{db}",
-        OTP_REDIS_URL="redis://127.0.0.1:6379/0",
-        OTP_REDIS_KEY_PREFIX=prefix,
-        OTP_SECRET_KEY=secrets.token_urlsafe(32),
         OTP_TRUSTED_PROXIES='["127.0.0.1/32"]',
         OTP_GLOBAL_DAILY_LIMITS='{"email": 100000000}',
         OTP_LOG_LEVEL="WARNING",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import HERE, PG, create_db, drop_db, free_port, wait_ready
+from bench.run import HERE, bench_env, create_db, drop_db, free_port, wait_ready
 
 WARMUP = 100
 
@@ -58,12 +58,8 @@ def main() -> int:
     prefix = f"otpbench{secrets.token_hex(4)}"
     asyncio.run(create_db(db))
     fake_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
+    env = bench_env(db, prefix)
     env.update(
-        OTP_DATABASE_URL=f"postgresql+asyncpg://{PG['user']}@{PG['host']}:{PG['port']}/{db}",
-        OTP_REDIS_URL="redis://127.0.0.1:6379/0",
-        OTP_REDIS_KEY_PREFIX=prefix,
-        OTP_SECRET_KEY=secrets.token_urlsafe(32),
         OTP_EMAIL_PROVIDER="resend",
         OTP_RESEND_API_KEY="re_bench",
         OTP_RESEND_API_URL=f"http://127.0.0.1:{fake_port}",

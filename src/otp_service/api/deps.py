@@ -6,7 +6,8 @@ request alone: FastAPI runs a plain `def` dependency in the threadpool, and the 
 (api/routing.FastRoute) call them directly.
 """
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -28,55 +29,26 @@ async def get_client(request: Request) -> Client:
     return client
 
 
-async def get_otp_service(request: Request) -> OtpService:
-    service: OtpService = request.state.otp
-    return service
+def _from_state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """The dependency that hands a route the lifespan's object called `name`."""
+
+    async def dependency(request: Request) -> Any:
+        return getattr(request.state, name)
+
+    dependency.__name__ = f"get_{name}"
+    return dependency
 
 
-async def get_suppression_service(request: Request) -> SuppressionService:
-    service: SuppressionService = request.state.suppressions
-    return service
-
-
-async def get_webhook_service(request: Request) -> WebhookService:
-    service: WebhookService = request.state.webhooks
-    return service
-
-
-async def get_usage_service(request: Request) -> UsageService:
-    service: UsageService = request.state.usage
-    return service
-
-
-async def get_reputation_guard(request: Request) -> ReputationGuard:
-    guard: ReputationGuard = request.state.reputation
-    return guard
-
-
-async def get_tokens(request: Request) -> TokenIssuer | None:
-    tokens: TokenIssuer | None = request.state.tokens
-    return tokens
-
-
-async def get_readiness(request: Request) -> Readiness:
-    readiness: Readiness = request.state.readiness
-    return readiness
-
-
-async def get_queue(request: Request) -> JobQueue:
-    queue: JobQueue = request.state.queue
-    return queue
-
-
-async def get_code_store(request: Request) -> CodeStore:
-    codes: CodeStore = request.state.codes
-    return codes
-
-
-async def get_worker_registry(request: Request) -> WorkerRegistry:
-    workers: WorkerRegistry = request.state.workers
-    return workers
-
+get_otp_service = _from_state("otp")
+get_suppression_service = _from_state("suppressions")
+get_webhook_service = _from_state("webhooks")
+get_usage_service = _from_state("usage")
+get_reputation_guard = _from_state("reputation")
+get_tokens = _from_state("tokens")
+get_readiness = _from_state("readiness")
+get_queue = _from_state("queue")
+get_code_store = _from_state("codes")
+get_worker_registry = _from_state("workers")
 
 ClientDep = Annotated[Client, Depends(get_client)]
 OtpServiceDep = Annotated[OtpService, Depends(get_otp_service)]
