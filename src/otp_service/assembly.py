@@ -179,9 +179,7 @@ class WebComponents:
     reputation: ReputationGuard
     tokens: TokenIssuer | None
     readiness: Readiness
-    queue: JobQueue
-    codes: CodeStore
-    workers: WorkerRegistry
+    queue: JobQueue  # the web process's view of the delivery queue (tests drain it)
 
 
 def _provider_names(settings: Settings) -> list[str]:
@@ -238,6 +236,7 @@ def build_web(infra: Infrastructure) -> WebComponents:
             engine=infra.engine,
             sends=stores.codes,
             workers=stores.workers,
+            queue=stores.queue,
             global_limits=s.global_daily_limits,
             send_rate=s.send_rate,
             clock=infra.clock,
@@ -246,8 +245,6 @@ def build_web(infra: Infrastructure) -> WebComponents:
         tokens=tokens,
         readiness=Readiness(engine=infra.engine, redis=infra.redis, timeout=s.dependency_timeout),
         queue=stores.queue,
-        codes=stores.codes,
-        workers=stores.workers,
     )
 
 

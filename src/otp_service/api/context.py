@@ -16,7 +16,6 @@ from otp_service.logs import request_id_var
 from otp_service.net import Network, client_ip
 
 CLIENT_KEY = "otp.client"
-REQUEST_ID_KEY = "otp.request_id"
 
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 
@@ -61,7 +60,6 @@ class RequestContext:
         peer = scope["client"][0] if scope.get("client") else None
         forwarded = forwarded_for.decode("latin-1") if forwarded_for is not None else None
         scope[CLIENT_KEY] = Client(client_ip(peer, forwarded, self._trusted))
-        scope[REQUEST_ID_KEY] = request_id
         raw_id = request_id.encode()
 
         async def send_with_id(message: Message) -> None:

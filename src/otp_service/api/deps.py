@@ -13,12 +13,9 @@ from fastapi import Depends, Request
 
 from otp_service.api.context import CLIENT_KEY, Client
 from otp_service.assembly import Readiness
-from otp_service.delivery.heartbeat import WorkerRegistry
-from otp_service.delivery.queue import JobQueue
 from otp_service.delivery.reputation import ReputationGuard
 from otp_service.delivery.usage import UsageService
 from otp_service.otp.service import OtpService
-from otp_service.otp.store import CodeStore
 from otp_service.otp.tokens import TokenIssuer
 from otp_service.suppression.service import SuppressionService
 from otp_service.webhooks.service import WebhookService
@@ -46,9 +43,6 @@ get_usage_service = _from_state("usage")
 get_reputation_guard = _from_state("reputation")
 get_tokens = _from_state("tokens")
 get_readiness = _from_state("readiness")
-get_queue = _from_state("queue")
-get_code_store = _from_state("codes")
-get_worker_registry = _from_state("workers")
 
 ClientDep = Annotated[Client, Depends(get_client)]
 OtpServiceDep = Annotated[OtpService, Depends(get_otp_service)]
@@ -58,6 +52,3 @@ UsageServiceDep = Annotated[UsageService, Depends(get_usage_service)]
 ReputationDep = Annotated[ReputationGuard, Depends(get_reputation_guard)]
 TokensDep = Annotated[TokenIssuer | None, Depends(get_tokens)]
 ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
-QueueDep = Annotated[JobQueue, Depends(get_queue)]
-CodeStoreDep = Annotated[CodeStore, Depends(get_code_store)]
-WorkerRegistryDep = Annotated[WorkerRegistry, Depends(get_worker_registry)]

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from otp_service.api.deps import CodeStoreDep, QueueDep, UsageServiceDep, WorkerRegistryDep
+from otp_service.api.deps import UsageServiceDep
 from otp_service.errors import ServiceError
 
 router = APIRouter(tags=["operations"])
@@ -34,26 +34,23 @@ def _gauge(name: str, help_text: str, samples: Sequence[tuple[str, float]]) -> s
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(
-    queue: QueueDep, codes: CodeStoreDep, workers: WorkerRegistryDep, usage: UsageServiceDep
-) -> Response:
+async def metrics(usage: UsageServiceDep) -> Response:
     body = generate_latest(_registry()).decode()
-    limits = usage.global_limits
     try:
-        stats = await queue.stats()
-        sent = {c: await codes.global_usage(c) for c in limits}
-        alive = await workers.alive()
+        live = await usage.live()
     except ServiceError:
         body += _gauge("otp_store_up", "Whether the limit store answered this scrape", [("", 0)])
     else:
         body += _gauge("otp_store_up", "Whether the limit store answered this scrape", [("", 1)])
-        states = [('{state="waiting"}', stats.waiting), ('{state="pending"}', stats.pending)]
+        states = [('{state="waiting"}', live.queue.waiting), ('{state="pending"}', live.queue.pending)]
         body += _gauge("otp_queue_jobs", "Delivery jobs by state", states)
         body += _gauge("otp_queue_oldest_job_age_seconds", "Age of the oldest unacknowledged job",
-                       [("", stats.oldest_age_ms / 1000)])  # fmt: skip
-        body += _gauge("otp_workers_alive", "Delivery workers whose heartbeat is current", [("", alive)])
+                       [("", live.queue.oldest_age_ms / 1000)])  # fmt: skip
+        body += _gauge(
+            "otp_workers_alive", "Delivery workers whose heartbeat is current", [("", live.workers_alive)]
+        )
         body += _gauge("otp_global_sends_24h", "Accepted sends in the rolling 24 h",
-                       [(f'{{channel="{c}"}}', n) for c, n in sent.items()])  # fmt: skip
+                       [(f'{{channel="{c}"}}', n) for c, n in live.sent_24h.items()])  # fmt: skip
         body += _gauge("otp_global_limit_24h", "Service-wide cap per rolling 24 h",
-                       [(f'{{channel="{c}"}}', n) for c, n in limits.items()])  # fmt: skip
+                       [(f'{{channel="{c}"}}', n) for c, n in live.limits.items()])  # fmt: skip
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -81,9 +81,9 @@ class FastRoute(APIRoute):
             except ServiceError as exc:
                 # The app's one handler for domain errors renders it, as Starlette's exception
                 # wrapper would after the raise had unwound FastAPI's per-request stacks.
-                handler: Callable[[Request, Exception], Awaitable[Response]]
-                handler = request.app.exception_handlers[ServiceError]
-                return await handler(request, exc)
+                on_error: Callable[[Request, Exception], Awaitable[Response]]
+                on_error = request.app.exception_handlers[ServiceError]
+                return await on_error(request, exc)
             if isinstance(result, Response):
                 return result
             content = result.model_dump(mode="json", exclude_none=exclude_none)

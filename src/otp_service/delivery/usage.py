@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from otp_service.clock import Clock
 from otp_service.delivery import repository as deliveries
 from otp_service.delivery.heartbeat import WorkerRegistry
+from otp_service.delivery.queue import JobQueue, QueueStats
 from otp_service.errors import Unavailable
 from otp_service.webhooks import repository as events
 
@@ -33,6 +34,14 @@ class Usage:
     workers_alive: int
 
 
+@dataclass(frozen=True, slots=True)
+class Live:
+    queue: QueueStats
+    sent_24h: dict[str, int]
+    limits: dict[str, int]
+    workers_alive: int
+
+
 class UsageService:
     def __init__(
         self,
@@ -40,6 +49,7 @@ class UsageService:
         engine: AsyncEngine,
         sends: SendCounter,
         workers: WorkerRegistry,
+        queue: JobQueue,
         global_limits: dict[str, int],
         send_rate: int,
         clock: Clock,
@@ -48,9 +58,15 @@ class UsageService:
         self._sends = sends
         self._workers = workers
         self._limits = global_limits
-        self.global_limits = dict(global_limits)
+        self._queue = queue
         self._send_rate = send_rate
         self._clock = clock
+
+    async def live(self) -> Live:
+        """What `/metrics` reads from the shared stores at scrape time."""
+        stats = await self._queue.stats()
+        sent = {channel: await self._sends.global_usage(channel) for channel in self._limits}
+        return Live(stats, sent, dict(self._limits), await self._workers.alive())
 
     async def usage(self) -> Usage:
         now = datetime.fromtimestamp(self._clock(), UTC)
