@@ -282,7 +282,6 @@ async def build_provider(name: str, settings: Settings, stack: contextlib.AsyncE
 class WorkerComponents:
     worker: DeliveryWorker
     guard: ReputationGuard
-    deliverer: Deliverer
 
 
 async def build_worker(
@@ -312,7 +311,7 @@ async def build_worker(
     }
     arguments.update({k: v for k, v in options.items() if v is not None})
     worker = DeliveryWorker(**arguments)
-    return WorkerComponents(worker, guard, deliverer)
+    return WorkerComponents(worker, guard)
 
 
 @contextlib.asynccontextmanager

@@ -172,7 +172,6 @@ class DeliveryWorker:
         self._forget_idle_ms = int(forget_idle_after * 1000)
         self._concurrency = concurrency
         self._visibility_ms = int(visibility_timeout * 1000)
-        self._db_timeout = db_timeout
         self._clock = clock
         self._on_outcome = on_outcome
         self._inflight: dict[str, asyncio.Task[Outcome | None]] = {}
