@@ -32,20 +32,20 @@ def _cpu_seconds(pid: int) -> float:
 
 async def _queue_jobs(env: dict[str, str], jobs: int) -> None:
     from otp_service.assembly import build_web, open_infrastructure
+    from otp_service.net import identify
     from otp_service.settings import Settings
 
     settings = Settings(
         database_url=env["OTP_DATABASE_URL"], redis_url=env["OTP_REDIS_URL"],
         redis_key_prefix=env["OTP_REDIS_KEY_PREFIX"], secret_key=env["OTP_SECRET_KEY"],
-        global_daily_limits={"email": 10_000_000}, worker_enabled=False,
+        global_daily_limits={"email": 10_000_000}, worker_enabled=False, conversion_min_sends=10_000_000,
     )  # fmt: skip
     async with open_infrastructure(settings) as infra:
         otp = build_web(infra).otp
         for i in range(jobs):
-            # One client per address: the per-client rate never refuses.
-            await otp.send(
-                f"worker-bench-{i}@example.org", f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
-            )
+            # One client and one subnet per address: the rates never refuse.
+            client = identify(f"10.{i // 256 % 256}.{i % 256}.1", settings.client_prefixes())
+            await otp.send(f"worker-bench-{i}@example.org", client)
 
 
 def main() -> int:

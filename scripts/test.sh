@@ -54,6 +54,24 @@ if ! pg_up; then
     "(or set OTP_TEST_PG_HOST/PORT/USER to a server where that user may create databases)" >&2; exit 1; }
 fi
 
+# Debian packages some tests need: promtool (prometheus) for the alert rules' unit tests,
+# chromium to render /docs headless. Installed when missing and this runs as root (CI); otherwise
+# those tests skip, saying how to install them.
+need_package() {  # need_package <command> <debian package> <what for>
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing $2 ($3)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "$2" >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends "$2" >/dev/null 2>&1; } \
+      || echo "test: could not install $2; $3 will skip (apt-get install $2)"
+  else
+    echo "test: $1 is missing and this is not root: $3 will skip (apt-get install $2)"
+  fi
+}
+need_package promtool prometheus "the alert rule tests"
+need_package chromium chromium "the /docs browser test"
+
 echo "test: ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -7,14 +7,16 @@ import pytest
 from otp_service.settings import Settings
 from tests.support import unique_email
 
-KEY = "admin-key-0123456789"
+KEY = "admin-key-0123456789-0123456789-01"
 AUTH = {"authorization": f"Bearer {KEY}"}
 BASE = "/api/v1/admin"
 
 
 @pytest.fixture
 async def app(open_app: Callable[..., Any], make_settings: Callable[..., Settings]) -> AsyncIterator[Any]:
-    settings = make_settings(admin_api_keys=["other-key-abcdefgh", KEY], worker_enabled=False)
+    settings = make_settings(
+        admin_api_keys=["other-key-abcdefgh-abcdefgh-abcdefgh", KEY], worker_enabled=False
+    )
     async with open_app(settings) as client:
         yield client
 
@@ -38,7 +40,7 @@ async def test_no_keys_configured_means_no_admin(open_app: Callable[..., Any], m
 
 
 async def test_every_configured_key_works(app: Any) -> None:
-    for key in ("other-key-abcdefgh", KEY):
+    for key in ("other-key-abcdefgh-abcdefgh-abcdefgh", KEY):
         assert (
             await app.http.get(BASE + "/usage", headers={"authorization": f"Bearer {key}"})
         ).status_code == 200
@@ -115,7 +117,7 @@ async def test_usage_counts_accepted_sends_against_the_cap(
     open_app: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(admin_api_keys=[KEY], global_daily_limits={"email": 100}, send_rate=20,
-                             throttle_rates={"otp_send": "100/minute", "otp_verify": "100/minute"})  # fmt: skip
+                             conversion_min_sends=1_000_000, throttle_rates={"otp_send": "100/minute", "otp_verify": "100/minute", "otp_send_subnet": "100/minute", "otp_verify_subnet": "100/minute"})  # fmt: skip
     async with open_app(settings) as app:
         await asyncio.gather(
             *(app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()}) for _ in range(7))

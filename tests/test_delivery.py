@@ -4,6 +4,7 @@ the service-wide send rate, and the worker's reclaim of a dead consumer's job.""
 import asyncio
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.providers.resend import ResendProvider
 from otp_service.delivery.providers.ses import SesProvider
 from otp_service.delivery.sender import Deliverer, DeliveryFailed, acquire
+from otp_service.delivery.templates import HEADERS
 from otp_service.limits.send_rate import MemorySendRate, RedisSendRate
 from otp_service.redisio import PipelinedRedis, RedisKeys
 from otp_service.settings import Settings
@@ -98,6 +100,7 @@ def email_to(to: str, key: str = "otp-1-0") -> OutgoingEmail:
     return OutgoingEmail(
         to=to, sender=SENDER, subject="OTP Service verification code / 验证码",
         text="Your verification code is: 424242\n", html="<p>424242</p>", idempotency_key=key,
+        headers=HEADERS,
     )  # fmt: skip
 
 
@@ -112,6 +115,20 @@ async def test_ses_sends_both_parts_in_utf8(ses_client: Any, moto_url: str) -> N
     assert msg["subject"] == "OTP Service verification code / 验证码"
     assert msg["source"] == SENDER
     assert "424242" in msg["body"]
+
+
+async def test_ses_request_carries_the_auto_submitted_header(ses_client: Any, moto_url: str) -> None:
+    """What goes on the wire to SES (botocore's before-send event, then moto answers)."""
+    bodies: list[bytes] = []
+
+    def capture(request: Any, **_: Any) -> None:
+        bodies.append(request.body)
+
+    ses_client.meta.events.register("before-send.sesv2.SendEmail", capture)
+    await SesProvider(ses_client, configuration_set=None).send(email_to(unique_email()))
+    [body] = bodies
+    sent = json.loads(body)
+    assert sent["Content"]["Simple"]["Headers"] == [{"Name": "Auto-Submitted", "Value": "auto-generated"}]
 
 
 async def test_ses_unverified_sender_is_permanent(ses_client: Any) -> None:
@@ -277,7 +294,14 @@ async def test_job_of_a_dead_consumer_is_reclaimed_and_sent_exactly_once(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     settings = make_settings(
-        worker_enabled=False, throttle_rates={"otp_send": "100/minute", "otp_verify": "100/minute"}
+        worker_enabled=False,
+        conversion_min_sends=1_000_000,
+        throttle_rates={
+            "otp_send": "100/minute",
+            "otp_verify": "100/minute",
+            "otp_send_subnet": "100/minute",
+            "otp_verify_subnet": "100/minute",
+        },
     )
     email = unique_email()
     async with open_app(settings) as app:

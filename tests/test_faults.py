@@ -118,7 +118,7 @@ async def test_postgresql_down_webhooks_503_and_delivery_waits_then_delivers(
     db = database_url.rsplit("/", 1)[1]
     settings = make_settings(
         database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{proxy.port}/{db}", resend_webhook_secret=SECRET,
-        throttle_rates={"otp_send": "1000/minute", "otp_verify": "1000/minute"},
+        conversion_min_sends=1_000_000, throttle_rates={"otp_send": "1000/minute", "otp_verify": "1000/minute", "otp_send_subnet": "1000/minute", "otp_verify_subnet": "1000/minute"},
     )  # fmt: skip
     try:
         async with open_app(settings) as app:

@@ -5,16 +5,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from otp_service.db.engine import create_engine
 from otp_service.db.migrate import upgrade
+from otp_service.db.models import Base
 from tests.conftest import TEST_SECRET, create_database, drop_database, pg_url
 
 INSERT = "INSERT INTO suppressions (email, reason, source) VALUES ('{email}', '{reason}', 't')"
-EXPECTED_TABLES = {"suppressions", "webhook_events", "deliveries", "alembic_version"}
+EXPECTED_TABLES = {"suppressions", "webhook_events", "deliveries", "audit_log", "alembic_version"}
 
 
 async def _state(engine: AsyncEngine) -> tuple[set[str], list[str]]:
@@ -36,6 +39,15 @@ async def _check_upgrade_twice(url: str) -> None:
     assert first[0] >= EXPECTED_TABLES
     assert len(first[1]) == 1
     assert first == second
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
+            )
+    finally:
+        await engine.dispose()
+    assert diff == [], f"the migrations and the models disagree: {diff}"
 
 
 async def test_migrations_apply_on_postgresql_and_are_idempotent() -> None:

@@ -19,7 +19,8 @@ def two_services(database_url: str, key_prefix: str, tmp_path: Path) -> Iterator
     env = service_env(
         database_url,
         key_prefix,
-        OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute"}',
+        OTP_CONVERSION_MIN_SENDS="1000000",
+        OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute", "otp_send_subnet": "100000/minute", "otp_verify_subnet": "100000/minute"}',
         OTP_GLOBAL_DAILY_LIMITS='{"email": 30}',
         OTP_SEND_RATE="1000",
     )
@@ -89,7 +90,7 @@ async def test_send_rate_holds_across_two_processes(
 ) -> None:
     env = service_env(
         database_url, key_prefix, OTP_SEND_RATE="10",
-        OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute"}',
+        OTP_CONVERSION_MIN_SENDS="1000000", OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute", "otp_send_subnet": "100000/minute", "otp_verify_subnet": "100000/minute"}',
     )  # fmt: skip
     services = [ServiceProcess(env, tmp_path, f"rate{i}") for i in range(2)]
     try:
@@ -127,7 +128,7 @@ async def test_sigkilled_process_jobs_are_reclaimed_and_sent_exactly_once(
 ) -> None:
     env = service_env(
         database_url, key_prefix, OTP_SEND_RATE="2", OTP_JOB_VISIBILITY_TIMEOUT="1",
-        OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute"}',
+        OTP_CONVERSION_MIN_SENDS="1000000", OTP_THROTTLE_RATES='{"otp_send": "100000/minute", "otp_verify": "100000/minute", "otp_send_subnet": "100000/minute", "otp_verify_subnet": "100000/minute"}',
     )  # fmt: skip
     victim, survivor = ServiceProcess(env, tmp_path, "victim"), ServiceProcess(env, tmp_path, "survivor")
     try:

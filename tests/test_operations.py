@@ -15,7 +15,12 @@ from otp_service.logs import JsonFormatter
 from otp_service.settings import Settings
 from tests.support import ServiceProcess, clean_env, console_emails, drain, unique_email
 
-WIDE = {"otp_send": "1000/minute", "otp_verify": "1000/minute"}
+WIDE = {
+    "otp_send": "1000/minute",
+    "otp_verify": "1000/minute",
+    "otp_send_subnet": "1000/minute",
+    "otp_verify_subnet": "1000/minute",
+}
 
 
 async def test_docs_page_uses_only_local_assets(client: Any) -> None:
@@ -43,10 +48,11 @@ async def test_openapi_documents_every_error_code(client: Any) -> None:
             .get("examples", {})
         }  # fmt: skip
 
-    assert codes(send) == {"invalid_email", "disposable_email", "email_typo", "rate_limited", "cooldown",
-                           "daily_limit", "global_limit", "sending_paused", "unavailable"}  # fmt: skip
+    assert codes(send) == {"invalid_email", "disposable_email", "email_typo", "undeliverable_email",
+                           "captcha_failed", "payload_too_large", "rate_limited", "cooldown", "daily_limit", "global_limit",
+                           "sending_paused", "unavailable"}  # fmt: skip
     assert codes(verify) == {"invalid_request", "invalid_code", "max_attempts_reached", "code_expired",
-                             "rate_limited", "unavailable"}  # fmt: skip
+                             "payload_too_large", "rate_limited", "unavailable"}  # fmt: skip
     assert "Problem" in spec["components"]["schemas"]
     for path in (
         "/api/v1/auth/resend-events/",
@@ -77,7 +83,7 @@ def test_docs_render_in_headless_chromium(tmp_path: Path) -> None:
 async def test_metrics_change_after_traffic(
     open_app: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    async with open_app(make_settings(throttle_rates=WIDE)) as app:
+    async with open_app(make_settings(conversion_min_sends=1_000_000, throttle_rates=WIDE)) as app:
 
         def value(text: str, name: str, labels: str) -> float:
             m = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} ([0-9.e+]+)$", text, re.M)
@@ -123,7 +129,7 @@ async def test_logs_never_contain_a_code_or_a_full_address(
 ) -> None:  # fmt: skip
     caplog.set_level(logging.DEBUG, logger="otp_service")
     email = unique_email()
-    async with open_app(make_settings(throttle_rates=WIDE)) as app:
+    async with open_app(make_settings(conversion_min_sends=1_000_000, throttle_rates=WIDE)) as app:
         await app.http.post("/api/v1/auth/otp/send", json={"email": email})
         await drain(app)
         [sent] = console_emails(capsys.readouterr().out)

@@ -16,13 +16,18 @@ from tests.support import Proxy, console_emails, drain, unique_email
 
 SEND = "/api/v1/auth/otp/send"
 VERIFY = "/api/v1/auth/otp/verify"
-WIDE_RATES = {"otp_send": "100000/minute", "otp_verify": "100000/minute"}
+WIDE_RATES = {
+    "otp_send": "100000/minute",
+    "otp_verify": "100000/minute",
+    "otp_send_subnet": "100000/minute",
+    "otp_verify_subnet": "100000/minute",
+}
 
 
 @pytest.fixture
 async def wide(open_app: Callable[..., Any], make_settings: Callable[..., Settings]) -> AsyncIterator[Any]:
     """An app whose per-IP rates do not get in the way of per-address tests."""
-    async with open_app(make_settings(throttle_rates=WIDE_RATES)) as app:
+    async with open_app(make_settings(conversion_min_sends=1_000_000, throttle_rates=WIDE_RATES)) as app:
         yield app
 
 
@@ -105,7 +110,9 @@ async def test_ip_rate_counts_refused_addresses_too(client: Any) -> None:
 
 async def test_trusted_proxy_forwards_client_ip(open_app: Callable[..., Any], make_settings: Any) -> None:
     settings = make_settings(
-        trusted_proxies=["203.0.113.0/24"], throttle_rates={"otp_send": "1/minute", "otp_verify": "5/minute"}
+        trusted_proxies=["203.0.113.0/24"],
+        conversion_min_sends=1_000_000,
+        throttle_rates={"otp_send": "1/minute", "otp_verify": "5/minute"},
     )
     async with open_app(settings, client_ip="203.0.113.7") as app:
         for client in ("198.51.100.1", "198.51.100.2"):
@@ -146,7 +153,12 @@ async def test_hammered_address_gets_exactly_one_202_and_one_email(
 async def test_global_cap_accepts_exactly_the_cap(
     open_app: Callable[..., Any], make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = make_settings(throttle_rates=WIDE_RATES, global_daily_limits={"email": 40}, send_rate=1000)
+    settings = make_settings(
+        conversion_min_sends=1_000_000,
+        throttle_rates=WIDE_RATES,
+        global_daily_limits={"email": 40},
+        send_rate=1000,
+    )
     async with open_app(settings) as app:
         emails = [unique_email() for _ in range(250)]
         results = await asyncio.gather(*(app.http.post(SEND, json={"email": e}) for e in emails))
@@ -189,7 +201,9 @@ async def test_one_redis_round_trip_per_send_and_verify(
     a proxy that parses them."""
     proxy = Proxy(REDIS_HOST, REDIS_PORT, count_redis_commands=True)
     await proxy.start()
-    settings = make_settings(worker_enabled=False, throttle_rates=WIDE_RATES, redis_url=proxy.url)
+    settings = make_settings(
+        worker_enabled=False, conversion_min_sends=1_000_000, throttle_rates=WIDE_RATES, redis_url=proxy.url
+    )
     try:
         async with open_app(settings) as app:
             email = unique_email()
@@ -245,7 +259,9 @@ async def test_redis_down_is_a_fast_503_and_recovers_by_itself(
     port = _free_port()
     proc = await _start_redis(port)
     try:
-        settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0", throttle_rates=WIDE_RATES)
+        settings = make_settings(
+            redis_url=f"redis://127.0.0.1:{port}/0", conversion_min_sends=1_000_000, throttle_rates=WIDE_RATES
+        )
         async with open_app(settings) as app:
             assert (await app.http.post(SEND, json={"email": unique_email()})).status_code == 202
             proc.terminate()

@@ -16,14 +16,14 @@ from otp_service.limits.send_rate import MemorySendRate
 from otp_service.settings import Settings
 from tests.support import unique_email
 
-KEY = "admin-key-0123456789"
+KEY = "admin-key-0123456789-0123456789-01"
 AUTH = {"authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture
 async def app(open_app: Callable[..., Any], make_settings: Callable[..., Settings]) -> AsyncIterator[Any]:
     # A provider name of this test's own, so rows left by other tests never count.
-    settings = make_settings(admin_api_keys=[KEY], throttle_rates={"otp_send": "100/minute", "otp_verify": "100/minute"},
+    settings = make_settings(admin_api_keys=[KEY], conversion_min_sends=1_000_000, throttle_rates={"otp_send": "100/minute", "otp_verify": "100/minute", "otp_send_subnet": "100/minute", "otp_verify_subnet": "100/minute"},
                              reputation_min_volume=200, worker_enabled=False)  # fmt: skip
     async with open_app(settings) as client:
         client.provider = f"console-{secrets.token_hex(3)}"

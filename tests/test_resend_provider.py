@@ -13,6 +13,7 @@ from otp_service.delivery.providers.base import (
     RetryableError,
 )
 from otp_service.delivery.providers.resend import ResendProvider
+from otp_service.delivery.templates import HEADERS
 
 EMAIL = OutgoingEmail(
     to="user@example.org",
@@ -21,6 +22,7 @@ EMAIL = OutgoingEmail(
     text="Your verification code is: 123456\n",
     html="<p>123456</p>",
     idempotency_key="otp-1700000000000-0",
+    headers=HEADERS,
 )
 
 
@@ -49,6 +51,7 @@ async def test_success_sends_the_documented_request() -> None:
         "subject": EMAIL.subject,
         "text": EMAIL.text,
         "html": EMAIL.html,
+        "headers": {"Auto-Submitted": "auto-generated"},
     }
 
 

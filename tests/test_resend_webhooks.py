@@ -46,7 +46,14 @@ def event(kind: str, *to: str) -> dict[str, Any]:
 @pytest.fixture
 async def app(open_app: Callable[..., Any], make_settings: Callable[..., Settings]) -> AsyncIterator[Any]:
     settings = make_settings(
-        resend_webhook_secret=SECRET, throttle_rates={"otp_send": "1000/minute", "otp_verify": "1000/minute"}
+        resend_webhook_secret=SECRET,
+        conversion_min_sends=1_000_000,
+        throttle_rates={
+            "otp_send": "1000/minute",
+            "otp_verify": "1000/minute",
+            "otp_send_subnet": "1000/minute",
+            "otp_verify_subnet": "1000/minute",
+        },
     )
     async with open_app(settings) as client:
         yield client

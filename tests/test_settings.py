@@ -13,15 +13,48 @@ def test_embedded_default_needs_no_secret_and_generates_one() -> None:
     assert a.secret != b.secret
 
 
+K1, K2 = "k1" + "x" * 30, "k2" + "y" * 30
+
+
 def test_defaults_match_the_contract() -> None:
     s = load_settings()
     assert (s.code_length, s.code_ttl, s.max_attempts, s.rate_limit_ttl) == (6, 300, 5, 60)
     assert s.per_account_daily_limit == 10
-    assert s.throttle_rates == {"otp_send": "3/minute", "otp_verify": "10/minute"}
+    assert s.throttle_rates == {
+        "otp_send": "3/minute",
+        "otp_verify": "10/minute",
+        "otp_send_subnet": "30/minute",
+        "otp_verify_subnet": "100/minute",
+    }
+    assert (s.ipv6_client_prefix, s.ipv4_subnet_prefix, s.ipv6_subnet_prefix) == (64, 24, 48)
+    assert (s.conversion_min_sends, s.conversion_min_ratio, s.conversion_guard_rate) == (20, 0.1, "6/hour")
+    assert (s.check_deliverability, s.dns_nameservers, s.dns_timeout) == ("auto", [], 2.0)
+    assert s.deliverability_checked is False  # auto, with the console provider
+    assert (s.captcha_provider, s.captcha_secret, s.captcha_verify_url) == (None, None, None)
     assert s.global_daily_limits == {"email": 50000}
     assert s.send_rate == 14
     assert s.email_provider == "console"
     assert s.sns_cert_host_pattern == r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+
+
+def test_rates_left_out_keep_their_defaults() -> None:
+    s = load_settings(throttle_rates={"otp_send": "5/minute", "otp_verify_subnet": "7/second"})
+    assert s.throttle_rates == {
+        "otp_send": "5/minute",
+        "otp_verify": "10/minute",
+        "otp_send_subnet": "30/minute",
+        "otp_verify_subnet": "7/second",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "provider", "checked"),
+    [("auto", "console", False), ("auto", "ses", True), ("TRUE", "console", True), ("false", "ses", False)],
+)
+def test_deliverability_switch(value: str, provider: str, checked: bool) -> None:
+    assert (
+        load_settings(check_deliverability=value, email_provider=provider).deliverability_checked is checked
+    )
 
 
 @pytest.mark.parametrize(
@@ -34,7 +67,17 @@ def test_defaults_match_the_contract() -> None:
             {"OTP_THROTTLE_RATES": '{"otp_send": "3/fortnight", "otp_verify": "1/day"}'},
             "OTP_THROTTLE_RATES",
         ),
-        ({"OTP_THROTTLE_RATES": '{"otp_send": "3/minute"}'}, "missing the 'otp_verify' rate"),
+        ({"OTP_THROTTLE_RATES": '{"otp_sned": "3/minute"}'}, "unknown rate 'otp_sned'"),
+        (
+            {"OTP_ADMIN_API_KEYS": '["' + "k" * 31 + '"]'},
+            "OTP_ADMIN_API_KEYS: each key must be at least 32 characters",
+        ),
+        ({"OTP_CONVERSION_GUARD_RATE": "6/fortnight"}, "OTP_CONVERSION_GUARD_RATE"),
+        ({"OTP_CHECK_DELIVERABILITY": "maybe"}, "OTP_CHECK_DELIVERABILITY"),
+        ({"OTP_DNS_NAMESERVERS": '["127.0.0.1:99999"]'}, "OTP_DNS_NAMESERVERS"),
+        ({"OTP_IPV6_CLIENT_PREFIX": "40"}, "OTP_IPV6_SUBNET_PREFIX must not be longer"),
+        ({"OTP_CAPTCHA_PROVIDER": "turnstile"}, "OTP_CAPTCHA_SECRET is required"),
+        ({"OTP_CAPTCHA_PROVIDER": "clippy", "OTP_CAPTCHA_SECRET": "s"}, "OTP_CAPTCHA_PROVIDER"),
         ({"OTP_THROTTLE_RATES": "not json"}, "OTP_THROTTLE_RATES"),
         ({"OTP_GLOBAL_DAILY_LIMITS": '{"email": -1}'}, "OTP_GLOBAL_DAILY_LIMITS"),
         ({"OTP_TRUSTED_PROXIES": '["10.0.0.0/33"]'}, "OTP_TRUSTED_PROXIES"),
@@ -60,15 +103,15 @@ def test_json_lists_and_dicts_are_read_from_the_environment(
 ) -> None:
     monkeypatch.setenv("OTP_TRUSTED_PROXIES", '["10.0.0.0/8", "::1/128"]')
     monkeypatch.setenv("OTP_GLOBAL_DAILY_LIMITS", '{"email": 7}')
-    monkeypatch.setenv("OTP_ADMIN_API_KEYS", '["k1", "k2"]')
+    monkeypatch.setenv("OTP_ADMIN_API_KEYS", f'["{K1}", "{K2}"]')
     monkeypatch.setenv("OTP_SECRET_KEY", SECRET)
     monkeypatch.setenv("OTP_REDIS_URL", "redis://127.0.0.1:6379/0")
     s = load_settings()
     assert [str(n) for n in s.trusted_networks()] == ["10.0.0.0/8", "::1/128"]
     assert s.global_daily_limits == {"email": 7}
-    assert [k.get_secret_value() for k in s.admin_api_keys] == ["k1", "k2"]
+    assert [k.get_secret_value() for k in s.admin_api_keys] == [K1, K2]
     assert s.secret == SECRET.encode()
-    assert "k1" not in repr(s)
+    assert K1 not in repr(s)
     assert SECRET not in repr(s)
 
 

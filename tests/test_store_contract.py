@@ -19,7 +19,8 @@ from otp_service.delivery.heartbeat import (
 )
 from otp_service.delivery.queue import JobQueue, MemoryJobQueue, RedisJobQueue
 from otp_service.delivery.reputation import MemoryPauseState, PauseState, RedisPauseState
-from otp_service.limits.throttle import MemoryThrottle, RedisThrottle, Throttle
+from otp_service.limits.throttle import ConversionGuard, MemoryThrottle, Rates, RedisThrottle, Throttle
+from otp_service.net import Client, Prefixes, identify
 from otp_service.otp.store import (
     CodeStore,
     MemoryCodeStore,
@@ -35,6 +36,16 @@ from tests.conftest import REDIS_URL
 from tests.support import FakeClock
 
 WIDE = Rate(1_000_000, 60)
+CLIENT = identify("198.51.100.1", Prefixes())
+NO_GUARD = ConversionGuard(min_sends=1_000_000, min_ratio=0.0, rate=Rate(1, 3600))
+
+
+def client(ip: str) -> Client:
+    return identify(ip, Prefixes())
+
+
+def pair(per_client: Rate = WIDE, subnet: Rate = WIDE, scope: str = "otp_send", keep_s: int = 0) -> Rates:
+    return Rates(scope, per_client, subnet, max(subnet.period_seconds, keep_s) * 1000)
 
 
 @dataclass
@@ -84,10 +95,11 @@ async def env(request: pytest.FixtureRequest, redis: Redis, key_prefix: str) -> 
 
 def send_req(address: str = "addr-1", **overrides: object) -> SendRequest:
     base = SendRequest(
-        client="198.51.100.1",
+        client=CLIENT,
         address_id=address,
         channel="email",
-        rate=WIDE,
+        rates=pair(),
+        guard=NO_GUARD,
         cooldown_ms=60_000,
         daily_limit=10,
         global_limit=50_000,
@@ -100,7 +112,7 @@ def send_req(address: str = "addr-1", **overrides: object) -> SendRequest:
 
 def verify_req(address: str = "addr-1", code_hash: str = "a" * 64, **overrides: object) -> VerifyRequest:
     base = VerifyRequest(
-        client="198.51.100.1", address_id=address, rate=WIDE, code_hash=code_hash, max_attempts=5
+        client=CLIENT, address_id=address, rates=pair(scope="otp_verify"), code_hash=code_hash, max_attempts=5
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -156,31 +168,130 @@ async def test_global_cap_rejection_does_not_start_a_cooldown(env: Env) -> None:
 
 async def test_ip_throttle_counts_every_request_and_rejects_over_the_rate(env: Env) -> None:
     rate = Rate(3, 60)
-    statuses = [(await env.store.decide_send(send_req(f"addr-{i}", rate=rate))).status for i in range(3)]
+    statuses = [
+        (await env.store.decide_send(send_req(f"addr-{i}", rates=pair(rate)))).status for i in range(3)
+    ]
     assert statuses == [SendStatus.OK] * 3
-    refused = await env.store.decide_send(send_req("addr-9", rate=rate))
+    refused = await env.store.decide_send(send_req("addr-9", rates=pair(rate)))
     assert refused.status is SendStatus.RATE_LIMITED
     assert 0 < refused.retry_after_ms <= 60_000
     # Another client is not affected.
-    assert (await env.store.decide_send(send_req("addr-9", rate=rate, client="192.0.2.9"))).status is (
-        SendStatus.OK
-    )
+    assert (
+        await env.store.decide_send(send_req("addr-9", rates=pair(rate), client=client("192.0.2.9")))
+    ).status is (SendStatus.OK)
 
 
 async def test_cooldown_rejections_still_count_against_the_ip(env: Env) -> None:
     rate = Rate(2, 60)
-    assert (await env.store.decide_send(send_req(rate=rate))).status is SendStatus.OK
-    assert (await env.store.decide_send(send_req(rate=rate))).status is SendStatus.COOLDOWN
-    assert (await env.store.decide_send(send_req("other", rate=rate))).status is SendStatus.RATE_LIMITED
+    assert (await env.store.decide_send(send_req(rates=pair(rate)))).status is SendStatus.OK
+    assert (await env.store.decide_send(send_req(rates=pair(rate)))).status is SendStatus.COOLDOWN
+    assert (
+        await env.store.decide_send(send_req("other", rates=pair(rate)))
+    ).status is SendStatus.RATE_LIMITED
 
 
 async def test_throttle_alone_admits_then_refuses(env: Env) -> None:
     rate = Rate(2, 60)
-    waits = [await env.throttle.hit("otp_send", "192.0.2.1", rate) for _ in range(3)]
+    waits = [await env.throttle.hit(pair(rate), client("192.0.2.1")) for _ in range(3)]
     assert waits[:2] == [0, 0]
     assert 0 < waits[2] <= 60_000
     env.clock.advance(61)
-    assert await env.throttle.hit("otp_send", "192.0.2.1", rate) == 0
+    assert await env.throttle.hit(pair(rate), client("192.0.2.1")) == 0
+
+
+async def test_clients_of_one_subnet_share_its_budget(env: Env) -> None:
+    rates = pair(Rate(2, 60), Rate(5, 60))
+    admitted = []
+    for i in range(8):  # four clients of one /24, two requests each
+        decision = await env.store.decide_send(
+            send_req(f"s-{i}", rates=rates, client=client(f"203.0.113.{i // 2}"))
+        )
+        admitted.append(decision.status is SendStatus.OK)
+    assert admitted == [True] * 5 + [False] * 3
+    refused = await env.store.decide_send(send_req("s-9", rates=rates, client=client("203.0.113.200")))
+    assert refused.status is SendStatus.RATE_LIMITED
+    assert 0 < refused.retry_after_ms <= 60_000
+    # The next /24 has a budget of its own.
+    other = await env.store.decide_send(send_req("s-10", rates=rates, client=client("203.0.114.1")))
+    assert other.status is SendStatus.OK
+    # Refused requests were not recorded: a minute after the first five, the subnet admits again.
+    env.clock.advance(61)
+    again = await env.store.decide_send(send_req("s-11", rates=rates, client=client("203.0.113.7")))
+    assert again.status is SendStatus.OK
+
+
+async def test_an_ipv6_client_is_its_64_and_its_subnet_its_48(env: Env) -> None:
+    rates = pair(Rate(2, 60), Rate(3, 60))
+    a, b = client("2001:db8:1:1::1"), client("2001:db8:1:1:ffff::9")  # one /64
+    assert a.key == b.key == "2001:db8:1:1::/64"
+    statuses = [(await env.store.decide_send(send_req(f"v6-{i}", rates=rates, client=c))).status
+                for i, c in enumerate([a, b, a])]  # fmt: skip
+    assert statuses == [SendStatus.OK, SendStatus.OK, SendStatus.RATE_LIMITED]
+    # Another /64 of the same /48 takes the subnet's last slot; then the /48 is full.
+    c, d = client("2001:db8:1:2::1"), client("2001:db8:1:3::1")
+    assert (await env.store.decide_send(send_req("v6-3", rates=rates, client=c))).status is SendStatus.OK
+    assert (
+        await env.store.decide_send(send_req("v6-4", rates=rates, client=d))
+    ).status is SendStatus.RATE_LIMITED
+    assert (
+        await env.store.decide_send(send_req("v6-5", rates=rates, client=client("2001:db8:2::1")))
+    ).status is (SendStatus.OK)
+
+
+async def test_concurrent_sends_from_one_subnet_accept_exactly_its_budget(env: Env) -> None:
+    rates = pair(Rate(1000, 60), Rate(30, 60))
+    results = await asyncio.gather(
+        *(env.store.decide_send(send_req(f"c-{i}", rates=rates, client=client(f"198.51.100.{i % 250}")))
+          for i in range(300))
+    )  # fmt: skip
+    assert sum(r.status is SendStatus.OK for r in results) == 30
+    assert len(await env.queue.read("c1", 1000, block_ms=10)) == 30
+
+
+GUARD = ConversionGuard(min_sends=20, min_ratio=0.1, rate=Rate(6, 3600))
+
+
+async def test_a_subnet_whose_codes_are_not_verified_is_slowed_until_its_ratio_recovers(env: Env) -> None:
+    rates = pair(keep_s=3600)
+    sender = client("192.0.2.10")
+
+    async def send(name: str) -> object:
+        return await env.store.decide_send(send_req(name, rates=rates, guard=GUARD, client=sender))
+
+    for i in range(20):
+        assert (await send(f"g-{i}")).status is SendStatus.OK  # type: ignore[attr-defined]
+    # 20 sends, none verified: the guard counts the subnet's requests of the last hour (20 >= 6).
+    slowed = await send("g-20")
+    assert (slowed.status, slowed.slowed) == (SendStatus.RATE_LIMITED, True)  # type: ignore[attr-defined]
+    assert 0 < slowed.retry_after_ms <= 3_600_000  # type: ignore[attr-defined]
+    again = await send("g-21")
+    assert (again.status, again.slowed) == (SendStatus.RATE_LIMITED, False)  # type: ignore[attr-defined]
+    # Another subnet is not slowed.
+    other = await env.store.decide_send(send_req("g-x", rates=rates, guard=GUARD, client=client("192.0.3.1")))
+    assert other.status is SendStatus.OK
+    # Two codes verified (2/20 = 0.1, not below the ratio): the subnet sends again.
+    for i in range(2):
+        verified = await env.store.verify(
+            verify_req(f"g-{i}", rates=pair(scope="otp_verify"), client=client("192.0.2.99"))
+        )
+        assert verified.status is VerifyStatus.APPROVED
+    assert (await send("g-22")).status is SendStatus.OK  # type: ignore[attr-defined]
+
+
+async def test_the_slowed_subnet_gets_the_guard_rate_once_its_hour_has_passed(env: Env) -> None:
+    rates = pair(keep_s=3600)
+    sender = client("192.0.2.10")
+    for i in range(20):
+        status = (
+            await env.store.decide_send(send_req(f"h-{i}", rates=rates, guard=GUARD, client=sender))
+        ).status
+        assert status is SendStatus.OK
+    env.clock.advance(3601)  # still 20 sends in 24 h, none in the guard's hour
+    statuses = [
+        (await env.store.decide_send(send_req(f"h2-{i}", rates=rates, guard=GUARD, client=sender))).status
+        for i in range(8)
+    ]
+    assert statuses == [SendStatus.OK] * 6 + [SendStatus.RATE_LIMITED] * 2
 
 
 async def test_right_code_verifies_once(env: Env) -> None:
@@ -229,8 +340,8 @@ async def test_verify_ip_throttle(env: Env) -> None:
     rate = Rate(2, 60)
     await env.store.decide_send(send_req())
     for _ in range(2):
-        await env.store.verify(verify_req(code_hash="b" * 64, rate=rate))
-    refused = await env.store.verify(verify_req(rate=rate))
+        await env.store.verify(verify_req(code_hash="b" * 64, rates=pair(rate, scope="otp_verify")))
+    refused = await env.store.verify(verify_req(rates=pair(rate, scope="otp_verify")))
     assert refused.status is VerifyStatus.RATE_LIMITED
     assert refused.retry_after_ms > 0
     # The throttled attempt did not consume the code.

@@ -24,7 +24,7 @@ async def test_verify_returns_a_token_checkable_with_the_jwks(
     key: Any, alg: str,
 ) -> None:  # fmt: skip
     settings = make_settings(jwt_private_key=pem(key), jwt_audience="billing-service", jwt_ttl=120,
-                             throttle_rates={"otp_send": "100/minute", "otp_verify": "100/minute"})  # fmt: skip
+                             conversion_min_sends=1_000_000, throttle_rates={"otp_send": "100/minute", "otp_verify": "100/minute", "otp_send_subnet": "100/minute", "otp_verify_subnet": "100/minute"})  # fmt: skip
     email = unique_email()
     async with open_app(settings) as app:
         await app.http.post("/api/v1/auth/otp/send", json={"email": email})

@@ -58,8 +58,31 @@ def test_throwaway_domains_and_their_subdomains_are_refused(validator: AddressVa
         validator.check(f"a@{domain}")
 
 
+THE_TRUST_PAGES_FAMILIES = {
+    "mailinator": ["mailinator.com", "mailinator.net", "mailinator2.com", "notmailinator.com"],
+    "guerrillamail": ["guerrillamail.com", "guerrillamail.net", "guerrillamail.org", "guerrillamailblock.com",
+                      "sharklasers.com", "grr.la"],
+    "10minutemail": ["10minutemail.com", "10minutemail.net", "10minutemail.org", "10minutemail.co.uk"],
+    "tempmail": ["tempmail.com", "temp-mail.org", "temp-mail.io", "tempmail.net", "tempmail.io", "tempmail.plus"],
+    "yopmail": ["yopmail.com", "yopmail.net", "yopmail.fr", "cool.fr.nf", "jetable.fr.nf", "nospam.ze.tc",
+                "nomail.xl.cx", "mega.zik.dj", "speed.1s.fr"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("family", "domain"), [(f, d) for f, domains in THE_TRUST_PAGES_FAMILIES.items() for d in domains]
+)
+def test_every_family_the_trust_page_names_is_refused(
+    validator: AddressValidator, family: str, domain: str
+) -> None:
+    with pytest.raises(DisposableEmail):
+        validator.check(f"someone@{domain}")
+    with pytest.raises(DisposableEmail):
+        validator.check(f"someone@inbox.{domain}")
+
+
 def test_list_is_the_maintained_one(validator: AddressValidator) -> None:
-    assert len(validator._disposable) > 3000
+    assert validator.disposable_count > 10_000
 
 
 def test_operator_allow_list_wins() -> None:

@@ -24,13 +24,18 @@ from tests.support import ServiceProcess, console_emails, drain, service_env, un
 
 SEND = "/api/v1/auth/otp/send"
 KEY = "admin-key-0123456789-0123456789-01"
-WIDE = {"otp_send": "1000/minute", "otp_verify": "1000/minute"}
+WIDE = {
+    "otp_send": "1000/minute",
+    "otp_verify": "1000/minute",
+    "otp_send_subnet": "1000/minute",
+    "otp_verify_subnet": "1000/minute",
+}
 
 
 def resend_settings(make_settings: Callable[..., Settings], **overrides: Any) -> Settings:
     return make_settings(
         email_provider="resend", resend_api_key="re_test", resend_api_url="https://api.resend.test",
-        throttle_rates=WIDE, **overrides,
+        conversion_min_sends=1_000_000, throttle_rates=WIDE, **overrides,
     )  # fmt: skip
 
 
@@ -103,7 +108,7 @@ async def test_a_crash_of_the_loop_restarts_it(
     open_app: Callable[..., Any], make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    settings = make_settings(worker_enabled=False, throttle_rates=WIDE)
+    settings = make_settings(worker_enabled=False, conversion_min_sends=1_000_000, throttle_rates=WIDE)
     email = unique_email()
     async with open_app(settings) as app, open_infrastructure(settings) as infra:
         assert (await app.http.post(SEND, json={"email": email})).status_code == 202
@@ -122,7 +127,9 @@ async def test_a_replaced_code_is_never_emailed(
 ) -> None:  # fmt: skip
     """Two sends with the cooldown at 0 while the worker is behind: only the second code goes."""
     caplog.set_level(logging.INFO, logger="otp_service.delivery")
-    settings = make_settings(worker_enabled=False, rate_limit_ttl=0, throttle_rates=WIDE)
+    settings = make_settings(
+        worker_enabled=False, rate_limit_ttl=0, conversion_min_sends=1_000_000, throttle_rates=WIDE
+    )
     email = unique_email()
     async with open_app(settings) as app:
         for _ in range(2):
@@ -202,7 +209,7 @@ async def test_web_processes_without_a_worker_and_a_worker_process(
     database_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
     env = service_env(database_url, key_prefix, OTP_WORKER_ENABLED="false",
-                      OTP_THROTTLE_RATES='{"otp_send": "1000/minute", "otp_verify": "1000/minute"}')  # fmt: skip
+                      OTP_CONVERSION_MIN_SENDS="1000000", OTP_THROTTLE_RATES='{"otp_send": "1000/minute", "otp_verify": "1000/minute", "otp_send_subnet": "1000/minute", "otp_verify_subnet": "1000/minute"}')  # fmt: skip
     emails = [unique_email() for _ in range(3)]
     with ServiceProcess(env, tmp_path, "web") as web:
         async with httpx.AsyncClient(base_url=web.url) as http:

@@ -31,10 +31,13 @@ class OtpApp(FastAPI):
 
     def __init__(self, *, settings: Settings, **kwargs: Any) -> None:
         self._trusted = tuple(settings.trusted_networks())
+        self._prefixes = settings.client_prefixes()
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestContext(super().build_middleware_stack(), trusted_proxies=self._trusted)
+        return RequestContext(
+            super().build_middleware_stack(), trusted_proxies=self._trusted, prefixes=self._prefixes
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -72,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # request; the service exports Prometheus metrics (/metrics), not OTel.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    install_problem_handlers(app)
+    install_problem_handlers(app, malformed=otp.MALFORMED)
     problem_openapi(app)
     app.include_router(otp.router)
     app.include_router(webhooks.router)

@@ -5,8 +5,8 @@ through its constructor; nothing is patched after it is built.
     open_infrastructure   engine, Redis client, HTTP client, clock (or the embedded twins)
     build_web             what the routes use: OtpService, SuppressionService, WebhookService,
                           UsageService, ReputationGuard (report and resume), TokenIssuer, Readiness
-    build_worker          DeliveryWorker and the ReputationGuard that runs beside it
-    running_worker        runs both as tasks for as long as the context is open
+    build_worker          DeliveryWorker, and the ReputationGuard and Retention that run beside it
+    running_worker        runs the three as tasks for as long as the context is open
 """
 
 import asyncio
@@ -22,11 +22,13 @@ from httpx_aiohttp import AiohttpTransport
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from otp_service.audit.service import AuditLog
 from otp_service.clock import Clock, system_clock
 from otp_service.db.engine import create_engine, create_sessionmaker
 from otp_service.db.migrate import upgrade_engine
 from otp_service.delivery.heartbeat import MemoryWorkerRegistry, RedisWorkerRegistry, WorkerRegistry
 from otp_service.delivery.jobs import JobSealer
+from otp_service.delivery.lookup import DeliveryLookup
 from otp_service.delivery.providers.base import EmailProvider
 from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.providers.resend import ResendProvider
@@ -43,9 +45,13 @@ from otp_service.otp.service import OtpService
 from otp_service.otp.store import CodeStore, MemoryCodeStore, RedisCodeStore
 from otp_service.otp.tokens import TokenIssuer
 from otp_service.redisio import PipelinedRedis, RedisKeys, open_redis, redis_guard
-from otp_service.settings import Settings
+from otp_service.retention import MemoryRetentionSlot, RedisRetentionSlot, Retention, RetentionSlot
+from otp_service.settings import Settings, parse_nameserver
 from otp_service.suppression.service import SuppressionService
 from otp_service.validation.address import AddressValidator
+from otp_service.validation.captcha import CaptchaCheck
+from otp_service.validation.deliverability import DeliverabilityCheck, make_resolver
+from otp_service.validation.typos import POPULAR_PROVIDERS
 from otp_service.webhooks.resend import ResendWebhook
 from otp_service.webhooks.service import WebhookService
 from otp_service.webhooks.sns import SnsVerifier
@@ -61,6 +67,7 @@ class Stores:
     pauses: PauseState
     send_rate: SendRateLimiter
     workers: WorkerRegistry
+    retention: RetentionSlot
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +112,7 @@ def _stores(settings: Settings, redis: PipelinedRedis | None, clock: Clock) -> S
             pauses=RedisPauseState(redis, keys),
             send_rate=RedisSendRate(redis, keys, rate=settings.send_rate, clock=clock),
             workers=RedisWorkerRegistry(redis, keys, clock=clock),
+            retention=RedisRetentionSlot(redis, keys),
         )
     queue = MemoryJobQueue(clock)
     throttle = MemoryThrottle(clock=clock)
@@ -116,6 +124,7 @@ def _stores(settings: Settings, redis: PipelinedRedis | None, clock: Clock) -> S
         pauses=pauses,
         send_rate=MemorySendRate(rate=settings.send_rate, clock=clock),
         workers=MemoryWorkerRegistry(clock=clock),
+        retention=MemoryRetentionSlot(clock=clock),
     )
 
 
@@ -179,6 +188,8 @@ class WebComponents:
     reputation: ReputationGuard
     tokens: TokenIssuer | None
     readiness: Readiness
+    audit: AuditLog
+    deliveries: DeliveryLookup
     queue: JobQueue  # the web process's view of the delivery queue (tests drain it)
 
 
@@ -198,6 +209,22 @@ def _guard(infra: Infrastructure) -> ReputationGuard:
         providers=_provider_names(s),
         clock=infra.clock,
     )
+
+
+def _captcha(infra: Infrastructure) -> CaptchaCheck | None:
+    s = infra.settings
+    if s.captcha_provider is None or s.captcha_secret is None:
+        return None
+    secret = s.captcha_secret.get_secret_value()
+    return CaptchaCheck(infra.http, provider=s.captcha_provider, secret=secret, url=s.captcha_verify_url)
+
+
+def _deliverability(infra: Infrastructure) -> DeliverabilityCheck | None:
+    s = infra.settings
+    if not s.deliverability_checked:
+        return None
+    resolver = make_resolver([parse_nameserver(n) for n in s.dns_nameservers], s.dns_timeout)
+    return DeliverabilityCheck(resolver, never_look_up=POPULAR_PROVIDERS, clock=infra.clock)
 
 
 def build_web(infra: Infrastructure) -> WebComponents:
@@ -220,6 +247,8 @@ def build_web(infra: Infrastructure) -> WebComponents:
             crypto=CodeCrypto(s.secret),
             sealer=JobSealer(s.secret),
             tokens=tokens,
+            captcha=_captcha(infra),
+            deliverability=_deliverability(infra),
         ),
         suppressions=SuppressionService(sessions=sessions),
         webhooks=WebhookService(
@@ -237,6 +266,8 @@ def build_web(infra: Infrastructure) -> WebComponents:
             sends=stores.codes,
             workers=stores.workers,
             queue=stores.queue,
+            pauses=stores.pauses,
+            providers=_provider_names(s),
             global_limits=s.global_daily_limits,
             send_rate=s.send_rate,
             clock=infra.clock,
@@ -244,6 +275,8 @@ def build_web(infra: Infrastructure) -> WebComponents:
         reputation=_guard(infra),
         tokens=tokens,
         readiness=Readiness(engine=infra.engine, redis=infra.redis, timeout=s.dependency_timeout),
+        audit=AuditLog(sessions=sessions),
+        deliveries=DeliveryLookup(sessions=sessions),
         queue=stores.queue,
     )
 
@@ -282,6 +315,7 @@ async def build_provider(name: str, settings: Settings, stack: contextlib.AsyncE
 class WorkerComponents:
     worker: DeliveryWorker
     guard: ReputationGuard
+    retention: Retention
 
 
 async def build_worker(
@@ -311,22 +345,28 @@ async def build_worker(
     }
     arguments.update({k: v for k, v in options.items() if v is not None})
     worker = DeliveryWorker(**arguments)
-    return WorkerComponents(worker, guard)
+    retention = Retention(
+        engine=infra.engine, slot=stores.retention, days=s.retention_days, owner=worker.name,
+        clock=infra.clock,
+    )  # fmt: skip
+    return WorkerComponents(worker, guard, retention)
 
 
 @contextlib.asynccontextmanager
 async def running_worker(infra: Infrastructure, **options: Any) -> AsyncIterator[WorkerComponents]:
-    """The delivery worker and the reputation guard, running until the context closes."""
+    """The delivery worker, the reputation guard and retention, running until the context closes."""
     from otp_service.tasks import cancel_and_wait
 
     async with contextlib.AsyncExitStack() as stack:
         built = await build_worker(infra, stack, **options)
         worker_task = asyncio.create_task(built.worker.run(), name=f"delivery-worker-{built.worker.name}")
         guard_task = asyncio.create_task(built.guard.run(), name="reputation-guard")
+        retention_task = asyncio.create_task(built.retention.run(), name="retention")
         try:
             yield built
         finally:
             built.worker.stop()
             built.guard.stop()
-            await cancel_and_wait(worker_task)
-            await cancel_and_wait(guard_task)
+            built.retention.stop()
+            for task in (worker_task, guard_task, retention_task):
+                await cancel_and_wait(task)

@@ -2,11 +2,12 @@
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import sys
 import tempfile
 
-from otp_service.settings import Settings, SettingsError, load_settings
+from otp_service.settings import Settings, SettingsError, load_database_settings, load_settings
 
 
 def _settings_or_exit() -> Settings:
@@ -15,6 +16,15 @@ def _settings_or_exit() -> Settings:
     except SettingsError as exc:
         print(f"otp-service: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost: it may resolve anywhere
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,6 +41,17 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker process counts into files here; /metrics aggregates all of them.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="otp-metrics-")
+    console_by_default = (
+        settings.email_provider == "console" and "email_provider" not in settings.model_fields_set
+    )
+    if console_by_default and not _is_loopback(args.host):
+        print(
+            f"otp-service: refusing to serve on {args.host} with the console email provider, which "
+            "prints every code on stdout. Set OTP_EMAIL_PROVIDER=resend or ses (with their "
+            "settings), or OTP_EMAIL_PROVIDER=console explicitly to accept that.",
+            file=sys.stderr,
+        )
+        return 2
     if settings.is_embedded:
         print(
             "otp-service: embedded default (SQLite ./otp_service.db, in-process limits, "
@@ -54,8 +75,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _migrate(_args: argparse.Namespace) -> int:
     from otp_service.db.migrate import upgrade
 
-    settings = _settings_or_exit()
-    asyncio.run(upgrade(settings.database_url))
+    try:
+        database = load_database_settings()  # the database URL alone: no secret needed to migrate
+    except SettingsError as exc:
+        print(f"otp-service: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(upgrade(database.database_url))
     print("otp-service: database is at the latest migration", file=sys.stderr)
     return 0
 

@@ -5,6 +5,8 @@ ServiceError
 │   └── InvalidEmail          422 invalid_email
 ├── DisposableEmail           400 disposable_email
 ├── EmailTypo                 400 email_typo (+ suggestion)
+├── UndeliverableEmail        400 undeliverable_email
+├── CaptchaFailed             400 captcha_failed
 ├── VerifyFailed              400 (base of the verify outcomes)
 │   ├── InvalidCode           400 invalid_code (+ attempts_remaining)
 │   ├── MaxAttemptsReached    400 max_attempts_reached
@@ -79,6 +81,18 @@ class EmailTypo(ServiceError):
 
     def __init__(self, suggestion: str) -> None:
         super().__init__(f"Did you mean {suggestion}?", suggestion=suggestion)
+
+
+class UndeliverableEmail(ServiceError):
+    status = 400
+    code = "undeliverable_email"
+    title = "The email domain cannot receive email"
+
+
+class CaptchaFailed(ServiceError):
+    status = 400
+    code = "captcha_failed"
+    title = "The captcha was missing or not accepted"
 
 
 class VerifyFailed(ServiceError):

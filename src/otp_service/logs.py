@@ -23,6 +23,20 @@ def mask_email(address: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
+def mask_subnet(subnet: str) -> str:
+    """A subnet with its last visible part hidden: 203.0.113.0/24 -> 203.0.x.0/24,
+    2001:db8:42::/48 -> 2001:db8:x::/48 (enough to tell blocks apart in an incident, not to
+    point at one network)."""
+    network, slash, length = subnet.partition("/")
+    if not slash:
+        return "***"
+    if "." in network:
+        parts = network.split(".")
+        return ".".join([*parts[:2], "x", *parts[3:]]) + "/" + length
+    head = [g for g in network.split("::")[0].split(":") if g]
+    return ":".join([*head[:2], "x"]) + "::/" + length
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {

@@ -22,3 +22,11 @@ WORKER_CRASHES = Counter(
     "Unexpected exceptions in the delivery worker: a job's handling (job) or the consumer loop (loop)",
     ["where"],
 )
+DELIVERABILITY_CHECKS = Counter(
+    "otp_deliverability_checks_total", "Deliverability lookups (DNS) by verdict", ["verdict"]
+)
+CAPTCHA_CHECKS = Counter("otp_captcha_checks_total", "Captcha siteverify calls by result", ["result"])
+SERVER_ERRORS = Counter("otp_http_server_errors_total", "Responses with a 5xx status, by status", ["status"])
+RETENTION_DELETED = Counter(
+    "otp_retention_deleted_total", "Rows deleted for being older than OTP_RETENTION_DAYS, by table", ["table"]
+)

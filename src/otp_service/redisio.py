@@ -365,6 +365,14 @@ class RedisKeys:
     def throttle(self, scope: str, client: str) -> str:
         return f"{self._base}:ip:{scope}:{client}"
 
+    def conversion(self, subnet: str) -> str:
+        """Hash: a subnet's accepted sends and verified codes per hour (the low-conversion guard)."""
+        return f"{self._base}:conv:{subnet}"
+
+    def slowed(self, subnet: str) -> str:
+        """String with a TTL: the guard has logged this subnet as slowed in its window."""
+        return f"{self._base}:slowed:{subnet}"
+
     def cooldown(self, address_id: str) -> str:
         return f"{self._base}:cooldown:{address_id}"
 
@@ -404,6 +412,11 @@ class RedisKeys:
     def sending_paused(self) -> str:
         """Set while no healthy provider is left: new sends answer 503 sending_paused."""
         return f"{self._base}:sending-paused"
+
+    @property
+    def retention_slot(self) -> str:
+        """String with a one-hour TTL: a worker claimed this hour's retention run."""
+        return f"{self._base}:retention-slot"
 
     @property
     def send_bucket(self) -> str:

@@ -7,7 +7,7 @@ import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
 from otp_service.keyring import load_signing_key
+from otp_service.net import Prefixes
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./otp_service.db"
 
@@ -51,13 +52,68 @@ class Rate:
         return f"{self.limit}/{name}"
 
 
+DEFAULT_RATES = {
+    "otp_send": "3/minute",
+    "otp_verify": "10/minute",
+    "otp_send_subnet": "30/minute",
+    "otp_verify_subnet": "100/minute",
+}
+"""Per client and per subnet (CONTRACT §2a); a key left out of OTP_THROTTLE_RATES keeps its default."""
+
+
 def _check_rates(value: dict[str, str]) -> dict[str, str]:
-    for scope in ("otp_send", "otp_verify"):
-        if scope not in value:
-            raise ValueError(f"missing the {scope!r} rate")
+    unknown = sorted(set(value) - set(DEFAULT_RATES))
+    if unknown:
+        raise ValueError(
+            f"unknown rate {', '.join(map(repr, unknown))}: known are {', '.join(DEFAULT_RATES)}"
+        )
     for text in value.values():
         Rate.parse(text)
+    return {**DEFAULT_RATES, **value}
+
+
+MIN_ADMIN_KEY = 32
+
+
+def _check_admin_keys(value: list[SecretStr]) -> list[SecretStr]:
+    if any(len(key.get_secret_value()) < MIN_ADMIN_KEY for key in value):
+        raise ValueError(
+            f"each key must be at least {MIN_ADMIN_KEY} characters "
+            "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     return value
+
+
+def _check_database_url(value: str) -> str:
+    if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ValueError("OTP_DATABASE_URL must be sqlite+aiosqlite://… or postgresql+asyncpg://…")
+    return value
+
+
+def _check_rate(value: str) -> str:
+    Rate.parse(value)
+    return value
+
+
+def _check_nameservers(value: list[str]) -> list[str]:
+    for entry in value:
+        parse_nameserver(entry)
+    return value
+
+
+def parse_nameserver(entry: str) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address: (host, port)."""
+    text = entry.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, "53"
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{entry!r} is not a resolver like 192.0.2.53 or 192.0.2.53:5353")
+    return host, int(port)
 
 
 def _check_cidrs(value: list[str]) -> list[str]:
@@ -81,7 +137,7 @@ FallbackName = Literal["resend", "ses"]
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OTP_", extra="ignore", frozen=True, validate_default=True)
 
-    database_url: str = EMBEDDED_DATABASE_URL
+    database_url: Annotated[str, AfterValidator(_check_database_url)] = EMBEDDED_DATABASE_URL
     redis_url: str | None = None
     # Redis Cluster: OTP_REDIS_URL names any node; every key shares one hash tag (one slot).
     redis_cluster: bool = False
@@ -95,8 +151,24 @@ class Settings(BaseSettings):
     rate_limit_ttl: int = Field(default=60, ge=0, le=86400)
     per_account_daily_limit: int = Field(default=10, ge=1)
     throttle_rates: Annotated[dict[str, str], AfterValidator(_check_rates)] = Field(
-        default_factory=lambda: {"otp_send": "3/minute", "otp_verify": "10/minute"}
+        default_factory=lambda: dict(DEFAULT_RATES)
     )
+    # Who a client is (CONTRACT §2a).
+    ipv6_client_prefix: int = Field(default=64, ge=32, le=128)
+    ipv4_subnet_prefix: int = Field(default=24, ge=8, le=32)
+    ipv6_subnet_prefix: int = Field(default=48, ge=16, le=128)
+    # The low-conversion guard (CONTRACT §2a).
+    conversion_min_sends: int = Field(default=20, ge=1)
+    conversion_min_ratio: float = Field(default=0.1, ge=0, le=1)
+    conversion_guard_rate: Annotated[str, AfterValidator(_check_rate)] = "6/hour"
+    # Deliverability (CONTRACT §2): MX, or A/AAAA, before anything is stored.
+    check_deliverability: Literal["auto", "true", "false"] = "auto"
+    dns_nameservers: Annotated[list[str], AfterValidator(_check_nameservers)] = Field(default_factory=list)
+    dns_timeout: float = Field(default=2.0, gt=0, le=30)
+    # Captcha (optional): sends then carry captcha_token, checked at the provider's siteverify.
+    captcha_provider: Literal["turnstile", "hcaptcha", "recaptcha"] | None = None
+    captcha_secret: SecretStr | None = None
+    captcha_verify_url: str | None = None
     global_daily_limits: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: {"email": 50000}
     )
@@ -126,7 +198,9 @@ class Settings(BaseSettings):
         r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
     )
 
-    admin_api_keys: list[SecretStr] = Field(default_factory=list)
+    admin_api_keys: Annotated[list[SecretStr], AfterValidator(_check_admin_keys)] = Field(
+        default_factory=list
+    )
 
     # Reputation guard. SES reviews an account at a 5% bounce or 0.1% complaint rate and may pause
     # it at 10% / 0.5% (SES developer guide, "Reputation metrics"); pausing ourselves below the
@@ -136,6 +210,10 @@ class Settings(BaseSettings):
     reputation_min_volume: int = Field(default=200, ge=1)
     reputation_window: int = Field(default=86400, ge=60)
     reputation_check_interval: float = Field(default=30.0, gt=0)
+
+    # Delivery records, webhook events and audit entries hold addresses: the worker deletes those
+    # older than this (suppressions are kept: that is their job).
+    retention_days: int = Field(default=30, ge=1, le=3650)
 
     # Verification tokens (optional): PEM of an Ed25519 or P-256 private key.
     jwt_private_key: SecretStr | None = None
@@ -159,6 +237,13 @@ class Settings(BaseSettings):
     def _lower_domains(cls, value: list[str]) -> list[str]:
         return [d.strip().lower().rstrip(".") for d in value if d.strip()]
 
+    @field_validator("check_deliverability", mode="before")
+    @classmethod
+    def _lower_switch(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value.strip().lower() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _require_secrets(self) -> "Settings":
         if self.secret_key is None:
@@ -176,14 +261,26 @@ class Settings(BaseSettings):
             raise ValueError("OTP_EMAIL_FALLBACK_PROVIDER must differ from OTP_EMAIL_PROVIDER")
         if self.jwt_private_key is not None:
             load_signing_key(self.jwt_private_key.get_secret_value())
-        if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError("OTP_DATABASE_URL must be sqlite+aiosqlite://… or postgresql+asyncpg://…")
+        if self.ipv6_subnet_prefix > self.ipv6_client_prefix:
+            raise ValueError("OTP_IPV6_SUBNET_PREFIX must not be longer than OTP_IPV6_CLIENT_PREFIX")
+        if self.captcha_provider is not None and self.captcha_secret is None:
+            raise ValueError("OTP_CAPTCHA_SECRET is required when OTP_CAPTCHA_PROVIDER is set")
         return self
 
     @property
     def is_embedded(self) -> bool:
         """Neither a database nor Redis configured: the zero-setup local mode."""
         return self.redis_url is None and self.database_url == EMBEDDED_DATABASE_URL
+
+    @property
+    def deliverability_checked(self) -> bool:
+        """`auto`: on whenever real email leaves (resend, ses), off for the console provider."""
+        if self.check_deliverability == "auto":
+            return self.email_provider != "console"
+        return self.check_deliverability == "true"
+
+    def client_prefixes(self) -> Prefixes:
+        return Prefixes(self.ipv6_client_prefix, self.ipv4_subnet_prefix, self.ipv6_subnet_prefix)
 
     @property
     def secret(self) -> bytes:
@@ -200,13 +297,32 @@ class Settings(BaseSettings):
         return [ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies]
 
 
+class DatabaseSettings(BaseSettings):
+    """What `otp-service migrate` needs, and nothing else (no secret, no Redis)."""
+
+    model_config = SettingsConfigDict(env_prefix="OTP_", extra="ignore", frozen=True)
+
+    database_url: Annotated[str, AfterValidator(_check_database_url)] = EMBEDDED_DATABASE_URL
+
+
 class SettingsError(Exception):
     """Configuration the service refuses to start with; the message names each bad variable."""
 
 
 def load_settings(**overrides: Any) -> Settings:
+    return _load(Settings, **overrides)
+
+
+def load_database_settings() -> DatabaseSettings:
+    return _load(DatabaseSettings)
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def _load(cls: type[_S], **overrides: Any) -> _S:
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -8,12 +8,12 @@ outside Starlette's ServerErrorMiddleware, so the 500s it answers carry the id t
 import itertools
 import os
 import re
-from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from otp_service.logs import request_id_var
-from otp_service.net import Network, client_ip
+from otp_service.metrics import SERVER_ERRORS
+from otp_service.net import Network, Prefixes, client_ip, identify
 
 CLIENT_KEY = "otp.client"
 
@@ -34,37 +34,34 @@ def request_id_for(incoming: bytes | None) -> str:
     return f"{_PROCESS_ID}{next(_sequence) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
-@dataclass(frozen=True, slots=True)
-class Client:
-    """Who is calling, as the limits count it."""
-
-    ip: str
-
-
 class RequestContext:
-    def __init__(self, app: ASGIApp, *, trusted_proxies: tuple[Network, ...]) -> None:
+    def __init__(self, app: ASGIApp, *, trusted_proxies: tuple[Network, ...], prefixes: Prefixes) -> None:
         self.app = app
         self._trusted = trusted_proxies
+        self._prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        forwarded_for = incoming_id = None
+        forwarded: list[bytes] = []  # every X-Forwarded-For line, in order: one list (§2a)
+        incoming_id = None
         for name, value in scope["headers"]:
-            if name == b"x-forwarded-for" and forwarded_for is None:
-                forwarded_for = value
+            if name == b"x-forwarded-for":
+                forwarded.append(value)
             elif name == b"x-request-id" and incoming_id is None:
                 incoming_id = value
         request_id = request_id_for(incoming_id)
         peer = scope["client"][0] if scope.get("client") else None
-        forwarded = forwarded_for.decode("latin-1") if forwarded_for is not None else None
-        scope[CLIENT_KEY] = Client(client_ip(peer, forwarded, self._trusted))
+        hops = b",".join(forwarded).decode("latin-1") if forwarded else None
+        scope[CLIENT_KEY] = identify(client_ip(peer, hops, self._trusted), self._prefixes)
         raw_id = request_id.encode()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", raw_id)]
+                if message["status"] >= 500:
+                    SERVER_ERRORS.labels(str(message["status"])).inc()
             await send(message)
 
         token = request_id_var.set(request_id)

@@ -11,10 +11,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from otp_service.api.context import CLIENT_KEY, Client
+from otp_service.api.context import CLIENT_KEY
 from otp_service.assembly import Readiness
+from otp_service.audit.service import AuditLog
+from otp_service.delivery.lookup import DeliveryLookup
 from otp_service.delivery.reputation import ReputationGuard
 from otp_service.delivery.usage import UsageService
+from otp_service.net import Client
 from otp_service.otp.service import OtpService
 from otp_service.otp.tokens import TokenIssuer
 from otp_service.suppression.service import SuppressionService
@@ -43,6 +46,8 @@ get_usage_service = _from_state("usage")
 get_reputation_guard = _from_state("reputation")
 get_tokens = _from_state("tokens")
 get_readiness = _from_state("readiness")
+get_audit_log = _from_state("audit")
+get_delivery_lookup = _from_state("deliveries")
 
 ClientDep = Annotated[Client, Depends(get_client)]
 OtpServiceDep = Annotated[OtpService, Depends(get_otp_service)]
@@ -52,3 +57,5 @@ UsageServiceDep = Annotated[UsageService, Depends(get_usage_service)]
 ReputationDep = Annotated[ReputationGuard, Depends(get_reputation_guard)]
 TokensDep = Annotated[TokenIssuer | None, Depends(get_tokens)]
 ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
+AuditLogDep = Annotated[AuditLog, Depends(get_audit_log)]
+DeliveryLookupDep = Annotated[DeliveryLookup, Depends(get_delivery_lookup)]

@@ -53,4 +53,6 @@ async def metrics(usage: UsageServiceDep) -> Response:
                        [(f'{{channel="{c}"}}', n) for c, n in live.sent_24h.items()])  # fmt: skip
         body += _gauge("otp_global_limit_24h", "Service-wide cap per rolling 24 h",
                        [(f'{{channel="{c}"}}', n) for c, n in live.limits.items()])  # fmt: skip
+        body += _gauge("otp_provider_paused", "1 while the reputation guard has paused the provider",
+                       [(f'{{provider="{p}"}}', int(v)) for p, v in live.paused.items()])  # fmt: skip
     return Response(body, media_type=CONTENT_TYPE_LATEST)

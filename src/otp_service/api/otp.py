@@ -3,18 +3,34 @@ document and for every request."""
 
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
-from otp_service.api.deps import ClientDep, OtpServiceDep
+from otp_service.api.deps import ClientDep, OtpServiceDep, get_client, get_otp_service
+from otp_service.api.problems import Malformed
 from otp_service.api.routing import FastRoute
 from otp_service.api.schemas import ApprovedOut, PendingOut, SendIn, VerifyIn, problem_responses
+from otp_service.errors import InvalidEmail
 
-router = APIRouter(prefix="/api/v1/auth/otp", tags=["otp"], route_class=FastRoute)
+PREFIX = "/api/v1/auth/otp"
+# A body over 4 KiB is 413 payload_too_large (FastRoute.max_body), refused before it is parsed.
+router = APIRouter(prefix=PREFIX, tags=["otp"], route_class=FastRoute)
+
+
+async def count_malformed_send(request: Request) -> None:
+    """Every send counts against the caller's rates, a malformed one included (§3)."""
+    otp = await get_otp_service(request)
+    await otp.count_refused(await get_client(request))
+
+
+MALFORMED = {f"{PREFIX}/send": Malformed(InvalidEmail, count_malformed_send)}
+"""A malformed send is `invalid_email` and counts against the send rates; verify keeps the
+default `invalid_request`."""
 
 _SEND_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
     {
         422: ["invalid_email"],
-        400: ["disposable_email", "email_typo"],
+        400: ["disposable_email", "email_typo", "undeliverable_email", "captcha_failed"],
+        413: ["payload_too_large"],
         429: ["rate_limited", "cooldown", "daily_limit"],
         503: ["global_limit", "sending_paused", "unavailable"],
     }
@@ -23,6 +39,7 @@ _VERIFY_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
     {
         422: ["invalid_request"],
         400: ["invalid_code", "max_attempts_reached", "code_expired"],
+        413: ["payload_too_large"],
         429: ["rate_limited"],
         503: ["unavailable"],
     }
@@ -42,7 +59,7 @@ _VERIFY_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
     responses=_SEND_ERRORS,
 )
 async def send_code(body: SendIn, otp: OtpServiceDep, client: ClientDep) -> PendingOut:
-    accepted = await otp.send(body.email, client.ip)
+    accepted = await otp.send(body.email, client, captcha_token=body.captcha_token)
     return PendingOut(status="pending", expires_in=accepted.expires_in, resend_after=accepted.resend_after)
 
 
@@ -57,7 +74,7 @@ async def send_code(body: SendIn, otp: OtpServiceDep, client: ClientDep) -> Pend
     response_model_exclude_none=True,
 )
 async def verify_code(body: VerifyIn, otp: OtpServiceDep, client: ClientDep) -> ApprovedOut:
-    verified = await otp.verify(body.email, body.code, client.ip)
+    verified = await otp.verify(body.email, body.code, client)
     if verified.token is None:
         return ApprovedOut(status="approved", email=verified.email)
     return ApprovedOut(

@@ -5,6 +5,8 @@ errors and unexpected exceptions are mapped here too. No route renders a problem
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +17,6 @@ from starlette.responses import Response
 
 from otp_service.errors import (
     PROBLEM_TYPE_BASE,
-    InvalidEmail,
     InvalidRequest,
     ServiceError,
 )
@@ -23,8 +24,29 @@ from otp_service.metrics import REJECTIONS
 
 log = logging.getLogger("otp_service.api")
 
-# Routes whose malformed body has a more specific code than `invalid_request`.
-_VALIDATION_CODES: dict[str, type[InvalidRequest]] = {"/api/v1/auth/otp/send": InvalidEmail}
+RefusalCounter = Callable[[Request], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """What a route's malformed body answers: its problem, and what counts it first (a send's
+    malformed body counts against the caller's send rate and may be 429 instead, §3)."""
+
+    problem: type[InvalidRequest] = InvalidRequest
+    count: RefusalCounter | None = None
+
+
+async def _malformed(
+    request: Request, routes: dict[str, Malformed], detail: str | None, **extra: Any
+) -> Response:
+    route = routes.get(instance(request), Malformed())
+    if route.count is not None:
+        try:
+            await route.count(request)
+        except ServiceError as exc:
+            return problem_response(exc, request)
+    return problem_response(route.problem(detail, **extra), request)
+
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -79,16 +101,18 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     return problem_response(exc, request)
 
 
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    cls = _VALIDATION_CODES.get(instance(request), InvalidRequest)
-    errors = [
-        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
-        for err in exc.errors()
-    ]
-    first = errors[0] if errors else None
-    detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else None
-    return problem_response(cls(detail, errors=_json_safe(errors)), request)
+def _validation_error(routes: dict[str, Malformed]) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+            for err in exc.errors()
+        ]
+        first = errors[0] if errors else None
+        detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else None
+        return await _malformed(request, routes, detail, errors=_json_safe(errors))
+
+    return handler
 
 
 def _allowed_methods(request: Request) -> str | None:
@@ -106,12 +130,24 @@ def _allowed_methods(request: Request) -> str | None:
     return next((methods for pattern, methods in table if pattern.match(path)), None)
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
-        # An undecodable body is a malformed body: the contract's 422.
-        cls = _VALIDATION_CODES.get(instance(request), InvalidRequest)
-        return problem_response(cls("body: not valid JSON text"), request)
+def _http_error(routes: dict[str, Malformed]) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # An undecodable body is a malformed body: the contract's 422.
+            return await _malformed(request, routes, "body: not valid JSON text")
+        route = routes.get(instance(request))
+        if exc.status_code == 413 and route is not None and route.count is not None:
+            try:  # an oversized send counts against the caller's rates like any other (§3)
+                await route.count(request)
+            except ServiceError as limited:
+                return problem_response(limited, request)
+        return _http_problem(request, exc)
+
+    return handler
+
+
+def _http_problem(request: Request, exc: StarletteHTTPException) -> Response:
     headers = dict(exc.headers or {})
     if exc.status_code == 405 and (allowed := _allowed_methods(request)):
         headers["Allow"] = allowed
@@ -133,10 +169,12 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     return ProblemResponse(ServiceError("An unexpected error occurred").to_problem(instance(request)), 500)
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+def install_problem_handlers(app: FastAPI, malformed: dict[str, Malformed]) -> None:
+    """The app's error handlers; `malformed` names, by path, the routes whose malformed bodies
+    answer something more specific than `invalid_request`."""
     app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error(malformed))
+    app.add_exception_handler(StarletteHTTPException, _http_error(malformed))
     app.add_exception_handler(Exception, _unhandled)
 
 

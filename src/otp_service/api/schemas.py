@@ -17,6 +17,11 @@ class ReadyOut(BaseModel):
 class SendIn(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"email": "user@example.com"}]})
     email: str = Field(max_length=320, description="The address to send a code to")
+    captcha_token: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="The captcha widget's token; required when the operator turned the captcha on",
+    )
 
 
 class PendingOut(BaseModel):

@@ -1,11 +1,18 @@
 from fastapi import APIRouter, Request
 
 from otp_service.api.deps import WebhookServiceDep
+from otp_service.api.routing import LimitedRoute
 from otp_service.api.schemas import WebhookOut, problem_responses
 
-router = APIRouter(prefix="/api/v1/auth", tags=["webhooks"])
 
-_ERRORS = problem_responses({400: ["webhook_rejected"], 503: ["unavailable"]})
+class EventRoute(LimitedRoute):
+    max_body = 64 * 1024
+    """A provider event is a few KiB; a larger body is 413, refused before it is read whole or verified."""
+
+
+router = APIRouter(prefix="/api/v1/auth", tags=["webhooks"], route_class=EventRoute)
+
+_ERRORS = problem_responses({400: ["webhook_rejected"], 413: ["payload_too_large"], 503: ["unavailable"]})
 
 
 @router.post(

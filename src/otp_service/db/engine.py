@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import delete, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -75,3 +75,14 @@ def dialect_name(db: AsyncSession | AsyncConnection) -> str:
 def dialect_insert(db: AsyncSession | AsyncConnection, table: Any) -> Any:
     """INSERT with the dialect's ON CONFLICT clauses (PostgreSQL and SQLite spell them alike)."""
     return (postgresql.insert if dialect_name(db) == "postgresql" else sqlite.insert)(table)
+
+
+async def delete_batch(
+    db: AsyncSession | AsyncConnection, id_column: Any, time_column: Any, before: Any, batch: int
+) -> int:
+    """Delete up to `batch` rows whose `time_column` is before `before` (retention): one short
+    statement per batch, so a large backlog never holds a long lock. How many went."""
+    table = id_column.class_
+    ids = select(id_column).where(time_column < before).limit(batch).scalar_subquery()
+    result = await db.execute(delete(table).where(id_column.in_(ids)))
+    return int(getattr(result, "rowcount", 0) or 0)

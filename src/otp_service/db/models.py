@@ -78,6 +78,8 @@ class WebhookEvent(Base):
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The provider's id of the email the event is about: matches it to its delivery.
+    message_id: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
 
 
 class Delivery(Base):
@@ -88,6 +90,7 @@ class Delivery(Base):
         UniqueConstraint("job_id", name="uq_deliveries_job_id"),
         Index("ix_deliveries_provider_message_id", "provider_message_id"),
         Index("ix_deliveries_created_at", "created_at"),
+        Index("ix_deliveries_email_id", "email", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -97,3 +100,19 @@ class Delivery(Base):
     provider: Mapped[str | None] = mapped_column(String(32), default=None)
     provider_message_id: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class AuditEntry(Base):
+    """One admin write: who (a key fingerprint, never the key), what, to which address, why."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    key_fingerprint: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(320))
+    note: Mapped[str | None] = mapped_column(Text, default=None)

@@ -8,10 +8,10 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from otp_service.db.engine import dialect_name
+from otp_service.db.engine import delete_batch, dialect_name
 from otp_service.db.models import Delivery
 
-_COLUMNS = ("job_id", "email", "outcome", "provider", "provider_message_id")
+_COLUMNS = ("job_id", "email", "outcome", "provider", "provider_message_id", "queued_at", "attempts")
 # Built once per dialect: the worker runs it for every email.
 _RECORD: dict[str, Any] = {
     name: insert(Delivery)
@@ -28,13 +28,21 @@ class DeliveryRecord:
     outcome: str  # sent | suppressed | superseded | expired | failed
     provider: str | None
     message_id: str | None
+    queued_at: datetime | None = None
+    attempts: int = 0
 
 
 async def record_outcomes(db: AsyncSession | AsyncConnection, records: list[DeliveryRecord]) -> None:
     """Idempotent per job: a job reclaimed and handled again does not write a second row.
     One statement for a batch (no select-then-insert, no ORM unit of work)."""
     rows = [
-        dict(zip(_COLUMNS, (r.job_id, r.email, r.outcome, r.provider, r.message_id), strict=True))
+        dict(
+            zip(
+                _COLUMNS,
+                (r.job_id, r.email, r.outcome, r.provider, r.message_id, r.queued_at, r.attempts),
+                strict=True,
+            )
+        )
         for r in records
     ]
     await db.execute(_RECORD[dialect_name(db)], rows)
@@ -48,3 +56,18 @@ async def count_sent(
     if provider is not None:
         query = query.where(Delivery.provider == provider)
     return int(await db.scalar(query) or 0)
+
+
+async def page_for(
+    db: AsyncSession | AsyncConnection, email: str, *, before_id: int | None, limit: int
+) -> list[Delivery]:
+    """An address's deliveries, newest first, keyset-paginated on the id."""
+    query = select(Delivery).where(Delivery.email == email).order_by(Delivery.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(Delivery.id < before_id)
+    return list((await db.execute(query)).scalars().all())
+
+
+async def delete_older(db: AsyncSession | AsyncConnection, before: datetime, batch: int) -> int:
+    """Retention: delete up to `batch` records older than `before`; how many went."""
+    return await delete_batch(db, Delivery.id, Delivery.created_at, before, batch)

@@ -18,7 +18,7 @@ from otp_service.delivery.providers.base import (
     RateLimitedError,
     RetryableError,
 )
-from otp_service.delivery.templates import RenderedEmail, render_template
+from otp_service.delivery.templates import HEADERS, RenderedEmail, email_context, render_template
 from otp_service.errors import Unavailable
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import PROVIDER_CALLS, PROVIDER_LATENCY
@@ -43,10 +43,11 @@ class Delivered:
 
 
 class DeliveryFailed(Exception):
-    def __init__(self, reason: str, *, permanent: bool) -> None:
+    def __init__(self, reason: str, *, permanent: bool, attempts: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        self.attempts = attempts
 
 
 class SendRateLimiter(Protocol):
@@ -91,13 +92,14 @@ class Deliverer:
 
     def _context(self, code: str) -> dict[str, Any]:
         # Everything but the code is fixed by the settings.
-        return {
-            "brand": self._s.brand_name,
-            "code": code,
-            "minutes": max(1, self._s.code_ttl // 60),
-            "website_url": self._s.website_url,
-            "support_email": self._s.support_email,
-        }
+        return email_context(
+            brand=self._s.brand_name,
+            code=code,
+            lifetime_seconds=self._s.code_ttl,
+            sender=self._s.email_from,
+            website_url=self._s.website_url,
+            support_email=self._s.support_email,
+        )
 
     def build(self, template_id: str, to: str, code: str, idempotency_key: str) -> OutgoingEmail:
         if code.isascii() and code.isdigit():
@@ -119,6 +121,7 @@ class Deliverer:
             text=text,
             html=html,
             idempotency_key=idempotency_key,
+            headers=HEADERS,
         )
 
     async def _call(self, provider: EmailProvider, email: OutgoingEmail) -> str:
@@ -165,7 +168,7 @@ class Deliverer:
                             "email": mask_email(to),
                         },
                     )
-                    raise DeliveryFailed(exc.reason, permanent=True) from exc
+                    raise DeliveryFailed(exc.reason, permanent=True, attempts=attempt) from exc
                 except RateLimitedError as exc:
                     last = exc
                     wait = max(wait, exc.retry_after or 1.0)
@@ -183,5 +186,5 @@ class Deliverer:
             delay = max(wait, backoff(attempt))
             if self._clock() + delay >= deadline:
                 reason = last.reason if last else "send rate unavailable"
-                raise DeliveryFailed(f"gave up before expiry: {reason}", permanent=False)
+                raise DeliveryFailed(f"gave up before expiry: {reason}", permanent=False, attempts=attempt)
             await asyncio.sleep(delay)

@@ -6,12 +6,65 @@ the support address.
 """
 
 from dataclasses import dataclass
+from email.utils import parseaddr
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 ALLOWED_TEMPLATES: frozenset[str] = frozenset({"email_otp"})
+
+Locale = Literal["en", "zh-CN", "bilingual"]
+LOCALES: tuple[Locale, ...] = ("en", "zh-CN", "bilingual")
+
+HEADERS: dict[str, str] = {"Auto-Submitted": "auto-generated"}
+"""On every email (RFC 3834): an automatic message, which auto-responders must not answer."""
+
+
+def lifetime_en(seconds: int) -> str:
+    """A duration worded exactly: 300 -> "5 minutes", 90 -> "1 minute 30 seconds", never rounded."""
+    parts = []
+    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts) or "0 seconds"
+
+
+def lifetime_zh(seconds: int) -> str:
+    """300 -> "5 分钟", 90 -> "1 分钟 30 秒", 3600 -> "1 小时"."""
+    parts = []
+    for unit, size in (("小时", 3600), ("分钟", 60), ("秒", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}")
+    return " ".join(parts) or "0 秒"
+
+
+def email_context(
+    *,
+    brand: str,
+    code: str,
+    lifetime_seconds: int,
+    sender: str,
+    website_url: str,
+    support_email: str,
+    locale: Locale = "bilingual",
+) -> dict[str, Any]:
+    """Everything the template reads, from the settings and the one code."""
+    if locale not in LOCALES:
+        raise ValueError(f"unknown locale {locale!r}")
+    return {
+        "brand": brand,
+        "code": code,
+        "lifetime_en": lifetime_en(lifetime_seconds),
+        "lifetime_zh": lifetime_zh(lifetime_seconds),
+        "sender_address": parseaddr(sender)[1] or sender,
+        "website_url": website_url,
+        "support_email": support_email,
+        "english": locale in ("en", "bilingual"),
+        "chinese": locale in ("zh-CN", "bilingual"),
+    }
 
 
 class UnknownTemplate(ValueError):
@@ -32,6 +85,8 @@ def _environment() -> Environment:
         autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
 
 
@@ -39,9 +94,9 @@ def render_template(template_id: str, context: dict[str, Any]) -> RenderedEmail:
     if template_id not in ALLOWED_TEMPLATES:
         raise UnknownTemplate(f"template {template_id!r} is not in the allowlist")
     env = _environment()
-    subject = env.get_template(f"{template_id}.subject.j2").render(context).strip()
+    subject = " ".join(env.get_template(f"{template_id}.subject.j2").render(context).split())
     return RenderedEmail(
-        subject=" ".join(subject.split()),
+        subject=subject,
         text=env.get_template(f"{template_id}.txt.j2").render(context),
-        html=env.get_template(f"{template_id}.html.j2").render(context),
+        html=env.get_template(f"{template_id}.html.j2").render({**context, "subject": subject}),
     )

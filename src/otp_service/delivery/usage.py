@@ -12,6 +12,7 @@ from otp_service.clock import Clock
 from otp_service.delivery import repository as deliveries
 from otp_service.delivery.heartbeat import WorkerRegistry
 from otp_service.delivery.queue import JobQueue, QueueStats
+from otp_service.delivery.reputation import PauseState
 from otp_service.errors import Unavailable
 from otp_service.webhooks import repository as events
 
@@ -40,6 +41,8 @@ class Live:
     sent_24h: dict[str, int]
     limits: dict[str, int]
     workers_alive: int
+    paused: dict[str, bool]
+    """Each configured provider: whether the reputation guard paused it."""
 
 
 class UsageService:
@@ -50,10 +53,14 @@ class UsageService:
         sends: SendCounter,
         workers: WorkerRegistry,
         queue: JobQueue,
+        pauses: PauseState,
+        providers: list[str],
         global_limits: dict[str, int],
         send_rate: int,
         clock: Clock,
     ) -> None:
+        self._pauses = pauses
+        self._providers = providers
         self._engine = engine
         self._sends = sends
         self._workers = workers
@@ -66,7 +73,9 @@ class UsageService:
         """What `/metrics` reads from the shared stores at scrape time."""
         stats = await self._queue.stats()
         sent = {channel: await self._sends.global_usage(channel) for channel in self._limits}
-        return Live(stats, sent, dict(self._limits), await self._workers.alive())
+        paused = await self._pauses.pauses()
+        providers = {name: name in paused for name in self._providers}
+        return Live(stats, sent, dict(self._limits), await self._workers.alive(), providers)
 
     async def usage(self) -> Usage:
         now = datetime.fromtimestamp(self._clock(), UTC)

@@ -17,6 +17,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -142,6 +143,13 @@ class Outcome:
     provider: str | None = None
     message_id: str | None = None
     email: str | None = None
+    attempts: int = 0  # provider calls made for the job
+
+
+def queued_at(job_id: str) -> datetime | None:
+    """When the job was queued: a stream id (and the in-process queue's) starts with its ms."""
+    ms = job_id.partition("-")[0]
+    return datetime.fromtimestamp(int(ms) / 1000, UTC) if ms.isdigit() else None
 
 
 class DeliveryWorker:
@@ -256,7 +264,15 @@ class DeliveryWorker:
             return
         try:
             await self._ledger.record(
-                DeliveryRecord(outcome.job_id, email, outcome.status, outcome.provider, outcome.message_id)
+                DeliveryRecord(
+                    outcome.job_id,
+                    email,
+                    outcome.status,
+                    outcome.provider,
+                    outcome.message_id,
+                    queued_at(outcome.job_id),
+                    outcome.attempts,
+                )
             )
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             # The email has gone (or been dropped); losing its record must not hold the job.
@@ -344,10 +360,12 @@ class DeliveryWorker:
         except DeliveryFailed as exc:
             event = "delivery.failed" if exc.permanent else "delivery.expired"
             log.warning(event, extra={"job": job.id, "email": masked, "reason": exc.reason})
-            return Outcome(job.id, "failed" if exc.permanent else "expired", email=email)
+            return Outcome(
+                job.id, "failed" if exc.permanent else "expired", email=email, attempts=exc.attempts
+            )
         log.info(
             "delivery.sent",
             extra={"job": job.id, "email": masked, "provider": sent.provider,
                    "message_id": sent.message_id, "attempts": sent.attempts},
         )  # fmt: skip
-        return Outcome(job.id, "sent", sent.provider, sent.message_id, email)
+        return Outcome(job.id, "sent", sent.provider, sent.message_id, email, sent.attempts)

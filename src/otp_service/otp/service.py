@@ -14,10 +14,13 @@ from otp_service.errors import (
     RateLimited,
     SendingPaused,
     ServiceError,
+    Unavailable,
+    UndeliverableEmail,
 )
-from otp_service.limits.throttle import Throttle
-from otp_service.logs import get_logger, mask_email
+from otp_service.limits.throttle import ConversionGuard, Rates, Throttle
+from otp_service.logs import get_logger, mask_email, mask_subnet
 from otp_service.metrics import REQUESTS
+from otp_service.net import Client
 from otp_service.otp.codes import CodeCrypto, generate_code
 from otp_service.otp.store import (
     SEND_SCOPE,
@@ -31,6 +34,8 @@ from otp_service.otp.store import (
 from otp_service.otp.tokens import TokenIssuer
 from otp_service.settings import Settings
 from otp_service.validation.address import AddressValidator, normalize_email
+from otp_service.validation.captcha import CaptchaCheck
+from otp_service.validation.deliverability import DeliverabilityCheck, Verdict
 
 log = get_logger("otp")
 
@@ -72,6 +77,8 @@ class OtpService:
         crypto: CodeCrypto,
         sealer: JobSealer,
         tokens: TokenIssuer | None = None,
+        captcha: CaptchaCheck | None = None,
+        deliverability: DeliverabilityCheck | None = None,
     ) -> None:
         self._s = settings
         self._store = store
@@ -80,19 +87,29 @@ class OtpService:
         self._validator = validator
         self._crypto = crypto
         self._tokens = tokens
-        self._send_rate = settings.rate(SEND_SCOPE)
-        self._verify_rate = settings.rate(VERIFY_SCOPE)
+        self._captcha = captcha
+        self._deliverability = deliverability
+        self._guard = ConversionGuard.of(settings)
+        # The subnet's send log is kept for the guard's window too: the guard counts it.
+        self._send_rates = Rates.of(settings, SEND_SCOPE, keep_s=self._guard.rate.period_seconds)
+        self._verify_rates = Rates.of(settings, VERIFY_SCOPE)
         self._global_limit = settings.global_daily_limits.get(CHANNEL, 0)
         self._accepted = SendAccepted(settings.code_ttl, settings.rate_limit_ttl)
 
-    async def send(self, raw_email: str, client: str) -> SendAccepted:
+    async def count_refused(self, client: Client) -> None:
+        """A send refused before any decision (a malformed body, a refused address, a failed
+        captcha) still counts against the client's and subnet's rates: RateLimited when over."""
+        wait = await self._throttle.hit(self._send_rates, client)
+        if wait:
+            raise RateLimited(retry_after=wait / 1000)
+
+    async def send(self, raw_email: str, client: Client, *, captcha_token: str | None = None) -> SendAccepted:
         try:
-            email = self._validator.check(raw_email)
+            email = await self._admit(raw_email, client, captcha_token)
+        except Unavailable:
+            raise  # the captcha provider is down: fail closed, nothing counted
         except ServiceError as refused:
-            # A refused address still counts against the client's rate: one round trip.
-            wait = await self._throttle.hit(SEND_SCOPE, client, self._send_rate)
-            if wait:
-                raise RateLimited(retry_after=wait / 1000) from None
+            await self.count_refused(client)
             raise refused from None
         code = generate_code(self._s.code_length)
         address_id = self._crypto.address_id(email)
@@ -102,7 +119,8 @@ class OtpService:
                 client=client,
                 address_id=address_id,
                 channel=CHANNEL,
-                rate=self._send_rate,
+                rates=self._send_rates,
+                guard=self._guard,
                 cooldown_ms=self._s.rate_limit_ttl * 1000,
                 daily_limit=self._s.per_account_daily_limit,
                 global_limit=self._global_limit,
@@ -115,12 +133,28 @@ class OtpService:
             log.info("otp.send_accepted", extra={"email": mask_email(email), "job": decision.job_id})
             _SENDS.inc()
             return self._accepted
+        if decision.slowed:
+            log.warning("abuse.subnet_slowed", extra={"subnet": mask_subnet(client.subnet)})
         if decision.status is SendStatus.PAUSED:
             raise SendingPaused(retry_after=decision.retry_after_ms / 1000)
         log.info("otp.send_rejected", extra={"email": mask_email(email), "reason": decision.status})
         raise _SEND_REJECTIONS[decision.status](retry_after=decision.retry_after_ms / 1000)
 
-    async def verify(self, raw_email: str, code: str, client: str) -> Verified:
+    async def _admit(self, raw_email: str, client: Client, captcha_token: str | None) -> str:
+        """The checks before the decision, cheapest first: the address (no network), the captcha
+        (when on), then whether the domain can receive mail (DNS, when on). The address, or a
+        refusal; nothing is stored or counted here."""
+        email = self._validator.check(raw_email)
+        if self._captcha is not None:
+            await self._captcha.check(captcha_token, client.ip)
+        if self._deliverability is not None:
+            domain = email.rpartition("@")[2]
+            if await self._deliverability.verdict(domain) is Verdict.UNDELIVERABLE:
+                log.info("otp.send_undeliverable", extra={"email": mask_email(email)})
+                raise UndeliverableEmail()
+        return email
+
+    async def verify(self, raw_email: str, code: str, client: Client) -> Verified:
         if len(code) != self._s.code_length or not code.isascii() or not code.isdigit():
             raise InvalidRequest(f"code: must be {self._s.code_length} digits")
         try:
@@ -131,7 +165,7 @@ class OtpService:
             VerifyRequest(
                 client=client,
                 address_id=self._crypto.address_id(email),
-                rate=self._verify_rate,
+                rates=self._verify_rates,
                 code_hash=self._crypto.code_hash(email, code),
                 max_attempts=self._s.max_attempts,
             )

@@ -15,9 +15,17 @@ from typing import Protocol
 from otp_service.clock import DAY_MS, Clock, now_ms
 from otp_service.delivery.queue import MemoryJobQueue
 from otp_service.delivery.reputation import PAUSE_RETRY_MS, MemoryPauseState
-from otp_service.limits.throttle import PRELUDE, Members, MemoryThrottle, SlidingWindows, throttle_args
+from otp_service.limits.throttle import (
+    PRELUDE,
+    ConversionGuard,
+    Members,
+    MemoryThrottle,
+    Rates,
+    SlidingWindows,
+    throttle_args,
+)
+from otp_service.net import Client
 from otp_service.redisio import PipelinedRedis, RedisKeys, Script, redis_guard
-from otp_service.settings import Rate
 
 SEND_SCOPE = "otp_send"
 VERIFY_SCOPE = "otp_verify"
@@ -42,10 +50,11 @@ class VerifyStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendRequest:
-    client: str
+    client: Client
     address_id: str
     channel: str
-    rate: Rate
+    rates: Rates
+    guard: ConversionGuard
     cooldown_ms: int
     daily_limit: int
     global_limit: int
@@ -59,13 +68,15 @@ class SendDecision:
     status: SendStatus
     retry_after_ms: int = 0
     job_id: str | None = None
+    slowed: bool = False
+    """The low-conversion guard refused the subnet for the first time in its window."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerifyRequest:
-    client: str
+    client: Client
     address_id: str
-    rate: Rate
+    rates: Rates
     code_hash: str
     max_attempts: int
 
@@ -104,16 +115,19 @@ class RedisCodeStore:
     async def decide_send(self, req: SendRequest) -> SendDecision:
         k = self._keys
         keys = [
-            k.throttle(SEND_SCOPE, req.client),
+            *req.rates.keys(k, req.client),
+            k.conversion(req.client.subnet),
+            k.slowed(req.client.subnet),
+            k.sending_paused,
             k.cooldown(req.address_id),
             k.daily(req.address_id),
             k.global_sends(req.channel),
             k.code(req.address_id),
             k.jobs,
-            k.sending_paused,
         ]
         args = [
-            *throttle_args(self._clock, req.rate, self._member()),
+            *throttle_args(self._clock, req.rates, self._member()),
+            *req.guard.args(),
             req.cooldown_ms,
             req.daily_limit,
             req.global_limit,
@@ -123,15 +137,19 @@ class RedisCodeStore:
             PAUSE_RETRY_MS,
         ]
         async with redis_guard("send"):
-            status, value = await self._SEND(self._redis, keys, args)
+            status, value, *slowed = await self._SEND(self._redis, keys, args)
         decided = SendStatus(status.decode())
         if decided is SendStatus.OK:
             return SendDecision(decided, job_id=value.decode())
-        return SendDecision(decided, retry_after_ms=int(value))
+        return SendDecision(decided, retry_after_ms=int(value), slowed=slowed == [1])
 
     async def verify(self, req: VerifyRequest) -> VerifyDecision:
-        keys = [self._keys.throttle(VERIFY_SCOPE, req.client), self._keys.code(req.address_id)]
-        args = [*throttle_args(self._clock, req.rate, self._member()), req.code_hash, req.max_attempts]
+        keys = [
+            *req.rates.keys(self._keys, req.client),
+            self._keys.code(req.address_id),
+            self._keys.conversion(req.client.subnet),
+        ]
+        args = [*throttle_args(self._clock, req.rates, self._member()), req.code_hash, req.max_attempts]
         async with redis_guard("verify"):
             status, value = await self._VERIFY(self._redis, keys, args)
         decided = VerifyStatus(status.decode())
@@ -160,6 +178,7 @@ class _Code:
 
 
 _SWEEP_EVERY = 1024  # decisions between sweeps of expired entries
+_HOUR = 3_600_000
 
 
 class MemoryCodeStore:
@@ -177,6 +196,8 @@ class MemoryCodeStore:
         self._global = SlidingWindows()
         self._cooldowns: dict[str, int] = {}
         self._codes: dict[str, _Code] = {}
+        self._conversions: dict[str, dict[tuple[str, int], int]] = {}
+        self._slowed: dict[str, int] = {}
         self._ops = 0
 
     def _now(self) -> int:
@@ -186,13 +207,43 @@ class MemoryCodeStore:
             self._daily.sweep(now, DAY_MS)
             self._cooldowns = {k: v for k, v in self._cooldowns.items() if v > now}
             self._codes = {k: v for k, v in self._codes.items() if v.expires_at > now}
+            self._slowed = {k: v for k, v in self._slowed.items() if v > now}
+            for subnet in list(self._conversions):
+                self._conversion(subnet, now)
         return now
+
+    def _conversion(self, subnet: str, now: int) -> tuple[int, int]:
+        """The prelude's `conversion`: (sends, verified) in the last 24 hourly steps."""
+        counts = self._conversions.get(subnet)
+        if counts is None:
+            return 0, 0
+        current = now // _HOUR
+        for field in [f for f in counts if f[1] <= current - 24]:
+            del counts[field]
+        if not counts:
+            del self._conversions[subnet]
+        sent = sum(n for (kind, _), n in counts.items() if kind == "s")
+        return sent, sum(counts.values()) - sent
+
+    def _convert(self, subnet: str, now: int, kind: str) -> None:
+        counts = self._conversions.setdefault(subnet, {})
+        field = (kind, now // _HOUR)
+        counts[field] = counts.get(field, 0) + 1
 
     async def decide_send(self, req: SendRequest) -> SendDecision:
         now = self._now()
-        wait = self._throttle.hit_now(SEND_SCOPE, req.client, req.rate, now)
+        wait = self._throttle.pair_wait(req.rates, req.client, now)
         if wait:
             return SendDecision(SendStatus.RATE_LIMITED, wait)
+        if req.guard.slows(*self._conversion(req.client.subnet, now)):
+            logs, key = self._throttle.subnet_log(req.rates, req.client)
+            limit, window = req.guard.rate.limit, req.guard.rate.period_seconds * 1000
+            if logs.count(key, now, window) >= limit:
+                first = self._slowed.get(req.client.subnet, 0) <= now
+                if first:
+                    self._slowed[req.client.subnet] = now + window
+                return SendDecision(SendStatus.RATE_LIMITED, logs.wait(key, now, window, limit), slowed=first)
+        self._throttle.pair_add(req.rates, req.client, now)
         if self._pauses.sending_paused:
             return SendDecision(SendStatus.PAUSED, PAUSE_RETRY_MS)
         cooldown_until = self._cooldowns.get(req.address_id, 0)
@@ -208,13 +259,14 @@ class MemoryCodeStore:
             self._cooldowns[req.address_id] = now + req.cooldown_ms
         self._daily.add(req.address_id, now)
         self._global.add(req.channel, now)
+        self._convert(req.client.subnet, now, "s")
         self._codes[req.address_id] = _Code(req.code_hash, 0, now + req.code_ttl_ms)
         job_id = self._queue.enqueue(req.job_payload, now + req.code_ttl_ms)
         return SendDecision(SendStatus.OK, job_id=job_id)
 
     async def verify(self, req: VerifyRequest) -> VerifyDecision:
         now = self._now()
-        wait = self._throttle.hit_now(VERIFY_SCOPE, req.client, req.rate, now)
+        wait = self._throttle.hit_now(req.rates, req.client, now)
         if wait:
             return VerifyDecision(VerifyStatus.RATE_LIMITED, retry_after_ms=wait)
         code = self._live(req.address_id, now)
@@ -222,6 +274,7 @@ class MemoryCodeStore:
             return VerifyDecision(VerifyStatus.EXPIRED)
         if hmac.compare_digest(code.hash, req.code_hash):
             del self._codes[req.address_id]
+            self._convert(req.client.subnet, now, "v")
             return VerifyDecision(VerifyStatus.APPROVED)
         code.wrong += 1
         if code.wrong >= req.max_attempts:

@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from otp_service.db.engine import dialect_insert
@@ -44,6 +44,27 @@ async def page(
 async def remove(session: AsyncSession, email: str) -> bool:
     result = await session.execute(delete(Suppression).where(Suppression.email == email))
     return bool(getattr(result, "rowcount", 0))
+
+
+async def put_manual(session: AsyncSession, *, email: str, reason: str, note: str | None) -> bool:
+    """An operator's suppression: True when it created the record. An existing record keeps
+    everything it has (reason, source, the provider's event, message and details); only the note
+    (when given) and the update time change."""
+    now = datetime.now(UTC)
+    inserted = await session.scalar(
+        dialect_insert(session, Suppression)
+        .values(email=email, reason=reason, source="admin", note=note, created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["email"])
+        .returning(Suppression.id)
+    )
+    if inserted is not None:
+        return True
+    await session.execute(
+        update(Suppression)
+        .where(Suppression.email == email)
+        .values(note=func.coalesce(note, Suppression.note), updated_at=now)
+    )
+    return False
 
 
 async def upsert(

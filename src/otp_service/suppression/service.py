@@ -1,31 +1,16 @@
 """Suppressions by hand: the admin API's list, look-up, put and delete."""
 
-import base64
-import binascii
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from otp_service.audit import repository as audit
 from otp_service.db.engine import database_session
 from otp_service.db.models import Suppression
 from otp_service.errors import InvalidRequest, NotFound
+from otp_service.keyset import decode_cursor, encode_cursor
 from otp_service.suppression import repository as repo
 from otp_service.validation.address import normalize_email
-
-
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"s:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = raw.partition(":")
-        if prefix != "s":
-            raise ValueError(cursor)
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidRequest("cursor: not a cursor this service issued") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +31,13 @@ class SuppressionService:
             raise InvalidRequest("email: not a valid address") from None
 
     async def list(self, *, email: str | None, limit: int, cursor: str | None) -> Page:
-        before = decode_cursor(cursor) if cursor else None
+        before = decode_cursor(cursor, "s") if cursor else None
         async with database_session(self._sessions) as session:
             rows = await repo.page(session, email=(email or "").strip().lower() or None, before_id=before,
                                    limit=limit + 1)  # fmt: skip
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+        return Page(rows, encode_cursor(rows[-1].id, "s") if more and rows else None)
 
     async def get(self, raw: str) -> Suppression:
         email = self._address(raw)
@@ -62,20 +47,24 @@ class SuppressionService:
             raise NotFound(f"{email} is not suppressed")
         return row
 
-    async def put(self, raw: str, *, reason: str, note: str | None) -> tuple[Suppression, bool]:
-        """(record, created)."""
+    async def put(self, raw: str, *, reason: str, note: str | None, actor: str) -> tuple[Suppression, bool]:
+        """(record, created). Created or not is decided by the insert itself (the unique email),
+        so two concurrent PUTs give one 201 and one 200. An existing record keeps its reason,
+        source and provider fields; the note is replaced when one is given. Audited in the same
+        transaction."""
         email = self._address(raw)
         async with database_session(self._sessions) as session:
-            existed = await repo.get(session, email) is not None
-            await repo.upsert(session, email=email, reason=reason, source="admin", note=note)
-        async with database_session(self._sessions) as session:
+            created = await repo.put_manual(session, email=email, reason=reason, note=note)
+            await audit.append(session, actor=actor, action="suppression.put", target=email, note=note)
             row = await repo.get(session, email)
         assert row is not None
-        return row, not existed
+        return row, created
 
-    async def delete(self, raw: str) -> None:
+    async def delete(self, raw: str, *, actor: str) -> None:
         email = self._address(raw)
         async with database_session(self._sessions) as session:
             removed = await repo.remove(session, email)
+            if removed:
+                await audit.append(session, actor=actor, action="suppression.delete", target=email, note=None)
         if not removed:
             raise NotFound(f"{email} is not suppressed")

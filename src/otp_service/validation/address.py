@@ -8,6 +8,7 @@ import disposable_email_domains
 from email_validator import EmailNotValidError, validate_email
 
 from otp_service.errors import DisposableEmail, EmailTypo, InvalidEmail
+from otp_service.validation import families
 from otp_service.validation.typos import POPULAR_PROVIDERS, typo_map
 
 MAX_LENGTH = 320  # RFC 3696 errata 1690: 64 + 1 + 255
@@ -66,8 +67,14 @@ class AddressValidator:
         # A popular provider is never throwaway, whatever a list says (21cn.com is a Chinese
         # ISP's webmail, yet sits on the upstream list).
         listed = set(disposable_email_domains.blocklist) - set(POPULAR_PROVIDERS)
+        listed |= families.DOMAINS  # the families the trust page names, whatever the list says
         self._disposable = frozenset((listed | set(extra_disposable)) - set(allow))
         self._typos = typo_map()
+
+    @property
+    def disposable_count(self) -> int:
+        """How many throwaway domains are refused (the trust page states it)."""
+        return len(self._disposable)
 
     def is_disposable(self, domain: str) -> bool:
         """The domain or any parent of it is listed (mx.mailinator.com counts)."""

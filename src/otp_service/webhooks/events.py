@@ -46,3 +46,26 @@ def parse_time(value: object) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+KINDS: dict[tuple[str, str], str] = {
+    ("resend", "email.sent"): "sent",
+    ("resend", "email.delivered"): "delivered",
+    ("resend", "email.delivery_delayed"): "delayed",
+    ("resend", "email.bounced"): "bounced",
+    ("resend", "email.complained"): "complained",
+    ("resend", "email.suppressed"): "suppressed",
+    ("resend", "email.failed"): "failed",
+    ("ses", "send"): "sent",
+    ("ses", "delivery"): "delivered",
+    ("ses", "deliverydelay"): "delayed",
+    ("ses", "bounce"): "bounced",
+    ("ses", "complaint"): "complained",
+    ("ses", "reject"): "rejected",
+    ("ses", "renderingfailure"): "failed",
+}
+"""What a provider's event type means for a delivery, as the delivery lookup shows it."""
+
+
+def kind_of(provider: str, event_type: str) -> str:
+    return KINDS.get((provider, event_type), event_type)

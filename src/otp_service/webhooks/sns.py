@@ -229,6 +229,9 @@ def normalise_ses(message: Mapping[str, Any]) -> ProviderEvent:
             if isinstance(r, dict) and (email := clean_address(r.get("emailAddress"))):
                 detail = {"feedback_type": complaint.get("complaintFeedbackType")}
                 recipients.append(Recipient(email, "complaint", detail))
+    else:  # delivery, deliveryDelay, send, reject, …: recorded against the email, suppress nothing
+        body = next((v for k, v in ses.items() if k.lower() == kind and isinstance(v, dict)), {})
+        occurred = parse_time(body.get("timestamp"))
     return ProviderEvent(
         provider="ses",
         event_id=event_id,

@@ -6,7 +6,8 @@ ProviderError
 └── PermanentError        the message itself is refused: no retry, no failover
 """
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -19,6 +20,7 @@ class OutgoingEmail:
     html: str
     # Stable per job: a retry of the same job never sends twice where the provider supports it.
     idempotency_key: str
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class ProviderError(Exception):

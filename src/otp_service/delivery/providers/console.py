@@ -18,7 +18,8 @@ class ConsoleProvider:
         block = (
             f"\n===== otp-service console email {message_id} =====\n"
             f"From: {email.sender}\nTo: {email.to}\nSubject: {email.subject}\n"
-            f"Idempotency-Key: {email.idempotency_key}\n"
+            + "".join(f"{name}: {value}\n" for name, value in email.headers.items())
+            + f"Idempotency-Key: {email.idempotency_key}\n"
             f"----- text/plain -----\n{email.text}"
             f"----- text/html -----\n{email.html}"
             f"===== end of email {message_id} =====\n"

@@ -41,6 +41,7 @@ class ResendProvider:
             "subject": email.subject,
             "text": email.text,
             "html": email.html,
+            **({"headers": dict(email.headers)} if email.headers else {}),
         }
         headers = {
             "Authorization": f"Bearer {self._key}",

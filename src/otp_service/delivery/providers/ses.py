@@ -41,6 +41,11 @@ class SesProvider:
                         "Text": {"Data": email.text, "Charset": "UTF-8"},
                         "Html": {"Data": email.html, "Charset": "UTF-8"},
                     },
+                    **(
+                        {"Headers": [{"Name": k, "Value": v} for k, v in email.headers.items()]}
+                        if email.headers
+                        else {}
+                    ),
                 }
             },
         }

@@ -19,12 +19,78 @@ local function window_add(key, now, window, member)
   redis.call('PEXPIRE', key, window)
 end
 
--- Count one request against a rate: 0 when admitted (and recorded), else ms until a slot frees.
--- Refused requests are not recorded, so a client that backs off as told gets through.
-local function throttle(key, now, limit, window, member)
-  if window_count(key, now, window) >= limit then
-    return window_wait(key, now, window)
+-- A log kept longer than the window read: hits in (now - window, now].
+local function log_count(key, now, window)
+  return redis.call('ZCOUNT', key, '(' .. (now - window), '+inf')
+end
+
+-- The ms until `count` hits in the window fall below `limit` (at least 1).
+local function log_wait(key, now, window, count, limit)
+  local nth = redis.call('ZRANGEBYSCORE', key, '(' .. (now - window), '+inf', 'WITHSCORES', 'LIMIT',
+    count - limit, 1)
+  return math.max(1, tonumber(nth[2]) + window - now)
+end
+
+-- ARGV[1..7] of every throttling script (limits/throttle.py, throttle_args): now, unique member,
+-- the client's limit and window, the subnet's limit and window, and how long the subnet's log is
+-- kept (the low-conversion guard reads it over a longer window than its rate's).
+local NOW, MEMBER = tonumber(ARGV[1]), ARGV[2]
+local CLIENT_LIMIT, CLIENT_WINDOW = tonumber(ARGV[3]), tonumber(ARGV[4])
+local SUBNET_LIMIT, SUBNET_WINDOW, SUBNET_KEEP = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+
+-- The client's and its subnet's rates, decided together: 0 when both admit, else the ms until
+-- every refusing one frees a slot. Records nothing (pair_add does, once the request is admitted):
+-- refused requests are not recorded, so a caller that backs off as told gets through.
+local function pair_wait(client_key, subnet_key)
+  local wait = 0
+  if window_count(client_key, NOW, CLIENT_WINDOW) >= CLIENT_LIMIT then
+    wait = window_wait(client_key, NOW, CLIENT_WINDOW)
   end
-  window_add(key, now, window, member)
-  return 0
+  redis.call('ZREMRANGEBYSCORE', subnet_key, '-inf', NOW - SUBNET_KEEP)
+  local in_subnet = log_count(subnet_key, NOW, SUBNET_WINDOW)
+  if in_subnet >= SUBNET_LIMIT then
+    wait = math.max(wait, log_wait(subnet_key, NOW, SUBNET_WINDOW, in_subnet, SUBNET_LIMIT))
+  end
+  return wait
+end
+
+local function pair_add(client_key, subnet_key)
+  window_add(client_key, NOW, CLIENT_WINDOW, MEMBER)
+  window_add(subnet_key, NOW, SUBNET_KEEP, MEMBER)
+end
+
+-- Count one request against both rates: 0 when admitted (and recorded), else ms to wait.
+local function throttle_pair(client_key, subnet_key)
+  local wait = pair_wait(client_key, subnet_key)
+  if wait == 0 then pair_add(client_key, subnet_key) end
+  return wait
+end
+
+-- A subnet's conversion over a rolling 24 h in hourly steps: a hash of s<hour> (accepted sends)
+-- and v<hour> (verified codes). Returns (sends, verified) over the last 24 hours, dropping
+-- older fields as it reads.
+local HOUR = 3600000
+local function conversion(key, now)
+  local current = math.floor(now / HOUR)
+  local fields = redis.call('HGETALL', key)
+  local sent, verified = 0, 0
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    if tonumber(string.sub(name, 2)) > current - 24 then
+      if string.byte(name, 1) == 115 then  -- 's'
+        sent = sent + tonumber(fields[i + 1])
+      else
+        verified = verified + tonumber(fields[i + 1])
+      end
+    else
+      redis.call('HDEL', key, name)
+    end
+  end
+  return sent, verified
+end
+
+-- Count one accepted send ('s') or verified code ('v') for a subnet.
+local function convert(key, now, kind)
+  redis.call('HINCRBY', key, kind .. math.floor(now / HOUR), 1)
+  redis.call('PEXPIRE', key, 25 * HOUR)
 end

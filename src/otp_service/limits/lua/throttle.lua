@@ -1,5 +1,5 @@
--- Per-client-IP throttle alone (requests whose address was refused before any other check).
--- KEYS[1] throttle sorted set
--- ARGV[1] now (ms)  ARGV[2] limit  ARGV[3] window (ms)  ARGV[4] unique member
+-- A client's and its subnet's rates alone (requests refused before any decision: a malformed
+-- body, a refused address, a failed captcha). After limits/lua/_prelude.lua.
+-- KEYS[1] client log (zset)  KEYS[2] subnet log (zset)   ARGV[1..7] throttle_args
 -- Returns: 0 admitted, or the ms to wait.
-return throttle(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+return throttle_pair(KEYS[1], KEYS[2])

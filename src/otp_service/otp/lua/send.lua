@@ -1,40 +1,56 @@
 -- One decision per send request, all or nothing (after limits/lua/_prelude.lua).
--- KEYS[1] client throttle (zset)      KEYS[2] address cooldown (string, PX)
--- KEYS[3] address daily (zset)    KEYS[4] channel global daily (zset)
--- KEYS[5] code (hash: h = code hash, n = wrong attempts)
--- KEYS[6] delivery stream         KEYS[7] sending-paused flag (reputation guard)
--- ARGV[1] now (ms)            ARGV[2] IP limit          ARGV[3] IP window (ms)
--- ARGV[4] unique member       ARGV[5] cooldown (ms)     ARGV[6] daily limit per address
--- ARGV[7] global daily limit  ARGV[8] code hash         ARGV[9] code TTL (ms)
--- ARGV[10] sealed job payload  ARGV[11] ms a sending_paused answer asks the client to wait
--- Returns {status, wait_ms_or_job_id}: status is ok | rate_limited | cooldown | daily_limit
--- | global_limit | sending_paused. Only 'ok' writes anything beyond the IP throttle hit.
+-- KEYS[1] client log (zset)       KEYS[2] subnet log (zset, kept for the guard's window too)
+-- KEYS[3] subnet conversion (hash: s<hour> = accepted sends, v<hour> = verified codes)
+-- KEYS[4] subnet slowed (string, PX: the guard's log line is written once per window)
+-- KEYS[5] sending-paused flag     KEYS[6] address cooldown (string, PX)
+-- KEYS[7] address daily (zset)    KEYS[8] channel global daily (zset)
+-- KEYS[9] code (hash: h = code hash, n = wrong attempts)   KEYS[10] delivery stream
+-- ARGV[1..7] throttle_args        ARGV[8] guard: min sends  ARGV[9] guard: min verified/sent
+-- ARGV[10] guard: limit           ARGV[11] guard: window (ms)
+-- ARGV[12] cooldown (ms)          ARGV[13] daily limit per address   ARGV[14] global daily limit
+-- ARGV[15] code hash              ARGV[16] code TTL (ms)   ARGV[17] sealed job payload
+-- ARGV[18] ms a sending_paused answer asks the client to wait
+-- Returns {status, wait_ms_or_job_id[, 1 when the guard first slowed this subnet in its window]}:
+-- status is ok | rate_limited | cooldown | daily_limit | global_limit | sending_paused.
+-- Beyond the client's and subnet's rate logs, only 'ok' writes anything.
 local DAY = 86400000
-local now = tonumber(ARGV[1])
-local member = ARGV[4]
 
-local wait = throttle(KEYS[1], now, tonumber(ARGV[2]), tonumber(ARGV[3]), member)
+local wait = pair_wait(KEYS[1], KEYS[2])
 if wait > 0 then return {'rate_limited', wait} end
 
-if redis.call('EXISTS', KEYS[7]) == 1 then return {'sending_paused', tonumber(ARGV[11])} end
+-- The low-conversion guard: a subnet whose codes are rarely verified is slowed to the guard's
+-- rate, counting every request of its log in the guard's window.
+local sent, verified = conversion(KEYS[3], NOW)
+if sent >= tonumber(ARGV[8]) and verified < tonumber(ARGV[9]) * sent then
+  local limit, window = tonumber(ARGV[10]), tonumber(ARGV[11])
+  local recent = log_count(KEYS[2], NOW, window)
+  if recent >= limit then
+    local first = redis.call('SET', KEYS[4], '1', 'PX', window, 'NX') and 1 or 0
+    return {'rate_limited', log_wait(KEYS[2], NOW, window, recent, limit), first}
+  end
+end
+pair_add(KEYS[1], KEYS[2])
 
-local cooldown_left = redis.call('PTTL', KEYS[2])
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'sending_paused', tonumber(ARGV[18])} end
+
+local cooldown_left = redis.call('PTTL', KEYS[6])
 if cooldown_left > 0 then return {'cooldown', cooldown_left} end
 
-if window_count(KEYS[3], now, DAY) >= tonumber(ARGV[6]) then
-  return {'daily_limit', window_wait(KEYS[3], now, DAY)}
+if window_count(KEYS[7], NOW, DAY) >= tonumber(ARGV[13]) then
+  return {'daily_limit', window_wait(KEYS[7], NOW, DAY)}
 end
 
-if window_count(KEYS[4], now, DAY) >= tonumber(ARGV[7]) then
-  return {'global_limit', window_wait(KEYS[4], now, DAY)}
+if window_count(KEYS[8], NOW, DAY) >= tonumber(ARGV[14]) then
+  return {'global_limit', window_wait(KEYS[8], NOW, DAY)}
 end
 
-local cooldown = tonumber(ARGV[5])
-if cooldown > 0 then redis.call('SET', KEYS[2], '1', 'PX', cooldown) end
-window_add(KEYS[3], now, DAY, member)
-window_add(KEYS[4], now, DAY, member)
+local cooldown = tonumber(ARGV[12])
+if cooldown > 0 then redis.call('SET', KEYS[6], '1', 'PX', cooldown) end
+window_add(KEYS[7], NOW, DAY, MEMBER)
+window_add(KEYS[8], NOW, DAY, MEMBER)
+convert(KEYS[3], NOW, 's')
 -- A new code replaces the previous one, attempts start again (the hash holds h and n only).
-redis.call('HSET', KEYS[5], 'h', ARGV[8], 'n', 0)
-redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[9]))
-local id = redis.call('XADD', KEYS[6], '*', 'p', ARGV[10], 'x', tostring(now + tonumber(ARGV[9])))
+redis.call('HSET', KEYS[9], 'h', ARGV[15], 'n', 0)
+redis.call('PEXPIRE', KEYS[9], tonumber(ARGV[16]))
+local id = redis.call('XADD', KEYS[10], '*', 'p', ARGV[17], 'x', tostring(NOW + tonumber(ARGV[16])))
 return {'ok', id}

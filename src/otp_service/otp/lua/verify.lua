@@ -1,32 +1,33 @@
--- One verify attempt.
--- KEYS[1] IP throttle (zset)   KEYS[2] code (hash: h = code hash, n = wrong attempts)
--- ARGV[1] now (ms)  ARGV[2] IP limit  ARGV[3] IP window (ms)  ARGV[4] unique member
--- ARGV[5] candidate code hash  ARGV[6] max wrong attempts
+-- One verify attempt (after limits/lua/_prelude.lua).
+-- KEYS[1] client log (zset)  KEYS[2] subnet log (zset)
+-- KEYS[3] code (hash: h = code hash, n = wrong attempts)  KEYS[4] subnet conversion (hash)
+-- ARGV[1..7] throttle_args  ARGV[8] candidate code hash  ARGV[9] max wrong attempts
 -- Returns {status, n}: approved | expired | rate_limited (n = wait ms)
 -- | invalid (n = attempts remaining) | max_attempts.
 -- Wrong attempts only HINCRBY, which leaves the key's TTL untouched: never extends a code.
-local wait = throttle(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+local wait = throttle_pair(KEYS[1], KEYS[2])
 if wait > 0 then return {'rate_limited', wait} end
 
-local stored = redis.call('HGET', KEYS[2], 'h')
+local stored = redis.call('HGET', KEYS[3], 'h')
 if not stored then return {'expired', 0} end
 
 -- Constant-time comparison: the time taken does not depend on where the hashes differ.
-local candidate = ARGV[5]
+local candidate = ARGV[8]
 local diff = 0
 if #stored ~= #candidate then diff = 1 end
 for i = 1, math.min(#stored, #candidate) do
   diff = bit.bor(diff, bit.bxor(string.byte(stored, i), string.byte(candidate, i)))
 end
 if diff == 0 then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[3])
+  convert(KEYS[4], NOW, 'v')
   return {'approved', 0}
 end
 
-local wrong = redis.call('HINCRBY', KEYS[2], 'n', 1)
-local max = tonumber(ARGV[6])
+local wrong = redis.call('HINCRBY', KEYS[3], 'n', 1)
+local max = tonumber(ARGV[9])
 if wrong >= max then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[3])
   return {'max_attempts', 0}
 end
 return {'invalid', max - wrong}

@@ -1,0 +1,71 @@
+""" "Why didn't my user get the code?": an address's deliveries, newest first, each with the
+provider events matched to it by the provider's message id (delivered, delayed, bounced,
+complained, …)."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from otp_service.db.engine import database_session
+from otp_service.db.models import Delivery
+from otp_service.delivery import repository as deliveries
+from otp_service.keyset import decode_cursor, encode_cursor
+from otp_service.webhooks import repository as events
+from otp_service.webhooks.events import kind_of
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedEvent:
+    kind: str  # delivered | delayed | bounced | complained | sent | suppressed | rejected | failed | …
+    type: str  # the provider's own event type
+    provider: str
+    event_id: str
+    occurred_at: datetime | None
+    received_at: datetime
+    suppressed: bool  # the event suppressed the address (a permanent bounce, a complaint)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    record: Delivery
+    events: list[MatchedEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPage:
+    items: list[DeliveryView]
+    next_cursor: str | None
+
+
+class DeliveryLookup:
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def list(self, email: str, *, limit: int, cursor: str | None) -> DeliveryPage:
+        before = decode_cursor(cursor, "d") if cursor else None
+        async with database_session(self._sessions) as session:
+            rows = await deliveries.page_for(session, email, before_id=before, limit=limit + 1)
+            more = len(rows) > limit
+            rows = rows[:limit]
+            ids = [r.provider_message_id for r in rows if r.provider_message_id]
+            matched = await events.for_messages(session, ids)
+        by_message: dict[tuple[str, str], list[MatchedEvent]] = {}
+        for e in matched:
+            if e.message_id is None:
+                continue
+            by_message.setdefault((e.provider, e.message_id), []).append(
+                MatchedEvent(
+                    kind_of(e.provider, e.event_type),
+                    e.event_type,
+                    e.provider,
+                    e.event_id,
+                    e.occurred_at,
+                    e.received_at,
+                    e.outcome == "suppressed",
+                )
+            )
+        items = [
+            DeliveryView(r, by_message.get((r.provider or "", r.provider_message_id or ""), [])) for r in rows
+        ]
+        return DeliveryPage(items, encode_cursor(rows[-1].id, "d") if more and rows else None)

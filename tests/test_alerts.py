@@ -1,0 +1,79 @@
+"""The shipped alert rules (deploy/prometheus/alerts.yml): valid, unit-tested with promtool (each
+alert fed series that fire it and series that leave it quiet), the unit tests shown to catch a
+broken rule, and every metric the rules read exported by the service."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+UNIT_TESTS = ROOT / "tests" / "prometheus" / "alerts_test.yml"
+PROMTOOL = shutil.which("promtool")
+
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool is not installed: apt-get install prometheus (scripts/test.sh does it when run as root)",
+)
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@needs_promtool
+def test_the_rules_are_valid() -> None:
+    result = promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 7 rules found" in result.stdout
+
+
+@needs_promtool
+def test_each_alert_fires_and_stays_quiet_as_its_unit_tests_say() -> None:
+    result = promtool("test", "rules", str(UNIT_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    tested = set(re.findall(r"alertname: (\w+)", UNIT_TESTS.read_text()))
+    assert tested == set(re.findall(r"- alert: (\w+)", RULES.read_text()))
+
+
+@needs_promtool
+@pytest.mark.parametrize(
+    ("original", "broken"),
+    [
+        (
+            "expr: max(otp_workers_alive) == 0\n        for: 1m",
+            "expr: max(otp_workers_alive) == 0\n        for: 0m",
+        ),
+        ("max(otp_queue_oldest_job_age_seconds) > 60", "max(otp_queue_oldest_job_age_seconds) > 600"),
+        ('result!="ok"', 'result="timeout"'),
+        ("max by (provider) (otp_provider_paused) == 1", "max by (provider) (otp_provider_paused) == 2"),
+        (
+            "/ max by (channel) (otp_global_limit_24h) > 0.8",
+            "/ max by (channel) (otp_global_limit_24h) > 0.7",
+        ),
+        ('outcome=~"rejected_.*"', 'outcome=~".*"'),
+        ("increase(otp_http_server_errors_total[5m])", "increase(otp_http_server_errors_total[30m])"),
+    ],
+)
+def test_the_unit_tests_catch_a_broken_rule(tmp_path: Path, original: str, broken: str) -> None:
+    rules = RULES.read_text()
+    assert original in rules
+    (tmp_path / "alerts.yml").write_text(rules.replace(original, broken))
+    tests = UNIT_TESTS.read_text().replace("../../deploy/prometheus/alerts.yml", "alerts.yml")
+    (tmp_path / "alerts_test.yml").write_text(tests)
+    result = promtool("test", "rules", str(tmp_path / "alerts_test.yml"))
+    assert result.returncode != 0, f"a broken rule passed its unit tests: {broken}"
+
+
+async def test_every_metric_the_rules_read_is_exported(client: Any) -> None:
+    text = (await client.http.get("/metrics")).text
+    exported = set(re.findall(r"^# TYPE (\w+)", text, re.M)) | set(re.findall(r"^(otp_\w+)[{ ]", text, re.M))
+    exported |= {f"{name}_total" for name in exported}
+    used = set(re.findall(r"\b(otp_[a-z0-9_]+)", RULES.read_text()))
+    assert used, "no metric found in the rules"
+    assert used <= exported, used - exported
