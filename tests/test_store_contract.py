@@ -6,6 +6,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -471,3 +472,49 @@ async def test_workers_alive_counts_current_heartbeats(env: Env) -> None:
     env.clock.advance(HEARTBEAT_TTL + 1)  # both lapse: the count reads the store's clock
     await env.workers.beat("w3", {"concurrency": 8})
     assert await env.workers.alive() == 1
+
+
+async def test_reuse_re_sends_the_live_code_without_extending_it_or_resetting_attempts(env: Env) -> None:
+    """OTP_RESEND_STRATEGY=reuse: the second send queues the first code (as the store sealed it)
+    with its time left; the code's hash, lifetime and wrong attempts are untouched."""
+    reuse: dict[str, Any] = {"cooldown_ms": 0, "reuse_min_left_ms": 30_000}
+    first = await env.store.decide_send(send_req(code_hash="a" * 64, sealed_code=b"sealed-a", **reuse))
+    assert first.status is SendStatus.OK
+    for remaining in (4, 3):
+        assert (await env.store.verify(verify_req(code_hash="b" * 64))).attempts_remaining == remaining
+    await env.advance(1000)
+    second = await env.store.decide_send(
+        send_req(code_hash="c" * 64, sealed_code=b"sealed-c", job_payload=b"sealed-job-2", **reuse)
+    )
+    assert second.status is SendStatus.OK
+    job1, job2 = await env.queue.read("c1", 10, block_ms=10)
+    assert (job1.reused_code, job1.lifetime_s) == (None, None)
+    assert (job2.payload, job2.reused_code) == (b"sealed-job-2", b"sealed-a")
+    assert job2.lifetime_s in (298, 299)
+    assert abs(job2.expires_at_ms - job1.expires_at_ms) < 200  # not extended
+    assert await env.store.is_current("addr-1", "a" * 64)
+    assert not await env.store.is_current("addr-1", "c" * 64)
+    wrong = await env.store.verify(verify_req(code_hash="c" * 64))  # the new code was never stored
+    assert (wrong.status, wrong.attempts_remaining) == (VerifyStatus.INVALID, 2)  # counting went on
+    assert (await env.store.verify(verify_req(code_hash="a" * 64))).status is VerifyStatus.APPROVED
+
+    # Used: the next send has no live code to re-send, so it stores its own.
+    third = await env.store.decide_send(send_req(code_hash="d" * 64, sealed_code=b"sealed-d", **reuse))
+    assert third.status is SendStatus.OK
+    [job3] = await env.queue.read("c1", 10, block_ms=10)
+    assert job3.reused_code is None
+    assert await env.store.is_current("addr-1", "d" * 64)
+
+
+async def test_reuse_replaces_a_code_too_close_to_expiry_and_rotate_always_replaces(env: Env) -> None:
+    ok = SendStatus.OK
+    assert (
+        await env.store.decide_send(send_req(code_hash="a" * 64, sealed_code=b"s-a", cooldown_ms=0))
+    ).status is ok
+    nearly_gone = send_req(code_hash="b" * 64, sealed_code=b"s-b", cooldown_ms=0, reuse_min_left_ms=400_000)
+    assert (await env.store.decide_send(nearly_gone)).status is ok
+    assert await env.store.is_current("addr-1", "b" * 64)
+    assert (await env.store.decide_send(send_req(code_hash="c" * 64, cooldown_ms=0))).status is ok  # rotate
+    assert await env.store.is_current("addr-1", "c" * 64)
+    jobs = await env.queue.read("c1", 10, block_ms=10)
+    assert [j.reused_code for j in jobs] == [None, None, None]

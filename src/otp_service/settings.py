@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from otp_service.delivery.templates import Locale
 from otp_service.keyring import load_signing_key
 from otp_service.net import Prefixes
 
@@ -210,6 +211,12 @@ class Settings(BaseSettings):
     reputation_min_volume: int = Field(default=200, ge=1)
     reputation_window: int = Field(default=86400, ge=60)
     reputation_check_interval: float = Field(default=30.0, gt=0)
+
+    # `rotate`: a new send replaces the live code. `reuse`: a send while a code is live emails that
+    # same code again (its lifetime and wrong attempts unchanged), kept sealed next to its hash.
+    resend_strategy: Literal["rotate", "reuse"] = "rotate"
+    # The email's language when a send names none.
+    default_locale: Locale = "bilingual"
 
     # Delivery records, webhook events and audit entries hold addresses: the worker deletes those
     # older than this (suppressions are kept: that is their job).

@@ -59,7 +59,7 @@ _VERIFY_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
     responses=_SEND_ERRORS,
 )
 async def send_code(body: SendIn, otp: OtpServiceDep, client: ClientDep) -> PendingOut:
-    accepted = await otp.send(body.email, client, captcha_token=body.captcha_token)
+    accepted = await otp.send(body.email, client, captcha_token=body.captcha_token, locale=body.locale)
     return PendingOut(status="pending", expires_in=accepted.expires_in, resend_after=accepted.resend_after)
 
 

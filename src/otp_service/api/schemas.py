@@ -2,6 +2,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from otp_service.delivery.templates import Locale
 from otp_service.errors import PROBLEM_TYPE_BASE
 
 
@@ -21,6 +22,10 @@ class SendIn(BaseModel):
         default=None,
         max_length=4096,
         description="The captcha widget's token; required when the operator turned the captcha on",
+    )
+    locale: Locale | None = Field(
+        default=None,
+        description="The email's language: en, zh-CN or bilingual (default: OTP_DEFAULT_LOCALE)",
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from otp_service.delivery.templates import LOCALES, Locale
 from otp_service.keyring import derive_key
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -25,6 +26,15 @@ class JobContent:
     code: str
     address_id: str
     code_hash: str
+    locale: Locale = "bilingual"
+
+
+@dataclass(frozen=True, slots=True)
+class SealedCode:
+    """A live code kept for OTP_RESEND_STRATEGY=reuse, next to its hash in the code store."""
+
+    code: str
+    code_hash: str
 
 
 class JobSealer:
@@ -35,13 +45,31 @@ class JobSealer:
         self._fixed = os.urandom(4)
         self._counter = itertools.count(1)
 
-    def seal(self, job: JobContent) -> bytes:
+    def _seal(self, plain: dict[str, str], purpose: bytes) -> bytes:
         nonce = self._fixed + next(self._counter).to_bytes(8, "big")
-        plain = _COMPACT.encode({"e": job.email, "c": job.code, "a": job.address_id, "h": job.code_hash})
-        return base64.b64encode(nonce + self._aead.encrypt(nonce, plain.encode(), b"otp-job"))
+        return base64.b64encode(nonce + self._aead.encrypt(nonce, _COMPACT.encode(plain).encode(), purpose))
+
+    def _open(self, sealed: bytes, purpose: bytes) -> dict[str, str]:
+        raw = base64.b64decode(sealed)
+        data: dict[str, str] = json.loads(self._aead.decrypt(raw[:12], raw[12:], purpose))
+        return data
+
+    def seal(self, job: JobContent) -> bytes:
+        plain = {"e": job.email, "c": job.code, "a": job.address_id, "h": job.code_hash, "l": job.locale}
+        return self._seal(plain, b"otp-job")
 
     def open(self, sealed: bytes) -> JobContent:
         """Raises cryptography.exceptions.InvalidTag for a payload sealed with another key."""
-        raw = base64.b64decode(sealed)
-        data = json.loads(self._aead.decrypt(raw[:12], raw[12:], b"otp-job"))
-        return JobContent(email=data["e"], code=data["c"], address_id=data["a"], code_hash=data["h"])
+        data = self._open(sealed, b"otp-job")
+        locale = data.get("l", "bilingual")  # jobs queued before the locale travelled
+        if locale not in LOCALES:
+            raise ValueError(f"unknown locale {locale!r}")
+        return JobContent(data["e"], data["c"], data["a"], data["h"], locale)
+
+    def seal_code(self, code: SealedCode) -> bytes:
+        """A different purpose (AEAD associated data) from jobs: neither opens as the other."""
+        return self._seal({"c": code.code, "h": code.code_hash}, b"otp-code")
+
+    def open_code(self, sealed: bytes) -> SealedCode:
+        data = self._open(sealed, b"otp-code")
+        return SealedCode(data["c"], data["h"])

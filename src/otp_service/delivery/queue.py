@@ -22,8 +22,12 @@ GROUP = "delivery"
 @dataclass(frozen=True, slots=True)
 class Job:
     id: str
-    payload: bytes
+    payload: bytes  # the sealed JobContent
     expires_at_ms: int
+    # OTP_RESEND_STRATEGY=reuse, a send while a code was live: that code, sealed as the store
+    # keeps it (jobs.SealedCode), and the seconds it had left, which the email states.
+    reused_code: bytes | None = None
+    lifetime_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +70,11 @@ def _jobs(entries: list[Any] | None) -> list[Job]:
             continue
         fields = dict(zip(entry[1][::2], entry[1][1::2], strict=True))
         if b"p" in fields:
+            reused, left = fields.get(b"c"), fields.get(b"l")
             jobs.append(
-                Job(id=entry[0].decode(), payload=fields[b"p"], expires_at_ms=int(fields.get(b"x", 0)))
-            )
+                Job(entry[0].decode(), fields[b"p"], int(fields.get(b"x", 0)), reused,
+                    None if left is None else int(left))
+            )  # fmt: skip
     return jobs
 
 
@@ -175,10 +181,16 @@ class MemoryJobQueue:
         self._seq = 0
         self._wakeup = asyncio.Event()
 
-    def enqueue(self, payload: bytes, expires_at_ms: int) -> str:
+    def enqueue(
+        self,
+        payload: bytes,
+        expires_at_ms: int,
+        reused_code: bytes | None = None,
+        lifetime_s: int | None = None,
+    ) -> str:
         self._seq += 1
         job_id = f"{int(self._clock() * 1000)}-{self._seq}"
-        self._jobs[job_id] = Job(job_id, payload, expires_at_ms)
+        self._jobs[job_id] = Job(job_id, payload, expires_at_ms, reused_code, lifetime_s)
         self._ready.append(job_id)
         self._wakeup.set()
         return job_id

@@ -18,7 +18,7 @@ from otp_service.delivery.providers.base import (
     RateLimitedError,
     RetryableError,
 )
-from otp_service.delivery.templates import HEADERS, RenderedEmail, email_context, render_template
+from otp_service.delivery.templates import HEADERS, Locale, RenderedEmail, email_context, render_template
 from otp_service.errors import Unavailable
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import PROVIDER_CALLS, PROVIDER_LATENCY
@@ -88,31 +88,46 @@ class Deliverer:
         self._clock = clock
         # The reputation guard's view: a paused provider is skipped (the fallback takes over).
         self._healthy = healthy
-        self._rendered: dict[str, RenderedEmail] = {}
+        self._rendered: dict[tuple[str, Locale], RenderedEmail] = {}
 
-    def _context(self, code: str) -> dict[str, Any]:
-        # Everything but the code is fixed by the settings.
+    def _context(self, code: str, locale: Locale, lifetime_seconds: int, repeated: bool) -> dict[str, Any]:
+        # Everything but the code, the language and (for a re-sent code) the time left is fixed
+        # by the settings.
         return email_context(
             brand=self._s.brand_name,
             code=code,
-            lifetime_seconds=self._s.code_ttl,
+            lifetime_seconds=lifetime_seconds,
             sender=self._s.email_from,
             website_url=self._s.website_url,
             support_email=self._s.support_email,
+            locale=locale,
+            repeated=repeated,
         )
 
-    def build(self, template_id: str, to: str, code: str, idempotency_key: str) -> OutgoingEmail:
-        if code.isascii() and code.isdigit():
-            # Rendered once per template with a placeholder for the code; digits need no escaping
-            # in either part, so putting them in its place gives what rendering would.
-            rendered = self._rendered.get(template_id)
+    def build(
+        self,
+        template_id: str,
+        to: str,
+        code: str,
+        idempotency_key: str,
+        *,
+        locale: Locale = "bilingual",
+        lifetime_seconds: int | None = None,
+        repeated: bool = False,
+    ) -> OutgoingEmail:
+        lifetime = self._s.code_ttl if lifetime_seconds is None else lifetime_seconds
+        if code.isascii() and code.isdigit() and lifetime == self._s.code_ttl and not repeated:
+            # Rendered once per template and language with a placeholder for the code; digits
+            # need no escaping in either part, so putting them in its place gives what rendering
+            # would.
+            rendered = self._rendered.get((template_id, locale))
             if rendered is None:
-                rendered = self._rendered[template_id] = render_template(
-                    template_id, self._context(_CODE_SLOT)
+                rendered = self._rendered[(template_id, locale)] = render_template(
+                    template_id, self._context(_CODE_SLOT, locale, lifetime, repeated)
                 )
             text, html = rendered.text.replace(_CODE_SLOT, code), rendered.html.replace(_CODE_SLOT, code)
-        else:
-            rendered = render_template(template_id, self._context(code))
+        else:  # a re-sent code states its own time left: rendered for it
+            rendered = render_template(template_id, self._context(code, locale, lifetime, repeated))
             text, html = rendered.text, rendered.html
         return OutgoingEmail(
             to=to,
@@ -139,10 +154,22 @@ class Deliverer:
             PROVIDER_LATENCY.labels(provider.name).observe(time.perf_counter() - started)
 
     async def send_template(
-        self, template_id: str, to: str, code: str, *, idempotency_key: str, deadline: float
+        self,
+        template_id: str,
+        to: str,
+        code: str,
+        *,
+        idempotency_key: str,
+        deadline: float,
+        locale: Locale = "bilingual",
+        lifetime_seconds: int | None = None,
+        repeated: bool = False,
     ) -> Delivered:
         """The one entry point that sends: only allowlisted templates, until `deadline` (epoch s)."""
-        email = self.build(template_id, to, code, idempotency_key)
+        email = self.build(
+            template_id, to, code, idempotency_key, locale=locale, lifetime_seconds=lifetime_seconds,
+            repeated=repeated,
+        )  # fmt: skip
         attempt = 0
         last: ProviderError | None = None
         while True:

@@ -50,8 +50,10 @@ def email_context(
     website_url: str,
     support_email: str,
     locale: Locale = "bilingual",
+    repeated: bool = False,
 ) -> dict[str, Any]:
-    """Everything the template reads, from the settings and the one code."""
+    """Everything the template reads, from the settings and the one code. `repeated`: the code
+    was emailed before (OTP_RESEND_STRATEGY=reuse), and `lifetime_seconds` is its time left."""
     if locale not in LOCALES:
         raise ValueError(f"unknown locale {locale!r}")
     return {
@@ -64,6 +66,7 @@ def email_context(
         "support_email": support_email,
         "english": locale in ("en", "bilingual"),
         "chinese": locale in ("zh-CN", "bilingual"),
+        "repeated": repeated,
     }
 
 

@@ -332,6 +332,10 @@ class DeliveryWorker:
             return Outcome(job.id, "expired")
         try:
             content: JobContent = self._sealer.open(job.payload)
+            code, code_hash, lifetime, repeated = content.code, content.code_hash, None, False
+            if job.reused_code is not None:  # OTP_RESEND_STRATEGY=reuse: the live code, again
+                stored = self._sealer.open_code(job.reused_code)
+                code, code_hash, lifetime, repeated = stored.code, stored.code_hash, job.lifetime_s, True
         except (InvalidTag, ValueError, KeyError):
             # Sealed under another OTP_SECRET_KEY (rotated, or processes disagreeing).
             log.error("delivery.undecryptable", extra={"job": job.id})
@@ -346,7 +350,7 @@ class DeliveryWorker:
             log.info("delivery.suppressed", extra={"job": job.id, "email": masked})
             return Outcome(job.id, "suppressed", email=email)
         current = await self._until(
-            deadline, "code_lookup", lambda: self._codes.is_current(content.address_id, content.code_hash)
+            deadline, "code_lookup", lambda: self._codes.is_current(content.address_id, code_hash)
         )
         if not current:
             # A newer send replaced this code (or it was used, or it expired): never email a code
@@ -355,8 +359,9 @@ class DeliveryWorker:
             return Outcome(job.id, "superseded", email=email)
         try:
             sent = await self._deliverer.send_template(
-                "email_otp", email, content.code, idempotency_key=f"otp-{job.id}", deadline=deadline
-            )
+                "email_otp", email, code, idempotency_key=f"otp-{job.id}", deadline=deadline,
+                locale=content.locale, lifetime_seconds=lifetime, repeated=repeated,
+            )  # fmt: skip
         except DeliveryFailed as exc:
             event = "delivery.failed" if exc.permanent else "delivery.expired"
             log.warning(event, extra={"job": job.id, "email": masked, "reason": exc.reason})

@@ -2,7 +2,8 @@
 
 from dataclasses import dataclass
 
-from otp_service.delivery.jobs import JobContent, JobSealer
+from otp_service.delivery.jobs import JobContent, JobSealer, SealedCode
+from otp_service.delivery.templates import Locale
 from otp_service.errors import (
     CodeExpired,
     Cooldown,
@@ -40,6 +41,7 @@ from otp_service.validation.deliverability import DeliverabilityCheck, Verdict
 log = get_logger("otp")
 
 CHANNEL = "email"
+REUSE_MIN_LEFT_MS = 30_000
 
 _SENDS = REQUESTS.labels("send")
 _VERIFIES = REQUESTS.labels("verify")
@@ -95,6 +97,10 @@ class OtpService:
         self._verify_rates = Rates.of(settings, VERIFY_SCOPE)
         self._global_limit = settings.global_daily_limits.get(CHANNEL, 0)
         self._accepted = SendAccepted(settings.code_ttl, settings.rate_limit_ttl)
+        self._reuse = settings.resend_strategy == "reuse"
+        # A code with less than this left is replaced, not re-sent: nobody types a code in the
+        # seconds it has left.
+        self._reuse_min_left_ms = min(REUSE_MIN_LEFT_MS, settings.code_ttl * 1000 // 2)
 
     async def count_refused(self, client: Client) -> None:
         """A send refused before any decision (a malformed body, a refused address, a failed
@@ -103,7 +109,14 @@ class OtpService:
         if wait:
             raise RateLimited(retry_after=wait / 1000)
 
-    async def send(self, raw_email: str, client: Client, *, captcha_token: str | None = None) -> SendAccepted:
+    async def send(
+        self,
+        raw_email: str,
+        client: Client,
+        *,
+        captcha_token: str | None = None,
+        locale: Locale | None = None,
+    ) -> SendAccepted:
         try:
             email = await self._admit(raw_email, client, captcha_token)
         except Unavailable:
@@ -126,7 +139,11 @@ class OtpService:
                 global_limit=self._global_limit,
                 code_hash=code_hash,
                 code_ttl_ms=self._s.code_ttl * 1000,
-                job_payload=self._sealer.seal(JobContent(email, code, address_id, code_hash)),
+                job_payload=self._sealer.seal(
+                    JobContent(email, code, address_id, code_hash, locale or self._s.default_locale)
+                ),
+                sealed_code=self._sealer.seal_code(SealedCode(code, code_hash)) if self._reuse else None,
+                reuse_min_left_ms=self._reuse_min_left_ms,
             )
         )
         if decision.status is SendStatus.OK:

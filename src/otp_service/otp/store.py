@@ -61,6 +61,10 @@ class SendRequest:
     code_hash: str
     code_ttl_ms: int
     job_payload: bytes
+    # OTP_RESEND_STRATEGY=reuse: the new code sealed (kept beside its hash, so that a later send
+    # can email it again), and the least time a live code must have left to be re-sent.
+    sealed_code: bytes | None = None
+    reuse_min_left_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +139,8 @@ class RedisCodeStore:
             req.code_ttl_ms,
             req.job_payload,
             PAUSE_RETRY_MS,
+            req.sealed_code or b"",
+            req.reuse_min_left_ms,
         ]
         async with redis_guard("send"):
             status, value, *slowed = await self._SEND(self._redis, keys, args)
@@ -175,6 +181,7 @@ class _Code:
     hash: str
     wrong: int
     expires_at: int
+    sealed: bytes | None = None  # OTP_RESEND_STRATEGY=reuse
 
 
 _SWEEP_EVERY = 1024  # decisions between sweeps of expired entries
@@ -260,7 +267,17 @@ class MemoryCodeStore:
         self._daily.add(req.address_id, now)
         self._global.add(req.channel, now)
         self._convert(req.client.subnet, now, "s")
-        self._codes[req.address_id] = _Code(req.code_hash, 0, now + req.code_ttl_ms)
+        if req.sealed_code is not None:
+            live = self._live(req.address_id, now)
+            if (
+                live is not None
+                and live.sealed is not None
+                and live.expires_at - now >= req.reuse_min_left_ms
+            ):
+                left = live.expires_at - now
+                job_id = self._queue.enqueue(req.job_payload, now + left, live.sealed, left // 1000)
+                return SendDecision(SendStatus.OK, job_id=job_id)
+        self._codes[req.address_id] = _Code(req.code_hash, 0, now + req.code_ttl_ms, req.sealed_code)
         job_id = self._queue.enqueue(req.job_payload, now + req.code_ttl_ms)
         return SendDecision(SendStatus.OK, job_id=job_id)
 

@@ -10,6 +10,8 @@
 -- ARGV[12] cooldown (ms)          ARGV[13] daily limit per address   ARGV[14] global daily limit
 -- ARGV[15] code hash              ARGV[16] code TTL (ms)   ARGV[17] sealed job payload
 -- ARGV[18] ms a sending_paused answer asks the client to wait
+-- ARGV[19] OTP_RESEND_STRATEGY=reuse: the new code, sealed (stored beside its hash); '' = rotate
+-- ARGV[20] reuse: the least time a live code must have left to be emailed again (ms)
 -- Returns {status, wait_ms_or_job_id[, 1 when the guard first slowed this subnet in its window]}:
 -- status is ok | rate_limited | cooldown | daily_limit | global_limit | sending_paused.
 -- Beyond the client's and subnet's rate logs, only 'ok' writes anything.
@@ -49,8 +51,21 @@ if cooldown > 0 then redis.call('SET', KEYS[6], '1', 'PX', cooldown) end
 window_add(KEYS[7], NOW, DAY, MEMBER)
 window_add(KEYS[8], NOW, DAY, MEMBER)
 convert(KEYS[3], NOW, 's')
--- A new code replaces the previous one, attempts start again (the hash holds h and n only).
-redis.call('HSET', KEYS[9], 'h', ARGV[15], 'n', 0)
+if ARGV[19] ~= '' then
+  -- reuse: the live code is emailed again, sealed as stored; its lifetime and wrong attempts
+  -- stay as they are. The job states the seconds it has left.
+  local stored = redis.call('HGET', KEYS[9], 's')
+  local left = redis.call('PTTL', KEYS[9])
+  if stored and left >= tonumber(ARGV[20]) then
+    local id = redis.call('XADD', KEYS[10], '*', 'p', ARGV[17], 'x', tostring(NOW + left), 'c', stored,
+      'l', tostring(math.floor(left / 1000)))
+    return {'ok', id}
+  end
+  redis.call('HSET', KEYS[9], 'h', ARGV[15], 'n', 0, 's', ARGV[19])
+else
+  -- A new code replaces the previous one, attempts start again (the hash holds h and n only).
+  redis.call('HSET', KEYS[9], 'h', ARGV[15], 'n', 0)
+end
 redis.call('PEXPIRE', KEYS[9], tonumber(ARGV[16]))
 local id = redis.call('XADD', KEYS[10], '*', 'p', ARGV[17], 'x', tostring(NOW + tonumber(ARGV[16])))
 return {'ok', id}
