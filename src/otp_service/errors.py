@@ -2,7 +2,8 @@
 
 ServiceError
 ├── InvalidRequest            422 invalid_request
-│   └── InvalidEmail          422 invalid_email
+│   ├── InvalidEmail          422 invalid_email
+│   └── IdempotencyKeyReused  422 idempotency_key_reused
 ├── DisposableEmail           400 disposable_email
 ├── EmailTypo                 400 email_typo (+ suggestion)
 ├── UndeliverableEmail        400 undeliverable_email
@@ -35,6 +36,9 @@ class ServiceError(Exception):
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal error"
 
+    replayed: bool = False
+    """The answer an earlier request with the same Idempotency-Key got (Idempotent-Replayed)."""
+
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         self.detail = detail or self.title
         self.extra = extra
@@ -66,6 +70,11 @@ class InvalidRequest(ServiceError):
 class InvalidEmail(InvalidRequest):
     code = "invalid_email"
     title = "The email address is not valid"
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    code = "idempotency_key_reused"
+    title = "This Idempotency-Key was used in the last 10 minutes with a different request body"
 
 
 class DisposableEmail(ServiceError):

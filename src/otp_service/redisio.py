@@ -385,6 +385,10 @@ class RedisKeys:
     def code(self, address_id: str) -> str:
         return f"{self._base}:code:{address_id}"
 
+    def idempotency(self, key_id: str) -> str:
+        """Hash with a TTL: a send's Idempotency-Key, its body's fingerprint and first answer."""
+        return f"{self._base}:idem:{key_id}"
+
     def worker(self, name: str) -> str:
         """String with a TTL: a delivery worker's heartbeat."""
         return f"{self._base}:worker:{name}"

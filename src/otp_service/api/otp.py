@@ -1,12 +1,13 @@
 """Send and verify. Both are FastRoutes (api/routing.py): declared once here, for the OpenAPI
 document and for every request."""
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Header, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from otp_service.api.deps import ClientDep, OtpServiceDep, get_client, get_otp_service
-from otp_service.api.problems import Malformed
+from otp_service.api.problems import REPLAYED_HEADER, Malformed
 from otp_service.api.routing import FastRoute
 from otp_service.api.schemas import ApprovedOut, PendingOut, SendIn, VerifyIn, problem_responses
 from otp_service.errors import InvalidEmail
@@ -26,9 +27,17 @@ MALFORMED = {f"{PREFIX}/send": Malformed(InvalidEmail, count_malformed_send)}
 """A malformed send is `invalid_email` and counts against the send rates; verify keeps the
 default `invalid_request`."""
 
+_IDEMPOTENCY = (
+    "Optional, 1-255 visible ASCII characters (a UUID is a good choice). The same send repeated "
+    "with the same key and the same body within 10 minutes answers exactly what the first "
+    "answered, with `Idempotent-Replayed: true`, and has no other effect: no new code, no email, "
+    "no cooldown or daily cap movement (the client's rates still count it). The same key with a "
+    "different body is 422 `idempotency_key_reused`. Retry a lost answer with the same key."
+)
+
 _SEND_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
     {
-        422: ["invalid_email"],
+        422: ["invalid_email", "idempotency_key_reused", "invalid_request"],
         400: ["disposable_email", "email_typo", "undeliverable_email", "captcha_failed"],
         413: ["payload_too_large"],
         429: ["rate_limited", "cooldown", "daily_limit"],
@@ -49,6 +58,7 @@ _VERIFY_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
 @router.post(
     "/send",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=PendingOut,
     summary="Email a one-time code to an address",
     description=(
         "Validates the address, applies the per-client, per-address and service-wide limits and "
@@ -58,9 +68,21 @@ _VERIFY_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
     ),
     responses=_SEND_ERRORS,
 )
-async def send_code(body: SendIn, otp: OtpServiceDep, client: ClientDep) -> PendingOut:
-    accepted = await otp.send(body.email, client, captcha_token=body.captcha_token, locale=body.locale)
-    return PendingOut(status="pending", expires_in=accepted.expires_in, resend_after=accepted.resend_after)
+async def send_code(
+    body: SendIn, otp: OtpServiceDep, client: ClientDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=_IDEMPOTENCY)] = None,
+) -> PendingOut | Response:  # fmt: skip
+    accepted = await otp.send(
+        body.email,
+        client,
+        captcha_token=body.captcha_token,
+        locale=body.locale,
+        idempotency_key=idempotency_key,
+    )
+    pending = PendingOut(status="pending", expires_in=accepted.expires_in, resend_after=accepted.resend_after)
+    if accepted.replayed:
+        return JSONResponse(pending.model_dump(mode="json"), 202, headers={REPLAYED_HEADER: "true"})
+    return pending
 
 
 @router.post(

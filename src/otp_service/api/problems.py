@@ -22,6 +22,9 @@ from otp_service.errors import (
 )
 from otp_service.metrics import REJECTIONS
 
+REPLAYED_HEADER = "Idempotent-Replayed"
+"""On an answer repeated for a send's Idempotency-Key."""
+
 log = logging.getLogger("otp_service.api")
 
 RefusalCounter = Callable[[Request], Awaitable[None]]
@@ -89,7 +92,10 @@ def problem_response(exc: ServiceError, request: Request) -> Response:
     if counter is None:
         counter = _REJECTED[exc.code] = REJECTIONS.labels(exc.code)
     counter.inc()
-    return ProblemResponse(exc.to_problem(instance(request)), exc.status, headers=exc.headers())
+    headers = exc.headers()
+    if exc.replayed:
+        headers = {**headers, REPLAYED_HEADER: "true"}
+    return ProblemResponse(exc.to_problem(instance(request)), exc.status, headers=headers)
 
 
 def _json_safe(value: Any) -> Any:

@@ -138,6 +138,11 @@ class FastRoute(LimitedRoute):
             ):
                 raise TypeError(f"{self.path}: a FastRoute's dependencies take the request alone")
             self._dependencies.append((sub.name, call))
+        # Header parameters of the endpoint itself, passed as the raw value (or None): the
+        # endpoint's domain code validates them, so both paths behave alike.
+        self._headers = [(p.name, p.alias.lower().encode("latin-1")) for p in self.dependant.header_params]
+        if any(p.field_info.metadata for p in self.dependant.header_params):
+            raise TypeError(f"{self.path}: a FastRoute's header parameters carry no constraints")
         self._status = self.status_code or 200
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -156,6 +161,11 @@ class FastRoute(LimitedRoute):
         request = Request(scope, receive, send)
         overrides = scope["app"].dependency_overrides
         kwargs: dict[str, Any] = {self._body_name: body}
+        if self._headers:
+            raw_headers = dict(reversed(scope["headers"]))  # repeated: the first, as FastAPI reads it
+            for name, header in self._headers:
+                value = raw_headers.get(header)
+                kwargs[name] = None if value is None else value.decode("latin-1")
         for name, call in self._dependencies:
             kwargs[name] = await overrides.get(call, call)(request)
         try:

@@ -7,6 +7,7 @@ is sealed under a third (delivery/jobs.py).
 """
 
 import hmac
+import json
 import secrets
 
 from otp_service.keyring import derive_key
@@ -27,3 +28,12 @@ class CodeCrypto:
 
     def address_id(self, email: str) -> str:
         return hmac.digest(self._id_key, email.encode(), "sha256").hex()[:32]
+
+    def idempotency_id(self, key: str) -> str:
+        """A send's Idempotency-Key as Redis holds it: keyed, so the store never holds the key."""
+        return hmac.digest(self._id_key, f"idempotency\0{key}".encode(), "sha256").hex()[:32]
+
+    def fingerprint(self, *fields: str | None) -> str:
+        """A request body's fingerprint: equal exactly when every field is."""
+        canonical = json.dumps(fields, ensure_ascii=False)
+        return hmac.digest(self._hash_key, canonical.encode(), "sha256").hex()[:32]

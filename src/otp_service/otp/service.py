@@ -1,5 +1,8 @@
 """Send and verify: validate, one store decision, map the outcome to the contract."""
 
+import asyncio
+import re
+import time
 from dataclasses import dataclass
 
 from otp_service.delivery.jobs import JobContent, JobSealer, SealedCode
@@ -9,6 +12,7 @@ from otp_service.errors import (
     Cooldown,
     DailyLimit,
     GlobalLimit,
+    IdempotencyKeyReused,
     InvalidCode,
     InvalidRequest,
     MaxAttemptsReached,
@@ -26,7 +30,10 @@ from otp_service.otp.codes import CodeCrypto, generate_code
 from otp_service.otp.store import (
     SEND_SCOPE,
     VERIFY_SCOPE,
+    ClaimStatus,
     CodeStore,
+    Idempotency,
+    SendDecision,
     SendRequest,
     SendStatus,
     VerifyRequest,
@@ -42,6 +49,12 @@ log = get_logger("otp")
 
 CHANNEL = "email"
 REUSE_MIN_LEFT_MS = 30_000
+IDEMPOTENCY_KEEP_MS = 600_000
+"""An Idempotency-Key's answer is repeated for 10 minutes."""
+IDEMPOTENCY_LEASE_MS = 15_000
+"""How long a claimed key waits for its request's answer (the slowest admission: a captcha
+siteverify and a DNS lookup, each with its own timeout) before a retry decides afresh."""
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 _SENDS = REQUESTS.labels("send")
 _VERIFIES = REQUESTS.labels("verify")
@@ -58,6 +71,7 @@ class Verified:
 class SendAccepted:
     expires_in: int
     resend_after: int
+    replayed: bool = False  # the answer of an earlier request with the same Idempotency-Key
 
 
 _SEND_REJECTIONS: dict[SendStatus, type[RateLimited | Cooldown | DailyLimit | GlobalLimit]] = {
@@ -97,6 +111,7 @@ class OtpService:
         self._verify_rates = Rates.of(settings, VERIFY_SCOPE)
         self._global_limit = settings.global_daily_limits.get(CHANNEL, 0)
         self._accepted = SendAccepted(settings.code_ttl, settings.rate_limit_ttl)
+        self._replayed = SendAccepted(settings.code_ttl, settings.rate_limit_ttl, replayed=True)
         self._reuse = settings.resend_strategy == "reuse"
         # A code with less than this left is replaced, not re-sent: nobody types a code in the
         # seconds it has left.
@@ -110,19 +125,22 @@ class OtpService:
             raise RateLimited(retry_after=wait / 1000)
 
     async def send(
-        self,
-        raw_email: str,
-        client: Client,
-        *,
-        captcha_token: str | None = None,
-        locale: Locale | None = None,
-    ) -> SendAccepted:
+        self, raw_email: str, client: Client, *, captcha_token: str | None = None,
+        locale: Locale | None = None, idempotency_key: str | None = None,
+    ) -> SendAccepted:  # fmt: skip
+        idem = None
+        if idempotency_key is not None:
+            idem = await self._idempotency(idempotency_key, client, raw_email, captcha_token, locale)
+            replay = await self._claim(idem, client)
+            if replay is not None:
+                return self._answer(replay, None, client)
         try:
             email = await self._admit(raw_email, client, captcha_token)
-        except Unavailable:
-            raise  # the captcha provider is down: fail closed, nothing counted
         except ServiceError as refused:
-            await self.count_refused(client)
+            if idem is not None:
+                await self._store.release(idem)
+            if not isinstance(refused, Unavailable):  # the captcha provider down: nothing counted
+                await self.count_refused(client)
             raise refused from None
         code = generate_code(self._s.code_length)
         address_id = self._crypto.address_id(email)
@@ -144,18 +162,63 @@ class OtpService:
                 ),
                 sealed_code=self._sealer.seal_code(SealedCode(code, code_hash)) if self._reuse else None,
                 reuse_min_left_ms=self._reuse_min_left_ms,
+                idempotency=idem,
             )
         )
+        return self._answer(decision, email, client)
+
+    def _answer(self, decision: SendDecision, email: str | None, client: Client) -> SendAccepted:
+        """The decision as the contract's answer: accepted, or the refusal raised."""
+        if decision.replayed:
+            log.info("otp.send_replayed", extra={"status": decision.status})
         if decision.status is SendStatus.OK:
-            log.info("otp.send_accepted", extra={"email": mask_email(email), "job": decision.job_id})
+            if decision.replayed:
+                return self._replayed
+            log.info("otp.send_accepted", extra={"email": mask_email(email or ""), "job": decision.job_id})
             _SENDS.inc()
             return self._accepted
         if decision.slowed:
             log.warning("abuse.subnet_slowed", extra={"subnet": mask_subnet(client.subnet)})
-        if decision.status is SendStatus.PAUSED:
-            raise SendingPaused(retry_after=decision.retry_after_ms / 1000)
-        log.info("otp.send_rejected", extra={"email": mask_email(email), "reason": decision.status})
-        raise _SEND_REJECTIONS[decision.status](retry_after=decision.retry_after_ms / 1000)
+        refusal: ServiceError
+        if decision.status is SendStatus.KEY_REUSED:
+            refusal = IdempotencyKeyReused()
+        elif decision.status is SendStatus.PAUSED:
+            refusal = SendingPaused(retry_after=decision.retry_after_ms / 1000)
+        else:
+            if not decision.replayed:
+                log.info(
+                    "otp.send_rejected", extra={"email": mask_email(email or ""), "reason": decision.status}
+                )
+            refusal = _SEND_REJECTIONS[decision.status](retry_after=decision.retry_after_ms / 1000)
+        refusal.replayed = decision.replayed
+        raise refusal
+
+    async def _idempotency(self, key: str, client: Client, *body: str | None) -> Idempotency:
+        if not _IDEMPOTENCY_KEY.fullmatch(key):
+            await self.count_refused(client)
+            raise InvalidRequest("Idempotency-Key: 1 to 255 visible ASCII characters")
+        return Idempotency(
+            key_id=self._crypto.idempotency_id(key), fingerprint=self._crypto.fingerprint(*body),
+            keep_ms=IDEMPOTENCY_KEEP_MS, lease_ms=IDEMPOTENCY_LEASE_MS,
+        )  # fmt: skip
+
+    async def _claim(self, idem: Idempotency, client: Client) -> SendDecision | None:
+        """None: this request holds the key, go on. Else the answer to give (a replay), or the
+        refusal raised. A request with the same key still being answered is waited for."""
+        claim = await self._store.claim(idem, client, self._send_rates)
+        deadline = time.monotonic() + idem.lease_ms / 1000
+        while claim.status is ClaimStatus.PENDING:
+            if time.monotonic() > deadline:
+                raise Unavailable("A request with this Idempotency-Key is still being answered")
+            await asyncio.sleep(0.01)
+            polled = await self._store.claimed(idem)
+            claim = polled if polled is not None else await self._store.claim(idem, client, self._send_rates)
+        if claim.status is ClaimStatus.NEW:
+            return None
+        if claim.status is ClaimStatus.REUSED:
+            raise IdempotencyKeyReused()
+        assert claim.decision is not None
+        return claim.decision
 
     async def _admit(self, raw_email: str, client: Client, captcha_token: str | None) -> str:
         """The checks before the decision, cheapest first: the address (no network), the captcha

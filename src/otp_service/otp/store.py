@@ -25,7 +25,7 @@ from otp_service.limits.throttle import (
     throttle_args,
 )
 from otp_service.net import Client
-from otp_service.redisio import PipelinedRedis, RedisKeys, Script, redis_guard
+from otp_service.redisio import PipelinedRedis, RedisKeys, Script, redis_guard, text
 
 SEND_SCOPE = "otp_send"
 VERIFY_SCOPE = "otp_verify"
@@ -38,6 +38,31 @@ class SendStatus(StrEnum):
     DAILY_LIMIT = "daily_limit"
     GLOBAL_LIMIT = "global_limit"
     PAUSED = "sending_paused"
+    KEY_REUSED = "idempotency_key_reused"
+
+
+KEPT_ANSWERS = frozenset({SendStatus.OK, SendStatus.COOLDOWN, SendStatus.DAILY_LIMIT})
+"""The answers an Idempotency-Key keeps and replays: the address's and the code's. A refusal for
+the client's rate or a 503 is not kept, so a retry is decided afresh."""
+
+
+class ClaimStatus(StrEnum):
+    NEW = "new"  # claimed: go on to the send decision
+    PENDING = "pending"  # another request with this key is being answered
+    REUSED = "reused"  # the key came with a different body
+    REPLAY = "replay"  # the first answer, to repeat
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A send's Idempotency-Key: the key's id (a keyed hash of it), the body's fingerprint, how
+    long the answer is kept and how long a claim waits for one."""
+
+    key_id: str
+    fingerprint: str
+    keep_ms: int
+    lease_ms: int
 
 
 class VerifyStatus(StrEnum):
@@ -65,6 +90,7 @@ class SendRequest:
     # can email it again), and the least time a live code must have left to be re-sent.
     sealed_code: bytes | None = None
     reuse_min_left_ms: int = 0
+    idempotency: Idempotency | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +100,22 @@ class SendDecision:
     job_id: str | None = None
     slowed: bool = False
     """The low-conversion guard refused the subnet for the first time in its window."""
+    replayed: bool = False
+    """The answer of an earlier request with the same Idempotency-Key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    status: ClaimStatus
+    decision: SendDecision | None = None  # REPLAY: the first answer; RATE_LIMITED: the wait
+
+
+def _kept(status: str, value: bytes | str | None) -> SendDecision:
+    """A kept answer as a replayed decision."""
+    decided = SendStatus(status)
+    if decided is SendStatus.OK:
+        return SendDecision(decided, job_id=text(value or b""), replayed=True)
+    return SendDecision(decided, retry_after_ms=int(value or 0), replayed=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +135,19 @@ class VerifyDecision:
 
 
 class CodeStore(Protocol):
+    async def claim(self, idem: Idempotency, client: Client, rates: Rates) -> Claim:
+        """Before anything else, for a send with an Idempotency-Key (idempotency.lua)."""
+        ...
+
+    async def claimed(self, idem: Idempotency) -> Claim | None:
+        """Polled while PENDING: the answer once there is one (REPLAY, or REUSED), PENDING, or
+        None when the claim was given up (claim again)."""
+        ...
+
+    async def release(self, idem: Idempotency) -> None:
+        """Give up a claim whose request was refused before the send decision."""
+        ...
+
     async def decide_send(self, req: SendRequest) -> SendDecision: ...
 
     async def verify(self, req: VerifyRequest) -> VerifyDecision: ...
@@ -109,6 +164,8 @@ class CodeStore(Protocol):
 class RedisCodeStore:
     _SEND = Script(PRELUDE, ("otp_service.otp", "send"))
     _VERIFY = Script(PRELUDE, ("otp_service.otp", "verify"))
+    _CLAIM = Script(PRELUDE, ("otp_service.otp", "idempotency"))
+    _RELEASE = Script(("otp_service.otp", "idempotency_release"))
 
     def __init__(self, redis: PipelinedRedis, keys: RedisKeys, *, clock: Clock) -> None:
         self._redis = redis
@@ -116,8 +173,36 @@ class RedisCodeStore:
         self._clock = clock
         self._member = Members()
 
+    async def claim(self, idem: Idempotency, client: Client, rates: Rates) -> Claim:
+        keys = [*rates.keys(self._keys, client), self._keys.idempotency(idem.key_id)]
+        args = [*throttle_args(self._clock, rates, self._member()), idem.fingerprint, idem.lease_ms]
+        async with redis_guard("idempotency.claim"):
+            reply = await self._CLAIM(self._redis, keys, args)
+        status = ClaimStatus(reply[0].decode())
+        if status is ClaimStatus.REPLAY:
+            return Claim(status, _kept(reply[1].decode(), reply[2]))
+        if status is ClaimStatus.RATE_LIMITED:
+            return Claim(status, SendDecision(SendStatus.RATE_LIMITED, retry_after_ms=int(reply[1])))
+        return Claim(status)
+
+    async def claimed(self, idem: Idempotency) -> Claim | None:
+        async with redis_guard("idempotency.read"):
+            f, s, v = await self._redis.execute("HMGET", self._keys.idempotency(idem.key_id), "f", "s", "v")
+        if f is None:
+            return None
+        if f.decode() != idem.fingerprint:
+            return Claim(ClaimStatus.REUSED)
+        if s == b"pending":
+            return Claim(ClaimStatus.PENDING)
+        return Claim(ClaimStatus.REPLAY, _kept(s.decode(), v))
+
+    async def release(self, idem: Idempotency) -> None:
+        async with redis_guard("idempotency.release"):
+            await self._RELEASE(self._redis, [self._keys.idempotency(idem.key_id)], [idem.fingerprint])
+
     async def decide_send(self, req: SendRequest) -> SendDecision:
         k = self._keys
+        idem = req.idempotency
         keys = [
             *req.rates.keys(k, req.client),
             k.conversion(req.client.subnet),
@@ -128,6 +213,7 @@ class RedisCodeStore:
             k.global_sends(req.channel),
             k.code(req.address_id),
             k.jobs,
+            k.idempotency(idem.key_id if idem else "-"),
         ]
         args = [
             *throttle_args(self._clock, req.rates, self._member()),
@@ -141,9 +227,13 @@ class RedisCodeStore:
             PAUSE_RETRY_MS,
             req.sealed_code or b"",
             req.reuse_min_left_ms,
+            idem.fingerprint if idem else b"",
+            idem.keep_ms if idem else 0,
         ]
         async with redis_guard("send"):
             status, value, *slowed = await self._SEND(self._redis, keys, args)
+        if status == b"replay":
+            return _kept(value.decode(), slowed[0])
         decided = SendStatus(status.decode())
         if decided is SendStatus.OK:
             return SendDecision(decided, job_id=value.decode())
@@ -184,6 +274,13 @@ class _Code:
     sealed: bytes | None = None  # OTP_RESEND_STRATEGY=reuse
 
 
+@dataclass(slots=True)
+class _Kept:
+    fingerprint: str
+    answer: SendDecision | None  # None while the claim is pending
+    expires_at: int
+
+
 _SWEEP_EVERY = 1024  # decisions between sweeps of expired entries
 _HOUR = 3_600_000
 
@@ -205,6 +302,7 @@ class MemoryCodeStore:
         self._codes: dict[str, _Code] = {}
         self._conversions: dict[str, dict[tuple[str, int], int]] = {}
         self._slowed: dict[str, int] = {}
+        self._kept: dict[str, _Kept] = {}
         self._ops = 0
 
     def _now(self) -> int:
@@ -215,6 +313,7 @@ class MemoryCodeStore:
             self._cooldowns = {k: v for k, v in self._cooldowns.items() if v > now}
             self._codes = {k: v for k, v in self._codes.items() if v.expires_at > now}
             self._slowed = {k: v for k, v in self._slowed.items() if v > now}
+            self._kept = {k: v for k, v in self._kept.items() if v.expires_at > now}
             for subnet in list(self._conversions):
                 self._conversion(subnet, now)
         return now
@@ -237,8 +336,61 @@ class MemoryCodeStore:
         field = (kind, now // _HOUR)
         counts[field] = counts.get(field, 0) + 1
 
+    def _record(self, key_id: str, now: int) -> _Kept | None:
+        kept = self._kept.get(key_id)
+        if kept is not None and kept.expires_at <= now:
+            del self._kept[key_id]
+            return None
+        return kept
+
+    async def claim(self, idem: Idempotency, client: Client, rates: Rates) -> Claim:
+        now = self._now()
+        wait = self._throttle.pair_wait(rates, client, now)
+        if wait:
+            return Claim(ClaimStatus.RATE_LIMITED, SendDecision(SendStatus.RATE_LIMITED, wait))
+        kept = self._record(idem.key_id, now)
+        if kept is None:
+            self._kept[idem.key_id] = _Kept(idem.fingerprint, None, now + idem.lease_ms)
+            return Claim(ClaimStatus.NEW)
+        self._throttle.pair_add(rates, client, now)
+        return self._state(kept, idem)
+
+    @staticmethod
+    def _state(kept: _Kept, idem: Idempotency) -> Claim:
+        if kept.fingerprint != idem.fingerprint:
+            return Claim(ClaimStatus.REUSED)
+        if kept.answer is None:
+            return Claim(ClaimStatus.PENDING)
+        return Claim(ClaimStatus.REPLAY, kept.answer)
+
+    async def claimed(self, idem: Idempotency) -> Claim | None:
+        kept = self._record(idem.key_id, now_ms(self._clock))
+        return None if kept is None else self._state(kept, idem)
+
+    async def release(self, idem: Idempotency) -> None:
+        kept = self._kept.get(idem.key_id)
+        if kept is not None and kept.answer is None and kept.fingerprint == idem.fingerprint:
+            del self._kept[idem.key_id]
+
+    def _answer(self, req: SendRequest, decision: SendDecision, now: int) -> SendDecision:
+        """send.lua's `answer`: kept under the request's Idempotency-Key, or the claim given up."""
+        idem = req.idempotency
+        if idem is None or decision.replayed or decision.status is SendStatus.KEY_REUSED:
+            return decision
+        if decision.status in KEPT_ANSWERS:
+            replay = SendDecision(decision.status, decision.retry_after_ms, decision.job_id, replayed=True)
+            self._kept[idem.key_id] = _Kept(idem.fingerprint, replay, now + idem.keep_ms)
+        else:
+            kept = self._kept.get(idem.key_id)
+            if kept is not None and kept.answer is None:
+                del self._kept[idem.key_id]
+        return decision
+
     async def decide_send(self, req: SendRequest) -> SendDecision:
         now = self._now()
+        return self._answer(req, self._decide_send(req, now), now)
+
+    def _decide_send(self, req: SendRequest, now: int) -> SendDecision:
         wait = self._throttle.pair_wait(req.rates, req.client, now)
         if wait:
             return SendDecision(SendStatus.RATE_LIMITED, wait)
@@ -251,6 +403,12 @@ class MemoryCodeStore:
                     self._slowed[req.client.subnet] = now + window
                 return SendDecision(SendStatus.RATE_LIMITED, logs.wait(key, now, window, limit), slowed=first)
         self._throttle.pair_add(req.rates, req.client, now)
+        if req.idempotency is not None:  # answered meanwhile by a request with the same key
+            kept = self._record(req.idempotency.key_id, now)
+            if kept is not None and kept.fingerprint != req.idempotency.fingerprint:
+                return SendDecision(SendStatus.KEY_REUSED)
+            if kept is not None and kept.answer is not None:
+                return kept.answer
         if self._pauses.sending_paused:
             return SendDecision(SendStatus.PAUSED, PAUSE_RETRY_MS)
         cooldown_until = self._cooldowns.get(req.address_id, 0)

@@ -12,13 +12,32 @@
 -- ARGV[18] ms a sending_paused answer asks the client to wait
 -- ARGV[19] OTP_RESEND_STRATEGY=reuse: the new code, sealed (stored beside its hash); '' = rotate
 -- ARGV[20] reuse: the least time a live code must have left to be emailed again (ms)
+-- KEYS[11] Idempotency-Key record (idempotency.lua claimed it)   ARGV[21] body fingerprint ('' =
+-- no key)   ARGV[22] how long the answer is kept (ms)
 -- Returns {status, wait_ms_or_job_id[, 1 when the guard first slowed this subnet in its window]}:
--- status is ok | rate_limited | cooldown | daily_limit | global_limit | sending_paused.
--- Beyond the client's and subnet's rate logs, only 'ok' writes anything.
+-- status is ok | rate_limited | cooldown | daily_limit | global_limit | sending_paused, or
+-- {'replay', status, value} / {'idempotency_key_reused', 0} for a key another request answered.
+-- Beyond the client's and subnet's rate logs (and a key's answer), only 'ok' writes anything.
 local DAY = 86400000
+local IDEM = ARGV[21] ~= ''
+
+-- The answer, kept under the request's Idempotency-Key when it is the address's or the code's
+-- (ok, cooldown, daily_limit); otherwise (the client's rate, a 503) the claim is given up, so a
+-- retry is decided afresh.
+local function answer(status, value, extra)
+  if IDEM then
+    if status == 'ok' or status == 'cooldown' or status == 'daily_limit' then
+      redis.call('HSET', KEYS[11], 'f', ARGV[21], 's', status, 'v', value)
+      redis.call('PEXPIRE', KEYS[11], tonumber(ARGV[22]))
+    elseif redis.call('HGET', KEYS[11], 's') == 'pending' then
+      redis.call('DEL', KEYS[11])
+    end
+  end
+  return {status, value, extra}
+end
 
 local wait = pair_wait(KEYS[1], KEYS[2])
-if wait > 0 then return {'rate_limited', wait} end
+if wait > 0 then return answer('rate_limited', wait) end
 
 -- The low-conversion guard: a subnet whose codes are rarely verified is slowed to the guard's
 -- rate, counting every request of its log in the guard's window.
@@ -28,22 +47,28 @@ if sent >= tonumber(ARGV[8]) and verified < tonumber(ARGV[9]) * sent then
   local recent = log_count(KEYS[2], NOW, window)
   if recent >= limit then
     local first = redis.call('SET', KEYS[4], '1', 'PX', window, 'NX') and 1 or 0
-    return {'rate_limited', log_wait(KEYS[2], NOW, window, recent, limit), first}
+    return answer('rate_limited', log_wait(KEYS[2], NOW, window, recent, limit), first)
   end
 end
 pair_add(KEYS[1], KEYS[2])
 
-if redis.call('EXISTS', KEYS[5]) == 1 then return {'sending_paused', tonumber(ARGV[18])} end
+if IDEM then  -- a request with the same key was answered meanwhile: its answer is ours
+  local record = redis.call('HMGET', KEYS[11], 'f', 's', 'v')
+  if record[1] and record[1] ~= ARGV[21] then return {'idempotency_key_reused', 0} end
+  if record[2] and record[2] ~= 'pending' then return {'replay', record[2], record[3]} end
+end
+
+if redis.call('EXISTS', KEYS[5]) == 1 then return answer('sending_paused', tonumber(ARGV[18])) end
 
 local cooldown_left = redis.call('PTTL', KEYS[6])
-if cooldown_left > 0 then return {'cooldown', cooldown_left} end
+if cooldown_left > 0 then return answer('cooldown', cooldown_left) end
 
 if window_count(KEYS[7], NOW, DAY) >= tonumber(ARGV[13]) then
-  return {'daily_limit', window_wait(KEYS[7], NOW, DAY)}
+  return answer('daily_limit', window_wait(KEYS[7], NOW, DAY))
 end
 
 if window_count(KEYS[8], NOW, DAY) >= tonumber(ARGV[14]) then
-  return {'global_limit', window_wait(KEYS[8], NOW, DAY)}
+  return answer('global_limit', window_wait(KEYS[8], NOW, DAY))
 end
 
 local cooldown = tonumber(ARGV[12])
@@ -59,7 +84,7 @@ if ARGV[19] ~= '' then
   if stored and left >= tonumber(ARGV[20]) then
     local id = redis.call('XADD', KEYS[10], '*', 'p', ARGV[17], 'x', tostring(NOW + left), 'c', stored,
       'l', tostring(math.floor(left / 1000)))
-    return {'ok', id}
+    return answer('ok', id)
   end
   redis.call('HSET', KEYS[9], 'h', ARGV[15], 'n', 0, 's', ARGV[19])
 else
@@ -68,4 +93,4 @@ else
 end
 redis.call('PEXPIRE', KEYS[9], tonumber(ARGV[16]))
 local id = redis.call('XADD', KEYS[10], '*', 'p', ARGV[17], 'x', tostring(NOW + tonumber(ARGV[16])))
-return {'ok', id}
+return answer('ok', id)
