@@ -212,6 +212,9 @@ def main() -> int:
                     "send (accepted)": wrk(base, "send_accepted.lua", args.duration, args.connections),
                     "send (cooldown 429)": wrk(base, "send_cooldown.lua", args.duration, args.connections),
                     "verify (400)": wrk(base, "verify.lua", args.duration, args.connections),
+                    "send (accepted, Idempotency-Key)": wrk(
+                        base, "send_idempotent.lua", args.duration, args.connections
+                    ),
                 }
             peer_cmd = [sys.executable, "-m", "uvicorn", "bench.peer_app:app", "--port", str(port),
                         "--workers", str(workers), "--no-access-log", "--log-level", "warning"]  # fmt: skip
@@ -261,6 +264,11 @@ def main() -> int:
             ratio = float(row[path]["rps"]) / float(row["peer " + path]["rps"])
             scaling = float(row[path]["rps"]) / float(first[path]["rps"])
             print(f"| {workers} | {path} | {ratio:.2f} |" + (f" {scaling:.2f} |" if len(results) > 1 else ""))
+    for workers, row in results.items():
+        plain, keyed = row["send (accepted)"], row["send (accepted, Idempotency-Key)"]
+        print(f"\n{workers}: an Idempotency-Key costs {float(keyed['server_us_per_req']) - float(plain['server_us_per_req']):+.0f} µs"
+              f" of server CPU and {float(keyed['redis_us_per_req']) - float(plain['redis_us_per_req']):+.1f} µs of Redis CPU"
+              f" per accepted send ({float(keyed['rps']) / float(plain['rps']):.2f}x the req/s)")  # fmt: skip
     for workers, row in results.items():
         send_us = float(row["send (accepted)"]["redis_us_per_req"])
         verify_us = float(row["verify (400)"]["redis_us_per_req"])

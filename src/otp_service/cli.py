@@ -1,4 +1,4 @@
-"""`otp-service serve | migrate | worker`."""
+"""`otp-service serve | migrate | worker | trust-page`."""
 
 import argparse
 import asyncio
@@ -125,6 +125,13 @@ async def run_worker(settings: Settings, *, concurrency: int | None = None) -> N
         log.info("worker.stopping", extra={"consumer": built.worker.name})
 
 
+def _trust_page(args: argparse.Namespace) -> int:
+    from otp_service.trust.page import render_trust_page
+
+    sys.stdout.write(render_trust_page(_settings_or_exit(), args.format))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="otp-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=int, default=None, help="jobs handled at once (OTP_WORKER_CONCURRENCY)"
     )
     worker.set_defaults(func=_worker)
+    trust = sub.add_parser(
+        "trust-page", help='print the "Trust & email sending practices" page, from the effective settings'
+    )
+    trust.add_argument("--format", choices=["markdown", "html"], default="markdown")
+    trust.set_defaults(func=_trust_page)
     args = parser.parse_args(argv)
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")

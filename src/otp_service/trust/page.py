@@ -1,0 +1,164 @@
+"""Every figure on the page comes from the settings the service runs with, or from the code that
+enforces it (the throwaway-domain list's size, the typo list, the template rendered with a
+placeholder code), so the page cannot go stale when a limit changes."""
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Literal
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from otp_service.delivery.templates import email_context, lifetime_en, render_template
+from otp_service.otp.service import IDEMPOTENCY_KEEP_MS, REUSE_MIN_LEFT_MS
+from otp_service.settings import Rate, Settings
+from otp_service.validation.address import AddressValidator
+from otp_service.validation.families import FAMILIES
+from otp_service.validation.typos import POPULAR_PROVIDERS
+
+Format = Literal["markdown", "html"]
+
+SAMPLE_CODE = "123456"
+"""The placeholder code of the sample email."""
+
+CONSENT_NOTICE = {
+    "en": "We'll email you a one-time code to sign in. We use your address only to send this code "
+    "and to protect the service from abuse; we never share it.",
+    "zh-CN": "我们将向您的邮箱发送一次性验证码。您的邮箱仅用于发送验证码和防止滥用，不会与他人共享。",
+}
+"""The notice shown next to the email field (README, "Recommended consent notice")."""
+
+RESEND_REPLAY_WINDOW = "±5 minutes"
+SES_REPLAY_WINDOW = "±1 hour"
+
+_PERIOD_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+_PROVIDER_NAMES = {
+    "console": "console (development only: prints emails)",
+    "resend": "Resend",
+    "ses": "Amazon SES",
+}
+
+
+def per(rate: Rate) -> str:
+    """3/minute -> "3 per minute"."""
+    return f"{rate.limit} per {_PERIOD_NAMES[rate.period_seconds]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    name: str
+    value: str
+    enforced: str
+
+
+def controls(s: Settings, validator: AddressValidator) -> list[Control]:
+    guard = Rate.parse(s.conversion_guard_rate)
+    deliverability = (
+        "on: the domain must publish MX records that are not a null MX (RFC 7505), or an A/AAAA "
+        f"record; DNS lookups time out after {s.dns_timeout:g} s and then let the send through"
+        if s.deliverability_checked
+        else "off"
+    )
+    captcha = (
+        f"{s.captcha_provider}: every send carries a token checked at the provider's siteverify; "
+        "the provider unreachable refuses sends (fail closed)"
+        if s.captcha_provider
+        else "off"
+    )
+    families = ", ".join(FAMILIES)
+    strategy = (
+        "a new send replaces the live code (rotate)"
+        if s.resend_strategy == "rotate"
+        else "a send while a code is live emails that same code again, with its time left, never "
+        f"extending it or resetting its wrong attempts (reuse; replaced when under {REUSE_MIN_LEFT_MS // 1000} s are left)"
+    )
+    return [
+        Control("Per-address cooldown", f"{s.rate_limit_ttl} seconds between codes to one address",
+                "the send decision, one atomic Redis script"),
+        Control("Per-address daily cap", f"{s.per_account_daily_limit} codes per address per rolling 24 hours",
+                "the send decision"),
+        Control("Client rate (send)", f"{per(s.rate('otp_send'))} per client (an IPv4 address or an IPv6 /{s.ipv6_client_prefix})",
+                "the send decision; every request counts, malformed ones included"),
+        Control("Subnet rate (send)", f"{per(s.rate('otp_send_subnet'))} per subnet (IPv4 /{s.ipv4_subnet_prefix}, IPv6 /{s.ipv6_subnet_prefix})",
+                "the send decision"),
+        Control("Client and subnet rates (verify)",
+                f"{per(s.rate('otp_verify'))} per client, {per(s.rate('otp_verify_subnet'))} per subnet",
+                "the verify decision, one atomic Redis script"),
+        Control("Low-conversion guard",
+                f"a subnet with at least {s.conversion_min_sends} sends in 24 hours and under "
+                f"{s.conversion_min_ratio:.0%} of its codes verified is slowed to {per(guard)}",
+                "the send decision"),
+        Control("Service-wide daily cap", f"{s.global_daily_limits.get('email', 0):,} emails per rolling 24 hours",
+                "the send decision (a circuit breaker: refused with 503 once reached)"),
+        Control("Send rate", f"{s.send_rate} emails per second across all workers",
+                "the delivery workers (a shared token bucket in Redis)"),
+        Control("Throwaway-domain list", f"{validator.disposable_count:,} domains refused, including the {families} families",
+                "address validation, before anything is stored"),
+        Control("Typo correction", f"addresses at near-misses of {len(POPULAR_PROVIDERS)} common providers are refused with a suggestion",
+                "address validation"),
+        Control("Deliverability check", deliverability, "before anything is stored"),
+        Control("Captcha", captcha, "before anything is stored"),
+        Control("Suppression before send",
+                "an address that hard-bounced, complained or was suppressed by an operator is never emailed again",
+                "the delivery worker, before every provider call"),
+        Control("Verify attempts",
+                f"{s.max_attempts} wrong codes invalidate a code; codes have {s.code_length} digits and live "
+                f"{lifetime_en(s.code_ttl)}; a code verifies once",
+                "the verify decision; only a keyed hash of each code is stored"),
+        Control("Re-sends", strategy, "the send decision"),
+        Control("Retries", f"a send repeated with the same Idempotency-Key within {IDEMPOTENCY_KEEP_MS // 60_000} minutes "
+                "repeats the first answer and sends nothing", "the send decision"),
+        Control("No enumeration", "a suppressed, unknown or known address gets the same answer and the same limits",
+                "the send endpoint"),
+        Control("Reputation guard",
+                f"sending pauses above a {s.reputation_max_bounce_rate:.2%} bounce or "
+                f"{s.reputation_max_complaint_rate:.2%} complaint rate (after {s.reputation_min_volume} sends), "
+                "until an operator resumes it", "the delivery workers"),
+    ]  # fmt: skip
+
+
+@cache
+def _environment() -> Environment:
+    return Environment(
+        loader=PackageLoader("otp_service.trust", "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _markdown_cell(value: str) -> str:
+    return value.replace("|", "\\|").replace("\n", " ")
+
+
+def render_trust_page(settings: Settings, fmt: Format = "markdown") -> str:
+    s = settings
+    validator = AddressValidator(
+        extra_disposable=s.disposable_domains_extra, allow=s.disposable_domains_allow
+    )
+    sample = render_template(
+        "email_otp",
+        email_context(
+            brand=s.brand_name, code=SAMPLE_CODE, lifetime_seconds=s.code_ttl, sender=s.email_from,
+            website_url=s.website_url, support_email=s.support_email, locale=s.default_locale,
+        ),
+    )  # fmt: skip
+    providers = [_PROVIDER_NAMES[s.email_provider]]
+    if s.email_fallback_provider:
+        providers.append(_PROVIDER_NAMES[s.email_fallback_provider] + " (fallback)")
+    env = _environment()
+    env.filters["cell"] = _markdown_cell
+    template = env.get_template("trust.html.j2" if fmt == "html" else "trust.md.j2")
+    return template.render(
+        s=s,
+        controls=controls(s, validator),
+        consent=CONSENT_NOTICE,
+        providers=providers,
+        sample=sample,
+        sample_code=SAMPLE_CODE,
+        resend_window=RESEND_REPLAY_WINDOW,
+        ses_window=SES_REPLAY_WINDOW,
+        lifetime=lifetime_en(s.code_ttl),
+        sns_topics=len(s.sns_topic_arns),
+    )

@@ -1,0 +1,144 @@
+"""`otp-service trust-page`: the page carries the configured values (change a setting and the page
+changes), the real template's sample email, and well-formed HTML with no remote resources."""
+
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from otp_service.validation.address import AddressValidator
+from tests.support import clean_env
+
+VOID = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "area", "base", "source"}
+
+
+def trust_page(tmp_path: Path, *args: str, **settings: str) -> str:
+    run = subprocess.run(
+        [sys.executable, "-m", "otp_service", "trust-page", *args],
+        env=clean_env(**settings), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def test_the_page_carries_the_configured_values(tmp_path: Path) -> None:
+    page = trust_page(
+        tmp_path,
+        OTP_BRAND_NAME="Acme", OTP_RATE_LIMIT_TTL="50", OTP_PER_ACCOUNT_DAILY_LIMIT="7", OTP_CODE_TTL="90",
+        OTP_MAX_ATTEMPTS="4", OTP_CODE_LENGTH="8",
+        OTP_THROTTLE_RATES='{"otp_send": "5/minute", "otp_send_subnet": "40/hour"}',
+        OTP_GLOBAL_DAILY_LIMITS='{"email": 1234}', OTP_SEND_RATE="9", OTP_RETENTION_DAYS="12",
+        OTP_CONVERSION_MIN_SENDS="25", OTP_CONVERSION_MIN_RATIO="0.2", OTP_CONVERSION_GUARD_RATE="4/hour",
+        OTP_CAPTCHA_PROVIDER="turnstile", OTP_CAPTCHA_SECRET="x", OTP_CHECK_DELIVERABILITY="true",
+        OTP_DNS_TIMEOUT="1.5", OTP_DISPOSABLE_DOMAINS_EXTRA='["throwaway-one.example", "throwaway-two.example"]',
+        OTP_SUPPORT_EMAIL="help@acme.example", OTP_RESEND_STRATEGY="reuse",
+    )  # fmt: skip
+    for expected in (
+        "# Acme: Trust & email sending practices",
+        "| Per-address cooldown | 50 seconds between codes to one address |",
+        "7 codes per address per rolling 24 hours",
+        "5 per minute per client",
+        "40 per hour per subnet",
+        "10 per minute per client, 100 per minute per subnet",  # the verify defaults, kept
+        "1,234 emails per rolling 24 hours",
+        "9 emails per second",
+        "at least 25 sends in 24 hours and under 20% of its codes verified is slowed to 4 per hour",
+        "4 wrong codes invalidate a code; codes have 8 digits and live 1 minute 30 seconds",
+        "turnstile: every send carries a token",
+        "DNS lookups time out after 1.5 s",
+        "emails that same code again",
+        "12 days, then deleted",
+        "help@acme.example",
+        "It expires in 1 minute 30 seconds.",  # the sample email, from the real template
+        "Your verification code is: 123456",
+        "Subject: Acme verification code / 验证码",
+        "±5 minutes",
+        "±1 hour",
+    ):
+        assert expected in page, expected
+    size = AddressValidator(
+        extra_disposable=["throwaway-one.example", "throwaway-two.example"]
+    ).disposable_count
+    assert f"| {size:,} domains refused" in page
+    assert size == AddressValidator().disposable_count + 2
+
+
+def test_changing_a_setting_changes_the_page(tmp_path: Path) -> None:
+    before = trust_page(tmp_path)
+    assert "| Per-address cooldown | 60 seconds between codes to one address |" in before
+    assert "| Deliverability check | off |" in before
+    assert "| Captcha | off |" in before
+    assert "a new send replaces the live code (rotate)" in before
+    after = trust_page(tmp_path, OTP_RATE_LIMIT_TTL="45", OTP_CHECK_DELIVERABILITY="true")
+    assert "| Per-address cooldown | 45 seconds between codes to one address |" in after
+    assert "| Deliverability check | on:" in after
+    changed = set(after.splitlines()) - set(before.splitlines())
+    assert len(changed) == 2
+
+
+def test_the_sample_email_is_in_the_default_locale(tmp_path: Path) -> None:
+    page = trust_page(tmp_path, OTP_DEFAULT_LOCALE="zh-CN", OTP_BRAND_NAME="Acme")
+    assert "Subject: Acme 验证码" in page
+    assert "您的验证码是：123456" in page
+    assert "Your verification code is" not in page
+    assert "in Simplified Chinese" in page
+
+
+class Checker(HTMLParser):
+    """Tags open and close in order; every resource the page would load is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.loads: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "srcset", "poster", "data") or (tag == "link" and name == "href"):
+                self.loads.append(f"{tag} {name}={value}")
+        if tag in ("script", "iframe", "object", "embed", "img", "link", "video", "audio"):
+            self.loads.append(tag)
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:]}")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self.stack and self.stack[-1] == "style" and ("url(" in data or "@import" in data):
+            self.loads.append("style url()/@import")
+
+
+def test_the_html_is_well_formed_and_loads_nothing(tmp_path: Path) -> None:
+    page = trust_page(tmp_path, "--format", "html", OTP_BRAND_NAME="<script>alert(1)</script> & Co",
+                      OTP_RATE_LIMIT_TTL="50")  # fmt: skip
+    assert page.startswith("<!DOCTYPE html>")
+    checker = Checker()
+    checker.feed(page)
+    checker.close()
+    assert checker.errors == []
+    assert checker.stack == []
+    assert checker.loads == []
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in page  # settings are escaped
+    assert "<td>50 seconds between codes to one address</td>" in page
+    assert "Your verification code is: 123456" in page
+
+
+def test_an_unknown_format_is_refused(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "otp_service", "trust-page", "--format", "pdf"],
+                         env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert run.returncode == 2
+    assert "invalid choice" in run.stderr
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "html"])
+def test_no_placeholder_or_template_syntax_is_left(tmp_path: Path, fmt: str) -> None:
+    page = trust_page(tmp_path, "--format", fmt)
+    for leftover in ("{{", "}}", "{%", "%}", "None", "TODO"):
+        assert leftover not in page, leftover
