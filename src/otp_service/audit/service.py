@@ -2,26 +2,19 @@
 key (a fingerprint, never the key), the action, the target and the note."""
 
 import hashlib
-from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from otp_service.audit import repository as repo
 from otp_service.db.engine import database_session
 from otp_service.db.models import AuditEntry
-from otp_service.keyset import decode_cursor, encode_cursor
+from otp_service.keyset import Page, decode_cursor, page_of
 
 
 def key_fingerprint(key: bytes) -> str:
     """Names a key in the log without revealing it: the first 16 hex digits of its SHA-256 (an
     admin key has at least 32 characters, so the digest cannot be walked back)."""
     return hashlib.sha256(key).hexdigest()[:16]
-
-
-@dataclass(frozen=True, slots=True)
-class AuditPage:
-    items: list[AuditEntry]
-    next_cursor: str | None
 
 
 class AuditLog:
@@ -34,10 +27,8 @@ class AuditLog:
         async with database_session(self._sessions) as session:
             await repo.append(session, actor=actor, action=action, target=target, note=note)
 
-    async def list(self, *, limit: int, cursor: str | None) -> AuditPage:
+    async def list(self, *, limit: int, cursor: str | None) -> Page[AuditEntry]:
         before = decode_cursor(cursor, "a") if cursor else None
         async with database_session(self._sessions) as session:
             rows = await repo.page(session, before_id=before, limit=limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return AuditPage(rows, encode_cursor(rows[-1].id, "a") if more and rows else None)
+        return page_of(rows, limit, "a", lambda r: r.id)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from otp_service.db.engine import database_session
 from otp_service.db.models import Delivery
 from otp_service.delivery import repository as deliveries
-from otp_service.keyset import decode_cursor, encode_cursor
+from otp_service.keyset import Page, decode_cursor, page_of
 from otp_service.webhooks import repository as events
 from otp_service.webhooks.events import kind_of
 
@@ -32,23 +32,16 @@ class DeliveryView:
     events: list[MatchedEvent]
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryPage:
-    items: list[DeliveryView]
-    next_cursor: str | None
-
-
 class DeliveryLookup:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def list(self, email: str, *, limit: int, cursor: str | None) -> DeliveryPage:
+    async def list(self, email: str, *, limit: int, cursor: str | None) -> Page[DeliveryView]:
         before = decode_cursor(cursor, "d") if cursor else None
         async with database_session(self._sessions) as session:
             rows = await deliveries.page_for(session, email, before_id=before, limit=limit + 1)
-            more = len(rows) > limit
-            rows = rows[:limit]
-            ids = [r.provider_message_id for r in rows if r.provider_message_id]
+            page = page_of(rows, limit, "d", lambda r: r.id)
+            ids = [r.provider_message_id for r in page.items if r.provider_message_id]
             matched = await events.for_messages(session, ids)
         by_message: dict[tuple[str, str], list[MatchedEvent]] = {}
         for e in matched:
@@ -66,6 +59,7 @@ class DeliveryLookup:
                 )
             )
         items = [
-            DeliveryView(r, by_message.get((r.provider or "", r.provider_message_id or ""), [])) for r in rows
+            DeliveryView(r, by_message.get((r.provider or "", r.provider_message_id or ""), []))
+            for r in page.items
         ]
-        return DeliveryPage(items, encode_cursor(rows[-1].id, "d") if more and rows else None)
+        return Page(items, page.next_cursor)

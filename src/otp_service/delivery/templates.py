@@ -82,9 +82,11 @@ class RenderedEmail:
 
 
 @cache
-def _environment() -> Environment:
+def environment(package: str = "otp_service.delivery") -> Environment:
+    """The Jinja environment of a package's `templates/` folder: autoescape for `*.html.j2`, an
+    undefined variable an error, not a blank."""
     return Environment(
-        loader=PackageLoader("otp_service.delivery", "templates"),
+        loader=PackageLoader(package, "templates"),
         autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
@@ -96,7 +98,7 @@ def _environment() -> Environment:
 def render_template(template_id: str, context: dict[str, Any]) -> RenderedEmail:
     if template_id not in ALLOWED_TEMPLATES:
         raise UnknownTemplate(f"template {template_id!r} is not in the allowlist")
-    env = _environment()
+    env = environment()
     subject = " ".join(env.get_template(f"{template_id}.subject.j2").render(context).split())
     return RenderedEmail(
         subject=subject,

@@ -1,22 +1,14 @@
 """Suppressions by hand: the admin API's list, look-up, put and delete."""
 
-from dataclasses import dataclass
-
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from otp_service.audit import repository as audit
 from otp_service.db.engine import database_session
 from otp_service.db.models import Suppression
 from otp_service.errors import InvalidRequest, NotFound
-from otp_service.keyset import decode_cursor, encode_cursor
+from otp_service.keyset import Page, decode_cursor, page_of
 from otp_service.suppression import repository as repo
 from otp_service.validation.address import normalize_email
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[Suppression]
-    next_cursor: str | None
 
 
 class SuppressionService:
@@ -30,14 +22,12 @@ class SuppressionService:
         except Exception:
             raise InvalidRequest("email: not a valid address") from None
 
-    async def list(self, *, email: str | None, limit: int, cursor: str | None) -> Page:
+    async def list(self, *, email: str | None, limit: int, cursor: str | None) -> Page[Suppression]:
         before = decode_cursor(cursor, "s") if cursor else None
         async with database_session(self._sessions) as session:
             rows = await repo.page(session, email=(email or "").strip().lower() or None, before_id=before,
                                    limit=limit + 1)  # fmt: skip
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, encode_cursor(rows[-1].id, "s") if more and rows else None)
+        return page_of(rows, limit, "s", lambda r: r.id)
 
     async def get(self, raw: str) -> Suppression:
         email = self._address(raw)

@@ -3,12 +3,9 @@ enforces it (the throwaway-domain list's size, the typo list, the template rende
 placeholder code), so the page cannot go stale when a limit changes."""
 
 from dataclasses import dataclass
-from functools import cache
 from typing import Literal
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
-from otp_service.delivery.templates import email_context, lifetime_en, render_template
+from otp_service.delivery.templates import email_context, environment, lifetime_en, render_template
 from otp_service.otp.service import IDEMPOTENCY_KEEP_MS, REUSE_MIN_LEFT_MS
 from otp_service.settings import Rate, Settings
 from otp_service.validation.address import AddressValidator
@@ -116,18 +113,6 @@ def controls(s: Settings, validator: AddressValidator) -> list[Control]:
     ]  # fmt: skip
 
 
-@cache
-def _environment() -> Environment:
-    return Environment(
-        loader=PackageLoader("otp_service.trust", "templates"),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def _markdown_cell(value: str) -> str:
     return value.replace("|", "\\|").replace("\n", " ")
 
@@ -147,7 +132,7 @@ def render_trust_page(settings: Settings, fmt: Format = "markdown") -> str:
     providers = [_PROVIDER_NAMES[s.email_provider]]
     if s.email_fallback_provider:
         providers.append(_PROVIDER_NAMES[s.email_fallback_provider] + " (fallback)")
-    env = _environment()
+    env = environment("otp_service.trust")
     env.filters["cell"] = _markdown_cell
     template = env.get_template("trust.html.j2" if fmt == "html" else "trust.md.j2")
     return template.render(

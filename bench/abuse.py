@@ -1,0 +1,321 @@
+"""Abuse simulator (issue 12, run by hand): attack scenarios against a real `otp-service serve`
+process on Redis and PostgreSQL, with the contract's default limits, while a legitimate population
+signs in alongside. It counts the emails that reach the provider (Resend, faked on loopback: the
+fake keeps each email, so the legitimate users read their codes from it) and the legitimate users'
+success rate (one send and one verify each, from ordinary IPv4 and IPv6 clients).
+
+    .venv/bin/python -m bench.abuse --minutes 1
+
+Scenarios and targets:
+  (a) one IPv6 /64 rotating addresses: at most 3 emails a minute;
+  (b) one IPv6 /48 (every request from another /64 of it): at most 30 a minute;
+  (c) 200 IPv4 addresses in 20 /24s, never verifying: once the guard engages (20 sends from a /24
+      with under 10% verified), at most 6 an hour per /24;
+  (d) sends to domains without MX (NXDOMAIN, null MX, no records): 0 provider calls;
+  and in every scenario at least 99% of legitimate users succeed.
+
+Deliverability is on, against a DNS server on loopback (dnslib) that knows the legitimate
+domains; the service trusts 127.0.0.1 as its proxy, so each request names its client in
+X-Forwarded-For. Needs Redis and PostgreSQL as for the tests.
+"""
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import os
+import random
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+from dnslib import MX, QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
+
+from bench.run import create_db, drop_db, free_port, wait_ready
+
+HERE = Path(__file__).resolve().parent
+SEND, VERIFY = "/api/v1/auth/otp/send", "/api/v1/auth/otp/verify"
+LEGIT_DOMAINS = ("mail.example", "inbox.example", "post.example")
+ZONE: dict[str, list[Any]] = {
+    **{d: [MX(f"mx.{d}", 10)] for d in LEGIT_DOMAINS},
+    "nullmx.example": [MX(".", 0)],
+    "nothing.example": [TXT("v=spf1 -all")],
+}
+CODE = re.compile(r"Your verification code is: (\d+)")
+
+
+class Zone(BaseResolver):  # type: ignore[misc]
+    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
+        name = str(request.q.qname).rstrip(".").lower()
+        qtype = QTYPE[request.q.qtype]
+        reply = request.reply()
+        if name not in ZONE and not name.startswith("mx."):
+            reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        if name.startswith("mx."):
+            if qtype == "A":
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A("192.0.2.25"), ttl=60))
+            return reply
+        for rdata in ZONE[name]:
+            if type(rdata).__name__ == qtype:
+                reply.add_answer(RR(request.q.qname, QTYPE.reverse[qtype], rdata=rdata, ttl=60))
+        return reply
+
+
+@dataclass
+class Provider:
+    """The fake Resend: every email it took, by recipient."""
+
+    emails: dict[str, list[str]] = field(default_factory=dict)
+    calls: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls += 1
+        for to in body["to"]:
+            match = CODE.search(body.get("text", ""))
+            self.emails.setdefault(to, []).append(match[1] if match else "")
+        return web.json_response({"id": f"fake-{self.calls}"})
+
+    def count(self, prefix: str) -> int:
+        return sum(len(codes) for to, codes in self.emails.items() if to.startswith(prefix))
+
+
+@dataclass
+class Legit:
+    tried: int = 0
+    succeeded: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+
+
+def legit_ip(rng: random.Random) -> str:
+    """An ordinary client: an IPv4 address in a /24 of its own, or an IPv6 address in a /48 of its own."""
+    if rng.random() < 0.5:
+        return str(ipaddress.IPv4Address(int(ipaddress.IPv4Address("100.64.0.0")) + rng.randrange(1 << 22)))
+    return str(
+        ipaddress.IPv6Address((0x2001_0DB8_1000 << 80) | (rng.getrandbits(12) << 80) | rng.getrandbits(64))
+    )
+
+
+async def legit_population(
+    http: httpx.AsyncClient, provider: Provider, stop: asyncio.Event, out: Legit
+) -> None:
+    rng = random.Random(7)
+
+    async def one_user() -> None:
+        email = f"user-{secrets.token_hex(5)}@{rng.choice(LEGIT_DOMAINS)}"
+        ip = legit_ip(rng)
+        out.tried += 1
+        res = await http.post(SEND, json={"email": email}, headers={"x-forwarded-for": ip})
+        if res.status_code != 202:
+            out.failures[f"send {res.status_code} {res.json().get('code')}"] += 1
+            return
+        deadline = time.monotonic() + 15
+        while not provider.emails.get(email):
+            if time.monotonic() > deadline:
+                out.failures["no email within 15 s"] += 1
+                return
+            await asyncio.sleep(0.05)
+        code = provider.emails[email][-1]
+        res = await http.post(VERIFY, json={"email": email, "code": code}, headers={"x-forwarded-for": ip})
+        if res.status_code == 200:
+            out.succeeded += 1
+        else:
+            out.failures[f"verify {res.status_code} {res.json().get('code')}"] += 1
+
+    users: set[asyncio.Task[None]] = set()
+    while not stop.is_set():
+        task = asyncio.create_task(one_user())
+        users.add(task)
+        task.add_done_callback(users.discard)
+        await asyncio.sleep(0.2)  # 5 new users a second
+    await asyncio.gather(*users)
+
+
+async def attack(http: httpx.AsyncClient, stop: asyncio.Event, request: Callable[[int], tuple[str, str]],
+                 rate: float, tally: Counter[str]) -> None:  # fmt: skip
+    """`request(n)` gives the n-th attack send's (client IP, address); sent at `rate` per second."""
+
+    async def one(n: int) -> None:
+        ip, email = request(n)
+        try:
+            res = await http.post(SEND, json={"email": email}, headers={"x-forwarded-for": ip})
+            tally[
+                str(res.status_code) + " " + (res.json().get("code", "") if res.status_code != 202 else "")
+            ] += 1
+        except httpx.HTTPError as exc:
+            tally[type(exc).__name__] += 1
+
+    n = 0
+    pending: set[asyncio.Task[None]] = set()
+    started = time.monotonic()
+    while not stop.is_set():
+        task = asyncio.create_task(one(n))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        n += 1
+        await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+    await asyncio.gather(*pending)
+
+
+@dataclass
+class Scenario:
+    name: str
+    target: str
+    prefix: str  # attack addresses start with this
+    request: Callable[[int], tuple[str, str]]
+    rate: float
+    judge: Callable[["Scenario", Provider, float], tuple[str, bool]]
+
+
+def per_minute(limit: float) -> Callable[[Scenario, Provider, float], tuple[str, bool]]:
+    def judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str, bool]:
+        emails = provider.count(s.prefix)
+        return f"{emails} emails in {minutes:g} min ({emails / minutes:.1f}/min)", emails / minutes <= limit
+
+    return judge
+
+
+def guard_judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str, bool]:
+    per_24: Counter[str] = Counter()
+    for to, codes in provider.emails.items():
+        if to.startswith(s.prefix):
+            per_24[to.split("-")[2]] += len(codes)
+    # Before the guard engages a /24 may send its 20 (OTP_CONVERSION_MIN_SENDS); after, 6 an hour.
+    after = {net: max(0, n - 20) for net, n in per_24.items()}
+    worst = max(after.values(), default=0)
+    hours = max(minutes / 60, 1 / 60)
+    text = (f"{sum(per_24.values())} emails to {len(per_24)} /24s in {minutes:g} min; after the guard engaged, "
+            f"at most {worst} from one /24 ({worst / hours:.0f}/h)")  # fmt: skip
+    return text, worst <= 6
+
+
+def no_mx_judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str, bool]:
+    emails = provider.count(s.prefix)
+    return f"{emails} provider calls for undeliverable domains", emails == 0
+
+
+def scenarios() -> list[Scenario]:
+    rng = random.Random(11)
+    v6_64 = int(ipaddress.IPv6Address("2001:db8:a:1::"))
+    v6_48 = int(ipaddress.IPv6Address("2001:db8:b::"))
+    v4_nets = [f"198.18.{i}" for i in range(20)]
+    no_mx = ["nullmx.example", "nothing.example", "no-such-domain-{}.example"]
+    return [
+        Scenario("(a) one IPv6 /64, rotating addresses", "at most 3 emails a minute", "atk-a-",
+                 lambda n: (str(ipaddress.IPv6Address(v6_64 + rng.getrandbits(64))), f"atk-a-{n}@mail.example"),
+                 20, per_minute(3)),
+        Scenario("(b) one IPv6 /48, every request from another /64", "at most 30 emails a minute", "atk-b-",
+                 lambda n: (str(ipaddress.IPv6Address(v6_48 + (rng.getrandbits(16) << 64) + rng.getrandbits(64))),
+                            f"atk-b-{n}@mail.example"),
+                 20, per_minute(30)),
+        Scenario("(c) 200 IPv4 addresses in 20 /24s, never verifying", "at most 6 an hour per /24 once the guard engages",
+                 "atk-c-",
+                 lambda n: (f"{v4_nets[n % 20]}.{1 + (n // 20) % 10}", f"atk-c-{n % 20}-{n}@mail.example"),
+                 20, guard_judge),
+        Scenario("(d) domains without MX", "0 provider calls", "atk-d-",
+                 lambda n: (f"198.19.{n % 250}.{1 + n % 200}", f"atk-d-{n}@" + no_mx[n % 3].format(n)),
+                 20, no_mx_judge),
+    ]  # fmt: skip
+
+
+async def run(args: argparse.Namespace) -> int:
+    db = f"otp_abuse_{secrets.token_hex(4)}"
+    prefix = f"otpabuse{secrets.token_hex(4)}"
+    await create_db(db)
+    provider = Provider()
+    fake = web.Application()
+    fake.router.add_post("/emails", provider.handle)
+    runner = web.AppRunner(fake, access_log=None)
+    await runner.setup()
+    fake_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", fake_port).start()
+    dns_port = free_port()
+    dns = DNSServer(
+        Zone(),
+        port=dns_port,
+        address="127.0.0.1",
+        logger=DNSLogger("-recv,-send,-request,-reply,-truncated,-error,-data"),
+    )
+    dns.start_thread()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
+    env.update(
+        OTP_DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}",
+        OTP_REDIS_URL="redis://127.0.0.1:6379/0", OTP_REDIS_KEY_PREFIX=prefix, OTP_SECRET_KEY=secrets.token_hex(32),
+        OTP_EMAIL_PROVIDER="resend", OTP_RESEND_API_KEY="re_bench", OTP_RESEND_API_URL=f"http://127.0.0.1:{fake_port}",
+        OTP_CHECK_DELIVERABILITY="true", OTP_DNS_NAMESERVERS=json.dumps([f"127.0.0.1:{dns_port}"]),
+        OTP_TRUSTED_PROXIES='["127.0.0.1/32"]', OTP_SEND_RATE="200", OTP_LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    subprocess.run([sys.executable, "-m", "otp_service", "migrate"], env=env, check=True, capture_output=True)
+    log = (HERE / "results").resolve()
+    log.mkdir(exist_ok=True)
+    err = (log / "abuse-service.err").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "otp_service", "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+    results: list[dict[str, Any]] = []
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz")
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits) as http:
+            for scenario in scenarios():
+                stop = asyncio.Event()
+                legit, tally = Legit(), Counter[str]()
+                started = time.monotonic()
+                tasks = [asyncio.create_task(legit_population(http, provider, stop, legit)),
+                         asyncio.create_task(attack(http, stop, scenario.request, scenario.rate, tally))]  # fmt: skip
+                await asyncio.sleep(args.minutes * 60)
+                stop.set()
+                await asyncio.gather(*tasks)
+                await asyncio.sleep(2)  # the last accepted attack sends reach the provider
+                minutes = (time.monotonic() - started) / 60
+                verdict, ok = scenario.judge(scenario, provider, minutes)
+                share = legit.succeeded / legit.tried if legit.tried else 0.0
+                results.append({"scenario": scenario.name, "target": scenario.target, "attack": verdict,
+                                "attack_ok": ok, "attack_answers": dict(tally), "legit_users": legit.tried,
+                                "legit_succeeded": legit.succeeded, "legit_share": share,
+                                "legit_failures": dict(legit.failures)})  # fmt: skip
+                print(f"{scenario.name}: {verdict} [{'met' if ok else 'MISSED'}: {scenario.target}]; "
+                      f"legitimate users {legit.succeeded}/{legit.tried} ({share:.1%}); attack answers {dict(tally)}",
+                      flush=True)  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        err.close()
+        dns.stop()
+        await runner.cleanup()
+        await drop_db(db)
+        import redis
+
+        client = redis.Redis()
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    print("\n| scenario | target | measured | legitimate users succeeding |")
+    print("|---|---|---|---:|")
+    for r in results:
+        print(f"| {r['scenario']} | {r['target']} | {r['attack']} | {r['legit_succeeded']}/{r['legit_users']} "
+              f"({r['legit_share']:.1%}) |")  # fmt: skip
+    (log / f"abuse-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2))
+    return 0 if all(r["attack_ok"] and r["legit_share"] >= 0.99 for r in results) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=1.0, help="how long each scenario runs")
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
