@@ -87,7 +87,7 @@ def controls(s: Settings, validator: AddressValidator) -> list[Control]:
         Control("Service-wide daily cap", f"{s.global_daily_limits.get('email', 0):,} emails per rolling 24 hours",
                 "the send decision (a circuit breaker: refused with 503 once reached)"),
         Control("Send rate", f"{s.send_rate} emails per second across all workers",
-                "the delivery workers (a shared token bucket in Redis)"),
+                "the delivery workers (one token bucket shared by all of them)"),
         Control("Throwaway-domain list", f"{validator.disposable_count:,} domains refused, including the {families} families",
                 "address validation, before anything is stored"),
         Control("Typo correction", f"addresses at near-misses of {len(POPULAR_PROVIDERS)} common providers are refused with a suggestion",
