@@ -17,11 +17,19 @@ VERIFY = "/api/v1/auth/otp/verify"
 PROXY = "203.0.113.7"  # the test transport's peer, trusted below
 
 
+@pytest.fixture(params=["redis", "memory"])
+def store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Every case runs on the Redis stores and on the in-process ones (the embedded default)."""
+    return {} if request.param == "redis" else {"redis_url": None}
+
+
 @pytest.fixture
-async def proxied(open_app: Callable[..., Any], make_settings: Callable[..., Settings]) -> AsyncIterator[Any]:
+async def proxied(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], store: dict[str, Any]
+) -> AsyncIterator[Any]:
     """The service behind a trusted proxy, with the contract's default rates; the low-conversion
     guard (which 20 unverified sends from one subnet would wake) is tested on its own below."""
-    settings = make_settings(trusted_proxies=[f"{PROXY}/32"], conversion_min_sends=1_000_000)
+    settings = make_settings(trusted_proxies=[f"{PROXY}/32"], conversion_min_sends=1_000_000, **store)
     async with open_app(settings, client_ip=PROXY) as app:
         yield app
 
@@ -116,9 +124,12 @@ async def test_a_subnet_whose_codes_are_never_verified_is_slowed_then_recovers(
     make_settings: Callable[..., Settings],
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
+    store: dict[str, Any],
 ) -> None:
     caplog.set_level(logging.INFO, logger="otp_service")
-    settings = make_settings(trusted_proxies=[f"{PROXY}/32"], throttle_rates={"otp_send": "100/minute"})
+    settings = make_settings(
+        trusted_proxies=[f"{PROXY}/32"], throttle_rates={"otp_send": "100/minute"}, **store
+    )
     async with open_app(settings, client_ip=PROXY) as app:
         sent = [unique_email() for _ in range(20)]
         for i, email in enumerate(sent):  # 20 sends from one /24, none verified
