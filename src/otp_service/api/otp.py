@@ -66,7 +66,18 @@ _VERIFY_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
         "address (bounced, complained, blocked by an operator) gets exactly the same answer, "
         "so the response never reveals who is a user."
     ),
-    responses=_SEND_ERRORS,
+    responses={
+        202: {
+            "description": "Accepted: the code is on its way (or the address is suppressed: the same answer)",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true`: the answer of an earlier request with the same Idempotency-Key",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
+        **_SEND_ERRORS,
+    },
 )
 async def send_code(
     body: SendIn, otp: OtpServiceDep, client: ClientDep,
