@@ -21,24 +21,26 @@ HEADERS: dict[str, str] = {"Auto-Submitted": "auto-generated"}
 """On every email (RFC 3834): an automatic message, which auto-responders must not answer."""
 
 
-def lifetime_en(seconds: int) -> str:
-    """A duration worded exactly: 300 -> "5 minutes", 90 -> "1 minute 30 seconds", never rounded."""
+def _units(seconds: int) -> list[tuple[int, int]]:
+    """(count, unit size) for hours, minutes and seconds, leaving out the zero ones."""
     parts = []
-    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+    for size in (3600, 60, 1):
         count, seconds = divmod(seconds, size)
         if count:
-            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
-    return " ".join(parts) or "0 seconds"
+            parts.append((count, size))
+    return parts
+
+
+def lifetime_en(seconds: int) -> str:
+    """A duration worded exactly: 300 -> "5 minutes", 90 -> "1 minute 30 seconds", never rounded."""
+    names = {3600: "hour", 60: "minute", 1: "second"}
+    return " ".join(f"{n} {names[size]}{'' if n == 1 else 's'}" for n, size in _units(seconds)) or "0 seconds"
 
 
 def lifetime_zh(seconds: int) -> str:
     """300 -> "5 分钟", 90 -> "1 分钟 30 秒", 3600 -> "1 小时"."""
-    parts = []
-    for unit, size in (("小时", 3600), ("分钟", 60), ("秒", 1)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count} {unit}")
-    return " ".join(parts) or "0 秒"
+    names = {3600: "小时", 60: "分钟", 1: "秒"}
+    return " ".join(f"{n} {names[size]}" for n, size in _units(seconds)) or "0 秒"
 
 
 def email_context(
