@@ -352,6 +352,10 @@ async def build_worker(
     return WorkerComponents(worker, guard, retention)
 
 
+RETENTION_STOP_GRACE = 10.0
+"""Seconds a stopping worker gives retention's batch in progress (one DELETE of up to 1,000 rows)."""
+
+
 @contextlib.asynccontextmanager
 async def running_worker(infra: Infrastructure, **options: Any) -> AsyncIterator[WorkerComponents]:
     """The delivery worker, the reputation guard and retention, running until the context closes."""
@@ -368,5 +372,8 @@ async def running_worker(infra: Infrastructure, **options: Any) -> AsyncIterator
             built.worker.stop()
             built.guard.stop()
             built.retention.stop()
+            # Retention ends by itself (at once, or after its batch in progress): a statement cut
+            # off by cancellation could keep its connection checked out.
+            await asyncio.wait({retention_task}, timeout=RETENTION_STOP_GRACE)
             for task in (worker_task, guard_task, retention_task):
                 await cancel_and_wait(task)

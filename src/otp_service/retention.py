@@ -7,6 +7,7 @@ A purge that fails half-way (the database went away) is not retried until the ne
 left is deleted an hour later, and nothing is lost by waiting."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -89,18 +90,21 @@ class Retention:
         self._batch = batch
         self._check_every = check_every
         self._run_every = run_every
-        self._stopping = False
+        self._stopping = asyncio.Event()
 
     def stop(self) -> None:
-        self._stopping = True
+        """The loop ends at once when idle, or after the batch in progress (never mid-statement:
+        a cancelled statement could leave its connection checked out past the engine's end)."""
+        self._stopping.set()
 
     async def run(self) -> None:
-        while not self._stopping:
+        while not self._stopping.is_set():
             try:
                 await self.run_once()
             except Exception:  # the loop outlives a database or Redis outage
                 log.exception("retention.failed")
-            await asyncio.sleep(self._check_every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._check_every)
 
     async def run_once(self) -> dict[str, int] | None:
         """Purge if this worker claims the hour's slot: rows deleted per table, or None."""
@@ -117,7 +121,7 @@ class Retention:
                 async with self._engine.begin() as conn:  # one transaction per batch
                     n = await delete_older(conn, cutoff, self._batch)
                 total += n
-                if n < self._batch:
+                if n < self._batch or self._stopping.is_set():
                     break
                 await asyncio.sleep(0)  # let the worker's deliveries in between batches
             deleted[table] = total

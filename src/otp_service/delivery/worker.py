@@ -208,8 +208,12 @@ class DeliveryWorker:
             touch.cancel()
             for task in list(self._inflight.values()):
                 task.cancel()
-            await asyncio.gather(touch, *self._inflight.values(), return_exceptions=True)
-            await self._ledger.close()
+            try:
+                await asyncio.gather(touch, *self._inflight.values(), return_exceptions=True)
+            finally:
+                # Shielded: a second cancellation (tasks.cancel_and_wait repeats them) must not
+                # leave the ledger's connection open past the engine's disposal.
+                await asyncio.shield(self._ledger.close())
 
     async def _loop(self) -> None:
         failures = 0
