@@ -10,7 +10,7 @@ stores the code's hash and queues the sealed delivery job, all or nothing.
 import hmac
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from otp_service.clock import DAY_MS, Clock, now_ms
 from otp_service.delivery.queue import MemoryJobQueue
@@ -161,11 +161,28 @@ class CodeStore(Protocol):
         ...
 
 
+_IDEMPOTENCY = ("otp_service.otp", "_idempotency")
+"""The Idempotency-Key record's helpers, shared by the scripts that read or write it."""
+
+
+def _claim_of(reply: list[Any]) -> Claim | None:
+    """A script's {status[, …]} about a key's record as a Claim; None for 'none' (no record)."""
+    if reply[0] == b"none":
+        return None
+    status = ClaimStatus(reply[0].decode())
+    if status is ClaimStatus.REPLAY:
+        return Claim(status, _kept(reply[1].decode(), reply[2]))
+    if status is ClaimStatus.RATE_LIMITED:
+        return Claim(status, SendDecision(SendStatus.RATE_LIMITED, retry_after_ms=int(reply[1])))
+    return Claim(status)
+
+
 class RedisCodeStore:
-    _SEND = Script(PRELUDE, ("otp_service.otp", "send"))
+    _SEND = Script(PRELUDE, _IDEMPOTENCY, ("otp_service.otp", "send"))
     _VERIFY = Script(PRELUDE, ("otp_service.otp", "verify"))
-    _CLAIM = Script(PRELUDE, ("otp_service.otp", "idempotency"))
-    _RELEASE = Script(("otp_service.otp", "idempotency_release"))
+    _CLAIM = Script(PRELUDE, _IDEMPOTENCY, ("otp_service.otp", "idempotency"))
+    _READ = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_read"))
+    _RELEASE = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_release"))
 
     def __init__(self, redis: PipelinedRedis, keys: RedisKeys, *, clock: Clock) -> None:
         self._redis = redis
@@ -178,23 +195,14 @@ class RedisCodeStore:
         args = [*throttle_args(self._clock, rates, self._member()), idem.fingerprint, idem.lease_ms]
         async with redis_guard("idempotency.claim"):
             reply = await self._CLAIM(self._redis, keys, args)
-        status = ClaimStatus(reply[0].decode())
-        if status is ClaimStatus.REPLAY:
-            return Claim(status, _kept(reply[1].decode(), reply[2]))
-        if status is ClaimStatus.RATE_LIMITED:
-            return Claim(status, SendDecision(SendStatus.RATE_LIMITED, retry_after_ms=int(reply[1])))
-        return Claim(status)
+        claim = _claim_of(reply)
+        assert claim is not None
+        return claim
 
     async def claimed(self, idem: Idempotency) -> Claim | None:
+        keys = [self._keys.idempotency(idem.key_id)]
         async with redis_guard("idempotency.read"):
-            f, s, v = await self._redis.execute("HMGET", self._keys.idempotency(idem.key_id), "f", "s", "v")
-        if f is None:
-            return None
-        if f.decode() != idem.fingerprint:
-            return Claim(ClaimStatus.REUSED)
-        if s == b"pending":
-            return Claim(ClaimStatus.PENDING)
-        return Claim(ClaimStatus.REPLAY, _kept(s.decode(), v))
+            return _claim_of(await self._READ(self._redis, keys, [idem.fingerprint]))
 
     async def release(self, idem: Idempotency) -> None:
         async with redis_guard("idempotency.release"):

@@ -1,4 +1,5 @@
--- One decision per send request, all or nothing (after limits/lua/_prelude.lua).
+-- One decision per send request, all or nothing (after limits/lua/_prelude.lua and
+-- _idempotency.lua).
 -- KEYS[1] client log (zset)       KEYS[2] subnet log (zset, kept for the guard's window too)
 -- KEYS[3] subnet conversion (hash: s<hour> = accepted sends, v<hour> = verified codes)
 -- KEYS[4] subnet slowed (string, PX: the guard's log line is written once per window)
@@ -29,8 +30,8 @@ local function answer(status, value, extra)
     if status == 'ok' or status == 'cooldown' or status == 'daily_limit' then
       redis.call('HSET', KEYS[11], 'f', ARGV[21], 's', status, 'v', value)
       redis.call('PEXPIRE', KEYS[11], tonumber(ARGV[22]))
-    elseif redis.call('HGET', KEYS[11], 's') == 'pending' then
-      redis.call('DEL', KEYS[11])
+    else
+      idempotency_release(KEYS[11], ARGV[21])
     end
   end
   return {status, value, extra}
@@ -53,9 +54,9 @@ end
 pair_add(KEYS[1], KEYS[2])
 
 if IDEM then  -- a request with the same key was answered meanwhile: its answer is ours
-  local record = redis.call('HMGET', KEYS[11], 'f', 's', 'v')
-  if record[1] and record[1] ~= ARGV[21] then return {'idempotency_key_reused', 0} end
-  if record[2] and record[2] ~= 'pending' then return {'replay', record[2], record[3]} end
+  local state = idempotency_state(KEYS[11], ARGV[21])
+  if state and state[1] == 'reused' then return {'idempotency_key_reused', 0} end
+  if state and state[1] == 'replay' then return state end
 end
 
 if redis.call('EXISTS', KEYS[5]) == 1 then return answer('sending_paused', tonumber(ARGV[18])) end
