@@ -39,16 +39,24 @@ class Malformed:
     count: RefusalCounter | None = None
 
 
+async def _counted(request: Request, route: Malformed) -> Response | None:
+    """Count a refused request against the caller's rates when the route says so: the 429 when
+    that is over the rate, else None (answer the refusal itself)."""
+    if route.count is None:
+        return None
+    try:
+        await route.count(request)
+    except ServiceError as exc:
+        return problem_response(exc, request)
+    return None
+
+
 async def _malformed(
     request: Request, routes: dict[str, Malformed], detail: str | None, **extra: Any
 ) -> Response:
     route = routes.get(instance(request), Malformed())
-    if route.count is not None:
-        try:
-            await route.count(request)
-        except ServiceError as exc:
-            return problem_response(exc, request)
-    return problem_response(route.problem(detail, **extra), request)
+    limited = await _counted(request, route)
+    return limited if limited is not None else problem_response(route.problem(detail, **extra), request)
 
 
 _HTTP_CODES = {
@@ -142,12 +150,10 @@ def _http_error(routes: dict[str, Malformed]) -> Callable[[Request, Exception], 
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             # An undecodable body is a malformed body: the contract's 422.
             return await _malformed(request, routes, "body: not valid JSON text")
-        route = routes.get(instance(request))
-        if exc.status_code == 413 and route is not None and route.count is not None:
-            try:  # an oversized send counts against the caller's rates like any other (§3)
-                await route.count(request)
-            except ServiceError as limited:
-                return problem_response(limited, request)
+        if exc.status_code == 413:  # an oversized send counts against the caller's rates too (§3)
+            limited = await _counted(request, routes.get(instance(request), Malformed()))
+            if limited is not None:
+                return limited
         return _http_problem(request, exc)
 
     return handler

@@ -161,11 +161,9 @@ class FastRoute(LimitedRoute):
         request = Request(scope, receive, send)
         overrides = scope["app"].dependency_overrides
         kwargs: dict[str, Any] = {self._body_name: body}
-        if self._headers:
-            raw_headers = dict(reversed(scope["headers"]))  # repeated: the first, as FastAPI reads it
-            for name, header in self._headers:
-                value = raw_headers.get(header)
-                kwargs[name] = None if value is None else value.decode("latin-1")
+        for name, header in self._headers:  # a repeated header: the first, as FastAPI reads it
+            value = next((v for k, v in scope["headers"] if k == header), None)
+            kwargs[name] = None if value is None else value.decode("latin-1")
         for name, call in self._dependencies:
             kwargs[name] = await overrides.get(call, call)(request)
         try:
