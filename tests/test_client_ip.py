@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from otp_service.logs import mask_subnet
-from otp_service.net import Prefixes, client_ip, identify
+from otp_service.net import Prefixes, client_ip, identify, resolve
 
 TRUSTED = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
@@ -26,6 +26,8 @@ TRUSTED = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")]
 )
 def test_client_ip(peer: str, xff: str | None, trusted: list[ipaddress.IPv4Network], expected: str) -> None:
     assert client_ip(peer, xff, tuple(trusted)) == expected
+    # What RequestContext uses: the same walk, the address parsed once.
+    assert resolve(peer, xff, tuple(trusted), Prefixes()) == identify(expected, Prefixes())
 
 
 def test_every_forwarded_line_joined_keeps_the_proxy_hop() -> None:

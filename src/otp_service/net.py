@@ -84,7 +84,10 @@ def _within(ip: _Ip, networks: tuple[tuple[int, int, int], ...]) -> bool:
 def identify(address: str, prefixes: Prefixes) -> Client:
     """The client and subnet an address belongs to. Something that is not an IP address (a
     test transport's name) is its own client and subnet."""
-    ip = _parse(address)
+    return _identified(address, _parse(address), prefixes)
+
+
+def _identified(address: str, ip: _Ip | None, prefixes: Prefixes) -> Client:
     if ip is None:
         return Client(address, address, address)
     bits, value = ip
@@ -98,21 +101,36 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[Networ
     """Walk X-Forwarded-For (every header line, in order, joined with commas) from the right,
     skipping trusted proxies: the first untrusted hop is the client. Anything left of it was
     written by the client and is not believed."""
+    return _walk(peer, forwarded_for, trusted)[0]
+
+
+def resolve(
+    peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...], prefixes: Prefixes
+) -> Client:
+    """`identify(client_ip(...))`, with the client's address parsed once."""
+    address, ip = _walk(peer, forwarded_for, trusted)
+    return _identified(address, ip if ip is not None else _parse(address), prefixes)
+
+
+def _walk(
+    peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]
+) -> tuple[str, _Ip | None]:
+    """client_ip's answer, and that address parsed when the walk parsed it (else None)."""
     ip = peer or "unknown"
     if not forwarded_for or not trusted:
-        return ip
+        return ip, None
     networks = _networks(trusted)
-    parsed_peer = _parse(ip.strip())
-    if parsed_peer is None or not _within(parsed_peer, networks):
-        return ip
+    parsed = _parse(ip.strip())
+    if parsed is None or not _within(parsed, networks):
+        return ip, parsed if ip == ip.strip() else None
     for hop in reversed(forwarded_for.split(",")):
         hop = hop.strip()
         if not hop:
             continue
-        parsed = _parse(hop)
-        if parsed is None:
-            return ip  # a malformed hop: stop at the last address we could vouch for
-        ip = hop
+        hop_ip = _parse(hop)
+        if hop_ip is None:
+            return ip, parsed  # a malformed hop: stop at the last address we could vouch for
+        ip, parsed = hop, hop_ip
         if not _within(parsed, networks):
-            return ip
-    return ip
+            return ip, parsed
+    return ip, parsed

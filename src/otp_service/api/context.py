@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from otp_service.logs import request_id_var
 from otp_service.metrics import SERVER_ERRORS
-from otp_service.net import Network, Prefixes, client_ip, identify
+from otp_service.net import Network, Prefixes, resolve
 
 CLIENT_KEY = "otp.client"
 
@@ -54,7 +54,7 @@ class RequestContext:
         request_id = request_id_for(incoming_id)
         peer = scope["client"][0] if scope.get("client") else None
         hops = b",".join(forwarded).decode("latin-1") if forwarded else None
-        scope[CLIENT_KEY] = identify(client_ip(peer, hops, self._trusted), self._prefixes)
+        scope[CLIENT_KEY] = resolve(peer, hops, self._trusted, self._prefixes)
         raw_id = request_id.encode()
 
         async def send_with_id(message: Message) -> None:
