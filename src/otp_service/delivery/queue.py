@@ -11,6 +11,7 @@ import collections
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from otp_service.clock import Clock, now_ms, system_clock
@@ -59,7 +60,15 @@ class JobQueue(Protocol):
 
 
 def _id_time_ms(job_id: str) -> int:
+    """A stream id (and the in-process queue's) starts with the ms it was queued at."""
     return int(job_id.split("-", 1)[0])
+
+
+def queued_at(job_id: str) -> datetime | None:
+    """When a job was queued (None for an id that is not the queue's)."""
+    if not job_id.partition("-")[0].isdigit():
+        return None
+    return datetime.fromtimestamp(_id_time_ms(job_id) / 1000, UTC)
 
 
 def _jobs(entries: list[Any] | None) -> list[Job]:

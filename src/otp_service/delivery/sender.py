@@ -42,6 +42,19 @@ class Delivered:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """How one email words its code: its language, and for a code emailed again
+    (OTP_RESEND_STRATEGY=reuse) the time it has left."""
+
+    locale: Locale = "bilingual"
+    lifetime_seconds: int | None = None  # None: OTP_CODE_TTL
+    repeated: bool = False
+
+
+PLAIN = Wording()
+
+
 class DeliveryFailed(Exception):
     def __init__(self, reason: str, *, permanent: bool, attempts: int = 0) -> None:
         super().__init__(reason)
@@ -90,44 +103,35 @@ class Deliverer:
         self._healthy = healthy
         self._rendered: dict[tuple[str, Locale], RenderedEmail] = {}
 
-    def _context(self, code: str, locale: Locale, lifetime_seconds: int, repeated: bool) -> dict[str, Any]:
-        # Everything but the code, the language and (for a re-sent code) the time left is fixed
-        # by the settings.
+    def _context(self, code: str, wording: Wording) -> dict[str, Any]:
+        # Everything but the code and its wording is fixed by the settings.
+        lifetime = self._s.code_ttl if wording.lifetime_seconds is None else wording.lifetime_seconds
         return email_context(
             brand=self._s.brand_name,
             code=code,
-            lifetime_seconds=lifetime_seconds,
+            lifetime_seconds=lifetime,
             sender=self._s.email_from,
             website_url=self._s.website_url,
             support_email=self._s.support_email,
-            locale=locale,
-            repeated=repeated,
+            locale=wording.locale,
+            repeated=wording.repeated,
         )
 
     def build(
-        self,
-        template_id: str,
-        to: str,
-        code: str,
-        idempotency_key: str,
-        *,
-        locale: Locale = "bilingual",
-        lifetime_seconds: int | None = None,
-        repeated: bool = False,
+        self, template_id: str, to: str, code: str, idempotency_key: str, wording: Wording = PLAIN
     ) -> OutgoingEmail:
-        lifetime = self._s.code_ttl if lifetime_seconds is None else lifetime_seconds
-        if code.isascii() and code.isdigit() and lifetime == self._s.code_ttl and not repeated:
+        if code.isascii() and code.isdigit() and wording.lifetime_seconds is None and not wording.repeated:
             # Rendered once per template and language with a placeholder for the code; digits
             # need no escaping in either part, so putting them in its place gives what rendering
             # would.
-            rendered = self._rendered.get((template_id, locale))
+            rendered = self._rendered.get((template_id, wording.locale))
             if rendered is None:
-                rendered = self._rendered[(template_id, locale)] = render_template(
-                    template_id, self._context(_CODE_SLOT, locale, lifetime, repeated)
+                rendered = self._rendered[(template_id, wording.locale)] = render_template(
+                    template_id, self._context(_CODE_SLOT, wording)
                 )
             text, html = rendered.text.replace(_CODE_SLOT, code), rendered.html.replace(_CODE_SLOT, code)
         else:  # a re-sent code states its own time left: rendered for it
-            rendered = render_template(template_id, self._context(code, locale, lifetime, repeated))
+            rendered = render_template(template_id, self._context(code, wording))
             text, html = rendered.text, rendered.html
         return OutgoingEmail(
             to=to,
@@ -161,15 +165,10 @@ class Deliverer:
         *,
         idempotency_key: str,
         deadline: float,
-        locale: Locale = "bilingual",
-        lifetime_seconds: int | None = None,
-        repeated: bool = False,
+        wording: Wording = PLAIN,
     ) -> Delivered:
         """The one entry point that sends: only allowlisted templates, until `deadline` (epoch s)."""
-        email = self.build(
-            template_id, to, code, idempotency_key, locale=locale, lifetime_seconds=lifetime_seconds,
-            repeated=repeated,
-        )  # fmt: skip
+        email = self.build(template_id, to, code, idempotency_key, wording)
         attempt = 0
         last: ProviderError | None = None
         while True:

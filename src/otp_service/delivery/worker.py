@@ -17,7 +17,6 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -27,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from otp_service.clock import Clock, system_clock
 from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, WorkerRegistry
 from otp_service.delivery.jobs import JobContent, JobSealer
-from otp_service.delivery.queue import Job, JobQueue
+from otp_service.delivery.queue import Job, JobQueue, queued_at
 from otp_service.delivery.repository import DeliveryRecord, record_outcomes
-from otp_service.delivery.sender import Deliverer, DeliveryFailed, backoff
+from otp_service.delivery.sender import Deliverer, DeliveryFailed, Wording, backoff
 from otp_service.errors import Unavailable
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import DELIVERIES, WORKER_CRASHES
@@ -144,12 +143,6 @@ class Outcome:
     message_id: str | None = None
     email: str | None = None
     attempts: int = 0  # provider calls made for the job
-
-
-def queued_at(job_id: str) -> datetime | None:
-    """When the job was queued: a stream id (and the in-process queue's) starts with its ms."""
-    ms = job_id.partition("-")[0]
-    return datetime.fromtimestamp(int(ms) / 1000, UTC) if ms.isdigit() else None
 
 
 class DeliveryWorker:
@@ -336,10 +329,11 @@ class DeliveryWorker:
             return Outcome(job.id, "expired")
         try:
             content: JobContent = self._sealer.open(job.payload)
-            code, code_hash, lifetime, repeated = content.code, content.code_hash, None, False
+            code, code_hash, wording = content.code, content.code_hash, Wording(content.locale)
             if job.reused_code is not None:  # OTP_RESEND_STRATEGY=reuse: the live code, again
                 stored = self._sealer.open_code(job.reused_code)
-                code, code_hash, lifetime, repeated = stored.code, stored.code_hash, job.lifetime_s, True
+                code, code_hash = stored.code, stored.code_hash
+                wording = Wording(content.locale, job.lifetime_s, repeated=True)
         except (InvalidTag, ValueError, KeyError):
             # Sealed under another OTP_SECRET_KEY (rotated, or processes disagreeing).
             log.error("delivery.undecryptable", extra={"job": job.id})
@@ -363,9 +357,8 @@ class DeliveryWorker:
             return Outcome(job.id, "superseded", email=email)
         try:
             sent = await self._deliverer.send_template(
-                "email_otp", email, code, idempotency_key=f"otp-{job.id}", deadline=deadline,
-                locale=content.locale, lifetime_seconds=lifetime, repeated=repeated,
-            )  # fmt: skip
+                "email_otp", email, code, idempotency_key=f"otp-{job.id}", deadline=deadline, wording=wording
+            )
         except DeliveryFailed as exc:
             event = "delivery.failed" if exc.permanent else "delivery.expired"
             log.warning(event, extra={"job": job.id, "email": masked, "reason": exc.reason})
