@@ -27,6 +27,7 @@ CONSENT_NOTICE = {
 RESEND_REPLAY_WINDOW = "±5 minutes"
 SES_REPLAY_WINDOW = "±1 hour"
 
+LANGUAGES = {"bilingual": "English and Simplified Chinese", "en": "English", "zh-CN": "Simplified Chinese"}
 _PERIOD_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
 _PROVIDER_NAMES = {
     "console": "console (development only: prints emails)",
@@ -133,7 +134,6 @@ def render_trust_page(settings: Settings, fmt: Format = "markdown") -> str:
     if s.email_fallback_provider:
         providers.append(_PROVIDER_NAMES[s.email_fallback_provider] + " (fallback)")
     env = environment("otp_service.trust")
-    env.filters["cell"] = _markdown_cell
     template = env.get_template("trust.html.j2" if fmt == "html" else "trust.md.j2")
     return template.render(
         s=s,
@@ -142,6 +142,8 @@ def render_trust_page(settings: Settings, fmt: Format = "markdown") -> str:
         providers=providers,
         sample=sample,
         sample_code=SAMPLE_CODE,
+        cell=_markdown_cell,
+        language=LANGUAGES[s.default_locale],
         resend_window=RESEND_REPLAY_WINDOW,
         ses_window=SES_REPLAY_WINDOW,
         lifetime=lifetime_en(s.code_ttl),

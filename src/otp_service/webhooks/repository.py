@@ -7,10 +7,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from otp_service.db.engine import delete_batch, dialect_insert
 from otp_service.db.models import WebhookEvent
-from otp_service.webhooks.events import ProviderEvent
+from otp_service.webhooks.events import KINDS, ProviderEvent
 
-BOUNCE_TYPES = ("email.bounced", "bounce")
-COMPLAINT_TYPES = ("email.complained", "complaint")
+BOUNCE_TYPES = tuple(event_type for (_, event_type), kind in KINDS.items() if kind == "bounced")
+COMPLAINT_TYPES = tuple(event_type for (_, event_type), kind in KINDS.items() if kind == "complained")
 
 
 async def record_event(session: AsyncSession, event: ProviderEvent, outcome: str) -> bool:
