@@ -4,6 +4,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from otp_service.delivery.templates import Locale
 from otp_service.errors import PROBLEM_TYPE_BASE
+from otp_service.validation.captcha import MAX_TOKEN
 
 
 class HealthOut(BaseModel):
@@ -20,7 +21,7 @@ class SendIn(BaseModel):
     email: str = Field(max_length=320, description="The address to send a code to")
     captcha_token: str | None = Field(
         default=None,
-        max_length=4096,
+        max_length=MAX_TOKEN,
         description="The captcha widget's token; required when the operator turned the captcha on",
     )
     locale: Locale | None = Field(
