@@ -2,7 +2,7 @@
 endpoint (the stack's ceiling) and a FastAPI + slowapi/limits peer (bench/peer_app.py), with wrk
 on loopback. Run by hand (not a test); the test extra installs the peer's slowapi and limits:
 
-    .venv/bin/python -m bench.run [--duration 10] [--connections 32] [--workers 1 2]
+    .venv/bin/python -m bench.run [--duration 10] [--connections 32] [--rounds 3] [--workers 1 2]
 
 Needs wrk (Debian: apt-get install wrk), Redis and PostgreSQL as for the tests.
 """
@@ -102,7 +102,10 @@ def redis_cpu_seconds() -> float:
     return float(fields["used_cpu_sys"]) + float(fields["used_cpu_user"])
 
 
-def wrk(url: str, script: str, duration: int, connections: int) -> dict[str, float | str]:
+Row = dict[str, float | str]
+
+
+def wrk(url: str, script: str, duration: int, connections: int) -> Row:
     env = {**os.environ, "BENCH_LUA_DIR": str(HERE / "wrk")}
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(HERE / "wrk" / script)]
     before = cpu_snapshot(SERVER_PID)
@@ -162,10 +165,144 @@ def bench_env(db: str, prefix: str) -> dict[str, str]:
     return env
 
 
+SERVICE_PATHS = {
+    "send (accepted)": "send_accepted.lua",
+    "send (cooldown 429)": "send_cooldown.lua",
+    "verify (400)": "verify.lua",
+    "send (accepted, Idempotency-Key)": "send_idempotent.lua",
+}
+PEER_PATHS = ["send (accepted)", "send (cooldown 429)", "verify (400)"]
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def measure(
+    workers: int, env: dict[str, str], rounds: int, duration: int, connections: int
+) -> list[dict[str, Row]]:
+    """The three servers side by side (idle ones cost nothing), then `rounds` rounds, each
+    running every path on each server in turn: bare endpoint, the service's paths, the peer's.
+    Each round's ratios compare phases a minute apart, not several minutes, so the machine's
+    drift between phases (large on this shared machine) weighs on both sides alike."""
+    global SERVER_PID
+    ports = {name: free_port() for name in ("bare", "service", "peer")}
+    base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    uvicorn = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    bench_path = {**env, "PYTHONPATH": str(HERE.parent)}
+    commands = {
+        "bare": ([*uvicorn, "bench.bare_app:app", "--port", str(ports["bare"])], bench_path, "/docs"),
+        "service": (
+            [
+                sys.executable,
+                "-m",
+                "otp_service",
+                "serve",
+                "--port",
+                str(ports["service"]),
+                "--workers",
+                str(workers),
+            ],
+            env,
+            "/readyz",
+        ),
+        "peer": (
+            [*uvicorn, "bench.peer_app:app", "--port", str(ports["peer"])],
+            {**bench_path, "PEER_PREFIX": env["OTP_REDIS_KEY_PREFIX"] + "peer"},
+            "/docs",
+        ),
+    }
+    pids: dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        for name, (cmd, child_env, ready) in commands.items():
+            stack.enter_context(server(cmd, child_env, base[name] + ready))
+            pids[name] = SERVER_PID
+        for name in ("service", "peer"):
+            httpx.post(base[name] + "/api/v1/auth/otp/send", json={"email": "bench-cooldown@example.org"})
+        for name in ("bare", "service", "peer"):
+            SERVER_PID = pids[name]
+            wrk(base[name], "send_accepted.lua", 2, connections)  # warm-up
+        results = []
+        for _ in range(rounds):
+            row: dict[str, Row] = {}
+            SERVER_PID = pids["bare"]
+            row["bare endpoint"] = wrk(base["bare"], "send_accepted.lua", duration, connections)
+            SERVER_PID = pids["service"]
+            for path, script in SERVICE_PATHS.items():
+                row[path] = wrk(base["service"], script, duration, connections)
+            SERVER_PID = pids["peer"]
+            for path in PEER_PATHS:
+                row["peer " + path] = wrk(base["peer"], SERVICE_PATHS[path], duration, connections)
+            results.append(row)
+    return results
+
+
+def report(workers: int, rounds: list[dict[str, Row]]) -> None:
+    print(f"\n{workers} worker(s): each round in turn, then the median of the rounds' ratios\n")
+    print(
+        "| round | path | req/s | p50 ms | p99 ms | x bare | non-2xx | server CPU µs/req | Redis CPU µs/req | machine busy |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, row in enumerate(rounds, 1):
+        bare_rps = float(row["bare endpoint"]["rps"])
+        for path, r in row.items():
+            rps = float(r["rps"])
+            print(
+                f"| {n} | {path} | {rps:.0f} | {float(r['p50_ms']):.2f} | {float(r['p99_ms']):.2f} | "
+                f"{rps / bare_rps:.2f} | {r['non_2xx']} | {float(r['server_us_per_req']):.0f} | "
+                f"{float(r['redis_us_per_req']):.0f} | {float(r['machine_busy_pct']):.0f}% |"
+            )
+    print(
+        "\n| path | ÷ bare (median, each round) | ÷ peer (median, each round) | Redis CPU µs/req (median) |"
+    )
+    print("|---|---:|---:|---:|")
+    for path in SERVICE_PATHS:
+        to_bare = [float(r[path]["rps"]) / float(r["bare endpoint"]["rps"]) for r in rounds]
+        to_peer = (
+            [float(r[path]["rps"]) / float(r["peer " + path]["rps"]) for r in rounds]
+            if path in PEER_PATHS
+            else []
+        )
+        redis_us = median([float(r[path]["redis_us_per_req"]) for r in rounds])
+        peer_cell = f"{median(to_peer):.2f} ({' / '.join(f'{x:.2f}' for x in to_peer)})" if to_peer else ""
+        print(
+            f"| {path} | {median(to_bare):.2f} ({' / '.join(f'{x:.2f}' for x in to_bare)}) | {peer_cell} | {redis_us:.0f} |"
+        )
+    keyed = [
+        float(r["send (accepted, Idempotency-Key)"]["server_us_per_req"])
+        - float(r["send (accepted)"]["server_us_per_req"])
+        for r in rounds
+    ]
+    keyed_redis = [
+        float(r["send (accepted, Idempotency-Key)"]["redis_us_per_req"])
+        - float(r["send (accepted)"]["redis_us_per_req"])
+        for r in rounds
+    ]
+    print(
+        f"\nAn Idempotency-Key costs {median(keyed):+.0f} µs of server CPU and {median(keyed_redis):+.1f} µs of Redis CPU per accepted send (medians)"
+    )
+    send_us = median([float(r["send (accepted)"]["redis_us_per_req"]) for r in rounds])
+    verify_us = median([float(r["verify (400)"]["redis_us_per_req"]) for r in rounds])
+    print(f"Redis CPU per accepted send {send_us:.1f} µs, per verify {verify_us:.1f} µs (INFO cpu, medians);"
+          f" one Redis core sustains ~{1e6 / send_us:,.0f} sends/s or ~{1e6 / verify_us:,.0f} verifies/s")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
     args = parser.parse_args()
 
@@ -181,56 +318,13 @@ def main() -> int:
         # runs apart), so the request path is measured alone.
         OTP_WORKER_ENABLED="false",
     )
-    results: dict[str, dict[str, dict[str, float | str]]] = {}
+    results: dict[str, list[dict[str, Row]]] = {}
     try:
         subprocess.run(
             [sys.executable, "-m", "otp_service", "migrate"], env=env, check=True, capture_output=True
         )
         for workers in args.workers:
-            port = free_port()
-            base = f"http://127.0.0.1:{port}"
-            bare_cmd = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port),
-                        "--workers", str(workers), "--no-access-log", "--log-level", "warning"]  # fmt: skip
-            with server(bare_cmd, {**env, "PYTHONPATH": str(HERE.parent)}, base + "/docs"):
-                wrk(base, "send_accepted.lua", 2, args.connections)  # warm-up
-                bare = wrk(base, "send_accepted.lua", args.duration, args.connections)
-            svc_cmd = [
-                sys.executable,
-                "-m",
-                "otp_service",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-            ]
-            with server(svc_cmd, env, base + "/readyz"):
-                httpx.post(base + "/api/v1/auth/otp/send", json={"email": "bench-cooldown@example.org"})
-                wrk(base, "send_accepted.lua", 2, args.connections)  # warm-up
-                row = {
-                    "bare endpoint": bare,
-                    "send (accepted)": wrk(base, "send_accepted.lua", args.duration, args.connections),
-                    "send (cooldown 429)": wrk(base, "send_cooldown.lua", args.duration, args.connections),
-                    "verify (400)": wrk(base, "verify.lua", args.duration, args.connections),
-                    "send (accepted, Idempotency-Key)": wrk(
-                        base, "send_idempotent.lua", args.duration, args.connections
-                    ),
-                }
-            peer_cmd = [sys.executable, "-m", "uvicorn", "bench.peer_app:app", "--port", str(port),
-                        "--workers", str(workers), "--no-access-log", "--log-level", "warning"]  # fmt: skip
-            peer_env = {**env, "PYTHONPATH": str(HERE.parent), "PEER_PREFIX": prefix + "peer"}
-            peer: dict[str, dict[str, float | str]] = {}
-            with server(peer_cmd, peer_env, base + "/docs"):
-                httpx.post(base + "/api/v1/auth/otp/send", json={"email": "bench-cooldown@example.org"})
-                wrk(base, "send_accepted.lua", 2, args.connections)  # warm-up
-                peer["peer send (accepted)"] = wrk(base, "send_accepted.lua", args.duration, args.connections)
-                peer["peer send (cooldown 429)"] = wrk(
-                    base, "send_cooldown.lua", args.duration, args.connections
-                )
-                peer["peer verify (400)"] = wrk(base, "verify.lua", args.duration, args.connections)
-            # The service before the peer: Redis keys the peer leaves expire minutes later, and
-            # their expiry would be counted in the service's Redis CPU.
-            results[f"{workers} worker(s)"] = {**row, **peer}
+            results[f"{workers}"] = measure(workers, env, args.rounds, args.duration, args.connections)
     finally:
         asyncio.run(drop_db(db))
         import redis
@@ -241,39 +335,11 @@ def main() -> int:
             client.delete(*keys)
         client.close()
 
-    print(f"\n{args.connections} connections, {args.duration} s per path, wrk -t2, loopback\n")
     print(
-        "| workers | path | req/s | p50 ms | p99 ms | x bare | non-2xx | server CPU µs/req | Redis CPU µs/req | machine busy |"
+        f"\n{args.connections} connections, {args.duration} s per path, wrk -t2, loopback, {args.rounds} rounds"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for workers, row in results.items():
-        bare_rps = float(row["bare endpoint"]["rps"])
-        for path, r in row.items():
-            rps, p50, p99 = float(r["rps"]), float(r["p50_ms"]), float(r["p99_ms"])
-            print(
-                f"| {workers} | {path} | {rps:.0f} | {p50:.2f} | {p99:.2f} | "
-                f"{rps / bare_rps:.2f} | {r['non_2xx']} | {float(r['server_us_per_req']):.0f} | "
-                f"{float(r['redis_us_per_req']):.0f} | {float(r['machine_busy_pct']):.0f}% |"
-            )
-    paths = ["send (accepted)", "send (cooldown 429)", "verify (400)"]
-    print("\n| workers | path | service ÷ peer |" + (" 2 workers ÷ 1 |" if len(results) > 1 else ""))
-    print("|---|---|---:|" + ("---:|" if len(results) > 1 else ""))
-    first = next(iter(results.values()))
-    for workers, row in results.items():
-        for path in paths:
-            ratio = float(row[path]["rps"]) / float(row["peer " + path]["rps"])
-            scaling = float(row[path]["rps"]) / float(first[path]["rps"])
-            print(f"| {workers} | {path} | {ratio:.2f} |" + (f" {scaling:.2f} |" if len(results) > 1 else ""))
-    for workers, row in results.items():
-        plain, keyed = row["send (accepted)"], row["send (accepted, Idempotency-Key)"]
-        print(f"\n{workers}: an Idempotency-Key costs {float(keyed['server_us_per_req']) - float(plain['server_us_per_req']):+.0f} µs"
-              f" of server CPU and {float(keyed['redis_us_per_req']) - float(plain['redis_us_per_req']):+.1f} µs of Redis CPU"
-              f" per accepted send ({float(keyed['rps']) / float(plain['rps']):.2f}x the req/s)")  # fmt: skip
-    for workers, row in results.items():
-        send_us = float(row["send (accepted)"]["redis_us_per_req"])
-        verify_us = float(row["verify (400)"]["redis_us_per_req"])
-        print(f"\n{workers}: Redis CPU per accepted send {send_us:.1f} µs, per verify {verify_us:.1f} µs (INFO cpu);"
-              f" one Redis core sustains ~{1e6 / send_us:,.0f} sends/s or ~{1e6 / verify_us:,.0f} verifies/s")  # fmt: skip
+    for workers, rounds in results.items():
+        report(int(workers), rounds)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2))
