@@ -7,14 +7,13 @@ import pytest
 
 from otp_service.delivery.templates import (
     ALLOWED_TEMPLATES,
-    LOCALES,
-    Locale,
     UnknownTemplate,
     email_context,
     lifetime_en,
     lifetime_zh,
     render_template,
 )
+from otp_service.locales import LOCALES, Locale
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 

@@ -21,8 +21,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
-from otp_service.delivery.templates import Locale
 from otp_service.keyring import load_signing_key
+from otp_service.locales import Locale
 from otp_service.net import Prefixes
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./otp_service.db"

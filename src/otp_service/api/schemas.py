@@ -2,8 +2,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from otp_service.delivery.templates import Locale
 from otp_service.errors import PROBLEM_TYPE_BASE
+from otp_service.locales import Locale
 from otp_service.validation.captcha import MAX_TOKEN
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from otp_service.delivery.templates import LOCALES, Locale
 from otp_service.keyring import derive_key
+from otp_service.locales import LOCALES, Locale
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 """json.dumps with non-default separators builds a new encoder per call."""

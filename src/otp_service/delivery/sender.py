@@ -18,8 +18,9 @@ from otp_service.delivery.providers.base import (
     RateLimitedError,
     RetryableError,
 )
-from otp_service.delivery.templates import HEADERS, Locale, RenderedEmail, email_context, render_template
+from otp_service.delivery.templates import HEADERS, RenderedEmail, email_context, render_template
 from otp_service.errors import Unavailable
+from otp_service.locales import Locale
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import PROVIDER_CALLS, PROVIDER_LATENCY
 from otp_service.settings import Settings

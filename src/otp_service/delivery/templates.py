@@ -8,14 +8,13 @@ the support address.
 from dataclasses import dataclass
 from email.utils import parseaddr
 from functools import cache
-from typing import Any, Literal
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-ALLOWED_TEMPLATES: frozenset[str] = frozenset({"email_otp"})
+from otp_service.locales import LOCALES, Locale
 
-Locale = Literal["en", "zh-CN", "bilingual"]
-LOCALES: tuple[Locale, ...] = ("en", "zh-CN", "bilingual")
+ALLOWED_TEMPLATES: frozenset[str] = frozenset({"email_otp"})
 
 HEADERS: dict[str, str] = {"Auto-Submitted": "auto-generated"}
 """On every email (RFC 3834): an automatic message, which auto-responders must not answer."""

@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass
 
 from otp_service.delivery.jobs import JobContent, JobSealer, SealedCode
-from otp_service.delivery.templates import Locale
 from otp_service.errors import (
     CodeExpired,
     Cooldown,
@@ -23,6 +22,7 @@ from otp_service.errors import (
     UndeliverableEmail,
 )
 from otp_service.limits.throttle import ConversionGuard, Rates, Throttle
+from otp_service.locales import Locale
 from otp_service.logs import get_logger, mask_email, mask_subnet
 from otp_service.metrics import REQUESTS
 from otp_service.net import Client
