@@ -79,17 +79,13 @@ def cpu_snapshot(root: int) -> dict[str, int]:
     }
 
 
-SERVER_PID = 0
-
-
 @contextlib.contextmanager
-def server(cmd: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
-    global SERVER_PID
+def server(cmd: list[str], env: dict[str, str], ready_url: str) -> Iterator[int]:
+    """A server process, ready; yields its pid (whose process tree wrk's CPU figures count)."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    SERVER_PID = proc.pid
     try:
         wait_ready(ready_url)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -105,14 +101,14 @@ def redis_cpu_seconds() -> float:
 Row = dict[str, float | str]
 
 
-def wrk(url: str, script: str, duration: int, connections: int) -> Row:
+def wrk(pid: int, url: str, script: str, duration: int, connections: int) -> Row:
     env = {**os.environ, "BENCH_LUA_DIR": str(HERE / "wrk")}
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(HERE / "wrk" / script)]
-    before = cpu_snapshot(SERVER_PID)
+    before = cpu_snapshot(pid)
     redis_before = redis_cpu_seconds()
     out = subprocess.run([*cmd, url], env=env, capture_output=True, text=True, check=True).stdout
     redis_after = redis_cpu_seconds()
-    after = cpu_snapshot(SERVER_PID)
+    after = cpu_snapshot(pid)
     used = {k: after[k] - before[k] for k in before}
     hz = os.sysconf("SC_CLK_TCK")
 
@@ -197,7 +193,6 @@ def measure(
     running every path on each server in turn: bare endpoint, the service's paths, the peer's.
     Each round's ratios compare phases a minute apart, not several minutes, so the machine's
     drift between phases (large on this shared machine) weighs on both sides alike."""
-    global SERVER_PID
     peer_prefix = env["OTP_REDIS_KEY_PREFIX"] + "peer"
     ports = {name: free_port() for name in ("bare", "service", "peer")}
     base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
@@ -237,24 +232,21 @@ def measure(
     pids: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         for name, (cmd, child_env, ready) in commands.items():
-            stack.enter_context(server(cmd, child_env, base[name] + ready))
-            pids[name] = SERVER_PID
+            pids[name] = stack.enter_context(server(cmd, child_env, base[name] + ready))
         for name in ("service", "peer"):
             httpx.post(base[name] + "/api/v1/auth/otp/send", json={"email": "bench-cooldown@example.org"})
         for name in ("bare", "service", "peer"):
-            SERVER_PID = pids[name]
-            wrk(base[name], "send_accepted.lua", 2, connections)  # warm-up
+            wrk(pids[name], base[name], "send_accepted.lua", 2, connections)  # warm-up
         results = []
         for _ in range(rounds):
             row: dict[str, Row] = {}
-            SERVER_PID = pids["bare"]
-            row["bare endpoint"] = wrk(base["bare"], "send_accepted.lua", duration, connections)
-            SERVER_PID = pids["service"]
+            row["bare endpoint"] = wrk(pids["bare"], base["bare"], "send_accepted.lua", duration, connections)
             for path, script in SERVICE_PATHS.items():
-                row[path] = wrk(base["service"], script, duration, connections)
-            SERVER_PID = pids["peer"]
+                row[path] = wrk(pids["service"], base["service"], script, duration, connections)
             for path in PEER_PATHS:
-                row["peer " + path] = wrk(base["peer"], SERVICE_PATHS[path], duration, connections)
+                row["peer " + path] = wrk(
+                    pids["peer"], base["peer"], SERVICE_PATHS[path], duration, connections
+                )
             # The peer's keys would expire during the next round's service phases (a minute
             # later) and count in the service's Redis CPU: gone now, the cooldown seeded again.
             drop_keys(f"*{peer_prefix}*")
