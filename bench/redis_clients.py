@@ -44,12 +44,12 @@ async def _caller(name: str, source: str) -> tuple[Callable[[list[str], list[str
     """(call(keys, args), closer) for one client."""
     sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
     if name == "pipelined":
-        from otp_service.redisio import PipelinedRedis
+        from otp_service.redisio import PipelinedRedis, evalsha
 
         pipelined = PipelinedRedis(HOST, PORT, timeout=5)
 
         async def call_pipelined(keys: list[str], args: list[str]) -> Any:
-            return await pipelined.evalsha(sha, source, keys, args)
+            return await evalsha(pipelined, sha, source, keys, args)
 
         return call_pipelined, pipelined.aclose
     if name == "redis-py":

@@ -10,6 +10,9 @@ from typing import Any
 
 import hiredis
 
+from otp_service.limits.send_rate import RedisSendRate
+from otp_service.redisio import EmbeddedRedis, RedisKeys
+
 _EMAIL_BLOCK = re.compile(
     r"===== otp-service console email (?P<id>\S+) =====\n.*?^To: (?P<to>\S+)\n.*?"
     r"Your verification code is: (?P<code>\d+)\n.*?===== end of email (?P=id) =====",
@@ -47,6 +50,11 @@ async def drain(app: Any, timeout: float = 10.0) -> None:
             if stats.waiting == 0 and stats.pending == 0:
                 return
             await asyncio.sleep(0.02)
+
+
+def embedded_send_rate(rate: int) -> RedisSendRate:
+    """The service-wide send-rate bucket on an in-memory Redis of its own (the embedded default's)."""
+    return RedisSendRate(EmbeddedRedis(), RedisKeys("sendrate"), rate=rate)
 
 
 def unique_email(domain: str = "example.org") -> str:

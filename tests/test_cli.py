@@ -47,7 +47,7 @@ def test_embedded_default_serves_with_no_setup(tmp_path: Path) -> None:
     with ServiceProcess(clean_env(), tmp_path) as service:
         res = httpx.get(f"{service.url}/readyz", timeout=5)
     assert res.status_code == 200
-    assert res.json()["checks"] == {"database": "ok", "redis": "not_configured"}
+    assert res.json()["checks"] == {"database": "ok", "redis": "ok"}
     assert (tmp_path / "otp_service.db").exists()
 
 

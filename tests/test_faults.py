@@ -15,10 +15,9 @@ from otp_service.delivery.providers.base import OutgoingEmail, RetryableError
 from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.providers.resend import ResendProvider
 from otp_service.delivery.sender import Deliverer
-from otp_service.limits.send_rate import MemorySendRate
 from otp_service.settings import Settings
 from tests.conftest import PG_HOST, PG_PORT
-from tests.support import Proxy, ServiceProcess, service_env, unique_email
+from tests.support import Proxy, ServiceProcess, embedded_send_rate, service_env, unique_email
 
 EMAIL = OutgoingEmail(
     to="a@example.org", sender="s@example.com", subject="s", text="t", html="h", idempotency_key="k"
@@ -61,7 +60,7 @@ async def test_provider_hanging_past_its_timeout_is_retryable_and_fails_over() -
 
         out = io.StringIO()
         deliverer = Deliverer(settings=Settings(provider_timeout=0.5), primary=resend, fallback=ConsoleProvider(out),
-                              send_rate=MemorySendRate(rate=100))  # fmt: skip
+                              send_rate=embedded_send_rate(100))  # fmt: skip
         sent = await deliverer.send_template("email_otp", "a@example.org", "123456", idempotency_key="k",
                                              deadline=time.time() + 10)  # fmt: skip
         assert sent.provider == "console"

@@ -73,3 +73,15 @@ def test_limits_and_delivery_do_not_import_each_other() -> None:
     graph = package_graph()
     assert "delivery" not in graph.get("limits", set())
     assert "limits" not in graph.get("delivery", set())
+
+
+def test_the_send_decision_needs_only_the_jobs_format_of_delivery() -> None:
+    # otp seals a job (delivery.jobs) and its own script queues it; the queue's and the worker's
+    # internals are delivery's alone.
+    imported = {
+        node.module
+        for path in (ROOT / "otp").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("otp_service.delivery")
+    }
+    assert imported == {"otp_service.delivery.jobs"}

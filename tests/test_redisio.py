@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis_asyncio
 
-from otp_service.redisio import PipelinedRedis, ReplyError, key_slot
+from otp_service.redisio import PipelinedRedis, ReplyError, evalsha, key_slot
 from tests.conftest import REDIS_HOST, REDIS_PORT, REDIS_URL
 from tests.support import Proxy
 
@@ -58,9 +58,9 @@ async def test_a_script_redis_does_not_know_is_loaded_by_eval(client: PipelinedR
 
     sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324
     assert await client.execute("SCRIPT", "EXISTS", sha) == [0]
-    assert await client.evalsha(sha, source, ["k"], [7]) == [b"7", b"k"]
+    assert await evalsha(client, sha, source, ["k"], [7]) == [b"7", b"k"]
     assert await client.execute("SCRIPT", "EXISTS", sha) == [1]
-    assert await client.evalsha(sha, source, ["k2"], [8]) == [b"8", b"k2"]
+    assert await evalsha(client, sha, source, ["k2"], [8]) == [b"8", b"k2"]
 
 
 async def test_a_burst_on_a_new_client_opens_one_connection(proxy: Proxy) -> None:

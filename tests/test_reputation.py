@@ -12,9 +12,8 @@ from sqlalchemy import text
 from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.providers.resend import ResendProvider
 from otp_service.delivery.sender import Deliverer
-from otp_service.limits.send_rate import MemorySendRate
 from otp_service.settings import Settings
-from tests.support import unique_email
+from tests.support import embedded_send_rate, unique_email
 
 KEY = "admin-key-0123456789-0123456789-01"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -111,7 +110,7 @@ async def test_paused_primary_fails_over_to_the_healthy_fallback() -> None:
         settings=Settings(),
         primary=resend,
         fallback=ConsoleProvider(out),
-        send_rate=MemorySendRate(rate=100),
+        send_rate=embedded_send_rate(100),
         healthy=lambda name: name != "resend",
     )
     sent = await deliverer.send_template("email_otp", "a@example.org", "123456", idempotency_key="k",

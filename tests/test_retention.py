@@ -19,10 +19,10 @@ from otp_service.clock import system_clock
 from otp_service.db.engine import create_engine
 from otp_service.db.migrate import upgrade_engine
 from otp_service.db.models import AuditEntry, Delivery, Suppression, WebhookEvent
-from otp_service.redisio import PipelinedRedis, RedisKeys
-from otp_service.retention import MemoryRetentionSlot, RedisRetentionSlot, Retention
+from otp_service.redisio import EmbeddedRedis, PipelinedRedis, RedisKeys
+from otp_service.retention import RedisRetentionSlot, Retention
 from tests.conftest import REDIS_URL
-from tests.support import FakeClock, service_env, unique_email
+from tests.support import service_env, unique_email
 from tests.test_worker import worker_process
 
 DAY = timedelta(days=1)
@@ -120,15 +120,8 @@ async def test_one_purge_an_hour_across_workers(key_prefix: str, engine: AsyncEn
         await redis.aclose()
 
 
-async def test_the_memory_slot_matches(engine: AsyncEngine) -> None:
-    clock = FakeClock()
-    slot = MemoryRetentionSlot(clock=clock)
-    assert await slot.claim("a", 3600)
-    assert not await slot.claim("b", 3600)
-    clock.advance(3599)
-    assert not await slot.claim("a", 3600)
-    clock.advance(1)
-    assert await slot.claim("b", 3600)
+def embedded_slot() -> RedisRetentionSlot:
+    return RedisRetentionSlot(EmbeddedRedis(), RedisKeys("retention"))
 
 
 async def test_a_backlog_goes_in_batches(engine: AsyncEngine) -> None:
@@ -145,7 +138,7 @@ async def test_a_backlog_goes_in_batches(engine: AsyncEngine) -> None:
 
     event.listen(engine.sync_engine, "before_cursor_execute", count)
     try:
-        retention = Retention(engine=engine, slot=MemoryRetentionSlot(clock=system_clock), days=30,
+        retention = Retention(engine=engine, slot=embedded_slot(), days=30,
                               owner="w", clock=system_clock, batch=2)  # fmt: skip
         deleted = await retention.purge()
     finally:
@@ -162,7 +155,7 @@ async def test_the_same_statements_on_the_embedded_sqlite(tmp_path: Path) -> Non
         old, recent = unique_email(), unique_email()
         await seed(db, old, 31 * DAY)
         await seed(db, recent, 29 * DAY)
-        retention = Retention(engine=db, slot=MemoryRetentionSlot(clock=system_clock), days=30, owner="w",
+        retention = Retention(engine=db, slot=embedded_slot(), days=30, owner="w",
                               clock=system_clock, batch=1)  # fmt: skip
         assert await retention.run_once() == {"deliveries": 1, "webhook_events": 1, "audit_log": 1}
         assert await retention.run_once() is None  # within the hour
@@ -174,16 +167,15 @@ async def test_the_same_statements_on_the_embedded_sqlite(tmp_path: Path) -> Non
 
 async def test_the_loop_outlives_a_database_outage(caplog: pytest.LogCaptureFixture) -> None:
     db = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none", timeout=0.5)
-    clock = FakeClock()
-    slot = MemoryRetentionSlot(clock=clock)
-    retention = Retention(engine=db, slot=slot, days=30, owner="w", clock=clock, check_every=0.01)
+    # A one-hour slot would keep the second claim out for an hour: here a period is 50 ms.
+    retention = Retention(engine=db, slot=embedded_slot(), days=30, owner="w", clock=system_clock,
+                          check_every=0.01, run_every=0.05)  # fmt: skip
     task = asyncio.create_task(retention.run())
     try:
         for _ in range(3):  # each period: a claim, a failed purge, and the loop goes on
             while sum("retention.failed" in r.getMessage() for r in caplog.records) < _ + 1:
                 assert not task.done()
                 await asyncio.sleep(0.01)
-            clock.advance(3600)
     finally:
         retention.stop()
         await asyncio.wait_for(task, timeout=5)

@@ -1,6 +1,6 @@
-"""One contract, two implementations: the Redis stores (Lua scripts and stream commands, all on the
-service's one client, redisio.PipelinedRedis) and the embedded in-process twins; the Redis cases
-run on a standalone Redis and on a real 3-master Redis Cluster."""
+"""One contract, one implementation: the stores' Lua scripts and stream commands, run on a standalone
+Redis (redisio.PipelinedRedis), on a real 3-master Redis Cluster, and on the embedded default's
+in-memory Redis (redisio.EmbeddedRedis)."""
 
 import asyncio
 import secrets
@@ -12,26 +12,20 @@ import pytest
 from redis.asyncio import Redis
 
 from otp_service.clock import DAY_MS
-from otp_service.delivery.heartbeat import (
-    HEARTBEAT_TTL,
-    MemoryWorkerRegistry,
-    RedisWorkerRegistry,
-    WorkerRegistry,
-)
-from otp_service.delivery.queue import JobQueue, MemoryJobQueue, RedisJobQueue
-from otp_service.delivery.reputation import MemoryPauseState, PauseState, RedisPauseState
-from otp_service.limits.throttle import ConversionGuard, MemoryThrottle, Rates, RedisThrottle, Throttle
+from otp_service.delivery.heartbeat import HEARTBEAT_TTL, RedisWorkerRegistry, WorkerRegistry
+from otp_service.delivery.queue import JobQueue, RedisJobQueue
+from otp_service.delivery.reputation import PauseState, RedisPauseState
+from otp_service.limits.throttle import ConversionGuard, Rates, RedisThrottle, Throttle
 from otp_service.net import Client, Prefixes, identify
 from otp_service.otp.store import (
     CodeStore,
-    MemoryCodeStore,
     RedisCodeStore,
     SendRequest,
     SendStatus,
     VerifyRequest,
     VerifyStatus,
 )
-from otp_service.redisio import PipelinedRedis, RedisKeys, open_redis
+from otp_service.redisio import EmbeddedRedis, RedisClient, RedisKeys, open_redis
 from otp_service.settings import Rate
 from tests.conftest import REDIS_URL
 from tests.support import FakeClock
@@ -62,28 +56,24 @@ class Env:
     async def advance(self, ms: int) -> None:
         """Move the store's clock; Redis key TTLs run on Redis's own clock, so wait for real."""
         self.clock.advance(ms / 1000)
-        if self.kind == "redis":
-            await asyncio.sleep(ms / 1000)
+        await asyncio.sleep(ms / 1000)
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["embedded", "redis", "cluster"])
 async def env(request: pytest.FixtureRequest, redis: Redis, key_prefix: str) -> AsyncIterator[Env]:
-    """The same cases on the in-process stores, on Redis, and on a real 3-master Redis Cluster."""
+    """The same cases on the embedded in-memory Redis, on Redis, and on a real 3-master Redis Cluster."""
     clock = FakeClock()
-    if request.param == "memory":
-        queue = MemoryJobQueue(clock)
-        throttle = MemoryThrottle(clock=clock)
-        pauses = MemoryPauseState()
-        store = MemoryCodeStore(throttle=throttle, queue=queue, pauses=pauses, clock=clock)
-        yield Env("memory", store, throttle, queue, pauses, MemoryWorkerRegistry(clock=clock), clock)
-        return
     keys = RedisKeys(key_prefix)
-    url = request.getfixturevalue("redis_cluster_url") if request.param == "cluster" else REDIS_URL
-    client: PipelinedRedis = open_redis(url, keys, timeout=2, cluster=request.param == "cluster")
+    client: RedisClient
+    if request.param == "embedded":
+        client = EmbeddedRedis()
+    else:
+        url = request.getfixturevalue("redis_cluster_url") if request.param == "cluster" else REDIS_URL
+        client = open_redis(url, keys, timeout=2, cluster=request.param == "cluster")
     rq = RedisJobQueue(client, keys, clock=clock)
     await rq.ensure_ready()
     yield Env(
-        "redis", RedisCodeStore(client, keys, clock=clock), RedisThrottle(client, keys, clock=clock), rq,
+        request.param, RedisCodeStore(client, keys, clock=clock), RedisThrottle(client, keys, clock=clock), rq,
         RedisPauseState(client, keys), RedisWorkerRegistry(client, keys, clock=clock), clock,
     )  # fmt: skip
     await rq.aclose()
@@ -437,9 +427,6 @@ async def test_sending_paused_refuses_without_consuming_anything(env: Env) -> No
 
 
 async def test_queue_forgets_consumers_that_hold_nothing_and_read_nothing(env: Env) -> None:
-    if env.kind == "memory":  # one process: there is no roster of consumers to keep tidy
-        assert await env.queue.forget_idle_consumers(0) == []
-        return
     for address in ("addr-1", "addr-2"):
         assert (await env.store.decide_send(send_req(address))).status is SendStatus.OK
     [done] = await env.queue.read("gone", 1, block_ms=10)

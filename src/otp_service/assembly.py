@@ -19,33 +19,33 @@ import httpx
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from httpx_aiohttp import AiohttpTransport
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from otp_service.audit.service import AuditLog
 from otp_service.clock import Clock, system_clock
 from otp_service.db.engine import create_engine, create_sessionmaker
 from otp_service.db.migrate import upgrade_engine
-from otp_service.delivery.heartbeat import MemoryWorkerRegistry, RedisWorkerRegistry, WorkerRegistry
+from otp_service.delivery.heartbeat import RedisWorkerRegistry, WorkerRegistry
 from otp_service.delivery.jobs import JobSealer
 from otp_service.delivery.lookup import DeliveryLookup
 from otp_service.delivery.providers.base import EmailProvider
 from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.providers.resend import ResendProvider
 from otp_service.delivery.providers.ses import SesProvider
-from otp_service.delivery.queue import JobQueue, MemoryJobQueue, RedisJobQueue
-from otp_service.delivery.reputation import MemoryPauseState, PauseState, RedisPauseState, ReputationGuard
+from otp_service.delivery.queue import JobQueue, RedisJobQueue
+from otp_service.delivery.reputation import PauseState, RedisPauseState, ReputationGuard
 from otp_service.delivery.sender import Deliverer, SendRateLimiter
 from otp_service.delivery.usage import UsageService
 from otp_service.delivery.worker import DeliveryWorker
-from otp_service.limits.send_rate import MemorySendRate, RedisSendRate
-from otp_service.limits.throttle import MemoryThrottle, RedisThrottle, Throttle
+from otp_service.limits.send_rate import RedisSendRate
+from otp_service.limits.throttle import RedisThrottle, Throttle
 from otp_service.otp.codes import CodeCrypto
 from otp_service.otp.service import OtpService
-from otp_service.otp.store import CodeStore, MemoryCodeStore, RedisCodeStore
+from otp_service.otp.store import CodeStore, RedisCodeStore
 from otp_service.otp.tokens import TokenIssuer
-from otp_service.redisio import PipelinedRedis, RedisKeys, open_redis, redis_guard
-from otp_service.retention import MemoryRetentionSlot, RedisRetentionSlot, Retention, RetentionSlot
+from otp_service.readiness import Readiness
+from otp_service.redisio import EmbeddedRedis, RedisClient, RedisKeys, open_redis
+from otp_service.retention import RedisRetentionSlot, Retention, RetentionSlot
 from otp_service.settings import Settings, parse_nameserver
 from otp_service.suppression.service import SuppressionService
 from otp_service.validation.address import AddressValidator
@@ -59,7 +59,7 @@ from otp_service.webhooks.sns import SnsVerifier
 
 @dataclass(frozen=True, slots=True)
 class Stores:
-    """The shared state every process sees: in Redis, or in this process (embedded default)."""
+    """The shared state every process sees, in Redis (the embedded default's in this process)."""
 
     codes: CodeStore
     throttle: Throttle
@@ -75,7 +75,7 @@ class Infrastructure:
     settings: Settings
     engine: AsyncEngine
     http: httpx.AsyncClient
-    redis: PipelinedRedis | None
+    redis: RedisClient
     stores: Stores
     clock: Clock
 
@@ -102,29 +102,27 @@ def create_provider_http_client(settings: Settings) -> httpx.AsyncClient:
     return create_http_client(settings, AiohttpTransport(limits=limits, trust_env=True))
 
 
-def _stores(settings: Settings, redis: PipelinedRedis | None, clock: Clock) -> Stores:
-    if redis is not None:
-        keys = RedisKeys(settings.redis_key_prefix)
-        return Stores(
-            codes=RedisCodeStore(redis, keys, clock=clock),
-            throttle=RedisThrottle(redis, keys, clock=clock),
-            queue=RedisJobQueue(redis, keys, clock=clock),
-            pauses=RedisPauseState(redis, keys),
-            send_rate=RedisSendRate(redis, keys, rate=settings.send_rate, clock=clock),
-            workers=RedisWorkerRegistry(redis, keys, clock=clock),
-            retention=RedisRetentionSlot(redis, keys),
-        )
-    queue = MemoryJobQueue(clock)
-    throttle = MemoryThrottle(clock=clock)
-    pauses = MemoryPauseState()
+def _stores(settings: Settings, redis: RedisClient, clock: Clock) -> Stores:
+    keys = RedisKeys(settings.redis_key_prefix)
     return Stores(
-        codes=MemoryCodeStore(throttle=throttle, queue=queue, pauses=pauses, clock=clock),
-        throttle=throttle,
-        queue=queue,
-        pauses=pauses,
-        send_rate=MemorySendRate(rate=settings.send_rate, clock=clock),
-        workers=MemoryWorkerRegistry(clock=clock),
-        retention=MemoryRetentionSlot(clock=clock),
+        codes=RedisCodeStore(redis, keys, clock=clock),
+        throttle=RedisThrottle(redis, keys, clock=clock),
+        queue=RedisJobQueue(redis, keys, clock=clock),
+        pauses=RedisPauseState(redis, keys),
+        send_rate=RedisSendRate(redis, keys, rate=settings.send_rate, clock=clock),
+        workers=RedisWorkerRegistry(redis, keys, clock=clock),
+        retention=RedisRetentionSlot(redis, keys),
+    )
+
+
+def open_redis_client(settings: Settings) -> RedisClient:
+    """OTP_REDIS_URL's server, or without one the embedded default's in-memory Redis (the same
+    scripts and commands, in this process)."""
+    if settings.redis_url is None:
+        return EmbeddedRedis()
+    keys = RedisKeys(settings.redis_key_prefix)
+    return open_redis(
+        settings.redis_url, keys, timeout=settings.dependency_timeout, cluster=settings.redis_cluster
     )
 
 
@@ -139,44 +137,11 @@ async def open_infrastructure(
             # The embedded default creates its schema through the same Alembic migrations.
             await upgrade_engine(engine)
         http = await stack.enter_async_context(create_http_client(settings))
-        redis = None
-        if settings.redis_url is not None:
-            keys = RedisKeys(settings.redis_key_prefix)
-            redis = open_redis(
-                settings.redis_url, keys, timeout=settings.dependency_timeout, cluster=settings.redis_cluster
-            )
-            stack.push_async_callback(redis.aclose)
+        redis = open_redis_client(settings)
+        stack.push_async_callback(redis.aclose)
         stores = _stores(settings, redis, clock)
         stack.push_async_callback(stores.queue.aclose)
         yield Infrastructure(settings, engine, http, redis, stores, clock)
-
-
-class Readiness:
-    """`/readyz`: the web process's own dependencies, each bounded by OTP_DEPENDENCY_TIMEOUT."""
-
-    def __init__(self, *, engine: AsyncEngine, redis: PipelinedRedis | None, timeout: float) -> None:
-        self._engine = engine
-        self._redis = redis
-        self._timeout = timeout
-
-    async def checks(self) -> dict[str, str]:
-        async def database() -> None:
-            async with asyncio.timeout(self._timeout), self._engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-
-        async def redis() -> None:
-            if self._redis is not None:
-                async with redis_guard("ping"):
-                    await self._redis.execute("PING")
-
-        results = await asyncio.gather(database(), redis(), return_exceptions=True)
-        checks = {
-            name: "ok" if not isinstance(result, BaseException) else "down"
-            for name, result in zip(("database", "redis"), results, strict=True)
-        }
-        if self._redis is None:
-            checks["redis"] = "not_configured"
-        return checks
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from otp_service.audit import repository as audit
 from otp_service.clock import Clock
 from otp_service.delivery import repository as deliveries
 from otp_service.metrics import RETENTION_DELETED
-from otp_service.redisio import PipelinedRedis, RedisKeys, redis_guard
+from otp_service.redisio import RedisClient, RedisKeys, redis_guard
 from otp_service.webhooks import repository as webhook_events
 
 log = logging.getLogger("otp_service.retention")
@@ -46,7 +46,7 @@ class RetentionSlot(Protocol):
 
 
 class RedisRetentionSlot:
-    def __init__(self, redis: PipelinedRedis, keys: RedisKeys) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys) -> None:
         self._redis = redis
         self._key = keys.retention_slot
 
@@ -54,19 +54,6 @@ class RedisRetentionSlot:
         async with redis_guard("retention.claim"):
             answer = await self._redis.execute("SET", self._key, owner, "NX", "PX", int(seconds * 1000))
         return answer is not None
-
-
-class MemoryRetentionSlot:
-    def __init__(self, *, clock: Clock) -> None:
-        self._clock = clock
-        self._until = 0.0
-
-    async def claim(self, owner: str, seconds: float) -> bool:
-        now = self._clock()
-        if now < self._until:
-            return False
-        self._until = now + seconds
-        return True
 
 
 class Retention:

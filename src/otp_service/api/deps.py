@@ -12,7 +12,6 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from otp_service.api.context import CLIENT_KEY
-from otp_service.assembly import Readiness
 from otp_service.audit.service import AuditLog
 from otp_service.delivery.lookup import DeliveryLookup
 from otp_service.delivery.reputation import ReputationGuard
@@ -20,6 +19,7 @@ from otp_service.delivery.usage import UsageService
 from otp_service.net import Client
 from otp_service.otp.service import OtpService
 from otp_service.otp.tokens import TokenIssuer
+from otp_service.readiness import Readiness
 from otp_service.suppression.service import SuppressionService
 from otp_service.webhooks.service import WebhookService
 

@@ -7,7 +7,7 @@ import json
 from typing import Protocol
 
 from otp_service.clock import Clock, now_ms
-from otp_service.redisio import PipelinedRedis, RedisKeys, redis_guard
+from otp_service.redisio import RedisClient, RedisKeys, redis_guard
 
 HEARTBEAT_EVERY = 5.0
 """Seconds between beats; a worker counts as alive for HEARTBEAT_TTL after its last one."""
@@ -21,7 +21,7 @@ class WorkerRegistry(Protocol):
 
 
 class RedisWorkerRegistry:
-    def __init__(self, redis: PipelinedRedis, keys: RedisKeys, *, clock: Clock) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys, *, clock: Clock) -> None:
         self._redis = redis
         self._keys = keys
         self._clock = clock
@@ -41,16 +41,3 @@ class RedisWorkerRegistry:
         async with redis_guard("workers.alive"):
             count = await self._redis.execute("ZCOUNT", self._keys.workers, now_ms(self._clock), "+inf")
         return int(count)
-
-
-class MemoryWorkerRegistry:
-    def __init__(self, *, clock: Clock) -> None:
-        self._clock = clock
-        self._until: dict[str, float] = {}
-
-    async def beat(self, name: str, info: dict[str, object]) -> None:
-        self._until[name] = self._clock() + HEARTBEAT_TTL
-
-    async def alive(self) -> int:
-        now = self._clock()
-        return sum(1 for until in self._until.values() if until > now)

@@ -7,15 +7,13 @@ to keep its claim.
 """
 
 import asyncio
-import collections
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from otp_service.clock import Clock, now_ms, system_clock
-from otp_service.redisio import PipelinedRedis, RedisKeys, ReplyError, Script, redis_guard
+from otp_service.redisio import RedisClient, RedisKeys, ReplyError, Script, redis_guard
 
 GROUP = "delivery"
 
@@ -92,7 +90,7 @@ class RedisJobQueue:
 
     _ACK = Script(("otp_service.delivery", "ack"))
 
-    def __init__(self, redis: PipelinedRedis, keys: RedisKeys, *, clock: Clock = system_clock) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys, *, clock: Clock = system_clock) -> None:
         self._redis = redis
         self._blocking = redis.dedicated()
         self._stream = keys.jobs
@@ -177,82 +175,3 @@ class RedisJobQueue:
             oldest = max(0, now_ms(self._clock) - _id_time_ms(first[0][0].decode()))
         return QueueStats(waiting=max(0, length - pending_count), pending=pending_count,
                           oldest_age_ms=oldest)  # fmt: skip
-
-
-class MemoryJobQueue:
-    """The embedded default's queue: same semantics, one process, nothing survives a restart."""
-
-    def __init__(self, clock: Clock = system_clock) -> None:
-        self._clock = clock
-        self._jobs: dict[str, Job] = {}
-        self._ready: collections.deque[str] = collections.deque()
-        self._inflight: dict[str, tuple[str, float]] = {}
-        self._seq = 0
-        self._wakeup = asyncio.Event()
-
-    def enqueue(
-        self,
-        payload: bytes,
-        expires_at_ms: int,
-        reused_code: bytes | None = None,
-        lifetime_s: int | None = None,
-    ) -> str:
-        self._seq += 1
-        job_id = f"{int(self._clock() * 1000)}-{self._seq}"
-        self._jobs[job_id] = Job(job_id, payload, expires_at_ms, reused_code, lifetime_s)
-        self._ready.append(job_id)
-        self._wakeup.set()
-        return job_id
-
-    async def ensure_ready(self) -> None:
-        return None
-
-    async def read(self, consumer: str, count: int, block_ms: int) -> list[Job]:
-        if not self._ready and block_ms > 0:
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), block_ms / 1000)
-            except TimeoutError:
-                return []
-        jobs: list[Job] = []
-        while self._ready and len(jobs) < count:
-            job_id = self._ready.popleft()
-            if job_id in self._jobs:
-                self._inflight[job_id] = (consumer, time.monotonic())
-                jobs.append(self._jobs[job_id])
-        return jobs
-
-    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Job]:
-        now = time.monotonic()
-        jobs: list[Job] = []
-        for job_id, (_owner, since) in list(self._inflight.items()):
-            if len(jobs) >= count:
-                break
-            if (now - since) * 1000 >= min_idle_ms:
-                self._inflight[job_id] = (consumer, now)
-                jobs.append(self._jobs[job_id])
-        return jobs
-
-    async def forget_idle_consumers(self, min_idle_ms: int) -> list[str]:
-        return []  # one process: consumers are not recorded
-
-    async def touch(self, consumer: str, job_ids: Sequence[str]) -> None:
-        now = time.monotonic()
-        for job_id in job_ids:
-            if job_id in self._inflight:
-                self._inflight[job_id] = (consumer, now)
-
-    async def ack(self, job_id: str) -> None:
-        self._inflight.pop(job_id, None)
-        self._jobs.pop(job_id, None)
-
-    async def stats(self) -> QueueStats:
-        oldest = 0
-        if self._jobs:
-            first = next(iter(self._jobs))
-            oldest = max(0, now_ms(self._clock) - _id_time_ms(first))
-        return QueueStats(waiting=len(self._ready), pending=len(self._inflight),
-                          oldest_age_ms=oldest)  # fmt: skip
-
-    async def aclose(self) -> None:
-        return None

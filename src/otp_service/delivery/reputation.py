@@ -2,8 +2,7 @@
 (deliveries sent, and the bounces and complaints that suppressed an address). Over a threshold,
 above a minimum volume, a provider is paused: jobs go to a healthy fallback, or, with none left,
 new sends answer 503 `sending_paused`. Only an operator resumes (admin API); rates then count
-from the resume on. The pause state is shared by every process through Redis (or held in
-process in the embedded default)."""
+from the resume on. The pause state is shared by every process through Redis."""
 
 import asyncio
 from dataclasses import dataclass
@@ -17,15 +16,11 @@ from otp_service.clock import Clock, now_ms, system_clock
 from otp_service.delivery import repository as deliveries
 from otp_service.errors import NotFound, ServiceError, Unavailable
 from otp_service.logs import get_logger
-from otp_service.redisio import PipelinedRedis, RedisKeys, redis_guard, text
+from otp_service.redisio import RedisClient, RedisKeys, redis_guard, text
 from otp_service.settings import Settings
 from otp_service.webhooks import repository as events
 
 log = get_logger("reputation")
-
-PAUSE_RETRY_MS = 300_000
-"""Retry-After of a send refused while sending is paused: only an operator resumes, so clients
-are told to come back in minutes, not seconds."""
 
 
 class PauseState(Protocol):
@@ -45,7 +40,7 @@ class PauseState(Protocol):
 
 
 class RedisPauseState:
-    def __init__(self, redis: PipelinedRedis, keys: RedisKeys) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys) -> None:
         self._redis = redis
         self._keys = keys
 
@@ -79,30 +74,6 @@ class RedisPauseState:
                 await self._redis.execute("SET", self._keys.sending_paused, "1")
             else:
                 await self._redis.execute("DEL", self._keys.sending_paused)
-
-
-class MemoryPauseState:
-    def __init__(self) -> None:
-        self._pauses: dict[str, str] = {}
-        self._resumed: dict[str, int] = {}
-        self.sending_paused = False
-
-    async def pauses(self) -> dict[str, str]:
-        return dict(self._pauses)
-
-    async def pause(self, provider: str, reason: str) -> None:
-        self._pauses[provider] = reason
-
-    async def resume(self, provider: str, at_ms: int) -> bool:
-        self._resumed[provider] = at_ms
-        self.sending_paused = False
-        return self._pauses.pop(provider, None) is not None
-
-    async def resumed_at(self, provider: str) -> int | None:
-        return self._resumed.get(provider)
-
-    async def set_sending_paused(self, paused: bool) -> None:
-        self.sending_paused = paused
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,14 +5,14 @@ of processes (the Redis bucket is one Lua script). Callers wait for a token rath
 """
 
 from otp_service.clock import Clock, now_ms, system_clock
-from otp_service.redisio import PipelinedRedis, RedisKeys, Script, redis_guard
+from otp_service.redisio import RedisClient, RedisKeys, Script, redis_guard
 
 
 class RedisSendRate:
     _SCRIPT = Script(("otp_service.limits", "take_token"))
 
     def __init__(
-        self, redis: PipelinedRedis, keys: RedisKeys, *, rate: int, clock: Clock = system_clock
+        self, redis: RedisClient, keys: RedisKeys, *, rate: int, clock: Clock = system_clock
     ) -> None:
         self._redis = redis
         self._key = keys.send_bucket
@@ -24,21 +24,3 @@ class RedisSendRate:
         async with redis_guard("send_rate"):
             wait = await self._SCRIPT(self._redis, [self._key], [now_ms(self._clock), self._rate, self._rate])
         return int(wait)
-
-
-class MemorySendRate:
-    def __init__(self, *, rate: int, clock: Clock = system_clock) -> None:
-        self._rate = rate
-        self._tokens = float(rate)
-        self._ts = clock() * 1000
-        self._clock = clock
-
-    async def try_take(self) -> int:
-        now = self._clock() * 1000
-        if now > self._ts:
-            self._tokens = min(self._rate, self._tokens + (now - self._ts) * self._rate / 1000)
-            self._ts = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0
-        return max(1, int((1 - self._tokens) * 1000 / self._rate + 0.999))

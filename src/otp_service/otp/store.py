@@ -1,8 +1,8 @@
 """The code state machine: one atomic decision per send and per verify.
 
-Two implementations pass one contract test suite (tests/test_store_contract.py):
-`RedisCodeStore` (production: one Lua script per decision, otp/lua) and `MemoryCodeStore` (the
-embedded default, one process). A send decides the client's rate, the sending-paused flag, the
+`RedisCodeStore` runs one Lua script per decision (otp/lua), on a Redis server or on the
+embedded default's in-memory Redis alike (tests/test_store_contract.py runs one contract on
+both, and on Redis Cluster). A send decides the client's rate, the sending-paused flag, the
 address's cooldown and rolling-24 h cap and the service-wide rolling-24 h cap; on acceptance it
 stores the code's hash and queues the sealed delivery job, all or nothing.
 """
@@ -13,19 +13,13 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from otp_service.clock import DAY_MS, Clock, now_ms
-from otp_service.delivery.queue import MemoryJobQueue
-from otp_service.delivery.reputation import PAUSE_RETRY_MS, MemoryPauseState
-from otp_service.limits.throttle import (
-    PRELUDE,
-    ConversionGuard,
-    Members,
-    MemoryThrottle,
-    Rates,
-    SlidingWindows,
-    throttle_args,
-)
+from otp_service.limits.throttle import PRELUDE, ConversionGuard, Members, Rates, throttle_args
 from otp_service.net import Client
-from otp_service.redisio import PipelinedRedis, RedisKeys, Script, redis_guard, text
+from otp_service.redisio import RedisClient, RedisKeys, Script, redis_guard, text
+
+PAUSE_RETRY_MS = 300_000
+"""Retry-After of a send refused while sending is paused: only an operator resumes, so clients
+are told to come back in minutes, not seconds."""
 
 SEND_SCOPE = "otp_send"
 VERIFY_SCOPE = "otp_verify"
@@ -184,7 +178,7 @@ class RedisCodeStore:
     _READ = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_read"))
     _RELEASE = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_release"))
 
-    def __init__(self, redis: PipelinedRedis, keys: RedisKeys, *, clock: Clock) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys, *, clock: Clock) -> None:
         self._redis = redis
         self._keys = keys
         self._clock = clock
@@ -272,209 +266,3 @@ class RedisCodeStore:
         async with redis_guard("code.current"):
             stored = await self._redis.execute("HGET", self._keys.code(address_id), "h")
         return stored is not None and hmac.compare_digest(stored, code_hash.encode())
-
-
-@dataclass(slots=True)
-class _Code:
-    hash: str
-    wrong: int
-    expires_at: int
-    sealed: bytes | None = None  # OTP_RESEND_STRATEGY=reuse
-
-
-@dataclass(slots=True)
-class _Kept:
-    fingerprint: str
-    answer: SendDecision | None  # None while the claim is pending
-    expires_at: int
-
-
-_SWEEP_EVERY = 1024  # decisions between sweeps of expired entries
-_HOUR = 3_600_000
-
-
-class MemoryCodeStore:
-    """The Lua scripts' semantics in one process. Every method runs without awaiting in
-    between, so on one event loop each decision is atomic exactly as a script is in Redis."""
-
-    def __init__(
-        self, *, throttle: MemoryThrottle, queue: MemoryJobQueue, pauses: MemoryPauseState, clock: Clock
-    ) -> None:
-        self._throttle = throttle
-        self._queue = queue
-        self._pauses = pauses
-        self._clock = clock
-        self._daily = SlidingWindows()
-        self._global = SlidingWindows()
-        self._cooldowns: dict[str, int] = {}
-        self._codes: dict[str, _Code] = {}
-        self._conversions: dict[str, dict[tuple[str, int], int]] = {}
-        self._slowed: dict[str, int] = {}
-        self._kept: dict[str, _Kept] = {}
-        self._ops = 0
-
-    def _now(self) -> int:
-        now = now_ms(self._clock)
-        self._ops += 1
-        if self._ops % _SWEEP_EVERY == 0:
-            self._daily.sweep(now, DAY_MS)
-            self._cooldowns = {k: v for k, v in self._cooldowns.items() if v > now}
-            self._codes = {k: v for k, v in self._codes.items() if v.expires_at > now}
-            self._slowed = {k: v for k, v in self._slowed.items() if v > now}
-            self._kept = {k: v for k, v in self._kept.items() if v.expires_at > now}
-            for subnet in list(self._conversions):
-                self._conversion(subnet, now)
-        return now
-
-    def _conversion(self, subnet: str, now: int) -> tuple[int, int]:
-        """The prelude's `conversion`: (sends, verified) in the last 24 hourly steps."""
-        counts = self._conversions.get(subnet)
-        if counts is None:
-            return 0, 0
-        current = now // _HOUR
-        for field in [f for f in counts if f[1] <= current - 24]:
-            del counts[field]
-        if not counts:
-            del self._conversions[subnet]
-        sent = sum(n for (kind, _), n in counts.items() if kind == "s")
-        return sent, sum(counts.values()) - sent
-
-    def _convert(self, subnet: str, now: int, kind: str) -> None:
-        counts = self._conversions.setdefault(subnet, {})
-        field = (kind, now // _HOUR)
-        counts[field] = counts.get(field, 0) + 1
-
-    def _record(self, key_id: str, now: int) -> _Kept | None:
-        kept = self._kept.get(key_id)
-        if kept is not None and kept.expires_at <= now:
-            del self._kept[key_id]
-            return None
-        return kept
-
-    async def claim(self, idem: Idempotency, client: Client, rates: Rates) -> Claim:
-        now = self._now()
-        wait = self._throttle.pair_wait(rates, client, now)
-        if wait:
-            return Claim(ClaimStatus.RATE_LIMITED, SendDecision(SendStatus.RATE_LIMITED, wait))
-        kept = self._record(idem.key_id, now)
-        if kept is None:
-            self._kept[idem.key_id] = _Kept(idem.fingerprint, None, now + idem.lease_ms)
-            return Claim(ClaimStatus.NEW)
-        self._throttle.pair_add(rates, client, now)
-        return self._state(kept, idem)
-
-    @staticmethod
-    def _state(kept: _Kept, idem: Idempotency) -> Claim:
-        if kept.fingerprint != idem.fingerprint:
-            return Claim(ClaimStatus.REUSED)
-        if kept.answer is None:
-            return Claim(ClaimStatus.PENDING)
-        return Claim(ClaimStatus.REPLAY, kept.answer)
-
-    async def claimed(self, idem: Idempotency) -> Claim | None:
-        kept = self._record(idem.key_id, now_ms(self._clock))
-        return None if kept is None else self._state(kept, idem)
-
-    async def release(self, idem: Idempotency) -> None:
-        kept = self._kept.get(idem.key_id)
-        if kept is not None and kept.answer is None and kept.fingerprint == idem.fingerprint:
-            del self._kept[idem.key_id]
-
-    def _answer(self, req: SendRequest, decision: SendDecision, now: int) -> SendDecision:
-        """send.lua's `answer`: kept under the request's Idempotency-Key, or the claim given up."""
-        idem = req.idempotency
-        if idem is None or decision.replayed or decision.status is SendStatus.KEY_REUSED:
-            return decision
-        if decision.status in KEPT_ANSWERS:
-            replay = SendDecision(decision.status, decision.retry_after_ms, decision.job_id, replayed=True)
-            self._kept[idem.key_id] = _Kept(idem.fingerprint, replay, now + idem.keep_ms)
-        else:
-            kept = self._kept.get(idem.key_id)
-            if kept is not None and kept.answer is None:
-                del self._kept[idem.key_id]
-        return decision
-
-    async def decide_send(self, req: SendRequest) -> SendDecision:
-        now = self._now()
-        return self._answer(req, self._decide_send(req, now), now)
-
-    def _decide_send(self, req: SendRequest, now: int) -> SendDecision:
-        wait = self._throttle.pair_wait(req.rates, req.client, now)
-        if wait:
-            return SendDecision(SendStatus.RATE_LIMITED, wait)
-        if req.guard.slows(*self._conversion(req.client.subnet, now)):
-            logs, key = self._throttle.subnet_log(req.rates, req.client)
-            limit, window = req.guard.rate.limit, req.guard.rate.period_seconds * 1000
-            if logs.count(key, now, window) >= limit:
-                first = self._slowed.get(req.client.subnet, 0) <= now
-                if first:
-                    self._slowed[req.client.subnet] = now + window
-                return SendDecision(SendStatus.RATE_LIMITED, logs.wait(key, now, window, limit), slowed=first)
-        self._throttle.pair_add(req.rates, req.client, now)
-        if req.idempotency is not None:  # answered meanwhile by a request with the same key
-            kept = self._record(req.idempotency.key_id, now)
-            if kept is not None and kept.fingerprint != req.idempotency.fingerprint:
-                return SendDecision(SendStatus.KEY_REUSED)
-            if kept is not None and kept.answer is not None:
-                return kept.answer
-        if self._pauses.sending_paused:
-            return SendDecision(SendStatus.PAUSED, PAUSE_RETRY_MS)
-        cooldown_until = self._cooldowns.get(req.address_id, 0)
-        if cooldown_until > now:
-            return SendDecision(SendStatus.COOLDOWN, cooldown_until - now)
-        daily, daily_oldest = self._daily.state(req.address_id, now, DAY_MS)
-        if daily >= req.daily_limit:
-            return SendDecision(SendStatus.DAILY_LIMIT, max(1, daily_oldest + DAY_MS - now))
-        sent, oldest = self._global.state(req.channel, now, DAY_MS)
-        if sent >= req.global_limit:
-            return SendDecision(SendStatus.GLOBAL_LIMIT, max(1, oldest + DAY_MS - now))
-        if req.cooldown_ms > 0:
-            self._cooldowns[req.address_id] = now + req.cooldown_ms
-        self._daily.add(req.address_id, now)
-        self._global.add(req.channel, now)
-        self._convert(req.client.subnet, now, "s")
-        if req.sealed_code is not None:
-            live = self._live(req.address_id, now)
-            if (
-                live is not None
-                and live.sealed is not None
-                and live.expires_at - now >= req.reuse_min_left_ms
-            ):
-                left = live.expires_at - now
-                job_id = self._queue.enqueue(req.job_payload, now + left, live.sealed, left // 1000)
-                return SendDecision(SendStatus.OK, job_id=job_id)
-        self._codes[req.address_id] = _Code(req.code_hash, 0, now + req.code_ttl_ms, req.sealed_code)
-        job_id = self._queue.enqueue(req.job_payload, now + req.code_ttl_ms)
-        return SendDecision(SendStatus.OK, job_id=job_id)
-
-    async def verify(self, req: VerifyRequest) -> VerifyDecision:
-        now = self._now()
-        wait = self._throttle.hit_now(req.rates, req.client, now)
-        if wait:
-            return VerifyDecision(VerifyStatus.RATE_LIMITED, retry_after_ms=wait)
-        code = self._live(req.address_id, now)
-        if code is None:
-            return VerifyDecision(VerifyStatus.EXPIRED)
-        if hmac.compare_digest(code.hash, req.code_hash):
-            del self._codes[req.address_id]
-            self._convert(req.client.subnet, now, "v")
-            return VerifyDecision(VerifyStatus.APPROVED)
-        code.wrong += 1
-        if code.wrong >= req.max_attempts:
-            del self._codes[req.address_id]
-            return VerifyDecision(VerifyStatus.MAX_ATTEMPTS)
-        return VerifyDecision(VerifyStatus.INVALID, attempts_remaining=req.max_attempts - code.wrong)
-
-    def _live(self, address_id: str, now: int) -> _Code | None:
-        code = self._codes.get(address_id)
-        if code is None or code.expires_at <= now:
-            self._codes.pop(address_id, None)
-            return None
-        return code
-
-    async def global_usage(self, channel: str) -> int:
-        return self._global.state(channel, self._now(), DAY_MS)[0]
-
-    async def is_current(self, address_id: str, code_hash: str) -> bool:
-        code = self._live(address_id, now_ms(self._clock))
-        return code is not None and hmac.compare_digest(code.hash, code_hash)

@@ -1,23 +1,11 @@
-"""The service's one Redis client: commands pipelined on one shared connection.
+"""The service's Redis transport: commands pipelined on one shared connection.
 
-Every Lua script (send, verify, throttle, send-rate bucket, ack) and every stream command of
-the delivery queue runs through `PipelinedRedis`. Redis answers the commands of a connection
-in order, so replies are matched to callers first-in first-out and any number of callers share
-the connection without waiting for each other; the commands of one event-loop turn leave in
-one write, and hiredis's C parser reads the replies.
-
-Chosen by measurement (`python -m bench.redis_clients`: process CPU per EVALSHA of the verify
-script, 32 concurrent callers, uvloop, best of 3 interleaved rounds of 20,000 calls; a second run
-of the same bench, earlier the same day, gave 9.9 / 80.6 / 129.2 / 160.9 µs):
-
-    | client                                          | CPU µs per call | ÷ this client |
-    |-------------------------------------------------|----------------:|--------------:|
-    | PipelinedRedis (this module)                    |            12.9 |          1.00 |
-    | valkey-glide 2.6.0 (GlideClient)                |           115.3 |          8.97 |
-    | redis-py 8.1.0 asyncio + hiredis, one pool      |           122.2 |          9.50 |
-    | coredis 6.9.0                                   |           160.2 |         12.45 |
-
-The best library costs 8-9x this client, past the 1.5x at which a library would replace it.
+Every Lua script and every stream command of the delivery queue runs through `PipelinedRedis`.
+Redis answers the commands of a connection in order, so replies are matched to callers
+first-in first-out and any number of callers share the connection without waiting for each
+other; the commands of one event-loop turn leave in one write, and hiredis's C parser reads the
+replies. It was chosen over redis-py, coredis and valkey-glide by measurement
+(`python -m bench.redis_clients`; the figures are in the README's "Performance" section).
 
 Failure is never silent and never a hang: a lost connection fails every pending call with
 ConnectionError (the next call reconnects, so a restarted Redis needs no restart here); a
@@ -25,35 +13,23 @@ connection on which the oldest call is past its deadline (`timeout`, plus the bl
 blocking read) fails every pending call with TimeoutError and is dropped. One watchdog timer per
 connection, not one per call. Both are OSError subclasses, which `redis_guard` turns into 503.
 
-Plain TCP, TLS (`rediss://`) and unix sockets (`unix://`). Redis Cluster: every key of the
-service shares one hash tag, so one node owns all of them; the client asks the node it was
-given which node owns the slot (CLUSTER SLOTS), talks to that one, and follows a MOVED reply.
+Plain TCP, TLS (`rediss://`) and unix sockets (`unix://`); Redis Cluster through cluster.py.
 """
 
 import asyncio
 import collections
 import contextlib
-import hashlib
 import ssl as ssl_module
 import time
-from collections.abc import AsyncIterator, Sequence
-from functools import cache
-from importlib import resources
+from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
-from otp_service.errors import Unavailable
-from otp_service.logs import get_logger
-
-log = get_logger("redis")
-
-Arg = bytes | str | int | float
-
-
-class ReplyError(Exception):
-    """Redis answered this command with an error reply (-ERR, -NOSCRIPT, -BUSYGROUP, …)."""
+from otp_service.redisio.client import Arg, ReplyError
+from otp_service.redisio.cluster import key_slot, moved_to, slot_owner
+from otp_service.redisio.keys import RedisKeys
 
 
 def _pack(args: Sequence[Arg]) -> bytes:
@@ -143,27 +119,6 @@ class _Connection(asyncio.Protocol):
                 future.set_exception(exc)
 
 
-def _crc16(data: bytes) -> int:
-    """CRC16-XMODEM, Redis Cluster's key hash (cluster spec, "Keys distribution model")."""
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
-def key_slot(key: str) -> int:
-    raw = key.encode()
-    start = raw.find(b"{")
-    if start != -1:
-        end = raw.find(b"}", start + 1)
-        if end > start + 1:
-            raw = raw[start + 1 : end]
-    return _crc16(raw) % 16384
-
-
 class PipelinedRedis:
     """Commands on one shared connection, opened on first use and reopened after a failure."""
 
@@ -242,22 +197,12 @@ class PipelinedRedis:
                 return await conn.call(_pack(args), blocks_for)
             except ReplyError as exc:
                 # Redis Cluster moved the slot (failover, resharding): follow it once.
-                text = str(exc)
-                if attempt or not text.startswith("MOVED "):
+                target = moved_to(str(exc))
+                if attempt or target is None:
                     raise
-                host, _, port = text.split()[2].rpartition(":")
-                self._target = (host, int(port))
+                self._target = target
                 conn.abort(ConnectionError("slot moved"))
         raise AssertionError("unreachable")
-
-    async def evalsha(self, sha: str, source: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
-        """EVALSHA; on NOSCRIPT (Redis restarted or flushed its scripts), EVAL, which loads it."""
-        try:
-            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
-        except ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        return await self.execute("EVAL", source, len(keys), *keys, *args)
 
     async def _connect(self) -> _Connection:
         if self._closed:
@@ -292,21 +237,14 @@ class PipelinedRedis:
         async with asyncio.timeout(self._timeout):
             conn = await self._dial(*self._target)
             if self._cluster_slot is not None and self._target == self._seed:
-                owner = self._slot_owner(await conn.call(_pack(("CLUSTER", "SLOTS"))))
+                slots = await conn.call(_pack(("CLUSTER", "SLOTS")))
+                owner = slot_owner(slots, self._cluster_slot, self._seed[0])
                 if owner is not None and owner != self._target:
                     conn.abort(ConnectionError("not the slot's owner"))
                     self._target = owner
                     conn = await self._dial(*owner)
         self._conn = conn
         return conn
-
-    def _slot_owner(self, slots: list[Any]) -> tuple[str, int] | None:
-        for entry in slots:
-            start, end, primary = entry[0], entry[1], entry[2]
-            if start <= cast(int, self._cluster_slot) <= end:
-                host = primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])
-                return host or self._seed[0], int(primary[1])
-        return None
 
     async def aclose(self) -> None:
         self._closed = True
@@ -317,114 +255,6 @@ class PipelinedRedis:
         if self._conn is not None:
             self._conn.abort(ConnectionError("client closed"))
             self._conn = None
-
-
-@contextlib.asynccontextmanager
-async def redis_guard(operation: str) -> AsyncIterator[None]:
-    """Redis slow or down: fail closed with 503, never a 500 or a hang. The client bounds every
-    call itself (its watchdog), so no timer is set here."""
-    try:
-        yield
-    except (OSError, TimeoutError) as exc:
-        log.warning("redis.unavailable", extra={"operation": operation, "error": type(exc).__name__})
-        raise Unavailable("The limit store is not answering; try again shortly") from exc
-
-
-class Script:
-    """A Lua script kept as .lua files inside the package (a shared prelude first), called by
-    SHA with EVAL on NOSCRIPT."""
-
-    def __init__(self, *parts: tuple[str, str]) -> None:
-        self.source = "\n".join(_lua(package, name) for package, name in parts)
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-
-    async def __call__(self, client: PipelinedRedis, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
-        return await client.evalsha(self.sha, self.source, keys, args)
-
-
-@cache
-def _lua(package: str, name: str) -> str:
-    return (resources.files(package) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
-
-
-def text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class RedisKeys:
-    """Every Redis key the service uses, built in one place.
-
-    All keys carry the hash tag `{<prefix>}`: one slot, so each Lua script (which touches the
-    client, address, global and queue keys at once) runs unchanged on Redis Cluster.
-    """
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self._base = f"{prefix}:{{{prefix}}}"
-
-    def throttle(self, scope: str, client: str) -> str:
-        return f"{self._base}:ip:{scope}:{client}"
-
-    def conversion(self, subnet: str) -> str:
-        """Hash: a subnet's accepted sends and verified codes per hour (the low-conversion guard)."""
-        return f"{self._base}:conv:{subnet}"
-
-    def slowed(self, subnet: str) -> str:
-        """String with a TTL: the guard has logged this subnet as slowed in its window."""
-        return f"{self._base}:slowed:{subnet}"
-
-    def cooldown(self, address_id: str) -> str:
-        return f"{self._base}:cooldown:{address_id}"
-
-    def daily(self, address_id: str) -> str:
-        return f"{self._base}:daily:{address_id}"
-
-    def global_sends(self, channel: str) -> str:
-        return f"{self._base}:global:{channel}"
-
-    def code(self, address_id: str) -> str:
-        return f"{self._base}:code:{address_id}"
-
-    def idempotency(self, key_id: str) -> str:
-        """Hash with a TTL: a send's Idempotency-Key, its body's fingerprint and first answer."""
-        return f"{self._base}:idem:{key_id}"
-
-    def worker(self, name: str) -> str:
-        """String with a TTL: a delivery worker's heartbeat."""
-        return f"{self._base}:worker:{name}"
-
-    @property
-    def workers(self) -> str:
-        """Sorted set: worker name -> ms its heartbeat lapses (to count them without SCAN)."""
-        return f"{self._base}:workers"
-
-    @property
-    def jobs(self) -> str:
-        return f"{self._base}:jobs"
-
-    @property
-    def pauses(self) -> str:
-        """Hash: provider -> reason, for providers the reputation guard paused."""
-        return f"{self._base}:paused"
-
-    @property
-    def resumed(self) -> str:
-        """Hash: provider -> ms when an operator last resumed it."""
-        return f"{self._base}:resumed"
-
-    @property
-    def sending_paused(self) -> str:
-        """Set while no healthy provider is left: new sends answer 503 sending_paused."""
-        return f"{self._base}:sending-paused"
-
-    @property
-    def retention_slot(self) -> str:
-        """String with a one-hour TTL: a worker claimed this hour's retention run."""
-        return f"{self._base}:retention-slot"
-
-    @property
-    def send_bucket(self) -> str:
-        return f"{self._base}:send-bucket"
 
 
 def open_redis(url: str, keys: RedisKeys, *, timeout: float, cluster: bool) -> PipelinedRedis:

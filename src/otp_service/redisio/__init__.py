@@ -1,0 +1,33 @@
+"""The service's Redis: the interface the stores use, its two transports, and what they share.
+
+client.py     RedisClient (what the stores need), ReplyError, text()
+pipelined.py  PipelinedRedis: a Redis server over TCP, TLS or a unix socket (production)
+embedded.py   EmbeddedRedis: an in-memory Redis in this process (the embedded default)
+cluster.py    Redis Cluster: key slots, the slot's owner, MOVED
+scripts.py    Script: the Lua files, called by SHA
+keys.py       RedisKeys: every key, built in one place
+guard.py      redis_guard: Redis failures as 503
+"""
+
+from otp_service.redisio.client import Arg, RedisClient, ReplyError, text
+from otp_service.redisio.cluster import key_slot
+from otp_service.redisio.embedded import EmbeddedRedis
+from otp_service.redisio.guard import redis_guard
+from otp_service.redisio.keys import RedisKeys
+from otp_service.redisio.pipelined import PipelinedRedis, open_redis
+from otp_service.redisio.scripts import Script, evalsha
+
+__all__ = [
+    "Arg",
+    "EmbeddedRedis",
+    "PipelinedRedis",
+    "RedisClient",
+    "RedisKeys",
+    "ReplyError",
+    "Script",
+    "evalsha",
+    "key_slot",
+    "open_redis",
+    "redis_guard",
+    "text",
+]

@@ -1,0 +1,73 @@
+class RedisKeys:
+    """Every Redis key the service uses, built in one place.
+
+    All keys carry the hash tag `{<prefix>}`: one slot, so each Lua script (which touches the
+    client, address, global and queue keys at once) runs unchanged on Redis Cluster.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self._base = f"{prefix}:{{{prefix}}}"
+
+    def throttle(self, scope: str, client: str) -> str:
+        return f"{self._base}:ip:{scope}:{client}"
+
+    def conversion(self, subnet: str) -> str:
+        """Hash: a subnet's accepted sends and verified codes per hour (the low-conversion guard)."""
+        return f"{self._base}:conv:{subnet}"
+
+    def slowed(self, subnet: str) -> str:
+        """String with a TTL: the guard has logged this subnet as slowed in its window."""
+        return f"{self._base}:slowed:{subnet}"
+
+    def cooldown(self, address_id: str) -> str:
+        return f"{self._base}:cooldown:{address_id}"
+
+    def daily(self, address_id: str) -> str:
+        return f"{self._base}:daily:{address_id}"
+
+    def global_sends(self, channel: str) -> str:
+        return f"{self._base}:global:{channel}"
+
+    def code(self, address_id: str) -> str:
+        return f"{self._base}:code:{address_id}"
+
+    def idempotency(self, key_id: str) -> str:
+        """Hash with a TTL: a send's Idempotency-Key, its body's fingerprint and first answer."""
+        return f"{self._base}:idem:{key_id}"
+
+    def worker(self, name: str) -> str:
+        """String with a TTL: a delivery worker's heartbeat."""
+        return f"{self._base}:worker:{name}"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set: worker name -> ms its heartbeat lapses (to count them without SCAN)."""
+        return f"{self._base}:workers"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self._base}:jobs"
+
+    @property
+    def pauses(self) -> str:
+        """Hash: provider -> reason, for providers the reputation guard paused."""
+        return f"{self._base}:paused"
+
+    @property
+    def resumed(self) -> str:
+        """Hash: provider -> ms when an operator last resumed it."""
+        return f"{self._base}:resumed"
+
+    @property
+    def sending_paused(self) -> str:
+        """Set while no healthy provider is left: new sends answer 503 sending_paused."""
+        return f"{self._base}:sending-paused"
+
+    @property
+    def retention_slot(self) -> str:
+        """String with a one-hour TTL: a worker claimed this hour's retention run."""
+        return f"{self._base}:retention-slot"
+
+    @property
+    def send_bucket(self) -> str:
+        return f"{self._base}:send-bucket"

@@ -1,0 +1,37 @@
+"""Lua scripts kept as .lua files inside the package (a shared prelude first), called by SHA."""
+
+import hashlib
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from otp_service.redisio.client import Arg, RedisClient, ReplyError
+
+
+async def evalsha(
+    client: RedisClient, sha: str, source: str, keys: Sequence[Arg], args: Sequence[Arg]
+) -> Any:
+    """EVALSHA; on NOSCRIPT (Redis restarted or flushed its scripts), EVAL, which loads it."""
+    try:
+        return await client.execute("EVALSHA", sha, len(keys), *keys, *args)
+    except ReplyError as exc:
+        if not str(exc).startswith("NOSCRIPT"):
+            raise
+    return await client.execute("EVAL", source, len(keys), *keys, *args)
+
+
+class Script:
+    """One script: the named .lua files of their packages' `lua/` folders, joined in order."""
+
+    def __init__(self, *parts: tuple[str, str]) -> None:
+        self.source = "\n".join(_lua(package, name) for package, name in parts)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+    async def __call__(self, client: RedisClient, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        return await evalsha(client, self.sha, self.source, keys, args)
+
+
+@cache
+def _lua(package: str, name: str) -> str:
+    return (resources.files(package) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
