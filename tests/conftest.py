@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from otp_service.api.state import STATE_KEY, WebState
 from otp_service.app import create_app
 from otp_service.db.engine import create_engine
 from otp_service.db.migrate import upgrade
@@ -103,12 +104,10 @@ class AppClient:
     """An app with its lifespan running, an httpx client talking to it in-process, the lifespan's
     state (the domain objects the routes get) and an engine of the test's own on its database."""
 
-    def __init__(
-        self, app: FastAPI, client: httpx.AsyncClient, state: dict[str, Any], db: AsyncEngine
-    ) -> None:
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient, web: WebState, db: AsyncEngine) -> None:
         self.app = app
         self.http = client
-        self.state = state
+        self.web = web
         self.db = db
 
 
@@ -137,7 +136,7 @@ def open_app() -> Callable[..., Any]:
 
                 transport = httpx.ASGITransport(app=with_state, client=(client_ip, 40000))
                 async with httpx.AsyncClient(transport=transport, base_url="http://otp.test") as http:
-                    yield AppClient(app, http, lifespan_state, db)
+                    yield AppClient(app, http, lifespan_state[STATE_KEY], db)
         finally:
             await db.dispose()
 

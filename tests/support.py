@@ -4,14 +4,16 @@ import asyncio
 import contextlib
 import re
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hiredis
 
+from otp_service.delivery.queue import RedisJobQueue
 from otp_service.limits.send_rate import RedisSendRate
-from otp_service.redisio import EmbeddedRedis, RedisKeys
+from otp_service.redisio import EmbeddedRedis, PipelinedRedis, RedisKeys
 
 _EMAIL_BLOCK = re.compile(
     r"===== otp-service console email (?P<id>\S+) =====\n.*?^To: (?P<to>\S+)\n.*?"
@@ -46,10 +48,24 @@ async def drain(app: Any, timeout: float = 10.0) -> None:
     """Wait until the delivery queue of an app (conftest.AppClient) holds nothing unacknowledged."""
     async with asyncio.timeout(timeout):
         while True:
-            stats = await app.state["queue"].stats()
+            stats = (await app.web.usage.live()).queue
             if stats.waiting == 0 and stats.pending == 0:
                 return
             await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def redis_queue(key_prefix: str) -> AsyncIterator[RedisJobQueue]:
+    """The delivery queue of the test Redis's key space `key_prefix`, on a client of its own."""
+    from tests.conftest import REDIS_URL
+
+    client = PipelinedRedis.from_url(REDIS_URL, timeout=5)
+    queue = RedisJobQueue(client, RedisKeys(key_prefix))
+    try:
+        yield queue
+    finally:
+        await queue.aclose()
+        await client.aclose()
 
 
 def embedded_send_rate(rate: int) -> RedisSendRate:

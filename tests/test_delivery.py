@@ -22,7 +22,7 @@ import respx
 from aiobotocore.session import get_session
 from redis.asyncio import Redis
 
-from otp_service.assembly import open_infrastructure, running_worker
+from otp_service.assembly import WorkerOptions, open_infrastructure, running_worker
 from otp_service.delivery.providers.base import OutgoingEmail, PermanentError, RetryableError
 from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.providers.resend import ResendProvider
@@ -33,7 +33,7 @@ from otp_service.limits.send_rate import RedisSendRate
 from otp_service.redisio import PipelinedRedis, RedisKeys
 from otp_service.settings import Settings
 from tests.conftest import REDIS_URL
-from tests.support import console_emails, embedded_send_rate, unique_email
+from tests.support import console_emails, embedded_send_rate, redis_queue, unique_email
 
 SENDER = "OTP Service <noreply@example.com>"
 
@@ -296,8 +296,7 @@ async def test_job_of_a_dead_consumer_is_reclaimed_and_sent_exactly_once(
         },
     )
     email = unique_email()
-    async with open_app(settings) as app:
-        queue = app.state["queue"]
+    async with open_app(settings) as app, redis_queue(key_prefix) as queue:
         assert (await app.http.post("/api/v1/auth/otp/send", json={"email": email})).status_code == 202
         await queue.ensure_ready()
         # A consumer takes the job and dies before acknowledging it.
@@ -305,7 +304,9 @@ async def test_job_of_a_dead_consumer_is_reclaimed_and_sent_exactly_once(
         outcomes: list[Any] = []
         async with (
             open_infrastructure(settings) as infra,
-            running_worker(infra, concurrency=4, visibility_timeout=0.3, on_outcome=outcomes.append),
+            running_worker(
+                infra, WorkerOptions(concurrency=4, visibility_timeout=0.3, on_outcome=outcomes.append)
+            ),
         ):
             async with asyncio.timeout(10):
                 while not outcomes:
@@ -357,7 +358,7 @@ async def test_resend_end_to_end_with_failover_to_ses(
                 ).status_code == 202
                 started = time.monotonic()
                 while True:
-                    stats = await app.state["queue"].stats()
+                    stats = (await app.web.usage.live()).queue
                     if stats.waiting == 0 and stats.pending == 0:
                         break
                     assert time.monotonic() - started < 1.0
@@ -381,7 +382,7 @@ async def test_a_job_handled_twice_records_one_delivery(
     from otp_service.db.engine import create_engine, create_sessionmaker, session_scope
     from otp_service.db.migrate import upgrade_engine
     from otp_service.db.models import Delivery
-    from otp_service.delivery.repository import DeliveryRecord, record_outcomes
+    from otp_service.delivery.repository import DeliveryOutcome, DeliveryRecord, record_outcomes
 
     url = database_url if backend == "postgresql" else f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}"
     engine = create_engine(url)
@@ -393,7 +394,8 @@ async def test_a_job_handled_twice_records_one_delivery(
         for message_id in ("first", "second"):
             async with session_scope(sessions) as session:
                 await record_outcomes(
-                    session, [DeliveryRecord(job_id, "a@example.org", "sent", "console", message_id)]
+                    session,
+                    [DeliveryRecord(job_id, "a@example.org", DeliveryOutcome.SENT, "console", message_id)],
                 )
         async with sessions() as session:
             rows = (
@@ -413,12 +415,11 @@ async def test_a_worker_forgets_consumers_gone_for_good(
     a running worker drops it (and keeps one that still holds a job)."""
     caplog.set_level(logging.INFO, logger="otp_service.delivery")
     settings = make_settings(worker_enabled=False)
-    async with open_app(settings) as app:
+    async with open_app(settings) as app, redis_queue(key_prefix) as queue:
         for _ in range(2):
             assert (
                 await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})
             ).status_code == 202
-        queue = app.state["queue"]
         await queue.ensure_ready()
         [done] = await queue.read("gone-process", 1, block_ms=100)
         await queue.ack(done.id)
@@ -426,7 +427,7 @@ async def test_a_worker_forgets_consumers_gone_for_good(
         await asyncio.sleep(0.3)
         async with (
             open_infrastructure(settings) as infra,
-            running_worker(infra, concurrency=1, visibility_timeout=60, forget_idle_after=0.2),
+            running_worker(infra, WorkerOptions(concurrency=1, visibility_timeout=60, forget_idle_after=0.2)),
         ):
             async with asyncio.timeout(5):
                 while not any(r.getMessage() == "delivery.consumers_forgotten" for r in caplog.records):

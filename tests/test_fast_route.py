@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from otp_service.api import otp
 from otp_service.api.deps import get_otp_service
 from otp_service.api.routing import FastRoute
+from otp_service.api.state import STATE_KEY
 from otp_service.settings import Settings
 from tests.support import console_emails, drain, unique_email
 
@@ -42,6 +43,7 @@ def plain_routes(app: FastAPI) -> None:
             response_model=route.response_model, responses=route.responses,
             response_model_exclude_none=route.response_model_exclude_none,
         )  # fmt: skip
+        reference.routes[-1].refusal = route.refusal  # type: ignore[attr-defined]  # the same route policy
     app.include_router(reference)
 
 
@@ -200,7 +202,7 @@ async def test_a_body_in_several_chunks_is_joined(pair: Pair) -> None:
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": SEND, "raw_path": SEND.encode(), "query_string": b"", "root_path": "",
         "headers": [(b"host", b"otp.test"), (b"content-type", b"application/json; charset=utf-8")],
-        "client": ("203.0.113.9", 5000), "server": ("otp.test", 80), "state": dict(pair.fast.state),
+        "client": ("203.0.113.9", 5000), "server": ("otp.test", 80), "state": {STATE_KEY: pair.fast.web},
     }  # fmt: skip
     before = pair.solver.calls
     await pair.fast.app(scope, receive, send)

@@ -36,7 +36,7 @@ async def send(app: Any, body: dict[str, Any], key: str | None) -> httpx.Respons
 
 
 async def usage(app: Any) -> int:
-    return int((await app.state["usage"].usage()).sent_24h["email"])
+    return int((await app.web.usage.usage()).sent_24h["email"])
 
 
 async def test_a_repeat_answers_the_same_and_does_nothing_else(

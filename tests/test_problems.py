@@ -41,3 +41,24 @@ async def test_openapi_and_docs_are_served(client: Any) -> None:
     res = await client.http.get("/docs")
     assert res.status_code == 200
     assert "swagger" in res.text.lower()
+
+
+async def test_a_routes_refusal_policy_holds_under_a_root_path(client: Any) -> None:
+    # The app served under /otp by a proxy that passes root_path: the malformed send is still
+    # the send route's invalid_email (its policy travels with the matched route, not a path).
+    import httpx
+
+    transport = httpx.ASGITransport(
+        app=client.http._transport.app, root_path="/otp", client=("203.0.113.9", 1)
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://otp.test") as http:
+        res = await http.post(
+            "/otp/api/v1/auth/otp/send", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        _assert_problem(res, 422, "invalid_email")
+
+
+async def test_allow_lists_every_method_on_a_path(client: Any) -> None:
+    res = await client.http.post("/api/v1/admin/suppressions/a@example.org")
+    _assert_problem(res, 405, "method_not_allowed")
+    assert res.headers["allow"] == "DELETE, GET, PUT"

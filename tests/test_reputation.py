@@ -26,7 +26,7 @@ async def app(open_app: Callable[..., Any], make_settings: Callable[..., Setting
                              reputation_min_volume=200, worker_enabled=False)  # fmt: skip
     async with open_app(settings) as client:
         client.provider = f"console-{secrets.token_hex(3)}"
-        client.state["reputation"].providers = [client.provider]
+        client.web.reputation.providers = [client.provider]
         yield client
 
 
@@ -49,7 +49,7 @@ async def synthetic(app: Any, *, sent: int, bounces: int = 0, complaints: int = 
 
 async def test_bounce_rate_over_threshold_pauses_and_sends_answer_503(app: Any) -> None:
     await synthetic(app, sent=250, bounces=15)  # 6% > 4%
-    [health] = await app.state["reputation"].check()
+    [health] = await app.web.reputation.check()
     assert health.paused
     assert "bounce rate 6.00%" in (health.reason or "")
     res = await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})
@@ -64,27 +64,27 @@ async def test_bounce_rate_over_threshold_pauses_and_sends_answer_503(app: Any) 
     assert resumed.json()[0]["paused"] is False
     assert (await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})).status_code == 202
     # Rates count from the resume on: the old bounces do not pause it again.
-    [health] = await app.state["reputation"].check()
+    [health] = await app.web.reputation.check()
     assert not health.paused
 
 
 async def test_complaint_rate_over_threshold_pauses(app: Any) -> None:
     await synthetic(app, sent=300, complaints=1)  # 0.33% > 0.08%
-    [health] = await app.state["reputation"].check()
+    [health] = await app.web.reputation.check()
     assert health.paused
     assert "complaint rate" in (health.reason or "")
 
 
 async def test_below_minimum_volume_nothing_pauses(app: Any) -> None:
     await synthetic(app, sent=50, bounces=20)
-    [health] = await app.state["reputation"].check()
+    [health] = await app.web.reputation.check()
     assert not health.paused
     assert (await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})).status_code == 202
 
 
 async def test_rates_under_threshold_do_not_pause(app: Any) -> None:
     await synthetic(app, sent=1000, bounces=30)  # 3%
-    [health] = await app.state["reputation"].check()
+    [health] = await app.web.reputation.check()
     assert not health.paused
     assert health.bounce_rate == pytest.approx(0.03)
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import respx
 
-from otp_service.assembly import open_infrastructure, running_worker
+from otp_service.assembly import WorkerOptions, open_infrastructure, running_worker
 from otp_service.delivery.queue import Job, JobQueue, QueueStats
 from otp_service.settings import Settings
 from tests.support import ServiceProcess, console_emails, drain, service_env, unique_email
@@ -113,7 +113,7 @@ async def test_a_crash_of_the_loop_restarts_it(
     async with open_app(settings) as app, open_infrastructure(settings) as infra:
         assert (await app.http.post(SEND, json={"email": email})).status_code == 202
         flaky = FlakyQueue(infra.stores.queue)
-        async with running_worker(infra, queue=flaky) as built:
+        async with running_worker(infra, WorkerOptions(queue=flaky)) as built:
             await drain(app, timeout=10)
             assert built.worker.loop_restarts == 1
     assert flaky.crashed
@@ -134,7 +134,10 @@ async def test_a_replaced_code_is_never_emailed(
     async with open_app(settings) as app:
         for _ in range(2):
             assert (await app.http.post(SEND, json={"email": email})).status_code == 202
-        async with open_infrastructure(settings) as infra, running_worker(infra, concurrency=1):
+        async with (
+            open_infrastructure(settings) as infra,
+            running_worker(infra, WorkerOptions(concurrency=1)),
+        ):
             await drain(app, timeout=10)
         [sent] = console_emails(capsys.readouterr().out)
         assert sent.to == email
@@ -248,8 +251,8 @@ async def test_the_ledger_batches_concurrent_statements_and_answers_each_caller(
 
     from otp_service.db.engine import create_engine
     from otp_service.db.models import Delivery
-    from otp_service.delivery.repository import DeliveryRecord
-    from otp_service.delivery.worker import Ledger
+    from otp_service.delivery.ledger import Ledger
+    from otp_service.delivery.repository import DeliveryOutcome, DeliveryRecord
 
     engine = create_engine(database_url)
     statements: list[str] = []
@@ -269,7 +272,7 @@ async def test_the_ledger_batches_concurrent_statements_and_answers_each_caller(
         answers = await asyncio.gather(*(ledger.suppressed(e) for e in emails))
         assert answers == [e in suppressed for e in emails]
         await asyncio.gather(*(
-            ledger.record(DeliveryRecord(f"job-{tag}-{i}", e, "sent", "console", None)) for i, e in enumerate(emails)
+            ledger.record(DeliveryRecord(f"job-{tag}-{i}", e, DeliveryOutcome.SENT, "console", None)) for i, e in enumerate(emails)
         ))  # fmt: skip
         assert len(statements) <= 4  # 120 calls in a handful of statements
         async with engine.connect() as conn:
@@ -282,7 +285,7 @@ async def test_the_ledger_batches_concurrent_statements_and_answers_each_caller(
 
 async def test_a_failed_ledger_statement_fails_its_batch_and_the_next_reconnects(database_url: str) -> None:
     from otp_service.db.engine import create_engine
-    from otp_service.delivery.worker import Ledger
+    from otp_service.delivery.ledger import Ledger
 
     engine = create_engine(database_url)
     ledger = Ledger(engine, timeout=5)

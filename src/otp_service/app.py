@@ -11,8 +11,9 @@ from starlette.types import ASGIApp
 
 from otp_service.api import admin, health, metrics, otp, webhooks
 from otp_service.api.context import RequestContext
-from otp_service.api.docs import install_docs
-from otp_service.api.problems import install_problem_handlers, problem_openapi
+from otp_service.api.docs import install_docs, install_openapi
+from otp_service.api.problems import install_problem_handlers
+from otp_service.api.state import STATE_KEY
 from otp_service.assembly import build_web, open_infrastructure, running_worker
 from otp_service.logs import configure_logging
 from otp_service.settings import Settings, load_settings
@@ -48,19 +49,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             infra = await stack.enter_async_context(open_infrastructure(settings))
             web = build_web(infra)
-            state: dict[str, Any] = {
-                **{name: getattr(web, name) for name in web.__dataclass_fields__},
-                "admin_keys": admin.AdminKeys([k.get_secret_value() for k in settings.admin_api_keys]),
-            }
             if settings.worker_enabled:
-                state["worker"] = await stack.enter_async_context(running_worker(infra))
+                await stack.enter_async_context(running_worker(infra))
             # Everything built so far lives as long as the process (FastAPI's routes and models,
             # the 55k-entry typo map, the throwaway-domain set): ~130k tracked objects, which a
             # full collection re-scanned in ~50 ms, the p99 of the whole service. Freezing moves
             # them out of the collector's sight (the technique Instagram described for Django).
             gc.collect()
             gc.freeze()
-            yield state
+            yield {STATE_KEY: web}
 
     app = OtpApp(
         settings=settings,
@@ -75,8 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # request; the service exports Prometheus metrics (/metrics), not OTel.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    install_problem_handlers(app, malformed=otp.MALFORMED)
-    problem_openapi(app)
+    install_problem_handlers(app)
+    install_openapi(app)
     app.include_router(otp.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)

@@ -11,9 +11,8 @@ through its constructor; nothing is patched after it is built.
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 from aiobotocore.config import AioConfig
@@ -21,6 +20,8 @@ from aiobotocore.session import get_session
 from httpx_aiohttp import AiohttpTransport
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from otp_service.api.state import WebState
+from otp_service.audit.keys import AdminKeys
 from otp_service.audit.service import AuditLog
 from otp_service.clock import Clock, system_clock
 from otp_service.db.engine import create_engine, create_sessionmaker
@@ -36,7 +37,7 @@ from otp_service.delivery.queue import JobQueue, RedisJobQueue
 from otp_service.delivery.reputation import PauseState, RedisPauseState, ReputationGuard
 from otp_service.delivery.sender import Deliverer, SendRateLimiter
 from otp_service.delivery.usage import UsageService
-from otp_service.delivery.worker import DeliveryWorker
+from otp_service.delivery.worker import FORGET_IDLE_MS, DeliveryWorker, Outcome
 from otp_service.limits.send_rate import RedisSendRate
 from otp_service.limits.throttle import RedisThrottle, Throttle
 from otp_service.otp.codes import CodeCrypto
@@ -144,20 +145,6 @@ async def open_infrastructure(
         yield Infrastructure(settings, engine, http, redis, stores, clock)
 
 
-@dataclass(frozen=True, slots=True)
-class WebComponents:
-    otp: OtpService
-    suppressions: SuppressionService
-    webhooks: WebhookService
-    usage: UsageService
-    reputation: ReputationGuard
-    tokens: TokenIssuer | None
-    readiness: Readiness
-    audit: AuditLog
-    deliveries: DeliveryLookup
-    queue: JobQueue  # the web process's view of the delivery queue (tests drain it)
-
-
 def _provider_names(settings: Settings) -> list[str]:
     return [
         settings.email_provider,
@@ -192,7 +179,7 @@ def _deliverability(infra: Infrastructure) -> DeliverabilityCheck | None:
     return DeliverabilityCheck(resolver, never_look_up=POPULAR_PROVIDERS, clock=infra.clock)
 
 
-def build_web(infra: Infrastructure) -> WebComponents:
+def build_web(infra: Infrastructure) -> WebState:
     s, stores = infra.settings, infra.stores
     tokens = None
     if s.jwt_private_key is not None:
@@ -201,7 +188,7 @@ def build_web(infra: Infrastructure) -> WebComponents:
         )
     sessions = create_sessionmaker(infra.engine)
     resend_secret = s.resend_webhook_secret.get_secret_value() if s.resend_webhook_secret else None
-    return WebComponents(
+    return WebState(
         otp=OtpService(
             settings=s,
             store=stores.codes,
@@ -242,7 +229,7 @@ def build_web(infra: Infrastructure) -> WebComponents:
         readiness=Readiness(engine=infra.engine, redis=infra.redis, timeout=s.dependency_timeout),
         audit=AuditLog(sessions=sessions),
         deliveries=DeliveryLookup(sessions=sessions),
-        queue=stores.queue,
+        admin_keys=AdminKeys([k.get_secret_value() for k in s.admin_api_keys]),
     )
 
 
@@ -283,10 +270,21 @@ class WorkerComponents:
     retention: Retention
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerOptions:
+    """What a caller sets beyond the settings: the CLI's --concurrency, and tests' shorter
+    timeouts, outcome callback and stand-in queue. None keeps the settings' value."""
+
+    concurrency: int | None = None
+    visibility_timeout: float | None = None
+    forget_idle_after: float | None = None
+    on_outcome: Callable[[Outcome], None] | None = None
+    queue: JobQueue | None = None
+
+
 async def build_worker(
-    infra: Infrastructure, stack: contextlib.AsyncExitStack, **options: Any
+    infra: Infrastructure, stack: contextlib.AsyncExitStack, options: WorkerOptions = WorkerOptions()
 ) -> WorkerComponents:
-    """`options` override the DeliveryWorker's settings-derived arguments (concurrency, …)."""
     s, stores = infra.settings, infra.stores
     names = _provider_names(s)
     primary = await build_provider(names[0], s, stack)
@@ -296,20 +294,20 @@ async def build_worker(
         settings=s, primary=primary, fallback=fallback, send_rate=stores.send_rate, healthy=guard.healthy,
         clock=infra.clock,
     )  # fmt: skip
-    arguments: dict[str, Any] = {
-        "queue": stores.queue,
-        "sealer": JobSealer(s.secret),
-        "codes": stores.codes,
-        "deliverer": deliverer,
-        "engine": infra.engine,
-        "registry": stores.workers,
-        "concurrency": s.worker_concurrency,
-        "visibility_timeout": s.job_visibility_timeout,
-        "db_timeout": s.dependency_timeout,
-        "clock": infra.clock,
-    }
-    arguments.update({k: v for k, v in options.items() if v is not None})
-    worker = DeliveryWorker(**arguments)
+    worker = DeliveryWorker(
+        queue=options.queue or stores.queue,
+        sealer=JobSealer(s.secret),
+        codes=stores.codes,
+        deliverer=deliverer,
+        engine=infra.engine,
+        registry=stores.workers,
+        concurrency=options.concurrency or s.worker_concurrency,
+        visibility_timeout=options.visibility_timeout or s.job_visibility_timeout,
+        db_timeout=s.dependency_timeout,
+        clock=infra.clock,
+        forget_idle_after=options.forget_idle_after or FORGET_IDLE_MS / 1000,
+        on_outcome=options.on_outcome,
+    )
     retention = Retention(
         engine=infra.engine, slot=stores.retention, days=s.retention_days, owner=worker.name,
         clock=infra.clock,
@@ -322,12 +320,14 @@ RETENTION_STOP_GRACE = 10.0
 
 
 @contextlib.asynccontextmanager
-async def running_worker(infra: Infrastructure, **options: Any) -> AsyncIterator[WorkerComponents]:
+async def running_worker(
+    infra: Infrastructure, options: WorkerOptions = WorkerOptions()
+) -> AsyncIterator[WorkerComponents]:
     """The delivery worker, the reputation guard and retention, running until the context closes."""
     from otp_service.tasks import cancel_and_wait
 
     async with contextlib.AsyncExitStack() as stack:
-        built = await build_worker(infra, stack, **options)
+        built = await build_worker(infra, stack, options)
         worker_task = asyncio.create_task(built.worker.run(), name=f"delivery-worker-{built.worker.name}")
         guard_task = asyncio.create_task(built.guard.run(), name="reputation-guard")
         retention_task = asyncio.create_task(built.retention.run(), name="retention")

@@ -107,7 +107,7 @@ async def run_worker(settings: Settings, *, concurrency: int | None = None) -> N
     """The delivery worker and the reputation guard, no HTTP server, until SIGTERM or SIGINT."""
     import signal
 
-    from otp_service.assembly import open_infrastructure, running_worker
+    from otp_service.assembly import WorkerOptions, open_infrastructure, running_worker
     from otp_service.logs import get_logger
 
     log = get_logger("worker")
@@ -117,7 +117,7 @@ async def run_worker(settings: Settings, *, concurrency: int | None = None) -> N
         loop.add_signal_handler(sig, stop.set)
     async with (
         open_infrastructure(settings) as infra,
-        running_worker(infra, concurrency=concurrency) as built,
+        running_worker(infra, WorkerOptions(concurrency=concurrency)) as built,
     ):
         extra = {"consumer": built.worker.name, "concurrency": concurrency or settings.worker_concurrency}
         log.info("worker.started", extra=extra)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
-    if (getattr(args, "concurrency", None) or 1) < 1:
+    if getattr(args, "concurrency", None) is not None and args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     result: int = args.func(args)
     return result

@@ -1,56 +1,33 @@
 """Admin API for internal callers: `Authorization: Bearer <one of OTP_ADMIN_API_KEYS>`."""
 
-import hmac
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Query, Response, status
 
+from otp_service.api.admin_schemas import (
+    NO_CONTROL,
+    AuditOut,
+    AuditPageOut,
+    DeliveryOut,
+    DeliveryPageOut,
+    ProviderHealthOut,
+    SuppressionIn,
+    SuppressionOut,
+    SuppressionPage,
+    UsageOut,
+)
 from otp_service.api.deps import (
+    AdminDep,
     AuditLogDep,
     DeliveryLookupDep,
     ReputationDep,
     SuppressionServiceDep,
     UsageServiceDep,
+    require_admin,
 )
 from otp_service.api.schemas import problem_responses
-from otp_service.audit.service import key_fingerprint
-from otp_service.db.models import Suppression
-from otp_service.delivery.reputation import ProviderHealth
-from otp_service.errors import InvalidRequest, ServiceError, Unauthorized
+from otp_service.errors import InvalidRequest, ServiceError
 from otp_service.validation.address import normalize_email
-
-
-class AdminKeys:
-    """The bearer keys of `/api/v1/admin/*` (OTP_ADMIN_API_KEYS), built once by the lifespan."""
-
-    def __init__(self, keys: list[str]) -> None:
-        self._keys = [(k.encode(), key_fingerprint(k.encode())) for k in keys]
-
-    def check(self, authorization: str) -> str:
-        """The presented key's fingerprint (what the audit log names), or Unauthorized."""
-        scheme, _, presented = authorization.partition(" ")
-        presented_bytes = presented.strip().encode()
-        # Compare against every key, always, in constant time: neither which key nor how much of
-        # it matched shows in the response time.
-        matched = ""
-        for key, fingerprint in self._keys:
-            if hmac.compare_digest(presented_bytes, key):
-                matched = fingerprint
-        if scheme.lower() != "bearer" or not presented_bytes or not matched:
-            raise Unauthorized()
-        return matched
-
-
-async def require_admin(request: Request) -> str:
-    keys: AdminKeys = request.state.admin_keys
-    return keys.check(request.headers.get("authorization", ""))
-
-
-AdminDep = Annotated[str, Depends(require_admin)]
-"""The calling key's fingerprint (FastAPI solves the router's dependency once per request)."""
-
 
 router = APIRouter(
     prefix="/api/v1/admin",
@@ -60,71 +37,11 @@ router = APIRouter(
 )
 
 
-class SuppressionOut(BaseModel):
-    email: str
-    reason: str
-    source: str
-    note: str | None
-    permanent: bool
-    bounce_count: int
-    complaint_count: int
-    provider_event_id: str | None = Field(
-        description="The provider event that caused it (source resend: svix-id; ses: SNS MessageId)"
-    )
-    provider_message_id: str | None
-    created_at: str
-    updated_at: str
-
-    @classmethod
-    def of(cls, row: Suppression) -> "SuppressionOut":
-        return cls(
-            email=row.email, reason=row.reason, source=row.source, note=row.note, permanent=row.permanent,
-            bounce_count=row.bounce_count, complaint_count=row.complaint_count,
-            provider_event_id=row.provider_event_id, provider_message_id=row.provider_message_id,
-            created_at=row.created_at.isoformat(),
-            updated_at=row.updated_at.isoformat(),
-        )  # fmt: skip
-
-
-class SuppressionPage(BaseModel):
-    items: list[SuppressionOut]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end")
-
-
-# PostgreSQL text cannot hold a NUL character: free text that reaches the database is refused
-# here (422, the caller's mistake) rather than failing there (a 503 that blames the database).
-# Found by schemathesis on the list filter; the note had the same hole.
-_NO_NUL = r"^[^\x00]*$"
-_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # stricter, for addresses: they never hold a control character
-
-
-class SuppressionIn(BaseModel):
-    reason: Literal["manual"] = "manual"
-    note: str | None = Field(default=None, max_length=2000, pattern=_NO_NUL)
-
-
-class ChannelUsage(BaseModel):
-    sent_24h: int
-    limit_24h: int
-    remaining: int
-
-
-class UsageOut(BaseModel):
-    channels: dict[str, ChannelUsage]
-    send_rate: dict[str, float]
-    delivered_24h: int
-    bounces_24h: int
-    complaints_24h: int
-    bounce_rate: float | None
-    complaint_rate: float | None
-    workers_alive: int = Field(description="Delivery workers whose heartbeat is current")
-
-
 @router.get("/suppressions", summary="Suppressed addresses, newest first")
 async def list_suppressions(
     suppressions: SuppressionServiceDep,
     email: Annotated[
-        str | None, Query(max_length=320, pattern=_NO_CONTROL, description="An address, or part of one")
+        str | None, Query(max_length=320, pattern=NO_CONTROL, description="An address, or part of one")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
@@ -169,53 +86,12 @@ async def delete_suppression(email: str, suppressions: SuppressionServiceDep, ad
 
 @router.get("/usage", summary="Sends against the caps, send rate, bounces, complaints (24 h), workers alive")
 async def usage(service: UsageServiceDep) -> UsageOut:
-    u = await service.usage()
-    channels = {
-        c: ChannelUsage(sent_24h=n, limit_24h=u.limits[c], remaining=max(0, u.limits[c] - n))
-        for c, n in u.sent_24h.items()
-    }
-    return UsageOut(
-        channels=channels,
-        send_rate={
-            "limit_per_second": float(u.send_rate_limit),
-            "current_per_second": round(u.sent_last_minute / 60, 3),
-        },
-        delivered_24h=u.delivered_24h,
-        bounces_24h=u.bounces_24h,
-        complaints_24h=u.complaints_24h,
-        bounce_rate=round(u.bounces_24h / u.delivered_24h, 5) if u.delivered_24h else None,
-        complaint_rate=round(u.complaints_24h / u.delivered_24h, 5) if u.delivered_24h else None,
-        workers_alive=u.workers_alive,
-    )
-
-
-class ProviderHealthOut(BaseModel):
-    provider: str
-    paused: bool
-    reason: str | None
-    sent: int
-    bounces: int
-    complaints: int
-    bounce_rate: float | None
-    complaint_rate: float | None
-    since: str
-    max_bounce_rate: float
-    max_complaint_rate: float
-    min_volume: int
-
-
-def _health(h: ProviderHealth) -> ProviderHealthOut:
-    return ProviderHealthOut(
-        provider=h.provider, paused=h.paused, reason=h.reason, sent=h.sent, bounces=h.bounces,
-        complaints=h.complaints, bounce_rate=h.bounce_rate, complaint_rate=h.complaint_rate,
-        since=h.since.isoformat(), max_bounce_rate=h.max_bounce_rate,
-        max_complaint_rate=h.max_complaint_rate, min_volume=h.min_volume,
-    )  # fmt: skip
+    return UsageOut.of(await service.usage())
 
 
 @router.get("/reputation", summary="Bounce and complaint rates per provider, and what the guard paused")
 async def reputation(guard: ReputationDep) -> list[ProviderHealthOut]:
-    return [_health(h) for h in await guard.report()]
+    return [ProviderHealthOut.of(h) for h in await guard.report()]
 
 
 @router.post(
@@ -228,20 +104,7 @@ async def resume_provider(
 ) -> list[ProviderHealthOut]:
     await guard.resume(provider)
     await audit.record(actor=admin, action="reputation.resume", target=provider)
-    return [_health(h) for h in await guard.check()]
-
-
-class AuditOut(BaseModel):
-    at: str
-    key_fingerprint: str = Field(description="First 16 hex digits of the key's SHA-256; never the key")
-    action: str = Field(description="suppression.put | suppression.delete | reputation.resume")
-    target: str = Field(description="The address, or the provider resumed")
-    note: str | None
-
-
-class AuditPageOut(BaseModel):
-    items: list[AuditOut]
-    next_cursor: str | None
+    return [ProviderHealthOut.of(h) for h in await guard.check()]
 
 
 @router.get("/audit", summary="Admin writes, newest first")
@@ -264,43 +127,12 @@ async def list_audit(
     return AuditPageOut(items=items, next_cursor=page.next_cursor)
 
 
-class ProviderEventOut(BaseModel):
-    kind: str = Field(description="delivered | delayed | bounced | complained | sent | suppressed | …")
-    type: str = Field(description="The provider's event type")
-    provider: str
-    event_id: str
-    occurred_at: str | None
-    received_at: str
-    suppressed: bool = Field(description="The event suppressed the address")
-
-
-class DeliveryOut(BaseModel):
-    job_id: str
-    outcome: str = Field(description="sent | suppressed | superseded | expired | failed")
-    queued_at: str | None
-    sent_at: str | None = Field(description="When the provider accepted it (outcome sent)")
-    recorded_at: str
-    provider: str | None
-    provider_message_id: str | None
-    attempts: int = Field(description="Provider calls made for the job")
-    events: list[ProviderEventOut]
-
-
-class DeliveryPageOut(BaseModel):
-    items: list[DeliveryOut]
-    next_cursor: str | None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 @router.get(
     "/deliveries", summary="An address's deliveries, newest first, with the provider events about each"
 )
 async def list_deliveries(
     lookup: DeliveryLookupDep,
-    email: Annotated[str, Query(max_length=320, pattern=_NO_CONTROL, description="The address")],
+    email: Annotated[str, Query(max_length=320, pattern=NO_CONTROL, description="The address")],
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> DeliveryPageOut:
@@ -309,15 +141,4 @@ async def list_deliveries(
     except ServiceError:
         raise InvalidRequest("email: not a valid address") from None
     page = await lookup.list(address, limit=limit, cursor=cursor)
-    items = []
-    for view in page.items:
-        r = view.record
-        items.append(DeliveryOut(
-            job_id=r.job_id, outcome=r.outcome, queued_at=_iso(r.queued_at),
-            sent_at=_iso(r.created_at) if r.outcome == "sent" else None, recorded_at=r.created_at.isoformat(),
-            provider=r.provider, provider_message_id=r.provider_message_id, attempts=r.attempts,
-            events=[ProviderEventOut(kind=e.kind, type=e.type, provider=e.provider, event_id=e.event_id,
-                                     occurred_at=_iso(e.occurred_at), received_at=e.received_at.isoformat(),
-                                     suppressed=e.suppressed) for e in view.events],
-        ))  # fmt: skip
-    return DeliveryPageOut(items=items, next_cursor=page.next_cursor)
+    return DeliveryPageOut(items=[DeliveryOut.of(view) for view in page.items], next_cursor=page.next_cursor)

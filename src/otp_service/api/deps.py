@@ -1,17 +1,17 @@
 """Annotated dependency aliases: each route gets the one domain object it needs.
 
-The objects are built once by the lifespan (assembly.py) and handed to every request as
-Starlette's lifespan state (`request.state`). All dependencies are `async def` functions of the
-request alone: FastAPI runs a plain `def` dependency in the threadpool, and the hot routes
-(api/routing.FastRoute) call them directly.
+The objects are built once by the lifespan (assembly.py) and handed to every request as one
+typed object (api/state.WebState) in Starlette's lifespan state. All dependencies are `async
+def` functions of the request alone: FastAPI runs a plain `def` dependency in the threadpool,
+and the hot routes (api/routing.FastRoute) call them directly.
 """
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
 from otp_service.api.context import CLIENT_KEY
+from otp_service.api.state import web_state
 from otp_service.audit.service import AuditLog
 from otp_service.delivery.lookup import DeliveryLookup
 from otp_service.delivery.reputation import ReputationGuard
@@ -29,25 +29,46 @@ async def get_client(request: Request) -> Client:
     return client
 
 
-def _from_state(name: str) -> Callable[[Request], Awaitable[Any]]:
-    """The dependency that hands a route the lifespan's object called `name`."""
-
-    async def dependency(request: Request) -> Any:
-        return getattr(request.state, name)
-
-    dependency.__name__ = f"get_{name}"
-    return dependency
+async def get_otp_service(request: Request) -> OtpService:
+    return web_state(request).otp
 
 
-get_otp_service = _from_state("otp")
-get_suppression_service = _from_state("suppressions")
-get_webhook_service = _from_state("webhooks")
-get_usage_service = _from_state("usage")
-get_reputation_guard = _from_state("reputation")
-get_tokens = _from_state("tokens")
-get_readiness = _from_state("readiness")
-get_audit_log = _from_state("audit")
-get_delivery_lookup = _from_state("deliveries")
+async def get_suppression_service(request: Request) -> SuppressionService:
+    return web_state(request).suppressions
+
+
+async def get_webhook_service(request: Request) -> WebhookService:
+    return web_state(request).webhooks
+
+
+async def get_usage_service(request: Request) -> UsageService:
+    return web_state(request).usage
+
+
+async def get_reputation_guard(request: Request) -> ReputationGuard:
+    return web_state(request).reputation
+
+
+async def get_tokens(request: Request) -> TokenIssuer | None:
+    return web_state(request).tokens
+
+
+async def get_readiness(request: Request) -> Readiness:
+    return web_state(request).readiness
+
+
+async def get_audit_log(request: Request) -> AuditLog:
+    return web_state(request).audit
+
+
+async def get_delivery_lookup(request: Request) -> DeliveryLookup:
+    return web_state(request).deliveries
+
+
+async def require_admin(request: Request) -> str:
+    """The calling key's fingerprint, or 401 (FastAPI solves it once per request)."""
+    return web_state(request).admin_keys.check(request.headers.get("authorization", ""))
+
 
 ClientDep = Annotated[Client, Depends(get_client)]
 OtpServiceDep = Annotated[OtpService, Depends(get_otp_service)]
@@ -59,3 +80,4 @@ TokensDep = Annotated[TokenIssuer | None, Depends(get_tokens)]
 ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
 AuditLogDep = Annotated[AuditLog, Depends(get_audit_log)]
 DeliveryLookupDep = Annotated[DeliveryLookup, Depends(get_delivery_lookup)]
+AdminDep = Annotated[str, Depends(require_admin)]

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Header, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from otp_service.api.deps import ClientDep, OtpServiceDep, get_client, get_otp_service
-from otp_service.api.problems import REPLAYED_HEADER, Malformed
-from otp_service.api.routing import FastRoute
+from otp_service.api.problems import REPLAYED_HEADER
+from otp_service.api.routing import FastRoute, Refusal, refuses
 from otp_service.api.schemas import ApprovedOut, PendingOut, SendIn, VerifyIn, problem_responses
 from otp_service.errors import InvalidEmail
 
@@ -22,10 +22,6 @@ async def count_malformed_send(request: Request) -> None:
     otp = await get_otp_service(request)
     await otp.count_refused(await get_client(request))
 
-
-MALFORMED = {f"{PREFIX}/send": Malformed(InvalidEmail, count_malformed_send)}
-"""A malformed send is `invalid_email` and counts against the send rates; verify keeps the
-default `invalid_request`."""
 
 _IDEMPOTENCY = (
     "Optional, 1-255 visible ASCII characters (a UUID is a good choice). The same send repeated "
@@ -79,6 +75,7 @@ _VERIFY_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
         **_SEND_ERRORS,
     },
 )
+@refuses(Refusal(InvalidEmail, count_malformed_send))  # verify keeps the default invalid_request
 async def send_code(
     body: SendIn, otp: OtpServiceDep, client: ClientDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=_IDEMPOTENCY)] = None,

@@ -1,25 +1,24 @@
 """The one error path: every error, whoever raised it, becomes RFC 9457 problem+json with a
 stable `code`. Domain code raises `ServiceError`s; FastAPI's validation errors, Starlette's HTTP
-errors and unexpected exceptions are mapped here too. No route renders a problem itself."""
+errors and unexpected exceptions are rendered here too. No route renders a problem itself; what
+a route answers for a body it cannot take is the route's own policy (api/routing.Refusal)."""
 
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
+from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
-from otp_service.errors import (
-    PROBLEM_TYPE_BASE,
-    InvalidRequest,
-    ServiceError,
-)
+from otp_service.api.routing import refusal_of
+from otp_service.errors import PROBLEM_TYPE_BASE, ServiceError
 from otp_service.metrics import REJECTIONS
 
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -27,36 +26,25 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 log = logging.getLogger("otp_service.api")
 
-RefusalCounter = Callable[[Request], Awaitable[None]]
 
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    """What a route's malformed body answers: its problem, and what counts it first (a send's
-    malformed body counts against the caller's send rate and may be 429 instead, §3)."""
-
-    problem: type[InvalidRequest] = InvalidRequest
-    count: RefusalCounter | None = None
-
-
-async def _counted(request: Request, route: Malformed) -> Response | None:
-    """Count a refused request against the caller's rates when the route says so: the 429 when
-    that is over the rate, else None (answer the refusal itself)."""
-    if route.count is None:
+async def _counted(request: Request) -> Response | None:
+    """Count a refused request as its route says (api/routing.Refusal): the 429 when that is over
+    the caller's rate, else None (answer the refusal itself)."""
+    count = refusal_of(request.scope).count
+    if count is None:
         return None
     try:
-        await route.count(request)
+        await count(request)
     except ServiceError as exc:
         return problem_response(exc, request)
     return None
 
 
-async def _malformed(
-    request: Request, routes: dict[str, Malformed], detail: str | None, **extra: Any
-) -> Response:
-    route = routes.get(instance(request), Malformed())
-    limited = await _counted(request, route)
-    return limited if limited is not None else problem_response(route.problem(detail, **extra), request)
+async def _malformed(request: Request, detail: str | None, **extra: Any) -> Response:
+    limited = await _counted(request)
+    if limited is not None:
+        return limited
+    return problem_response(refusal_of(request.scope).problem(detail, **extra), request)
 
 
 _HTTP_CODES = {
@@ -115,48 +103,54 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     return problem_response(exc, request)
 
 
-def _validation_error(routes: dict[str, Malformed]) -> Callable[[Request, Exception], Awaitable[Response]]:
-    async def handler(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        errors = [
-            {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
-            for err in exc.errors()
-        ]
-        first = errors[0] if errors else None
-        detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else None
-        return await _malformed(request, routes, detail, errors=_json_safe(errors))
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    first = errors[0] if errors else None
+    detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else None
+    return await _malformed(request, detail, errors=_json_safe(errors))
 
-    return handler
+
+def _method_table(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
+    """Every route's path pattern and methods, from the app's route table, built once per app."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "method_table", None)
+    if table is None:
+        table = [
+            (compile_path(route.path)[0], route.methods)
+            for route in iter_route_contexts(app.routes)
+            if route.path and route.methods
+        ]
+        app.state.method_table = table
+    return table
 
 
 def _allowed_methods(request: Request) -> str | None:
     """Starlette answers 405 with the methods of the first route on the path only; several
-    routes share a path here (one per method), so list them all, from the OpenAPI paths."""
-    app = request.app
-    table: list[tuple[re.Pattern[str], str]] | None = getattr(app.state, "allowed_methods", None)
-    if table is None:
-        table = []
-        for template, operations in app.openapi().get("paths", {}).items():
-            pattern = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
-            table.append((pattern, ", ".join(sorted(m.upper() for m in operations))))
-        app.state.allowed_methods = table
-    path = instance(request)
-    return next((methods for pattern, methods in table if pattern.match(path)), None)
+    routes share a path here (one per method), so list those of every route on the path."""
+    path = get_route_path(request.scope)
+    methods = {
+        method
+        for pattern, route_methods in _method_table(request.app)
+        if pattern.match(path)
+        for method in route_methods
+        if method != "HEAD"  # Starlette's implicit HEAD beside every GET
+    }
+    return ", ".join(sorted(methods)) or None
 
 
-def _http_error(routes: dict[str, Malformed]) -> Callable[[Request, Exception], Awaitable[Response]]:
-    async def handler(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
-            # An undecodable body is a malformed body: the contract's 422.
-            return await _malformed(request, routes, "body: not valid JSON text")
-        if exc.status_code == 413:  # an oversized send counts against the caller's rates too (§3)
-            limited = await _counted(request, routes.get(instance(request), Malformed()))
-            if limited is not None:
-                return limited
-        return _http_problem(request, exc)
-
-    return handler
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # A body FastAPI could not decode (not UTF-8) is a malformed body: the contract's 422.
+        return await _malformed(request, "body: not valid JSON text")
+    if exc.status_code == 413:  # an oversized body counts as its route says (a send's does, §3)
+        limited = await _counted(request)
+        if limited is not None:
+            return limited
+    return _http_problem(request, exc)
 
 
 def _http_problem(request: Request, exc: StarletteHTTPException) -> Response:
@@ -181,51 +175,8 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     return ProblemResponse(ServiceError("An unexpected error occurred").to_problem(instance(request)), 500)
 
 
-def install_problem_handlers(app: FastAPI, malformed: dict[str, Malformed]) -> None:
-    """The app's error handlers; `malformed` names, by path, the routes whose malformed bodies
-    answer something more specific than `invalid_request`."""
+def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _validation_error(malformed))
-    app.add_exception_handler(StarletteHTTPException, _http_error(malformed))
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)
-
-
-def problem_openapi(app: FastAPI) -> None:
-    """Document every error response as application/problem+json with the Problem schema
-    (FastAPI documents its own 422 as application/json)."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        from fastapi.openapi.utils import get_openapi
-
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        problem_ref = {"$ref": "#/components/schemas/Problem"}
-        for operation in (op for path in schema.get("paths", {}).values() for op in path.values()):
-            for status, response in operation.get("responses", {}).items():
-                if not status.isdigit() or int(status) < 400:
-                    continue
-                content = response.setdefault("content", {})
-                problem = content.pop("application/json", None) or {}
-                entry = content.setdefault(PROBLEM_MEDIA_TYPE, {})
-                entry["schema"] = problem_ref
-                if "examples" not in entry and "example" in problem:
-                    entry["example"] = problem["example"]
-            if "422" not in operation.get("responses", {}) and operation.get("requestBody"):
-                operation["responses"]["422"] = {
-                    "description": "`invalid_request`",
-                    "content": {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}},
-                }
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        if "Problem" not in components:
-            from otp_service.api.schemas import Problem
-
-            components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-        for unused in ("HTTPValidationError", "ValidationError"):
-            components.pop(unused, None)
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -18,14 +18,15 @@ Errors raised by the endpoint take the app's one error path (api/problems.py) ei
 import inspect
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
-from otp_service.errors import ServiceError
+from otp_service.errors import InvalidRequest, ServiceError
 
 MAX_BODY = 4096
 """Send and verify: a well-formed body is well under 400 bytes; a larger one is 413."""
@@ -100,6 +101,41 @@ def _limited(receive: Receive, limit: int) -> Receive:
     return counted
 
 
+RefusalCounter = Callable[[Request], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A route's policy for a body it cannot take (malformed, not JSON, over its size): which
+    problem a malformed body answers, and what counts the refusal first (a send's counts against
+    the caller's send rate, and may then be 429 instead, §3). The error handler asks the route
+    that was matched, so a mount, a root_path or a trailing slash changes nothing."""
+
+    problem: type[InvalidRequest] = InvalidRequest
+    count: RefusalCounter | None = None
+
+
+_REFUSAL_ATTRIBUTE = "__otp_refusal__"
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def refuses(refusal: Refusal) -> Callable[[_Endpoint], _Endpoint]:
+    """Declares an endpoint's Refusal, beside the endpoint (put it under the route decorator)."""
+
+    def mark(endpoint: _Endpoint) -> _Endpoint:
+        setattr(endpoint, _REFUSAL_ATTRIBUTE, refusal)
+        return endpoint
+
+    return mark
+
+
+def refusal_of(scope: Scope) -> Refusal:
+    """The matched route's Refusal (the default one for anything else)."""
+    route = scope.get("route")
+    refusal = getattr(route, "refusal", None)
+    return refusal if isinstance(refusal, Refusal) else Refusal()
+
+
 class LimitedRoute(APIRoute):
     """An APIRoute whose request body may not exceed `max_body` bytes: 413 payload_too_large,
     through the app's one error path, refused by its Content-Length before anything is read, or
@@ -107,6 +143,10 @@ class LimitedRoute(APIRoute):
     answers a plain-text 413 whenever Content-Length is over, whatever the app's handlers say.)"""
 
     max_body: ClassVar[int] = 64 * 1024
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.refusal: Refusal = getattr(endpoint, _REFUSAL_ATTRIBUTE, Refusal())
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _declared_length(scope)

@@ -96,7 +96,7 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(64))
     email: Mapped[str] = mapped_column(String(320))
-    outcome: Mapped[str] = mapped_column(String(16))  # sent | suppressed | expired | failed
+    outcome: Mapped[str] = mapped_column(String(16))  # delivery.repository.DeliveryOutcome
     provider: Mapped[str | None] = mapped_column(String(32), default=None)
     provider_message_id: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
@@ -21,11 +22,23 @@ _RECORD: dict[str, Any] = {
 }
 
 
+class DeliveryOutcome(StrEnum):
+    """What became of a delivery job: the worker's outcome, the `deliveries` row's `outcome`,
+    the `outcome` label of otp_deliveries_total and the admin delivery lookup's."""
+
+    SENT = "sent"
+    SUPPRESSED = "suppressed"  # the address is suppressed: not emailed
+    SUPERSEDED = "superseded"  # a newer send replaced the code (or it was used): not emailed
+    EXPIRED = "expired"  # the code expired before it could be sent
+    FAILED = "failed"  # the provider refused it for good
+    UNDECRYPTABLE = "undecryptable"  # sealed under another OTP_SECRET_KEY; never recorded (no address)
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
     job_id: str
     email: str
-    outcome: str  # sent | suppressed | superseded | expired | failed
+    outcome: DeliveryOutcome
     provider: str | None
     message_id: str | None
     queued_at: datetime | None = None
@@ -52,7 +65,9 @@ async def count_sent(
     db: AsyncSession | AsyncConnection, since: datetime, *, provider: str | None = None
 ) -> int:
     """Emails handed to a provider since `since` (all providers, or one)."""
-    query = select(func.count(Delivery.id)).where(Delivery.created_at >= since, Delivery.outcome == "sent")
+    query = select(func.count(Delivery.id)).where(
+        Delivery.created_at >= since, Delivery.outcome == DeliveryOutcome.SENT
+    )
     if provider is not None:
         query = query.where(Delivery.provider == provider)
     return int(await db.scalar(query) or 0)

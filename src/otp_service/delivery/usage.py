@@ -34,6 +34,22 @@ class Usage:
     complaints_24h: int
     workers_alive: int
 
+    def remaining(self, channel: str) -> int:
+        return max(0, self.limits[channel] - self.sent_24h[channel])
+
+    @property
+    def current_send_rate(self) -> float:
+        """Provider calls per second over the last minute."""
+        return round(self.sent_last_minute / 60, 3)
+
+    @property
+    def bounce_rate(self) -> float | None:
+        return round(self.bounces_24h / self.delivered_24h, 5) if self.delivered_24h else None
+
+    @property
+    def complaint_rate(self) -> float | None:
+        return round(self.complaints_24h / self.delivered_24h, 5) if self.delivered_24h else None
+
 
 @dataclass(frozen=True, slots=True)
 class Live:

@@ -11,118 +11,34 @@ long retry is not mistaken for death. The loop writes the worker's heartbeat.
 """
 
 import asyncio
-import contextlib
 import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from otp_service.clock import Clock, system_clock
 from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, WorkerRegistry
 from otp_service.delivery.jobs import JobContent, JobSealer
+from otp_service.delivery.ledger import Ledger
 from otp_service.delivery.queue import Job, JobQueue, queued_at
-from otp_service.delivery.repository import DeliveryRecord, record_outcomes
+from otp_service.delivery.repository import DeliveryOutcome, DeliveryRecord
 from otp_service.delivery.sender import Deliverer, DeliveryFailed, Wording, backoff
 from otp_service.errors import Unavailable
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import DELIVERIES, WORKER_CRASHES
-from otp_service.suppression.repository import suppressed_among
 
 log = get_logger("delivery")
-
-T = TypeVar("T")
-K = TypeVar("K")
-R = TypeVar("R")
 
 FORGET_IDLE_MS = 3_600_000
 """A consumer (a worker process) that has held nothing and read nothing for an hour is gone."""
 FORGET_EVERY_S = 300.0
 LOOP_BACKOFF_CAP = 30.0
-
-
-class Ledger:
-    """The worker's two statements per email, the suppression look-up and the delivery record,
-    batched: the calls that arrive while a statement runs go together in the next one, on one
-    long-lived connection in autocommit.
-
-    One pooled connection per statement cost a pool checkout, a pre-ping round trip, BEGIN, COMMIT
-    and the rollback on return, through SQLAlchemy's greenlet bridge each time: most of the
-    worker's CPU per email (README, "Performance"). A statement that fails drops the connection
-    and fails the calls of its batch; the next batch opens a new connection.
-    """
-
-    def __init__(self, engine: AsyncEngine, *, timeout: float) -> None:
-        self._engine = engine
-        self._timeout = timeout
-        self._conn: AsyncConnection | None = None
-        self._lock = asyncio.Lock()
-        self.suppressed = _Batched(self, _suppressed_batch)
-        self.record = _Batched(self, _record_batch)
-
-    async def run(self, statement: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        async with self._lock:
-            try:
-                async with asyncio.timeout(self._timeout):
-                    if self._conn is None:
-                        conn = await self._engine.connect()
-                        self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                    return await statement(self._conn)
-            except BaseException:
-                await self.close()
-                raise
-
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
-
-
-async def _suppressed_batch(conn: AsyncConnection, emails: list[str]) -> list[bool]:
-    found = await suppressed_among(conn, sorted(set(emails)))
-    return [email in found for email in emails]
-
-
-async def _record_batch(conn: AsyncConnection, records: list[DeliveryRecord]) -> list[None]:
-    await record_outcomes(conn, records)
-    return [None] * len(records)
-
-
-class _Batched(Generic[K, R]):
-    def __init__(self, ledger: Ledger, run: Callable[[AsyncConnection, list[K]], Awaitable[list[R]]]) -> None:
-        self._ledger = ledger
-        self._run = run
-        self._waiting: list[tuple[K, asyncio.Future[R]]] = []
-        self._flush: asyncio.Task[None] | None = None
-
-    async def __call__(self, item: K) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        if self._flush is None:
-            self._flush = asyncio.create_task(self._flush_waiting())
-        return await future
-
-    async def _flush_waiting(self) -> None:
-        await asyncio.sleep(0)  # the callers of this turn join the batch
-        batch, self._waiting, self._flush = self._waiting, [], None
-        try:
-            results = await self._ledger.run(lambda conn: self._run(conn, [item for item, _ in batch]))
-        except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
 
 
 class CurrentCode(Protocol):
@@ -138,7 +54,7 @@ def consumer_name() -> str:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     job_id: str
-    status: str  # sent | suppressed | superseded | expired | failed | undecryptable
+    status: DeliveryOutcome
     provider: str | None = None
     message_id: str | None = None
     email: str | None = None
@@ -326,7 +242,7 @@ class DeliveryWorker:
         deadline = job.expires_at_ms / 1000
         if self._clock() >= deadline:
             log.info("delivery.expired", extra={"job": job.id})
-            return Outcome(job.id, "expired")
+            return Outcome(job.id, DeliveryOutcome.EXPIRED)
         try:
             content: JobContent = self._sealer.open(job.payload)
             code, code_hash, wording = content.code, content.code_hash, Wording(content.locale)
@@ -337,16 +253,16 @@ class DeliveryWorker:
         except (InvalidTag, ValueError, KeyError):
             # Sealed under another OTP_SECRET_KEY (rotated, or processes disagreeing).
             log.error("delivery.undecryptable", extra={"job": job.id})
-            return Outcome(job.id, "undecryptable")
+            return Outcome(job.id, DeliveryOutcome.UNDECRYPTABLE)
         email, masked = content.email, mask_email(content.email)
         # A database that is down holds the job until the code expires.
         suppressed = await self._until(deadline, "suppression_lookup", lambda: self._suppressed(email))
         if suppressed is None:
             log.warning("delivery.expired", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, "expired", email=email)
+            return Outcome(job.id, DeliveryOutcome.EXPIRED, email=email)
         if suppressed:
             log.info("delivery.suppressed", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, "suppressed", email=email)
+            return Outcome(job.id, DeliveryOutcome.SUPPRESSED, email=email)
         current = await self._until(
             deadline, "code_lookup", lambda: self._codes.is_current(content.address_id, code_hash)
         )
@@ -354,7 +270,7 @@ class DeliveryWorker:
             # A newer send replaced this code (or it was used, or it expired): never email a code
             # after its successor.
             log.info("delivery.superseded", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, "superseded", email=email)
+            return Outcome(job.id, DeliveryOutcome.SUPERSEDED, email=email)
         try:
             sent = await self._deliverer.send_template(
                 "email_otp", email, code, idempotency_key=f"otp-{job.id}", deadline=deadline, wording=wording
@@ -363,11 +279,14 @@ class DeliveryWorker:
             event = "delivery.failed" if exc.permanent else "delivery.expired"
             log.warning(event, extra={"job": job.id, "email": masked, "reason": exc.reason})
             return Outcome(
-                job.id, "failed" if exc.permanent else "expired", email=email, attempts=exc.attempts
+                job.id,
+                DeliveryOutcome.FAILED if exc.permanent else DeliveryOutcome.EXPIRED,
+                email=email,
+                attempts=exc.attempts,
             )
         log.info(
             "delivery.sent",
             extra={"job": job.id, "email": masked, "provider": sent.provider,
                    "message_id": sent.message_id, "attempts": sent.attempts},
         )  # fmt: skip
-        return Outcome(job.id, "sent", sent.provider, sent.message_id, email, sent.attempts)
+        return Outcome(job.id, DeliveryOutcome.SENT, sent.provider, sent.message_id, email, sent.attempts)

@@ -1,0 +1,176 @@
+"""The admin API's request and response bodies (api/admin.py)."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from otp_service.db.models import Suppression
+from otp_service.delivery.lookup import DeliveryView, MatchedEvent
+from otp_service.delivery.repository import DeliveryOutcome
+from otp_service.delivery.reputation import ProviderHealth
+from otp_service.delivery.usage import Usage
+
+
+class SuppressionOut(BaseModel):
+    email: str
+    reason: str
+    source: str
+    note: str | None
+    permanent: bool
+    bounce_count: int
+    complaint_count: int
+    provider_event_id: str | None = Field(
+        description="The provider event that caused it (source resend: svix-id; ses: SNS MessageId)"
+    )
+    provider_message_id: str | None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, row: Suppression) -> "SuppressionOut":
+        return cls(
+            email=row.email, reason=row.reason, source=row.source, note=row.note, permanent=row.permanent,
+            bounce_count=row.bounce_count, complaint_count=row.complaint_count,
+            provider_event_id=row.provider_event_id, provider_message_id=row.provider_message_id,
+            created_at=row.created_at.isoformat(),
+            updated_at=row.updated_at.isoformat(),
+        )  # fmt: skip
+
+
+class SuppressionPage(BaseModel):
+    items: list[SuppressionOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end")
+
+
+# PostgreSQL text cannot hold a NUL character: free text that reaches the database is refused
+# here (422, the caller's mistake) rather than failing there (a 503 that blames the database).
+NO_NUL = r"^[^\x00]*$"
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # stricter, for addresses: they never hold a control character
+
+
+class SuppressionIn(BaseModel):
+    reason: Literal["manual"] = "manual"
+    note: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
+
+
+class ChannelUsage(BaseModel):
+    sent_24h: int
+    limit_24h: int
+    remaining: int
+
+
+class UsageOut(BaseModel):
+    channels: dict[str, ChannelUsage]
+    send_rate: dict[str, float]
+    delivered_24h: int
+    bounces_24h: int
+    complaints_24h: int
+    bounce_rate: float | None
+    complaint_rate: float | None
+    workers_alive: int = Field(description="Delivery workers whose heartbeat is current")
+
+    @classmethod
+    def of(cls, u: Usage) -> "UsageOut":
+        return cls(
+            channels={
+                c: ChannelUsage(sent_24h=n, limit_24h=u.limits[c], remaining=u.remaining(c))
+                for c, n in u.sent_24h.items()
+            },
+            send_rate={
+                "limit_per_second": float(u.send_rate_limit),
+                "current_per_second": u.current_send_rate,
+            },
+            delivered_24h=u.delivered_24h,
+            bounces_24h=u.bounces_24h,
+            complaints_24h=u.complaints_24h,
+            bounce_rate=u.bounce_rate,
+            complaint_rate=u.complaint_rate,
+            workers_alive=u.workers_alive,
+        )
+
+
+class ProviderHealthOut(BaseModel):
+    provider: str
+    paused: bool
+    reason: str | None
+    sent: int
+    bounces: int
+    complaints: int
+    bounce_rate: float | None
+    complaint_rate: float | None
+    since: str
+    max_bounce_rate: float
+    max_complaint_rate: float
+    min_volume: int
+
+    @classmethod
+    def of(cls, h: ProviderHealth) -> "ProviderHealthOut":
+        return cls(
+            provider=h.provider, paused=h.paused, reason=h.reason, sent=h.sent, bounces=h.bounces,
+            complaints=h.complaints, bounce_rate=h.bounce_rate, complaint_rate=h.complaint_rate,
+            since=h.since.isoformat(), max_bounce_rate=h.max_bounce_rate,
+            max_complaint_rate=h.max_complaint_rate, min_volume=h.min_volume,
+        )  # fmt: skip
+
+
+class AuditOut(BaseModel):
+    at: str
+    key_fingerprint: str = Field(description="First 16 hex digits of the key's SHA-256; never the key")
+    action: str = Field(description="suppression.put | suppression.delete | reputation.resume")
+    target: str = Field(description="The address, or the provider resumed")
+    note: str | None
+
+
+class AuditPageOut(BaseModel):
+    items: list[AuditOut]
+    next_cursor: str | None
+
+
+class ProviderEventOut(BaseModel):
+    kind: str = Field(description="delivered | delayed | bounced | complained | sent | suppressed | …")
+    type: str = Field(description="The provider's event type")
+    provider: str
+    event_id: str
+    occurred_at: str | None
+    received_at: str
+    suppressed: bool = Field(description="The event suppressed the address")
+
+    @classmethod
+    def of(cls, e: MatchedEvent) -> "ProviderEventOut":
+        return cls(
+            kind=e.kind, type=e.type, provider=e.provider, event_id=e.event_id,
+            occurred_at=iso(e.occurred_at), received_at=e.received_at.isoformat(), suppressed=e.suppressed,
+        )  # fmt: skip
+
+
+class DeliveryOut(BaseModel):
+    job_id: str
+    outcome: DeliveryOutcome
+    queued_at: str | None
+    sent_at: str | None = Field(description="When the provider accepted it (outcome sent)")
+    recorded_at: str
+    provider: str | None
+    provider_message_id: str | None
+    attempts: int = Field(description="Provider calls made for the job")
+    events: list[ProviderEventOut]
+
+    @classmethod
+    def of(cls, view: DeliveryView) -> "DeliveryOut":
+        r = view.record
+        return cls(
+            job_id=r.job_id, outcome=DeliveryOutcome(r.outcome), queued_at=iso(r.queued_at),
+            sent_at=iso(r.created_at) if r.outcome == DeliveryOutcome.SENT else None,
+            recorded_at=r.created_at.isoformat(), provider=r.provider,
+            provider_message_id=r.provider_message_id, attempts=r.attempts,
+            events=[ProviderEventOut.of(e) for e in view.events],
+        )  # fmt: skip
+
+
+class DeliveryPageOut(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
