@@ -3,6 +3,7 @@ endpoint (the stack's ceiling) and a FastAPI + slowapi/limits peer (bench/peer_a
 on loopback. Run by hand (not a test); the test extra installs the peer's slowapi and limits:
 
     .venv/bin/python -m bench.run [--duration 10] [--connections 32] [--rounds 3] [--workers 1 2]
+        [--also embedded plain-routes]
 
 Needs wrk (Debian: apt-get install wrk), Redis and PostgreSQL as for the tests.
 """
@@ -186,8 +187,12 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+EXTRA_PATHS = ["send (accepted)", "send (cooldown 429)", "verify (400)"]
+"""The paths an extra server (--also) runs."""
+
+
 def measure(
-    workers: int, env: dict[str, str], rounds: int, duration: int, connections: int
+    workers: int, env: dict[str, str], rounds: int, duration: int, connections: int, also: list[str]
 ) -> list[dict[str, Row]]:
     """The three servers side by side (idle ones cost nothing), then `rounds` rounds, each
     running every path on each server in turn: bare endpoint, the service's paths, the peer's.
@@ -229,13 +234,28 @@ def measure(
             "/docs",
         ),
     }
+    for extra in also:
+        ports[extra] = free_port()
+        base[extra] = f"http://127.0.0.1:{ports[extra]}"
+    if "plain-routes" in also:  # the service with plain APIRoutes for send and verify
+        commands["plain-routes"] = (
+            [*uvicorn, "--factory", "bench.plain_routes:create", "--port", str(ports["plain-routes"])],
+            bench_path, "/readyz",
+        )  # fmt: skip
+    if "embedded" in also:  # the embedded default: in-memory Redis, SQLite, in this process
+        embedded_env = {k: v for k, v in env.items() if k not in ("OTP_REDIS_URL", "OTP_DATABASE_URL")}
+        embedded_env["OTP_EMAIL_PROVIDER"] = "console"
+        commands["embedded"] = (
+            [sys.executable, "-m", "otp_service", "serve", "--port", str(ports["embedded"])],
+            embedded_env, "/readyz",
+        )  # fmt: skip
     pids: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         for name, (cmd, child_env, ready) in commands.items():
             pids[name] = stack.enter_context(server(cmd, child_env, base[name] + ready))
-        for name in ("service", "peer"):
+        for name in ("service", "peer", *also):
             httpx.post(base[name] + "/api/v1/auth/otp/send", json={"email": "bench-cooldown@example.org"})
-        for name in ("bare", "service", "peer"):
+        for name in ("bare", "service", "peer", *also):
             wrk(pids[name], base[name], "send_accepted.lua", 2, connections)  # warm-up
         results = []
         for _ in range(rounds):
@@ -247,6 +267,11 @@ def measure(
                 row["peer " + path] = wrk(
                     pids["peer"], base["peer"], SERVICE_PATHS[path], duration, connections
                 )
+            for extra in also:
+                for path in EXTRA_PATHS:
+                    row[f"{extra} {path}"] = wrk(
+                        pids[extra], base[extra], SERVICE_PATHS[path], duration, connections
+                    )
             # The peer's keys would expire during the next round's service phases (a minute
             # later) and count in the service's Redis CPU: gone now, the cooldown seeded again.
             drop_keys(f"*{peer_prefix}*")
@@ -286,6 +311,20 @@ def report(workers: int, rounds: list[dict[str, Row]]) -> None:
         print(
             f"| {path} | {median(to_bare):.2f} ({' / '.join(f'{x:.2f}' for x in to_bare)}) | {peer_cell} | {redis_us:.0f} |"
         )
+    for extra in sorted(
+        {k.split(" ", 1)[0] for k in rounds[0] if k.split(" ", 1)[0] in ("embedded", "plain-routes")}
+    ):
+        print(
+            f"\n| path | {extra}: req/s ÷ the service's (median, each round) | server CPU µs/req, {extra} vs the service (median) |"
+        )
+        print("|---|---:|---:|")
+        for path in EXTRA_PATHS:
+            ratios = [float(r[f"{extra} {path}"]["rps"]) / float(r[path]["rps"]) for r in rounds]
+            mine = median([float(r[f"{extra} {path}"]["server_us_per_req"]) for r in rounds])
+            theirs = median([float(r[path]["server_us_per_req"]) for r in rounds])
+            print(
+                f"| {path} | {median(ratios):.2f} ({' / '.join(f'{x:.2f}' for x in ratios)}) | {mine:.0f} vs {theirs:.0f} |"
+            )
     keyed = [
         float(r["send (accepted, Idempotency-Key)"]["server_us_per_req"])
         - float(r["send (accepted)"]["server_us_per_req"])
@@ -311,6 +350,10 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument(
+        "--also", nargs="*", default=[], choices=["embedded", "plain-routes"],
+        help="more servers in the same rounds: the embedded default, the service with plain APIRoutes",
+    )  # fmt: skip
     args = parser.parse_args()
 
     db = f"otp_bench_{secrets.token_hex(4)}"
@@ -331,7 +374,9 @@ def main() -> int:
             [sys.executable, "-m", "otp_service", "migrate"], env=env, check=True, capture_output=True
         )
         for workers in args.workers:
-            results[f"{workers}"] = measure(workers, env, args.rounds, args.duration, args.connections)
+            results[f"{workers}"] = measure(
+                workers, env, args.rounds, args.duration, args.connections, args.also
+            )
     finally:
         asyncio.run(drop_db(db))
         drop_keys(f"*{prefix}*")

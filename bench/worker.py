@@ -32,7 +32,7 @@ def _cpu_seconds(pid: int) -> float:
 
 async def _queue_jobs(env: dict[str, str], jobs: int) -> None:
     from otp_service.assembly import build_web, open_infrastructure
-    from otp_service.net import identify
+    from otp_service.net import resolve
     from otp_service.settings import Settings
 
     settings = Settings(
@@ -44,7 +44,7 @@ async def _queue_jobs(env: dict[str, str], jobs: int) -> None:
         otp = build_web(infra).otp
         for i in range(jobs):
             # One client and one subnet per address: the rates never refuse.
-            client = identify(f"10.{i // 256 % 256}.{i % 256}.1", settings.client_prefixes())
+            client = resolve(f"10.{i // 256 % 256}.{i % 256}.1", None, (), settings.client_prefixes())
             await otp.send(f"worker-bench-{i}@example.org", client)
 
 

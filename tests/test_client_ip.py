@@ -5,7 +5,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from otp_service.logs import mask_subnet
-from otp_service.net import Prefixes, client_ip, identify, resolve
+from otp_service.net import Client, Prefixes, resolve
+
+
+def identify(address: str, prefixes: Prefixes) -> Client:
+    """A request straight from `address`, no proxy."""
+    return resolve(address, None, (), prefixes)
+
 
 TRUSTED = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
@@ -25,14 +31,13 @@ TRUSTED = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")]
     ],
 )
 def test_client_ip(peer: str, xff: str | None, trusted: list[ipaddress.IPv4Network], expected: str) -> None:
-    assert client_ip(peer, xff, tuple(trusted)) == expected
-    # What RequestContext uses: the same walk, the address parsed once.
     assert resolve(peer, xff, tuple(trusted), Prefixes()) == identify(expected, Prefixes())
+    assert resolve(peer, xff, tuple(trusted), Prefixes()).ip == expected
 
 
 def test_every_forwarded_line_joined_keeps_the_proxy_hop() -> None:
     # What RequestContext passes: the header lines joined with commas, in order.
-    assert client_ip("10.0.0.2", "6.6.6.6,198.51.100.7", tuple(TRUSTED)) == "198.51.100.7"
+    assert resolve("10.0.0.2", "6.6.6.6,198.51.100.7", tuple(TRUSTED), Prefixes()).ip == "198.51.100.7"
 
 
 @pytest.mark.parametrize(

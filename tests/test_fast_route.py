@@ -14,13 +14,11 @@ from typing import Any
 import fastapi.routing
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.dependencies.utils import solve_dependencies
-from fastapi.routing import APIRoute
 
-from otp_service.api import otp
+from bench.plain_routes import plain_routes
 from otp_service.api.deps import get_otp_service
-from otp_service.api.routing import FastRoute
 from otp_service.api.state import STATE_KEY
 from otp_service.settings import Settings
 from tests.support import console_emails, drain, unique_email
@@ -28,23 +26,6 @@ from tests.support import console_emails, drain, unique_email
 SEND = "/api/v1/auth/otp/send"
 VERIFY = "/api/v1/auth/otp/verify"
 JSON = {"content-type": "application/json"}
-
-
-def plain_routes(app: FastAPI) -> None:
-    """Replace the OTP router by one of plain APIRoutes with the same declarations."""
-    app.router.routes[:] = [
-        r for r in app.router.routes if getattr(r, "original_router", None) is not otp.router
-    ]
-    reference = APIRouter(route_class=APIRoute)
-    for route in otp.router.routes:
-        assert isinstance(route, FastRoute)
-        reference.add_api_route(
-            route.path, route.endpoint, methods=list(route.methods or ()), status_code=route.status_code,
-            response_model=route.response_model, responses=route.responses,
-            response_model_exclude_none=route.response_model_exclude_none,
-        )  # fmt: skip
-        reference.routes[-1].refusal = route.refusal  # type: ignore[attr-defined]  # the same route policy
-    app.include_router(reference)
 
 
 class Solver:

@@ -211,3 +211,22 @@ async def test_database_down_is_503_so_resend_retries(
         assert res.status_code == 503
         assert res.json()["code"] == "unavailable"
         assert int(res.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(("offset", "accepted"), [(-1, True), (1, False)])
+@pytest.mark.parametrize("direction", [-1, 1])
+def test_the_svix_window_is_the_one_the_trust_page_states(
+    offset: int, accepted: bool, direction: int
+) -> None:
+    from otp_service.errors import WebhookRejected
+    from otp_service.webhooks.resend import SVIX_TOLERANCE, ResendWebhook
+
+    # 30 s inside or outside the stated window, in the past and in the future.
+    when = datetime.now(UTC) + direction * (SVIX_TOLERANCE + timedelta(seconds=30 * offset))
+    body, headers = signed(event("email.delivered", "a@example.org"), when=when)
+    webhook = ResendWebhook(SECRET)
+    if accepted:
+        webhook.verify(body, headers)
+    else:
+        with pytest.raises(WebhookRejected):
+            webhook.verify(body, headers)

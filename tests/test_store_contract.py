@@ -16,7 +16,7 @@ from otp_service.delivery.heartbeat import HEARTBEAT_TTL, RedisWorkerRegistry, W
 from otp_service.delivery.queue import JobQueue, RedisJobQueue
 from otp_service.delivery.reputation import PauseState, RedisPauseState
 from otp_service.limits.throttle import ConversionGuard, Rates, RedisThrottle, Throttle
-from otp_service.net import Client, Prefixes, identify
+from otp_service.net import Client, Prefixes, resolve
 from otp_service.otp.store import (
     CodeStore,
     RedisCodeStore,
@@ -31,12 +31,12 @@ from tests.conftest import REDIS_URL
 from tests.support import FakeClock
 
 WIDE = Rate(1_000_000, 60)
-CLIENT = identify("198.51.100.1", Prefixes())
+CLIENT = resolve("198.51.100.1", None, (), Prefixes())
 NO_GUARD = ConversionGuard(min_sends=1_000_000, min_ratio=0.0, rate=Rate(1, 3600))
 
 
 def client(ip: str) -> Client:
-    return identify(ip, Prefixes())
+    return resolve(ip, None, (), Prefixes())
 
 
 def pair(per_client: Rate = WIDE, subnet: Rate = WIDE, scope: str = "otp_send", keep_s: int = 0) -> Rates:

@@ -90,7 +90,7 @@ def test_snapshot(locale: Locale, part: str) -> None:
 def test_what_the_published_sample_carries() -> None:
     text = render_template("email_otp", CONTEXT).text
     assert (
-        "You received this email because someone requested a Acme verification code using this email "
+        "You received this email because someone requested a verification code for Acme using this email "
         "address." in text
     )
     assert "If you keep receiving codes you did not request, write to help@acme.example." in text

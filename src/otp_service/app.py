@@ -52,9 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.worker_enabled:
                 await stack.enter_async_context(running_worker(infra))
             # Everything built so far lives as long as the process (FastAPI's routes and models,
-            # the 55k-entry typo map, the throwaway-domain set): ~130k tracked objects, which a
-            # full collection re-scanned in ~50 ms, the p99 of the whole service. Freezing moves
-            # them out of the collector's sight (the technique Instagram described for Django).
+            # the typo map, the throwaway-domain set): a full collection would re-scan all of it
+            # and set the service's p99 (README, "Performance"). Freezing moves them out of the
+            # collector's sight (the technique Instagram described for Django).
             gc.collect()
             gc.freeze()
             yield {STATE_KEY: web}

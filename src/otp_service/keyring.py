@@ -1,11 +1,12 @@
 """Keys: those derived from OTP_SECRET_KEY, one per purpose, so that no one of them can stand in
 for another (code hashes, address ids, sealed delivery jobs); and the verification tokens'
-signing key (OTP_JWT_PRIVATE_KEY), loaded and checked once, by the settings and the issuer."""
+signing key (OTP_JWT_PRIVATE_KEY), parsed once and shared by the settings' check and the issuer."""
 
 import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from functools import cache
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -26,8 +27,11 @@ class SigningKey:
     public_jwk: dict[str, str]
 
 
+@cache
 def load_signing_key(private_pem: str) -> SigningKey:
-    """An Ed25519 (EdDSA) or ECDSA P-256 (ES256) private key; ValueError for anything else."""
+    """An Ed25519 (EdDSA) or ECDSA P-256 (ES256) private key; ValueError for anything else.
+    Parsed once per process (cached by its PEM): the settings check it at start-up and the
+    token issuer uses the same parsed key."""
     try:
         key = serialization.load_pem_private_key(private_pem.encode(), password=None)
     except (ValueError, TypeError) as exc:

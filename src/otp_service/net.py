@@ -81,12 +81,6 @@ def _within(ip: _Ip, networks: tuple[tuple[int, int, int], ...]) -> bool:
     return any(bits == b and value & mask == net for b, net, mask in networks)
 
 
-def identify(address: str, prefixes: Prefixes) -> Client:
-    """The client and subnet an address belongs to. Something that is not an IP address (a
-    test transport's name) is its own client and subnet."""
-    return _identified(address, _parse(address), prefixes)
-
-
 def _identified(address: str, ip: _Ip | None, prefixes: Prefixes) -> Client:
     if ip is None:
         return Client(address, address, address)
@@ -97,17 +91,13 @@ def _identified(address: str, ip: _Ip | None, prefixes: Prefixes) -> Client:
     return Client(text, _prefix(128, value, prefixes.ipv6_client), _prefix(128, value, prefixes.ipv6_subnet))
 
 
-def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
-    """Walk X-Forwarded-For (every header line, in order, joined with commas) from the right,
-    skipping trusted proxies: the first untrusted hop is the client. Anything left of it was
-    written by the client and is not believed."""
-    return _walk(peer, forwarded_for, trusted)[0]
-
-
 def resolve(
     peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...], prefixes: Prefixes
 ) -> Client:
-    """`identify(client_ip(...))`, with the client's address parsed once."""
+    """The client and subnet of a request: X-Forwarded-For (every header line, in order, joined
+    with commas) walked from the right, skipping trusted proxies; the first untrusted hop is the
+    client, and anything left of it was written by the client and is not believed. Something
+    that is not an IP address (a test transport's name) is its own client and subnet."""
     address, ip = _walk(peer, forwarded_for, trusted)
     return _identified(address, ip if ip is not None else _parse(address), prefixes)
 
@@ -115,7 +105,7 @@ def resolve(
 def _walk(
     peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]
 ) -> tuple[str, _Ip | None]:
-    """client_ip's answer, and that address parsed when the walk parsed it (else None)."""
+    """The client's address, and that address parsed when the walk parsed it (else None)."""
     ip = peer or "unknown"
     if not forwarded_for or not trusted:
         return ip, None

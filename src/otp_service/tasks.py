@@ -1,8 +1,8 @@
 """Stopping background tasks reliably.
 
 A cancellation can be swallowed when it lands exactly as a client library's own timeout or
-cleanup runs (seen with redis-py and SQLAlchemy's asyncpg adapter during shutdown), so a task
-is cancelled again until it is done, within a grace period. Loops also check a stop flag.
+cleanup runs (SQLAlchemy's asyncpg adapter does this during shutdown), so a task is cancelled
+again until it is done, within a grace period. Loops also check a stop flag.
 """
 
 import asyncio

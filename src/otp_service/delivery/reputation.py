@@ -97,7 +97,7 @@ class ReputationGuard:
         self, *, settings: Settings, pauses: PauseState, engine: AsyncEngine, providers: list[str],
         clock: Clock = system_clock,
     ) -> None:  # fmt: skip
-        self._s = settings
+        self._settings = settings
         self._pauses = pauses
         self._engine = engine
         self.providers = providers
@@ -116,7 +116,7 @@ class ReputationGuard:
         try:
             async with self._engine.connect() as conn:
                 for provider in self.providers:
-                    since = now - timedelta(seconds=self._s.reputation_window)
+                    since = now - timedelta(seconds=self._settings.reputation_window)
                     resumed = await self._pauses.resumed_at(provider)
                     if resumed is not None:
                         since = max(since, datetime.fromtimestamp(resumed / 1000, UTC))
@@ -127,9 +127,9 @@ class ReputationGuard:
                         bounce_rate=bounces / sent if sent else None,
                         complaint_rate=complaints / sent if sent else None,
                         paused=provider in pauses, reason=pauses.get(provider), since=since,
-                        max_bounce_rate=self._s.reputation_max_bounce_rate,
-                        max_complaint_rate=self._s.reputation_max_complaint_rate,
-                        min_volume=self._s.reputation_min_volume,
+                        max_bounce_rate=self._settings.reputation_max_bounce_rate,
+                        max_complaint_rate=self._settings.reputation_max_complaint_rate,
+                        min_volume=self._settings.reputation_min_volume,
                     ))  # fmt: skip
         except (SQLAlchemyError, OSError) as exc:
             raise Unavailable("The database is not answering") from exc
@@ -139,16 +139,20 @@ class ReputationGuard:
         """Evaluate every provider, pause what crossed a threshold, update the shared state."""
         report = await self.report()
         for health in report:
-            if health.paused or health.sent < self._s.reputation_min_volume:
+            if health.paused or health.sent < self._settings.reputation_min_volume:
                 continue
             reason = None
-            if health.bounce_rate is not None and health.bounce_rate > self._s.reputation_max_bounce_rate:
-                reason = f"bounce rate {health.bounce_rate:.2%} over {self._s.reputation_max_bounce_rate:.2%}"
+            if (
+                health.bounce_rate is not None
+                and health.bounce_rate > self._settings.reputation_max_bounce_rate
+            ):
+                limit = self._settings.reputation_max_bounce_rate
+                reason = f"bounce rate {health.bounce_rate:.2%} over {limit:.2%}"
             elif (
                 health.complaint_rate is not None
-                and health.complaint_rate > self._s.reputation_max_complaint_rate
+                and health.complaint_rate > self._settings.reputation_max_complaint_rate
             ):
-                limit = self._s.reputation_max_complaint_rate
+                limit = self._settings.reputation_max_complaint_rate
                 reason = f"complaint rate {health.complaint_rate:.3%} over {limit:.3%}"
             if reason:
                 await self._pauses.pause(health.provider, reason)
@@ -180,4 +184,4 @@ class ReputationGuard:
                 await self.check()
             except (ServiceError, SQLAlchemyError, OSError, TimeoutError) as exc:
                 log.warning("reputation.check_failed", extra={"error": type(exc).__name__})
-            await asyncio.sleep(self._s.reputation_check_interval)
+            await asyncio.sleep(self._settings.reputation_check_interval)

@@ -219,7 +219,9 @@ class DeliveryWorker:
                 await asyncio.sleep(backoff(attempt + 1))
         log.error("delivery.ack_failed", extra={"job": job.id})
 
-    async def _until(self, deadline: float, what: str, check: Callable[[], Awaitable[bool]]) -> bool | None:
+    async def _retry_until(
+        self, deadline: float, what: str, check: Callable[[], Awaitable[bool]]
+    ) -> bool | None:
         """`check()`, retried while its store is down; None once the code would expire first."""
         attempt = 0
         while True:
@@ -256,14 +258,14 @@ class DeliveryWorker:
             return Outcome(job.id, DeliveryOutcome.UNDECRYPTABLE)
         email, masked = content.email, mask_email(content.email)
         # A database that is down holds the job until the code expires.
-        suppressed = await self._until(deadline, "suppression_lookup", lambda: self._suppressed(email))
+        suppressed = await self._retry_until(deadline, "suppression_lookup", lambda: self._suppressed(email))
         if suppressed is None:
             log.warning("delivery.expired", extra={"job": job.id, "email": masked})
             return Outcome(job.id, DeliveryOutcome.EXPIRED, email=email)
         if suppressed:
             log.info("delivery.suppressed", extra={"job": job.id, "email": masked})
             return Outcome(job.id, DeliveryOutcome.SUPPRESSED, email=email)
-        current = await self._until(
+        current = await self._retry_until(
             deadline, "code_lookup", lambda: self._codes.is_current(content.address_id, code_hash)
         )
         if not current:

@@ -171,6 +171,19 @@ def _claim_of(reply: list[Any]) -> Claim | None:
     return Claim(status)
 
 
+def _send_decision(reply: list[Any]) -> SendDecision:
+    """send.lua's reply (its header): {status, wait ms or job id[, 1 when the guard first slowed
+    the subnet]}, or {'replay', kept status, kept value}."""
+    status = reply[0]
+    if status == b"replay":
+        return _kept(reply[1].decode(), reply[2])
+    decided = SendStatus(status.decode())
+    if decided is SendStatus.OK:
+        return SendDecision(decided, job_id=reply[1].decode())
+    first_slowed = len(reply) > 2 and reply[2] == 1
+    return SendDecision(decided, retry_after_ms=int(reply[1]), slowed=first_slowed)
+
+
 class RedisCodeStore:
     _SEND = Script(PRELUDE, _IDEMPOTENCY, ("otp_service.otp", "send"))
     _VERIFY = Script(PRELUDE, ("otp_service.otp", "verify"))
@@ -233,13 +246,8 @@ class RedisCodeStore:
             idem.keep_ms if idem else 0,
         ]
         async with redis_guard("send"):
-            status, value, *slowed = await self._SEND(self._redis, keys, args)
-        if status == b"replay":
-            return _kept(value.decode(), slowed[0])
-        decided = SendStatus(status.decode())
-        if decided is SendStatus.OK:
-            return SendDecision(decided, job_id=value.decode())
-        return SendDecision(decided, retry_after_ms=int(value), slowed=slowed == [1])
+            reply = await self._SEND(self._redis, keys, args)
+        return _send_decision(reply)
 
     async def verify(self, req: VerifyRequest) -> VerifyDecision:
         keys = [

@@ -31,8 +31,8 @@ class TokenIssuer:
         self._clock = clock
         self.ttl = ttl
 
-    def issue(self, email: str, *, now: float | None = None) -> str:
-        issued = int(now if now is not None else self._clock())
+    def issue(self, email: str) -> str:
+        issued = int(self._clock())
         claims: dict[str, Any] = {
             "iss": self._issuer,
             "sub": email,

@@ -1,9 +1,15 @@
 """Every figure on the page comes from the settings the service runs with, or from the code that
-enforces it (the throwaway-domain list's size, the typo list, the template rendered with a
-placeholder code), so the page cannot go stale when a limit changes."""
+enforces it (the throwaway-domain list's size, the typo list, the webhooks' replay windows, the
+template rendered with a placeholder code), so the page cannot go stale when a limit changes.
+
+The page is written once, in Markdown (templates/trust.md.j2); the HTML page is that Markdown
+rendered (markdown-it, raw HTML off, so every setting is escaped) inside a styled shell."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
+
+from markdown_it import MarkdownIt
 
 from otp_service.delivery.templates import email_context, environment, lifetime_en, render_template
 from otp_service.otp.service import IDEMPOTENCY_KEEP_MS, REUSE_MIN_LEFT_MS
@@ -11,6 +17,8 @@ from otp_service.settings import Rate, Settings
 from otp_service.validation.address import AddressValidator
 from otp_service.validation.families import FAMILIES
 from otp_service.validation.typos import POPULAR_PROVIDERS
+from otp_service.webhooks.resend import SVIX_TOLERANCE
+from otp_service.webhooks.sns import MAX_SKEW as SNS_MAX_SKEW
 
 Format = Literal["markdown", "html"]
 
@@ -24,8 +32,6 @@ CONSENT_NOTICE = {
 }
 """The notice shown next to the email field (README, "Recommended consent notice")."""
 
-RESEND_REPLAY_WINDOW = "±5 minutes"
-SES_REPLAY_WINDOW = "±1 hour"
 
 LANGUAGES = {"bilingual": "English and Simplified Chinese", "en": "English", "zh-CN": "Simplified Chinese"}
 _PERIOD_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
@@ -34,6 +40,19 @@ _PROVIDER_NAMES = {
     "resend": "Resend",
     "ses": "Amazon SES",
 }
+
+
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def within(window: timedelta) -> str:
+    """timedelta(hours=1) -> "±1 hour"."""
+    seconds = int(window.total_seconds())
+    for unit, name in ((3600, "hour"), (60, "minute"), (1, "second")):
+        if seconds % unit == 0:
+            count = seconds // unit
+            return f"±{count} {name}{'' if count == 1 else 's'}"
+    raise AssertionError("unreachable")
 
 
 def per(rate: Rate) -> str:
@@ -134,8 +153,7 @@ def render_trust_page(settings: Settings, fmt: Format = "markdown") -> str:
     if s.email_fallback_provider:
         providers.append(_PROVIDER_NAMES[s.email_fallback_provider] + " (fallback)")
     env = environment("otp_service.trust")
-    template = env.get_template("trust.html.j2" if fmt == "html" else "trust.md.j2")
-    return template.render(
+    markdown = env.get_template("trust.md.j2").render(
         s=s,
         controls=controls(s, validator),
         consent=CONSENT_NOTICE,
@@ -144,8 +162,11 @@ def render_trust_page(settings: Settings, fmt: Format = "markdown") -> str:
         sample_code=SAMPLE_CODE,
         cell=_markdown_cell,
         language=LANGUAGES[s.default_locale],
-        resend_window=RESEND_REPLAY_WINDOW,
-        ses_window=SES_REPLAY_WINDOW,
+        resend_window=within(SVIX_TOLERANCE),
+        ses_window=within(SNS_MAX_SKEW),
         lifetime=lifetime_en(s.code_ttl),
         sns_topics=len(s.sns_topic_arns),
     )
+    if fmt == "markdown":
+        return markdown
+    return env.get_template("trust.html.j2").render(s=s, body=_MARKDOWN.render(markdown))

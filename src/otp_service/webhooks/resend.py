@@ -6,12 +6,18 @@ on a malformed `svix-signature` header: every failure of verification is a 400 h
 
 import json
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from svix.webhooks import Webhook
 
 from otp_service.errors import WebhookRejected
 from otp_service.webhooks.events import ProviderEvent, Recipient, SuppressReason, clean_address, parse_time
+
+SVIX_TOLERANCE = timedelta(minutes=5)
+"""How far svix-timestamp may be from now: the svix library's own window (it delegates to
+standardwebhooks, which fixes it at five minutes), stated here for the trust page;
+tests/test_resend_webhooks.py holds the library to it."""
 
 SUPPRESSING: dict[str, SuppressReason] = {
     "email.bounced": "bounce",

@@ -90,7 +90,7 @@ local function conversion(key, now)
 end
 
 -- Count one accepted send ('s') or verified code ('v') for a subnet.
-local function convert(key, now, kind)
+local function count_conversion(key, now, kind)
   redis.call('HINCRBY', key, kind .. math.floor(now / HOUR), 1)
   redis.call('PEXPIRE', key, 25 * HOUR)
 end

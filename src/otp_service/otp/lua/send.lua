@@ -76,7 +76,7 @@ local cooldown = tonumber(ARGV[12])
 if cooldown > 0 then redis.call('SET', KEYS[6], '1', 'PX', cooldown) end
 window_add(KEYS[7], NOW, DAY, MEMBER)
 window_add(KEYS[8], NOW, DAY, MEMBER)
-convert(KEYS[3], NOW, 's')
+count_conversion(KEYS[3], NOW, 's')
 if ARGV[19] ~= '' then
   -- reuse: the live code is emailed again, sealed as stored; its lifetime and wrong attempts
   -- stay as they are. The job states the seconds it has left.

@@ -23,7 +23,7 @@ for i = 1, math.min(#stored, #candidate) do
 end
 if diff == 0 then
   redis.call('DEL', KEYS[3])
-  convert(KEYS[4], NOW, 'v')
+  count_conversion(KEYS[4], NOW, 'v')
   return {'approved', 0}
 end
 
