@@ -17,7 +17,6 @@ class SuppressionOut(BaseModel):
     reason: str
     source: str
     note: str | None
-    permanent: bool
     bounce_count: int
     complaint_count: int
     provider_event_id: str | None = Field(
@@ -30,7 +29,7 @@ class SuppressionOut(BaseModel):
     @classmethod
     def of(cls, row: Suppression) -> "SuppressionOut":
         return cls(
-            email=row.email, reason=row.reason, source=row.source, note=row.note, permanent=row.permanent,
+            email=row.email, reason=row.reason, source=row.source, note=row.note,
             bounce_count=row.bounce_count, complaint_count=row.complaint_count,
             provider_event_id=row.provider_event_id, provider_message_id=row.provider_message_id,
             created_at=row.created_at.isoformat(),

@@ -6,7 +6,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
     CheckConstraint,
     DateTime,
     Index,
@@ -16,7 +15,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
-    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -50,7 +48,6 @@ class Suppression(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
     reason: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(32))  # resend | ses | admin
-    permanent: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     note: Mapped[str | None] = mapped_column(Text, default=None)
     provider_event_id: Mapped[str | None] = mapped_column(String(255), default=None)
     provider_message_id: Mapped[str | None] = mapped_column(String(255), default=None)
