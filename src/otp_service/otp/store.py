@@ -155,6 +155,8 @@ class CodeStore(Protocol):
         ...
 
 
+_CODE = ("otp_service.otp", "_code")
+"""The code record's helpers, shared by the send and verify scripts."""
 _IDEMPOTENCY = ("otp_service.otp", "_idempotency")
 """The Idempotency-Key record's helpers, shared by the scripts that read or write it."""
 
@@ -185,8 +187,8 @@ def _send_decision(reply: list[Any]) -> SendDecision:
 
 
 class RedisCodeStore:
-    _SEND = Script(PRELUDE, _IDEMPOTENCY, ("otp_service.otp", "send"))
-    _VERIFY = Script(PRELUDE, ("otp_service.otp", "verify"))
+    _SEND = Script(PRELUDE, _CODE, _IDEMPOTENCY, ("otp_service.otp", "send"))
+    _VERIFY = Script(PRELUDE, _CODE, ("otp_service.otp", "verify"))
     _CLAIM = Script(PRELUDE, _IDEMPOTENCY, ("otp_service.otp", "idempotency"))
     _READ = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_read"))
     _RELEASE = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_release"))
@@ -272,5 +274,6 @@ class RedisCodeStore:
 
     async def is_current(self, address_id: str, code_hash: str) -> bool:
         async with redis_guard("code.current"):
-            stored = await self._redis.execute("HGET", self._keys.code(address_id), "h")
-        return stored is not None and hmac.compare_digest(stored, code_hash.encode())
+            stored, expires = await self._redis.execute("HMGET", self._keys.code(address_id), "h", "x")
+        live = expires is None or int(expires) > now_ms(self._clock)  # see otp/lua/_code.lua
+        return stored is not None and live and hmac.compare_digest(stored, code_hash.encode())

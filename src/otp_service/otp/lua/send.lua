@@ -1,11 +1,11 @@
--- One decision per send request, all or nothing (after limits/lua/_prelude.lua and
+-- One decision per send request, all or nothing (after limits/lua/_prelude.lua, _code.lua and
 -- _idempotency.lua).
 -- KEYS[1] client log (zset)       KEYS[2] subnet log (zset, kept for the guard's window too)
 -- KEYS[3] subnet conversion (hash: s<hour> = accepted sends, v<hour> = verified codes)
 -- KEYS[4] subnet slowed (string, PX: the guard's log line is written once per window)
--- KEYS[5] sending-paused flag     KEYS[6] address cooldown (string, PX)
+-- KEYS[5] sending-paused flag     KEYS[6] address cooldown (string: until when, ms; PX)
 -- KEYS[7] address daily (zset)    KEYS[8] channel global daily (zset)
--- KEYS[9] code (hash: h = code hash, n = wrong attempts)   KEYS[10] delivery stream
+-- KEYS[9] code (hash, _code.lua)   KEYS[10] delivery stream
 -- ARGV[1..7] throttle_args        ARGV[8] guard: min sends  ARGV[9] guard: min verified/sent
 -- ARGV[10] guard: limit           ARGV[11] guard: window (ms)
 -- ARGV[12] cooldown (ms)          ARGV[13] daily limit per address   ARGV[14] global daily limit
@@ -61,8 +61,8 @@ end
 
 if redis.call('EXISTS', KEYS[5]) == 1 then return answer('sending_paused', tonumber(ARGV[18])) end
 
-local cooldown_left = redis.call('PTTL', KEYS[6])
-if cooldown_left > 0 then return answer('cooldown', cooldown_left) end
+local cooldown_until = tonumber(redis.call('GET', KEYS[6]) or 0) or 0
+if cooldown_until > NOW then return answer('cooldown', cooldown_until - NOW) end
 
 if window_count(KEYS[7], NOW, DAY) >= tonumber(ARGV[13]) then
   return answer('daily_limit', window_wait(KEYS[7], NOW, DAY))
@@ -73,24 +73,29 @@ if window_count(KEYS[8], NOW, DAY) >= tonumber(ARGV[14]) then
 end
 
 local cooldown = tonumber(ARGV[12])
-if cooldown > 0 then redis.call('SET', KEYS[6], '1', 'PX', cooldown) end
+if cooldown > 0 then redis.call('SET', KEYS[6], NOW + cooldown, 'PX', cooldown) end
 window_add(KEYS[7], NOW, DAY, MEMBER)
 window_add(KEYS[8], NOW, DAY, MEMBER)
 count_conversion(KEYS[3], NOW, 's')
 if ARGV[19] ~= '' then
   -- reuse: the live code is emailed again, sealed as stored; its lifetime and wrong attempts
   -- stay as they are. The job states the seconds it has left.
-  local stored = redis.call('HGET', KEYS[9], 's')
-  local left = redis.call('PTTL', KEYS[9])
+  local live, expires = live_code(KEYS[9])
+  local stored = live and redis.call('HGET', KEYS[9], 's')
+  local left = live and expires - NOW or 0
   if stored and left >= tonumber(ARGV[20]) then
     local id = redis.call('XADD', KEYS[10], '*', 'p', ARGV[17], 'x', tostring(NOW + left), 'c', stored,
       'l', tostring(math.floor(left / 1000)))
     return answer('ok', id)
   end
-  redis.call('HSET', KEYS[9], 'h', ARGV[15], 'n', 0, 's', ARGV[19])
+end
+-- A new code replaces the previous one whole (a sealed copy an earlier reuse-mode send kept
+-- must not outlive it), attempts start again.
+redis.call('DEL', KEYS[9])
+if ARGV[19] ~= '' then
+  redis.call('HSET', KEYS[9], 'h', ARGV[15], 'n', 0, 'x', NOW + tonumber(ARGV[16]), 's', ARGV[19])
 else
-  -- A new code replaces the previous one, attempts start again (the hash holds h and n only).
-  redis.call('HSET', KEYS[9], 'h', ARGV[15], 'n', 0)
+  redis.call('HSET', KEYS[9], 'h', ARGV[15], 'n', 0, 'x', NOW + tonumber(ARGV[16]))
 end
 redis.call('PEXPIRE', KEYS[9], tonumber(ARGV[16]))
 local id = redis.call('XADD', KEYS[10], '*', 'p', ARGV[17], 'x', tostring(NOW + tonumber(ARGV[16])))

@@ -1,6 +1,6 @@
--- One verify attempt (after limits/lua/_prelude.lua).
+-- One verify attempt (after limits/lua/_prelude.lua and _code.lua).
 -- KEYS[1] client log (zset)  KEYS[2] subnet log (zset)
--- KEYS[3] code (hash: h = code hash, n = wrong attempts)  KEYS[4] subnet conversion (hash)
+-- KEYS[3] code (hash, _code.lua)  KEYS[4] subnet conversion (hash)
 -- ARGV[1..7] throttle_args  ARGV[8] candidate code hash  ARGV[9] max wrong attempts
 -- Returns {status, n}: approved | expired | rate_limited (n = wait ms)
 -- | invalid (n = attempts remaining) | max_attempts.
@@ -8,7 +8,7 @@
 local wait = throttle_pair(KEYS[1], KEYS[2])
 if wait > 0 then return {'rate_limited', wait} end
 
-local stored = redis.call('HGET', KEYS[3], 'h')
+local stored = live_code(KEYS[3])
 if not stored then return {'expired', 0} end
 
 -- Constant-time comparison: the time taken does not depend on where the hashes differ. Sums of
