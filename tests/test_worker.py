@@ -4,6 +4,7 @@ process of its own beside web processes that run none."""
 
 import asyncio
 import contextlib
+import io
 import logging
 import signal
 import subprocess
@@ -18,9 +19,11 @@ import pytest
 import respx
 
 from otp_service.assembly import WorkerOptions, open_infrastructure, running_worker
+from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.queue import Job, JobQueue, QueueStats
+from otp_service.delivery.sender import Deliverer, DeliveryFailed, acquire
 from otp_service.settings import Settings
-from tests.support import ServiceProcess, console_emails, drain, service_env, unique_email
+from tests.support import ServiceProcess, console_emails, drain, embedded_send_rate, service_env, unique_email
 
 SEND = "/api/v1/auth/otp/send"
 KEY = "admin-key-0123456789-0123456789-01"
@@ -176,6 +179,78 @@ async def test_a_replaced_code_is_never_emailed_while_the_provider_is_slow(
     assert len(bodies) == 1
 
 
+async def test_a_code_replaced_while_its_first_attempt_failed_is_never_emailed(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The provider answers 503; the address sends again meanwhile; the provider recovers. The
+    first job's retry must not email the replaced code (the check runs before every attempt)."""
+    caplog.set_level(logging.INFO, logger="otp_service.delivery")
+    settings = resend_settings(make_settings, rate_limit_ttl=0)
+    email = unique_email()
+    healthy, failed = asyncio.Event(), asyncio.Event()
+
+    async def provider(request: httpx.Request) -> httpx.Response:
+        if not healthy.is_set():
+            failed.set()
+            return httpx.Response(503, json={"statusCode": 503, "name": "unavailable", "message": "down"})
+        return httpx.Response(200, json={"id": "re-ok"})
+
+    with respx.mock(using="httpx") as mock:
+        mock.route(host="otp.test").pass_through()  # the test's own client to the app
+        route = mock.post("https://api.resend.test/emails").mock(side_effect=provider)
+        async with open_app(settings) as app:
+            assert (await app.http.post(SEND, json={"email": email})).status_code == 202
+            await asyncio.wait_for(failed.wait(), 5)  # the first code's first attempt failed
+            assert (await app.http.post(SEND, json={"email": email})).status_code == 202
+            healthy.set()
+            await drain(app, timeout=15)
+        delivered = [c for c in route.calls if c.response is not None and c.response.status_code == 200]
+    assert len(delivered) == 1
+    assert [r.getMessage() for r in caplog.records].count("delivery.superseded") == 1
+
+
+async def test_a_code_store_down_until_expiry_records_the_job_expired(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The code store cannot say whether the code is live before it expires: `expired`, not
+    `superseded` (nothing replaced it)."""
+    from otp_service.delivery.jobs import JobContent, JobSealer
+    from otp_service.delivery.repository import DeliveryOutcome
+    from otp_service.delivery.worker import DeliveryWorker
+    from otp_service.errors import Unavailable
+
+    class DownCodes:
+        async def is_current(self, address_id: str, code_hash: str) -> bool:
+            raise Unavailable("down")
+
+    settings = resend_settings(make_settings)
+    sealer = JobSealer(settings.secret)
+    content = JobContent(email=unique_email(), code="123456", code_hash="h" * 64, address_id="a", locale="en")
+    async with open_infrastructure(settings) as infra:
+        worker = DeliveryWorker(
+            queue=infra.stores.queue, sealer=sealer, codes=DownCodes(), engine=infra.engine,
+            deliverer=Deliverer(settings=settings, primary=ConsoleProvider(io.StringIO()), fallback=None,
+                                send_rate=embedded_send_rate(100)),
+            registry=infra.stores.workers, concurrency=1, visibility_timeout=30, db_timeout=2,
+        )  # fmt: skip
+        job = Job("1-0", sealer.seal(content), int((time.time() + 1.5) * 1000))
+        try:
+            outcome = await worker.process(job)
+        finally:
+            await worker.aclose()
+    assert outcome.status is DeliveryOutcome.EXPIRED
+
+
+async def test_the_send_rate_wait_ends_at_the_codes_expiry() -> None:
+    limiter = embedded_send_rate(1)
+    assert await limiter.try_take() == 0  # the one token of the second
+    started = time.monotonic()
+    with pytest.raises(DeliveryFailed) as info:
+        await acquire(limiter, deadline=time.time() + 0.3)
+    assert not info.value.permanent
+    assert time.monotonic() - started < 0.2  # it did not wait for a token it could not use
+
+
 async def test_workers_alive_on_metrics_and_usage(
     open_app: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
@@ -303,4 +378,23 @@ async def test_a_failed_ledger_statement_fails_its_batch_and_the_next_reconnects
         assert await ledger.suppressed("nobody@example.org") is False  # a new connection
     finally:
         await ledger.close()
+        await engine.dispose()
+
+
+async def test_closing_the_ledger_waits_for_its_batches_and_opens_nothing_after(database_url: str) -> None:
+    from otp_service.db.engine import create_engine
+    from otp_service.delivery.ledger import Ledger
+
+    engine = create_engine(database_url)
+    ledger = Ledger(engine, timeout=5)
+    try:
+        calls = [asyncio.ensure_future(ledger.suppressed(f"c{i}@example.org")) for i in range(20)]
+        await asyncio.sleep(0)  # the batch's flush is scheduled, not yet run
+        await ledger.close()
+        assert await asyncio.gather(*calls) == [False] * 20  # the batch in flight was answered
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]  # the connection closed, not left open
+        with pytest.raises(ConnectionError):
+            await ledger.suppressed("later@example.org")
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
         await engine.dispose()

@@ -33,11 +33,16 @@ class Ledger:
         self._timeout = timeout
         self._conn: AsyncConnection | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
+        self.flushes: set[asyncio.Task[None]] = set()
+        """The batches being written: close() waits for them."""
         self.suppressed = _Batched(self, _suppressed_batch)
         self.record = _Batched(self, _record_batch)
 
     async def run(self, statement: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self._lock:
+            if self._closed:  # never a fresh connection after close(): it would outlive the engine
+                raise ConnectionError("the ledger is closed")
             try:
                 async with asyncio.timeout(self._timeout):
                     if self._conn is None:
@@ -45,10 +50,19 @@ class Ledger:
                         self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                     return await statement(self._conn)
             except BaseException:
-                await self.close()
+                await self._drop()
                 raise
 
     async def close(self) -> None:
+        """Let the batches already in flight finish (each is bounded by the timeout), then close
+        the connection; later calls fail instead of opening another."""
+        if self.flushes:
+            await asyncio.wait(set(self.flushes))
+        async with self._lock:
+            self._closed = True
+            await self._drop()
+
+    async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -76,7 +90,9 @@ class _Batched(Generic[K, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if self._flush is None:
-            self._flush = asyncio.create_task(self._flush_waiting())
+            self._flush = flush = asyncio.create_task(self._flush_waiting())
+            self._ledger.flushes.add(flush)
+            flush.add_done_callback(self._ledger.flushes.discard)
         return await future
 
     async def _flush_waiting(self) -> None:

@@ -5,7 +5,7 @@ import asyncio
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,9 +72,29 @@ class SendRateLimiter(Protocol):
         ...
 
 
-async def acquire(limiter: SendRateLimiter) -> None:
+async def acquire(
+    limiter: SendRateLimiter, *, deadline: float | None = None, clock: Clock = system_clock
+) -> None:
+    """Wait for a send-rate token; DeliveryFailed (not permanent) when none comes before
+    `deadline` (epoch s): an email must not leave after its code expired."""
     while wait := await limiter.try_take():
+        if deadline is not None and clock() + wait / 1000 >= deadline:
+            raise DeliveryFailed("gave up before expiry: waiting for the send rate", permanent=False)
         await asyncio.sleep(wait / 1000)
+
+
+class Superseded(Exception):
+    """The job's code is no longer its address's live code: a newer send replaced it, or it was
+    used or expired. Never email a code after its successor."""
+
+
+CurrentCheck = Callable[[], Awaitable[bool | None]]
+"""Whether the job's code is still live: True, False (superseded), or None (the store could not
+say before the code expires)."""
+
+
+async def _always_current() -> bool:
+    return True
 
 
 def always_healthy(_provider: str) -> bool:
@@ -167,8 +187,11 @@ class Deliverer:
         idempotency_key: str,
         deadline: float,
         wording: Wording = PLAIN,
+        current: CurrentCheck = _always_current,
     ) -> Delivered:
-        """The one entry point that sends: only allowlisted templates, until `deadline` (epoch s)."""
+        """The one entry point that sends: only allowlisted templates, until `deadline` (epoch s).
+        `current` is asked before every provider attempt, retries included: Superseded when the
+        code was replaced meanwhile."""
         email = self.build(template_id, to, code, idempotency_key, wording)
         attempt = 0
         last: ProviderError | None = None
@@ -178,12 +201,22 @@ class Deliverer:
             if not providers:
                 wait = 5.0  # every provider paused: hold the job until an operator resumes one
             for provider in providers:
-                attempt += 1
                 try:
-                    await acquire(self._rate)
+                    await acquire(self._rate, deadline=deadline, clock=self._clock)
                 except Unavailable:
                     wait = max(wait, 1.0)
                     break
+                except DeliveryFailed as exc:
+                    exc.attempts = attempt
+                    raise
+                live = await current()
+                if live is None:
+                    raise DeliveryFailed(
+                        "gave up before expiry: the code store", permanent=False, attempts=attempt
+                    )
+                if not live:
+                    raise Superseded()
+                attempt += 1
                 try:
                     message_id = await self._call(provider, email)
                 except PermanentError as exc:

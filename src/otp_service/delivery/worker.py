@@ -28,7 +28,7 @@ from otp_service.delivery.jobs import JobContent, JobSealer
 from otp_service.delivery.ledger import Ledger
 from otp_service.delivery.queue import Job, JobQueue, queued_at
 from otp_service.delivery.repository import DeliveryOutcome, DeliveryRecord
-from otp_service.delivery.sender import Deliverer, DeliveryFailed, Wording, backoff
+from otp_service.delivery.sender import Deliverer, DeliveryFailed, Superseded, Wording, backoff
 from otp_service.errors import Unavailable
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import DELIVERIES, WORKER_CRASHES
@@ -95,6 +95,10 @@ class DeliveryWorker:
         self._stopping = False
         self.loop_restarts = 0
 
+    async def aclose(self) -> None:
+        """Close the ledger's database connection (run() does it as it ends)."""
+        await self._ledger.close()
+
     def stop(self) -> None:
         """Ask `run()` to finish; unacknowledged jobs stay pending for another consumer."""
         self._stopping = True
@@ -122,7 +126,7 @@ class DeliveryWorker:
             finally:
                 # Shielded: a second cancellation (tasks.cancel_and_wait repeats them) must not
                 # leave the ledger's connection open past the engine's disposal.
-                await asyncio.shield(self._ledger.close())
+                await asyncio.shield(self.aclose())
 
     async def _loop(self) -> None:
         failures = 0
@@ -265,27 +269,29 @@ class DeliveryWorker:
         if suppressed:
             log.info("delivery.suppressed", extra={"job": job.id, "email": masked})
             return Outcome(job.id, DeliveryOutcome.SUPPRESSED, email=email)
-        current = await self._retry_until(
-            deadline, "code_lookup", lambda: self._codes.is_current(content.address_id, code_hash)
-        )
-        if not current:
-            # A newer send replaced this code (or it was used, or it expired): never email a code
-            # after its successor.
-            log.info("delivery.superseded", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, DeliveryOutcome.SUPERSEDED, email=email)
+
+        async def current() -> bool | None:
+            return await self._retry_until(
+                deadline, "code_lookup", lambda: self._codes.is_current(content.address_id, code_hash)
+            )
+
         try:
             sent = await self._deliverer.send_template(
-                "email_otp", email, code, idempotency_key=f"otp-{job.id}", deadline=deadline, wording=wording
-            )
+                "email_otp", email, code, idempotency_key=f"otp-{job.id}", deadline=deadline, wording=wording,
+                current=current,
+            )  # fmt: skip
+        except Superseded:
+            # A newer send replaced this code (or it was used, or it expired), perhaps while an
+            # earlier attempt was failing: never email a code after its successor.
+            log.info("delivery.superseded", extra={"job": job.id, "email": masked})
+            return Outcome(job.id, DeliveryOutcome.SUPERSEDED, email=email)
         except DeliveryFailed as exc:
             event = "delivery.failed" if exc.permanent else "delivery.expired"
             log.warning(event, extra={"job": job.id, "email": masked, "reason": exc.reason})
             return Outcome(
-                job.id,
-                DeliveryOutcome.FAILED if exc.permanent else DeliveryOutcome.EXPIRED,
-                email=email,
+                job.id, DeliveryOutcome.FAILED if exc.permanent else DeliveryOutcome.EXPIRED, email=email,
                 attempts=exc.attempts,
-            )
+            )  # fmt: skip
         log.info(
             "delivery.sent",
             extra={"job": job.id, "email": masked, "provider": sent.provider,
