@@ -88,7 +88,7 @@ def _jobs(entries: list[Any] | None) -> list[Job]:
 class RedisJobQueue:
     """The stream, on the service's Redis client; blocking reads on a connection of their own."""
 
-    _ACK = Script(("otp_service.delivery", "ack"))
+    _ACK = Script(("otp_service.delivery", "ack"), allow_oom=True)  # frees memory
 
     def __init__(self, redis: RedisClient, keys: RedisKeys, *, clock: Clock = system_clock) -> None:
         self._redis = redis

@@ -190,8 +190,8 @@ class RedisCodeStore:
     _SEND = Script(PRELUDE, _CODE, _IDEMPOTENCY, ("otp_service.otp", "send"))
     _VERIFY = Script(PRELUDE, _CODE, ("otp_service.otp", "verify"))
     _CLAIM = Script(PRELUDE, _IDEMPOTENCY, ("otp_service.otp", "idempotency"))
-    _READ = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_read"))
-    _RELEASE = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_release"))
+    _READ = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_read"), reads_only=True)
+    _RELEASE = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_release"), allow_oom=True)
 
     def __init__(self, redis: RedisClient, keys: RedisKeys, *, clock: Clock) -> None:
         self._redis = redis

@@ -1,7 +1,8 @@
 """The embedded default's Redis: an in-memory Redis inside this process (fakeredis, whose Lua
 runs in lupa), behind the same interface as `PipelinedRedis`. The stores send it the same
 commands and the same Lua scripts as a Redis server, so the embedded default decides every rule
-exactly as production does; there is no second implementation of any rule to keep in step.
+exactly as production does; there is no second implementation of any rule to keep in step
+(one line differs, and only as the server reads it: see `_scripted`).
 
 A command runs to completion on the event loop's thread as it is called (a script takes about a
 millisecond or two), so the embedded default serves hundreds of sends a second, not thousands:
@@ -11,6 +12,7 @@ Nothing survives a restart, as with a Redis that keeps nothing on disk.
 """
 
 import asyncio
+import hashlib
 from typing import Any
 
 from fakeredis import FakeServer
@@ -41,11 +43,41 @@ def _field(arg: Arg) -> bytes:
     return repr(arg).encode() if isinstance(arg, float) else str(arg).encode()
 
 
+def _sha(source: bytes) -> bytes:
+    return hashlib.sha1(source).hexdigest().encode()  # noqa: S324 - Redis names scripts by SHA-1
+
+
+class _Server:
+    """The in-memory server, and the scripts it knows under the SHA a Redis server names them by."""
+
+    def __init__(self) -> None:
+        self.fake = FakeServer(version=REDIS_VERSION)
+        self.aliases: dict[bytes, bytes] = {}
+
+
+def _scripted(args: tuple[Arg, ...], server: _Server) -> tuple[Arg, ...]:
+    """EVAL and EVALSHA as the in-memory server takes them. Its Lua does not read Redis 7's
+    `#!lua flags=…` line, whose flags guard a full Redis and a replica, which it never is: the
+    line becomes a comment (the line numbers stay), and the script stays known by the SHA of
+    its source as sent."""
+    name = args[0].upper() if isinstance(args[0], str) else b""
+    if name == "EVALSHA" and len(args) > 1:
+        sha = _field(args[1])
+        return (args[0], server.aliases.get(sha, sha), *args[2:])
+    if name == "EVAL" and len(args) > 1:
+        source = _field(args[1])
+        if source.startswith(b"#!"):
+            commented = b"--" + source
+            server.aliases[_sha(source)] = _sha(commented)
+            return (args[0], commented, *args[2:])
+    return args
+
+
 class EmbeddedRedis:
     """One connection to an in-memory Redis server; `dedicated()` opens another to the same one."""
 
-    def __init__(self, server: FakeServer | None = None) -> None:
-        self._server = server if server is not None else FakeServer(version=REDIS_VERSION)
+    def __init__(self, server: _Server | None = None) -> None:
+        self._server = server if server is not None else _Server()
         self._socket: _Socket | None = None
         self._closed = False
 
@@ -56,9 +88,9 @@ class EmbeddedRedis:
         if self._closed:
             raise ConnectionError("client closed")
         if self._socket is None:
-            self._socket = _Socket(self._server, 0, None, EmbeddedRedis)
+            self._socket = _Socket(self._server.fake, 0, None, EmbeddedRedis)
         replies: asyncio.Queue[Any] = self._socket.responses
-        self._socket._process_command([_field(arg) for arg in args])
+        self._socket._process_command([_field(arg) for arg in _scripted(args, self._server)])
         # A command that does not block has answered by now; a blocking one answers from a task
         # of its own when it is served or times out.
         reply = replies.get_nowait() if not replies.empty() else await replies.get()

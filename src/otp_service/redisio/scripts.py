@@ -22,10 +22,16 @@ async def evalsha(
 
 
 class Script:
-    """One script: the named .lua files of their packages' `lua/` folders, joined in order."""
+    """One script: the named .lua files of their packages' `lua/` folders, joined in order,
+    under a `#!lua` line (Redis 7 script flags). A script without flags may write, so Redis
+    refuses it whole, before it runs, on a full Redis (OOM) or a replica (READONLY): without the
+    line a script whose first write only deletes would be let on past OOM and accept a send
+    (allow_oom for the scripts that only free memory; reads_only for those that never write)."""
 
-    def __init__(self, *parts: tuple[str, str]) -> None:
-        self.source = "\n".join(_lua(package, name) for package, name in parts)
+    def __init__(self, *parts: tuple[str, str], allow_oom: bool = False, reads_only: bool = False) -> None:
+        flags = ",".join(name for name, on in (("allow-oom", allow_oom), ("no-writes", reads_only)) if on)
+        shebang = f"#!lua flags={flags}" if flags else "#!lua"
+        self.source = "\n".join([shebang, *(_lua(package, name) for package, name in parts)])
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
     async def __call__(self, client: RedisClient, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
