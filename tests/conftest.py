@@ -159,51 +159,67 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         pytest.skip("redis-server and redis-cli are needed for the cluster tests")
-    ports = []
-    for _ in range(3):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(int(s.getsockname()[1]))
-    # The cluster bus listens on port + 10000: pick ports whose bus port is free too.
-    ports = [p if p < 55000 else p - 20000 for p in ports]
     base = tmp_path_factory.mktemp("cluster")
-    procs = []
-    for port in ports:
-        workdir = base / str(port)
-        workdir.mkdir()
-        procs.append(subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no"],
-            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))  # fmt: skip
-    try:
-        for port in ports:
-            for _ in range(100):
-                if (
-                    subprocess.run(
-                        ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True
-                    ).stdout.strip()
-                    == "PONG"
-                ):
-                    break
-                time.sleep(0.05)
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
-             "--cluster-yes"],
-            capture_output=True, text=True, check=True, timeout=60,
-        )  # fmt: skip
-        for _ in range(200):
-            info = subprocess.run(
-                ["redis-cli", "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True
-            ).stdout
-            if "cluster_state:ok" in info:
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("the cluster did not become ready")
-        yield f"redis://127.0.0.1:{ports[0]}/0"
-    finally:
+
+    def stop(procs: list["subprocess.Popen[bytes]"]) -> None:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=10)
+
+    def start(attempt: int) -> tuple[list[int], list["subprocess.Popen[bytes]"]]:
+        ports = []
+        for _ in range(3):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                ports.append(int(s.getsockname()[1]))
+        # The cluster bus listens on port + 10000: pick ports whose bus port is free too.
+        ports = [p if p < 55000 else p - 20000 for p in ports]
+        procs = []
+        for port in ports:
+            workdir = base / f"{attempt}-{port}"
+            workdir.mkdir()
+            procs.append(subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no"],
+                cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+        try:
+            for port in ports:
+                for _ in range(100):
+                    pong = subprocess.run(
+                        ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True
+                    )
+                    if pong.stdout.strip() == "PONG":
+                        break
+                    time.sleep(0.05)
+            subprocess.run(
+                ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas",
+                 "0", "--cluster-yes"],
+                capture_output=True, text=True, check=True, timeout=60,
+            )  # fmt: skip
+            for _ in range(200):
+                info = subprocess.run(
+                    ["redis-cli", "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True
+                ).stdout
+                if "cluster_state:ok" in info:
+                    return ports, procs
+                time.sleep(0.05)
+            raise RuntimeError("the cluster did not become ready")
+        except BaseException:
+            stop(procs)
+            raise
+
+    # A port picked free can be taken (or its bus port busy) by the time redis-server binds it:
+    # a few attempts, each on fresh ports.
+    for attempt in range(3):
+        try:
+            ports, procs = start(attempt)
+            break
+        except (subprocess.CalledProcessError, RuntimeError):
+            if attempt == 2:
+                raise
+    try:
+        yield f"redis://127.0.0.1:{ports[0]}/0"
+    finally:
+        stop(procs)

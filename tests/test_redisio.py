@@ -236,3 +236,64 @@ async def test_unix_socket_urls(tmp_path: "Path") -> None:
 def test_other_url_schemes_are_refused() -> None:
     with pytest.raises(ValueError, match="not a Redis URL"):
         PipelinedRedis.from_url("http://127.0.0.1:6379/0", timeout=1)
+
+
+def _cli(port: int, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+async def test_a_slot_migrating_under_load_loses_no_call(redis_cluster_url: str, key_prefix: str) -> None:
+    """The service's slot moves to another node while thousands of calls are in flight: keys
+    that left answer ASK (followed for that call, with ASKING), then the slot answers MOVED
+    (followed, later calls go to the new owner); no call fails and every increment counts."""
+    from urllib.parse import urlsplit
+
+    tag = f"{{{key_prefix}}}"
+    keys = [f"{key_prefix}:{tag}:n{i}" for i in range(8)]
+    slot = key_slot(keys[0])
+    seed_port = urlsplit(redis_cluster_url).port
+    assert seed_port is not None
+    nodes = {}
+    for line in _cli(seed_port, "CLUSTER", "NODES").splitlines():
+        node_id, address = line.split()[:2]
+        nodes[node_id] = int(address.split("@")[0].rsplit(":", 1)[1])
+    client = PipelinedRedis.from_url(redis_cluster_url, timeout=5, cluster_key=keys[0])
+    owner = next(e for e in await client.execute("CLUSTER", "SLOTS") if e[0] <= slot <= e[1])
+    source_port = int(owner[2][1])
+    source = next(i for i, p in nodes.items() if p == source_port)
+    target = next(i for i, p in nodes.items() if p != source_port)
+    target_port = nodes[target]
+    rounds, per_round = 30, 100
+
+    async def load() -> int:
+        for _ in range(rounds):
+            calls = (client.execute("INCR", keys[i % len(keys)]) for i in range(per_round))
+            assert all(isinstance(x, int) for x in await asyncio.gather(*calls))
+            await asyncio.sleep(0.005)
+        return rounds * per_round
+
+    def migrate() -> None:
+        _cli(target_port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source)
+        _cli(source_port, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target)
+        for key in keys:  # one at a time: between them, the keys that left answer ASK
+            _cli(source_port, "MIGRATE", "127.0.0.1", str(target_port), key, "0", "5000")
+        for port in nodes.values():
+            _cli(port, "CLUSTER", "SETSLOT", str(slot), "NODE", target)
+
+    try:
+        task = asyncio.create_task(load())
+        await asyncio.sleep(0.02)
+        await asyncio.to_thread(migrate)
+        total = await task
+        counts = [int(await client.execute("GET", key) or 0) for key in keys]
+        assert sum(counts) == total
+        owner = next(e for e in await client.execute("CLUSTER", "SLOTS") if e[0] <= slot <= e[1])
+        assert int(owner[2][1]) == target_port
+    finally:
+        for key in keys:
+            await client.execute("DEL", key)
+        await client.aclose()

@@ -22,6 +22,7 @@ from otp_service.assembly import WorkerOptions, open_infrastructure, running_wor
 from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.queue import Job, JobQueue, QueueStats
 from otp_service.delivery.sender import Deliverer, DeliveryFailed, acquire
+from otp_service.metrics import LOOP_LAST_SUCCESS, LOOP_RESTARTS
 from otp_service.settings import Settings
 from tests.support import ServiceProcess, console_emails, drain, embedded_send_rate, service_env, unique_email
 
@@ -116,12 +117,14 @@ async def test_a_crash_of_the_loop_restarts_it(
     async with open_app(settings) as app, open_infrastructure(settings) as infra:
         assert (await app.http.post(SEND, json={"email": email})).status_code == 202
         flaky = FlakyQueue(infra.stores.queue)
-        async with running_worker(infra, WorkerOptions(queue=flaky)) as built:
+        restarts = LOOP_RESTARTS.labels("delivery")
+        before = restarts._value.get()
+        async with running_worker(infra, WorkerOptions(queue=flaky)):
             await drain(app, timeout=10)
-            assert built.worker.loop_restarts == 1
+            assert restarts._value.get() == before + 1
     assert flaky.crashed
     assert [e.to for e in console_emails(capsys.readouterr().out)] == [email]
-    assert "delivery.loop_crashed" in [r.getMessage() for r in caplog.records]
+    assert "delivery.crashed" in [r.getMessage() for r in caplog.records]
 
 
 async def test_a_replaced_code_is_never_emailed(
@@ -398,3 +401,49 @@ async def test_closing_the_ledger_waits_for_its_batches_and_opens_nothing_after(
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
+
+
+async def test_the_renewal_loop_outlives_a_lost_consumer_group(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], key_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A Redis that keeps nothing restarts while a job is held: the group is gone (NOGROUP on
+    the renewal's XCLAIM). The group is created again and every loop goes on."""
+    from redis.asyncio import Redis
+
+    from otp_service.redisio import RedisKeys
+    from tests.conftest import REDIS_URL
+
+    caplog.set_level(logging.INFO, logger="otp_service")
+    settings = resend_settings(make_settings, job_visibility_timeout=0.6)
+    release, holding = asyncio.Event(), asyncio.Event()
+    held, later = unique_email(), unique_email()
+
+    async def provider(request: httpx.Request) -> httpx.Response:
+        if held in request.content.decode():
+            holding.set()
+            await release.wait()
+        return httpx.Response(200, json={"id": "re-x"})
+
+    renewal = LOOP_LAST_SUCCESS.labels("delivery_renewal")
+    with respx.mock(using="httpx") as mock:
+        mock.route(host="otp.test").pass_through()  # the test's own client to the app
+        route = mock.post("https://api.resend.test/emails").mock(side_effect=provider)
+        async with open_app(settings) as app:
+            assert (await app.http.post(SEND, json={"email": held})).status_code == 202
+            await asyncio.wait_for(holding.wait(), 5)
+            redis = Redis.from_url(REDIS_URL)
+            await redis.delete(RedisKeys(key_prefix).jobs)  # the stream and its group, gone
+            await redis.aclose()
+            await asyncio.sleep(0.5)  # renewal runs every 0.2 s: it meets NOGROUP
+            since = renewal._value.get()
+            await asyncio.sleep(0.5)
+            assert renewal._value.get() > since  # still passing
+            release.set()
+            assert (await app.http.post(SEND, json={"email": later})).status_code == 202
+            async with asyncio.timeout(10):
+                while not any(later in c.request.content.decode() for c in route.calls):
+                    await asyncio.sleep(0.05)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "queue.group_recreated" in messages
+    assert not [m for m in messages if m.endswith(".crashed")]

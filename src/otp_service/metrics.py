@@ -1,6 +1,6 @@
 """Prometheus metrics. Names follow the Prometheus naming guide (`_total` counters, base units)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("otp_requests_total", "Accepted OTP API requests by endpoint", ["endpoint"])
 REJECTIONS = Counter("otp_rejections_total", "Requests answered with a problem, by code", ["code"])
@@ -19,8 +19,14 @@ WEBHOOK_EVENTS = Counter(
 )
 WORKER_CRASHES = Counter(
     "otp_worker_crashes_total",
-    "Unexpected exceptions in the delivery worker: a job's handling (job) or the consumer loop (loop)",
+    "Unexpected exceptions in the delivery worker while handling a job (where=job)",
     ["where"],
+)
+LOOP_RESTARTS = Counter(
+    "otp_loop_restarts_total", "Background loops started again after an unexpected exception", ["loop"]
+)
+LOOP_LAST_SUCCESS = Gauge(
+    "otp_loop_last_success_timestamp_seconds", "When each background loop last completed a pass", ["loop"]
 )
 DELIVERABILITY_CHECKS = Counter(
     "otp_deliverability_checks_total", "Deliverability lookups (DNS) by verdict", ["verdict"]

@@ -13,13 +13,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from otp_service.audit import repository as audit
 from otp_service.clock import Clock
 from otp_service.delivery import repository as deliveries
+from otp_service.errors import ServiceError
 from otp_service.metrics import RETENTION_DELETED
 from otp_service.redisio import RedisClient, RedisKeys, redis_guard
+from otp_service.supervise import Beat, supervise
 from otp_service.webhooks import repository as webhook_events
 
 log = logging.getLogger("otp_service.retention")
@@ -85,10 +88,15 @@ class Retention:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Claim the slot every check, purge when claimed, supervised (supervise.py) until stop()."""
+        await supervise("retention", self._runs, stopping=self._stopping)
+
+    async def _runs(self, beat: Beat) -> None:
         while not self._stopping.is_set():
             try:
                 await self.run_once()
-            except Exception:  # the loop outlives a database or Redis outage
+                beat.ok()
+            except (OSError, TimeoutError, SQLAlchemyError, ServiceError):  # outlives an outage
                 log.exception("retention.failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._check_every)

@@ -13,7 +13,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from otp_service.clock import Clock, now_ms, system_clock
-from otp_service.redisio import RedisClient, RedisKeys, ReplyError, Script, redis_guard
+from otp_service.logs import get_logger
+from otp_service.redisio import Arg, RedisClient, RedisKeys, ReplyError, Script, redis_guard
+
+log = get_logger("delivery")
 
 GROUP = "delivery"
 
@@ -116,32 +119,50 @@ class RedisJobQueue:
                     "STREAMS", self._stream, ">", blocks_for=block_ms / 1000,
                 )  # fmt: skip
             except ReplyError as exc:
-                if "NOGROUP" not in str(exc):
+                # The group is gone (NOGROUP), or the stream was deleted while this read waited
+                # on it (UNBLOCKED): a Redis that keeps nothing restarted. Create it again.
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
+                log.warning("queue.group_recreated", extra={"operation": "queue.read"})
                 await self.ensure_ready()
                 return []
         return [job for _stream, entries in reply or [] for job in _jobs(entries)]
 
+    async def _on_group(self, operation: str, *command: Arg) -> Any:
+        """A command on the consumer group. A group that is gone (NOGROUP: a Redis that keeps
+        nothing restarted, or the stream was deleted) is created again and the command tried
+        once more: what the group held is lost with it, the loops go on."""
+        async with redis_guard(operation):
+            try:
+                return await self._redis.execute(*command)
+            except ReplyError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+            log.warning("queue.group_recreated", extra={"operation": operation})
+            await self.ensure_ready()
+            return await self._redis.execute(*command)
+
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Job]:
-        async with redis_guard("queue.reclaim"):
-            reply: Any = await self._redis.execute(
-                "XAUTOCLAIM", self._stream, GROUP, consumer, min_idle_ms, "0-0", "COUNT", count
-            )
+        reply: Any = await self._on_group(
+            "queue.reclaim", "XAUTOCLAIM", self._stream, GROUP, consumer, min_idle_ms, "0-0", "COUNT", count
+        )
         return _jobs(reply[1])
 
     async def touch(self, consumer: str, job_ids: Sequence[str]) -> None:
         if not job_ids:
             return
-        async with redis_guard("queue.touch"):
-            await self._redis.execute("XCLAIM", self._stream, GROUP, consumer, 0, *job_ids, "JUSTID")
+        await self._on_group("queue.touch", "XCLAIM", self._stream, GROUP, consumer, 0, *job_ids, "JUSTID")
 
     async def forget_idle_consumers(self, min_idle_ms: int) -> list[str]:
         # Every worker reads under a name of its own, so the group keeps the name of every
         # process that ever ran. Only names holding no job are dropped (XGROUP DELCONSUMER
         # discards a consumer's pending entries), and a live worker reads every second, so it
         # is never idle for long.
+        await self.ensure_ready()  # XINFO on a stream that is gone is a plain ERR
+        consumers: Any = await self._on_group(
+            "queue.forget_consumers", "XINFO", "CONSUMERS", self._stream, GROUP
+        )
         async with redis_guard("queue.forget_consumers"):
-            consumers: Any = await self._redis.execute("XINFO", "CONSUMERS", self._stream, GROUP)
             gone = []
             for raw in consumers:
                 info = dict(zip(raw[::2], raw[1::2], strict=True))

@@ -5,6 +5,7 @@ new sends answer 503 `sending_paused`. Only an operator resumes (admin API); rat
 from the resume on. The pause state is shared by every process through Redis."""
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -18,6 +19,7 @@ from otp_service.errors import NotFound, ServiceError, Unavailable
 from otp_service.logs import get_logger
 from otp_service.redisio import RedisClient, RedisKeys, redis_guard, text
 from otp_service.settings import Settings
+from otp_service.supervise import Beat, supervise
 from otp_service.webhooks import repository as events
 
 log = get_logger("reputation")
@@ -103,7 +105,7 @@ class ReputationGuard:
         self.providers = providers
         self._clock = clock
         self._paused: set[str] = set()
-        self._stopping = False
+        self._stopping = asyncio.Event()
 
     def healthy(self, provider: str) -> bool:
         """The worker's view, refreshed every check interval."""
@@ -176,12 +178,18 @@ class ReputationGuard:
         return resumed
 
     def stop(self) -> None:
-        self._stopping = True
+        self._stopping.set()
 
     async def run(self) -> None:
-        while not self._stopping:
+        """Check every interval, supervised (supervise.py) until stop()."""
+        await supervise("reputation", self._checks, stopping=self._stopping)
+
+    async def _checks(self, beat: Beat) -> None:
+        while not self._stopping.is_set():
             try:
                 await self.check()
+                beat.ok()
             except (ServiceError, SQLAlchemyError, OSError, TimeoutError) as exc:
                 log.warning("reputation.check_failed", extra={"error": type(exc).__name__})
-            await asyncio.sleep(self._settings.reputation_check_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._settings.reputation_check_interval)

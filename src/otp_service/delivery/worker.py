@@ -5,15 +5,18 @@ OTP_WORKER_ENABLED is true.
 Supervised: an unexpected exception while handling one job is logged (`delivery.job_crashed`)
 and counted, and the job is left unacknowledged, so the stream hands it out again after the
 visibility timeout (it ends, at the latest, when its code expires); an unexpected exception in
-the consumer loop itself restarts the loop after a backoff. Jobs of a consumer that died are
-reclaimed after the visibility timeout; a live consumer touches the jobs it holds so that a
-long retry is not mistaken for death. The loop writes the worker's heartbeat.
+its loops (the consumer, held-job renewal, the heartbeat) restarts that loop after a backoff
+(supervise.py). Jobs of a consumer that died are reclaimed after the visibility timeout; a live
+consumer touches the jobs it holds so that a long retry is not mistaken for death. The
+heartbeat is written only while the consumer loop passes.
 """
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from otp_service.clock import Clock, system_clock
-from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, WorkerRegistry
+from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, HEARTBEAT_TTL, WorkerRegistry
 from otp_service.delivery.jobs import JobContent, JobSealer
 from otp_service.delivery.ledger import Ledger
 from otp_service.delivery.queue import Job, JobQueue, queued_at
@@ -32,13 +35,13 @@ from otp_service.delivery.sender import Deliverer, DeliveryFailed, Superseded, W
 from otp_service.errors import Unavailable
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import DELIVERIES, WORKER_CRASHES
+from otp_service.supervise import Beat, supervise
 
 log = get_logger("delivery")
 
 FORGET_IDLE_MS = 3_600_000
 """A consumer (a worker process) that has held nothing and read nothing for an hour is gone."""
 FORGET_EVERY_S = 300.0
-LOOP_BACKOFF_CAP = 30.0
 
 
 class CurrentCode(Protocol):
@@ -92,8 +95,8 @@ class DeliveryWorker:
         self._clock = clock
         self._on_outcome = on_outcome
         self._inflight: dict[str, asyncio.Task[Outcome | None]] = {}
-        self._stopping = False
-        self.loop_restarts = 0
+        self._stopping = asyncio.Event()
+        self._consuming: Beat | None = None
 
     async def aclose(self) -> None:
         """Close the ledger's database connection (run() does it as it ends)."""
@@ -101,47 +104,45 @@ class DeliveryWorker:
 
     def stop(self) -> None:
         """Ask `run()` to finish; unacknowledged jobs stay pending for another consumer."""
-        self._stopping = True
+        self._stopping.set()
 
     async def run(self) -> None:
-        touch = asyncio.create_task(self._touch_held_jobs())
-        failures = 0
+        """The consumer loop, held-job renewal and the heartbeat, each supervised (supervise.py),
+        until stop()."""
         try:
-            while not self._stopping:
-                try:
-                    await self._loop()
-                except Exception:
-                    failures += 1
-                    self.loop_restarts += 1
-                    WORKER_CRASHES.labels("loop").inc()
-                    delay = min(LOOP_BACKOFF_CAP, 0.1 * 2**failures)
-                    log.exception("delivery.loop_crashed", extra={"restart_in": delay})
-                    await asyncio.sleep(delay)
+            await asyncio.gather(
+                supervise("delivery", self._consume, stopping=self._stopping),
+                supervise("delivery_renewal", self._renew_held_jobs, stopping=self._stopping),
+                supervise("heartbeat", self._heartbeat, stopping=self._stopping),
+            )
         finally:
-            touch.cancel()
             for task in list(self._inflight.values()):
                 task.cancel()
             try:
-                await asyncio.gather(touch, *self._inflight.values(), return_exceptions=True)
+                await asyncio.gather(*self._inflight.values(), return_exceptions=True)
             finally:
                 # Shielded: a second cancellation (tasks.cancel_and_wait repeats them) must not
                 # leave the ledger's connection open past the engine's disposal.
                 await asyncio.shield(self.aclose())
 
-    async def _loop(self) -> None:
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, or less when stop() is called."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _consume(self, beat: Beat) -> None:
         failures = 0
-        next_reclaim = next_forget = next_beat = 0.0
+        next_reclaim = next_forget = 0.0
         loop = asyncio.get_running_loop()
-        while not self._stopping:
+        self._consuming = beat
+        while not self._stopping.is_set():
             try:
-                if loop.time() >= next_beat:
-                    await self._registry.beat(self.name, {"concurrency": self._concurrency})
-                    next_beat = loop.time() + HEARTBEAT_EVERY
                 free = self._concurrency - len(self._inflight)
                 if free <= 0:
                     await asyncio.wait(
                         self._inflight.values(), timeout=1, return_when=asyncio.FIRST_COMPLETED
                     )
+                    beat.ok()
                     continue
                 jobs: list[Job] = []
                 if loop.time() >= next_reclaim:
@@ -162,18 +163,34 @@ class DeliveryWorker:
                     if job.id not in self._inflight:
                         self._inflight[job.id] = asyncio.create_task(self._handle(job))
                 failures = 0
+                beat.ok()
             except Unavailable:
                 failures += 1
-                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+                await self._pause(min(5.0, 0.2 * 2**failures))
 
-    async def _touch_held_jobs(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(self._visibility_ms / 3000)
-            if self._inflight:
-                try:
+    async def _renew_held_jobs(self, beat: Beat) -> None:
+        """Touch the jobs this worker holds, so that a long retry is not taken for death."""
+        while not self._stopping.is_set():
+            await self._pause(self._visibility_ms / 3000)
+            try:
+                if self._inflight:
                     await self._queue.touch(self.name, list(self._inflight))
+                beat.ok()
+            except Unavailable:
+                log.warning("delivery.renewal_failed")
+
+    async def _heartbeat(self, beat: Beat) -> None:
+        """The worker's heartbeat (otp_workers_alive), written only while the consumer loop is
+        passing: a worker whose loop is stuck stops beating just as a dead one does."""
+        while not self._stopping.is_set():
+            consuming = self._consuming.last_ok if self._consuming is not None else None
+            if consuming is not None and time.time() - consuming < HEARTBEAT_TTL:
+                try:
+                    await self._registry.beat(self.name, {"concurrency": self._concurrency})
+                    beat.ok()
                 except Unavailable:
                     log.warning("delivery.heartbeat_failed")
+            await self._pause(HEARTBEAT_EVERY if beat.last_ok else 0.05)
 
     async def _record(self, outcome: Outcome) -> None:
         email = outcome.email

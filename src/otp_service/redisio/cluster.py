@@ -37,9 +37,12 @@ def slot_owner(slots: list[Any], slot: int, default_host: str) -> tuple[str, int
     return None
 
 
-def moved_to(error: str) -> tuple[str, int] | None:
-    """The node a `MOVED <slot> <host>:<port>` error reply names; None for any other reply."""
-    if not error.startswith("MOVED "):
+def redirection(error: str) -> tuple[str, tuple[str, int]] | None:
+    """("MOVED" or "ASK", the node) for a `MOVED|ASK <slot> <host>:<port>` error reply; None for
+    any other reply. MOVED: the slot lives there now. ASK: this one command goes there, after
+    ASKING (the slot is migrating and the key has left)."""
+    kind, _, rest = error.partition(" ")
+    if kind not in ("MOVED", "ASK"):
         return None
-    host, _, port = error.split()[2].rpartition(":")
-    return host, int(port)
+    host, _, port = rest.split()[1].rpartition(":")
+    return kind, (host, int(port))

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import hiredis
 
 from otp_service.redisio.client import Arg, ReplyError
-from otp_service.redisio.cluster import key_slot, moved_to, slot_owner
+from otp_service.redisio.cluster import key_slot, redirection, slot_owner
 from otp_service.redisio.keys import RedisKeys
 
 
@@ -47,6 +47,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._outgoing: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._retiring = False
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,12 +68,14 @@ class _Connection(asyncio.Protocol):
                 self.abort(ConnectionError("Redis sent a reply nobody asked for"))
                 return
             future, _ = self._pending.popleft()
-            if future.done():  # the caller was cancelled; its reply is dropped in order
-                continue
-            if isinstance(reply, hiredis.ReplyError):
-                future.set_exception(ReplyError(str(reply)))
-            else:
-                future.set_result(reply)
+            if not future.done():  # else the caller was cancelled; its reply is dropped in order
+                if isinstance(reply, hiredis.ReplyError):
+                    future.set_exception(ReplyError(str(reply)))
+                else:
+                    future.set_result(reply)
+            if self._retiring and not self._pending:  # its last reply delivered
+                self.abort(ConnectionError("retired"))
+                return
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._close(ConnectionError("Redis closed the connection"))
@@ -101,6 +104,13 @@ class _Connection(asyncio.Protocol):
             self.abort(TimeoutError(f"Redis did not answer within {self._timeout:g} s"))
             return
         self._timer = self._loop.call_later(self._interval, self._watch)
+
+    def retire(self) -> None:
+        """No new calls (the client has another connection); close once the pending ones are
+        answered."""
+        self._retiring = True
+        if not self._pending:
+            self.abort(ConnectionError("retired"))
 
     def abort(self, exc: Exception) -> None:
         """Fail every pending call with `exc` and drop the connection."""
@@ -148,6 +158,7 @@ class PipelinedRedis:
         if db:
             self._handshake.append(("SELECT", db))
         self._conn: _Connection | None = None
+        self._side: dict[tuple[str, int], asyncio.Task[_Connection]] = {}
         self._connecting: asyncio.Task[_Connection] | None = None
         self._closed = False
 
@@ -189,20 +200,49 @@ class PipelinedRedis:
 
     async def execute(self, *args: Arg, blocks_for: float = 0.0) -> Any:
         """One command; `blocks_for` (seconds) extends the deadline of a blocking command."""
-        for attempt in range(2):
-            conn = self._conn
-            if conn is None or conn.closed:
-                conn = await self._connect()
-            try:
-                return await conn.call(_pack(args), blocks_for)
-            except ReplyError as exc:
-                # Redis Cluster moved the slot (failover, resharding): follow it once.
-                target = moved_to(str(exc))
-                if attempt or target is None:
-                    raise
-                self._target = target
-                conn.abort(ConnectionError("slot moved"))
-        raise AssertionError("unreachable")
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connect()
+        try:
+            return await conn.call(_pack(args), blocks_for)
+        except ReplyError as exc:
+            redirect = redirection(str(exc))
+            if redirect is None:
+                raise
+        # Redis Cluster: the redirection is followed once, for this call alone; the calls in
+        # flight on the shared connection are answered there, each following its own.
+        kind, node = redirect
+        if kind == "ASK":  # the slot is migrating: this command, on the importing node
+            ask = await self._side_connection(node)
+            asking = ask.call(_pack(("ASKING",)))
+            answer = ask.call(_pack(args), blocks_for)  # the same write as ASKING: adjacent
+            await asking
+            return await answer
+        if node != self._target:  # MOVED (failover, resharding): the slot lives there now
+            self._target = node
+            old, self._conn = self._conn, None
+            if old is not None:
+                old.retire()
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connect()
+        return await conn.call(_pack(args), blocks_for)
+
+    async def _side_connection(self, node: tuple[str, int]) -> "_Connection":
+        """A connection to another node, for ASK redirections (kept until the client closes);
+        the callers redirected at once share one attempt to open it."""
+        opening = self._side.get(node)
+        if opening is None or (
+            opening.done()
+            and (opening.cancelled() or opening.exception() is not None or opening.result().closed)
+        ):
+            opening = self._side[node] = asyncio.get_running_loop().create_task(self._dial_within(node))
+            opening.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(opening)
+
+    async def _dial_within(self, node: tuple[str, int]) -> "_Connection":
+        async with asyncio.timeout(self._timeout):
+            return await self._dial(*node)
 
     async def _connect(self) -> _Connection:
         if self._closed:
@@ -255,6 +295,14 @@ class PipelinedRedis:
         if self._conn is not None:
             self._conn.abort(ConnectionError("client closed"))
             self._conn = None
+        for opening in self._side.values():
+            if not opening.done():
+                opening.cancel()
+                with contextlib.suppress(BaseException):
+                    await opening
+            elif not opening.cancelled() and opening.exception() is None:
+                opening.result().abort(ConnectionError("client closed"))
+        self._side.clear()
 
 
 def open_redis(url: str, keys: RedisKeys, *, timeout: float, cluster: bool) -> PipelinedRedis:
