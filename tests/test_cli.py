@@ -79,3 +79,46 @@ def test_short_admin_keys_are_refused_at_start_up() -> None:
     proc = _run(["serve"], {**_clean_env(), "OTP_ADMIN_API_KEYS": '["too-short"]'})
     assert proc.returncode == 2
     assert "OTP_ADMIN_API_KEYS: each key must be at least 32 characters" in proc.stderr
+
+
+def test_a_worker_with_no_concurrency_is_refused() -> None:
+    proc = _run(["worker", "--concurrency", "0"], {**_clean_env(), "OTP_REDIS_URL": REDIS_URL})
+    assert proc.returncode == 2
+    assert "--concurrency must be at least 1" in proc.stderr
+
+
+def test_serve_on_a_unix_socket_believes_the_local_proxys_forwarded_for(
+    tmp_path: Path, database_url: str, key_prefix: str
+) -> None:
+    """Behind a proxy on a unix socket (no peer address), X-Forwarded-For decides the client when
+    OTP_TRUSTED_PROXIES is set: two users behind the proxy do not share one send bucket."""
+    import time
+
+    from tests.support import service_env
+
+    sock = tmp_path / "otp.sock"
+    env = service_env(database_url, key_prefix, OTP_TRUSTED_PROXIES='["127.0.0.1/32"]',
+                      OTP_THROTTLE_RATES='{"otp_send": "2/minute"}', OTP_RATE_LIMIT_TTL="0",
+                      OTP_WORKER_ENABLED="false", OTP_EMAIL_PROVIDER="console")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "otp_service", "serve", "--uds", str(sock)], env=env,
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():  # (a connect to a socket file not there yet leaks in httpcore)
+            assert proc.poll() is None, "the service exited"
+            assert time.monotonic() < deadline, "the service did not listen on the socket"
+            time.sleep(0.05)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://otp") as http:
+            assert http.get("/healthz").status_code == 200
+
+            def send(client_ip: str) -> int:
+                headers = {"X-Forwarded-For": client_ip}
+                return http.post(
+                    "/api/v1/auth/otp/send", json={"email": "uds@example.org"}, headers=headers
+                ).status_code
+
+            assert [send("198.51.100.7") for _ in range(3)] == [202, 202, 429]  # one user's rate
+            assert send("203.0.113.50") == 202  # another user behind the same proxy
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -78,3 +78,10 @@ def test_identify_agrees_with_ipaddress(address: ipaddress.IPv4Address | ipaddre
     else:
         assert client.key == str(ipaddress.ip_network(f"{address}/64", strict=False))
         assert client.subnet == str(ipaddress.ip_network(f"{address}/48", strict=False))
+
+
+def test_a_unix_socket_peer_is_the_local_proxy_when_proxies_are_trusted() -> None:
+    # No peer address: `serve --uds`, behind a local proxy.
+    assert resolve(None, "198.51.100.7", tuple(TRUSTED), Prefixes()).ip == "198.51.100.7"
+    assert resolve(None, "6.6.6.6, 198.51.100.7", tuple(TRUSTED), Prefixes()).ip == "198.51.100.7"
+    assert resolve(None, "198.51.100.7", (), Prefixes()).ip == "unknown"  # nothing trusted: not believed

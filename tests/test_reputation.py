@@ -118,3 +118,18 @@ async def test_paused_primary_fails_over_to_the_healthy_fallback() -> None:
     assert sent.provider == "console"
     assert calls == []
     assert "Your verification code is: 123456" in out.getvalue()
+
+
+async def test_an_admin_resume_reaches_the_worker_in_the_same_process(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from otp_service.assembly import build_web, open_infrastructure, running_worker
+
+    settings = make_settings(worker_enabled=True)
+    async with open_infrastructure(settings) as infra, running_worker(infra) as built:
+        web = build_web(infra)
+        await infra.stores.pauses.pause("console", "complaint rate 1% over 0.08%")
+        await built.guard.check()
+        assert not built.guard.healthy("console")  # the worker skips it
+        await web.reputation.resume("console")  # what POST /api/v1/admin/reputation/console/resume does
+        assert built.guard.healthy("console")  # at once, not at the worker's next check

@@ -180,3 +180,24 @@ async def test_the_loop_outlives_a_database_outage(caplog: pytest.LogCaptureFixt
         retention.stop()
         await asyncio.wait_for(task, timeout=5)
         await db.dispose()
+
+
+async def test_a_stopped_purge_starts_no_further_batch(engine: AsyncEngine) -> None:
+    for _ in range(3):
+        await seed(engine, unique_email(), 40 * DAY)
+    deletes: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            deletes.append(statement.split()[2])
+
+    retention = Retention(
+        engine=engine, slot=embedded_slot(), days=30, owner="w", clock=system_clock, batch=1
+    )
+    retention.stop()  # as the worker stops: the batch in progress ends, nothing after it begins
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await retention.purge()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert deletes == []

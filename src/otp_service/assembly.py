@@ -79,6 +79,9 @@ class Infrastructure:
     redis: RedisClient
     stores: Stores
     clock: Clock
+    reputation: ReputationGuard
+    """One per process, shared by the admin API (report, resume) and the worker (healthy): a
+    resume reaches the worker at once."""
 
 
 def create_http_client(
@@ -142,7 +145,11 @@ async def open_infrastructure(
         stack.push_async_callback(redis.aclose)
         stores = _stores(settings, redis, clock)
         stack.push_async_callback(stores.queue.aclose)
-        yield Infrastructure(settings, engine, http, redis, stores, clock)
+        guard = ReputationGuard(
+            settings=settings, pauses=stores.pauses, engine=engine, providers=_provider_names(settings),
+            clock=clock,
+        )  # fmt: skip
+        yield Infrastructure(settings, engine, http, redis, stores, clock, guard)
 
 
 def _provider_names(settings: Settings) -> list[str]:
@@ -150,17 +157,6 @@ def _provider_names(settings: Settings) -> list[str]:
         settings.email_provider,
         *([settings.email_fallback_provider] if settings.email_fallback_provider else []),
     ]
-
-
-def _guard(infra: Infrastructure) -> ReputationGuard:
-    s = infra.settings
-    return ReputationGuard(
-        settings=s,
-        pauses=infra.stores.pauses,
-        engine=infra.engine,
-        providers=_provider_names(s),
-        clock=infra.clock,
-    )
 
 
 def _captcha(infra: Infrastructure) -> CaptchaCheck | None:
@@ -224,7 +220,7 @@ def build_web(infra: Infrastructure) -> WebState:
             send_rate=s.send_rate,
             clock=infra.clock,
         ),
-        reputation=_guard(infra),
+        reputation=infra.reputation,
         tokens=tokens,
         readiness=Readiness(engine=infra.engine, redis=infra.redis, timeout=s.dependency_timeout),
         audit=AuditLog(sessions=sessions),
@@ -289,7 +285,7 @@ async def build_worker(
     names = _provider_names(s)
     primary = await build_provider(names[0], s, stack)
     fallback = await build_provider(names[1], s, stack) if len(names) > 1 else None
-    guard = _guard(infra)
+    guard = infra.reputation
     deliverer = Deliverer(
         settings=s, primary=primary, fallback=fallback, send_rate=stores.send_rate, healthy=guard.healthy,
         clock=infra.clock,

@@ -44,10 +44,11 @@ def _serve(args: argparse.Namespace) -> int:
     console_by_default = (
         settings.email_provider == "console" and "email_provider" not in settings.model_fields_set
     )
-    if console_by_default and not _is_loopback(args.host):
+    # Behind a unix socket is a local proxy, which may well be public.
+    if console_by_default and (args.uds is not None or not _is_loopback(args.host)):
         print(
-            f"otp-service: refusing to serve on {args.host} with the console email provider, which "
-            "prints every code on stdout. Set OTP_EMAIL_PROVIDER=resend or ses (with their "
+            f"otp-service: refusing to serve on {args.uds or args.host} with the console email "
+            "provider, which prints every code on stdout. Set OTP_EMAIL_PROVIDER=resend or ses (with their "
             "settings), or OTP_EMAIL_PROVIDER=console explicitly to accept that.",
             file=sys.stderr,
         )
@@ -63,6 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
         factory=True,
         host=args.host,
         port=args.port,
+        uds=args.uds,
         workers=args.workers,
         log_config=None,
         access_log=False,
@@ -139,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--uds", metavar="PATH", default=None,
+        help="listen on a unix socket instead of --host/--port (behind a local proxy; with "
+        "OTP_TRUSTED_PROXIES set, its X-Forwarded-For is believed)",
+    )  # fmt: skip
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="apply the database migrations (idempotent)")
     migrate.set_defaults(func=_migrate)

@@ -110,9 +110,13 @@ def _walk(
     if not forwarded_for or not trusted:
         return ip, None
     networks = _networks(trusted)
-    parsed = _parse(ip.strip())
-    if parsed is None or not _within(parsed, networks):
-        return ip, parsed if ip == ip.strip() else None
+    parsed = None
+    # No peer address: a unix socket (serve --uds), whose peer is the local proxy in front; with
+    # trusted proxies configured it is one of them.
+    if peer is not None:
+        parsed = _parse(ip.strip())
+        if parsed is None or not _within(parsed, networks):
+            return ip, parsed if ip == ip.strip() else None
     for hop in reversed(forwarded_for.split(",")):
         hop = hop.strip()
         if not hop:

@@ -111,6 +111,8 @@ class Retention:
         cutoff = datetime.fromtimestamp(self._clock(), UTC) - timedelta(days=self._days)
         deleted: dict[str, int] = {}
         for table, delete_older in TABLES.items():
+            if self._stopping.is_set():  # stopping: no batch for the tables not begun
+                break
             total = 0
             while True:
                 async with self._engine.begin() as conn:  # one transaction per batch
