@@ -34,7 +34,7 @@ def test_defaults_match_the_contract() -> None:
     assert s.global_daily_limits == {"email": 50000}
     assert s.send_rate == 14
     assert s.email_provider == "console"
-    assert s.sns_cert_host_pattern == r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+    assert s.sns_cert_host_pattern == r"^sns\.[a-z]{2}(-[a-z]+)+-\d+\.amazonaws\.com(\.cn)?$"
 
 
 def test_rates_left_out_keep_their_defaults() -> None:

@@ -27,9 +27,9 @@ CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-000000
 SUBSCRIBE_URL = "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=x&Token=abc"
 
 
-def make_key_and_cert() -> tuple[rsa.RSAPrivateKey, bytes]:
+def make_key_and_cert(common_name: str = "sns.amazonaws.com") -> tuple[rsa.RSAPrivateKey, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -252,6 +252,8 @@ def _cases() -> list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str 
             "auto",
         ),
         ("s3 bucket host", _resigned(SigningCertURL="https://sns-certs.s3.amazonaws.com/c.pem"), "auto"),
+        # An S3 bucket named like SNS: the old pattern's `[a-z0-9-]+` admitted it.
+        ("sns.s3 host", _resigned(SigningCertURL="https://sns.s3.amazonaws.com/c.pem"), "auto"),
         ("userinfo", _resigned(SigningCertURL="https://sns.us-east-1.amazonaws.com@evil.com/c.pem"), "auto"),
         ("userinfo 2", _resigned(SigningCertURL="https://user:pw@sns.us-east-1.amazonaws.com/c.pem"), "auto"),
         ("not pem", _resigned(SigningCertURL="https://sns.us-east-1.amazonaws.com/c.crt"), "auto"),
@@ -285,3 +287,15 @@ async def test_tampered_messages_are_4xx_write_nothing_visit_nothing(
 async def test_malformed_bodies_are_400(app: Any, body: bytes) -> None:
     res = await app.http.post(URL, content=body, headers={"content-type": "text/plain"})
     assert res.status_code == 400
+
+
+async def test_a_certificate_issued_to_someone_else_is_refused(app: Any, aws: respx.MockRouter) -> None:
+    """The host passed the pattern, the signature matches the certificate's key, but the
+    certificate is not issued to SNS: refused, nothing written."""
+    key, pem = make_key_and_cert("evil.example")
+    aws.get(CERT_URL).mock(return_value=httpx.Response(200, content=pem))
+    before = await counts(app)
+    res = await post(app, sign(notification(complaint(unique_email())), key=key))
+    assert res.status_code == 400
+    assert res.json()["reason"] == "bad_certificate"
+    assert await counts(app) == before

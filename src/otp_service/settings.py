@@ -195,8 +195,9 @@ class Settings(BaseSettings):
     ses_configuration_set: str | None = None
 
     sns_topic_arns: list[str] = Field(default_factory=list)
+    # Region-shaped, as AWS's own validators: `sns.s3.amazonaws.com` is an S3 bucket, not SNS.
     sns_cert_host_pattern: Annotated[str, AfterValidator(_check_regex)] = (
-        r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+        r"^sns\.[a-z]{2}(-[a-z]+)+-\d+\.amazonaws\.com(\.cn)?$"
     )
 
     admin_api_keys: Annotated[list[SecretStr], AfterValidator(_check_admin_keys)] = Field(

@@ -6,7 +6,6 @@ newer send replaced is never emailed (`delivery.superseded`).
 """
 
 import base64
-import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -40,13 +39,13 @@ class SealedCode:
 class JobSealer:
     def __init__(self, secret: bytes) -> None:
         self._aead = AESGCM(derive_key(secret, "job-seal"))
-        # 96-bit nonces from a random 32-bit field per sealer and a 64-bit counter: NIST SP
-        # 800-38D's deterministic construction, unique per key without a syscall per job.
-        self._fixed = os.urandom(4)
-        self._counter = itertools.count(1)
 
     def _seal(self, plain: dict[str, str], purpose: bytes) -> bytes:
-        nonce = self._fixed + next(self._counter).to_bytes(8, "big")
+        # 96 random bits per job: every process seals under the same key, so a per-process
+        # counter with a 32-bit random prefix could repeat a nonce across processes (a birthday
+        # bound of ~65,000 processes); random nonces stay safe for 2^32 jobs per key (NIST SP
+        # 800-38D, 8.3).
+        nonce = os.urandom(12)
         return base64.b64encode(nonce + self._aead.encrypt(nonce, _COMPACT.encode(plain).encode(), purpose))
 
     def _open(self, sealed: bytes, purpose: bytes) -> dict[str, str]:

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 
 from otp_service.clock import Clock, system_clock
 from otp_service.errors import WebhookRejected
@@ -65,6 +66,21 @@ def check_aws_url(url: object, host_pattern: re.Pattern[str], *, pem: bool) -> s
     return url
 
 
+SNS_CERT_NAME = "sns.amazonaws.com"
+
+
+def _names_sns(cert: x509.Certificate, host: str) -> bool:
+    """The certificate is issued to SNS (its CN or a DNS SAN is `sns.amazonaws.com` or the host it
+    was fetched from): a host that passed the pattern still cannot serve just any certificate."""
+    names = {attr.value for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names |= set(san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        pass
+    return bool({str(n).lower() for n in names} & {SNS_CERT_NAME, host.lower()})
+
+
 class CertificateCache:
     def __init__(self, http: httpx.AsyncClient, *, clock: Clock, ttl: float = CERT_CACHE_TTL) -> None:
         self._http = http
@@ -92,6 +108,8 @@ class CertificateCache:
         now = datetime.fromtimestamp(self._clock(), UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise WebhookRejected("bad_certificate", "the certificate is not valid now")
+        if not _names_sns(cert, urlsplit(url).hostname or ""):
+            raise WebhookRejected("bad_certificate", "the certificate names neither SNS nor its host")
         key = cert.public_key()
         if not isinstance(key, rsa.RSAPublicKey):
             raise WebhookRejected("bad_certificate", "not an RSA certificate")
