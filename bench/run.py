@@ -158,6 +158,7 @@ def bench_env(db: str, prefix: str) -> dict[str, str]:
         OTP_REDIS_URL="redis://127.0.0.1:6379/0",
         OTP_REDIS_KEY_PREFIX=prefix,
         OTP_SECRET_KEY=secrets.token_urlsafe(32),
+        OTP_EMAIL_PROVIDER="console",
     )
     return env
 

@@ -97,6 +97,7 @@ def main() -> int:
         OTP_DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}", OTP_REDIS_URL="redis://127.0.0.1:6379/0",
         OTP_REDIS_KEY_PREFIX=prefix, OTP_SECRET_KEY=secrets.token_urlsafe(32), OTP_TRUSTED_PROXIES='["127.0.0.1/32"]',
         OTP_RESEND_WEBHOOK_SECRET=WEBHOOK_SECRET, OTP_SEND_RATE="1000", OTP_LOG_LEVEL="WARNING",
+        OTP_EMAIL_PROVIDER="console",
     )  # fmt: skip
     port = free_port()
     base = f"http://127.0.0.1:{port}"

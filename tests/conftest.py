@@ -25,6 +25,9 @@ PG_PORT = int(os.environ.get("OTP_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("OTP_TEST_PG_USER", "postgres")
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 TEST_SECRET = "test-secret-key-0123456789abcdef"
+METRICS_TOKEN = "test-metrics-token-0123456789"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+"""What the in-process tests' clients (not loopback) send to read /metrics."""
 
 
 def pg_url(database: str) -> str:
@@ -85,6 +88,7 @@ def make_settings(database_url: str, key_prefix: str) -> Callable[..., Settings]
             "redis_url": REDIS_URL,
             "redis_key_prefix": key_prefix,
             "secret_key": TEST_SECRET,
+            "metrics_token": METRICS_TOKEN,
             # This machine's resolver answers NXDOMAIN for every name, so the check that `auto`
             # turns on with resend/ses is off here; tests/test_deliverability.py runs its own DNS.
             "check_deliverability": "false",

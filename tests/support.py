@@ -157,7 +157,9 @@ def service_env(database_url: str, key_prefix: str, **overrides: str) -> dict[st
 
     return clean_env(
         OTP_DATABASE_URL=database_url, OTP_REDIS_URL=REDIS_URL, OTP_REDIS_KEY_PREFIX=key_prefix,
-        OTP_SECRET_KEY=TEST_SECRET, OTP_CHECK_DELIVERABILITY="false", **overrides,
+        OTP_SECRET_KEY=TEST_SECRET, OTP_CHECK_DELIVERABILITY="false",
+        # Named: the console provider is the default only in the embedded default (CONTRACT §6).
+        **{"OTP_EMAIL_PROVIDER": "console", **overrides},
     )  # fmt: skip
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import METRICS_AUTH
+
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 UNIT_TESTS = ROOT / "tests" / "prometheus" / "alerts_test.yml"
@@ -72,7 +74,7 @@ def test_the_unit_tests_catch_a_broken_rule(tmp_path: Path, original: str, broke
 
 
 async def test_every_metric_the_rules_read_is_exported(client: Any) -> None:
-    text = (await client.http.get("/metrics")).text
+    text = (await client.http.get("/metrics", headers=METRICS_AUTH)).text
     exported = set(re.findall(r"^# TYPE (\w+)", text, re.M)) | set(re.findall(r"^(otp_\w+)[{ ]", text, re.M))
     exported |= {f"{name}_total" for name in exported}
     used = set(re.findall(r"\b(otp_[a-z0-9_]+)", RULES.read_text()))

@@ -122,3 +122,19 @@ def test_serve_on_a_unix_socket_believes_the_local_proxys_forwarded_for(
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_the_console_provider_implied_is_refused_by_every_entry_point(tmp_path: Path) -> None:
+    """With Redis or a database configured, the console provider (which prints codes) runs only
+    when OTP_EMAIL_PROVIDER names it: serve, worker and the uvicorn factory all refuse."""
+    env = {**_clean_env(), "OTP_REDIS_URL": REDIS_URL, "OTP_SECRET_KEY": "s" * 32}
+    for args in (["serve"], ["worker"]):
+        proc = _run(args, env)
+        assert proc.returncode == 2, args
+        assert "OTP_EMAIL_PROVIDER" in proc.stderr, args
+    factory = subprocess.run(
+        [sys.executable, "-c", "from otp_service.app import create_app_from_env; create_app_from_env()"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert factory.returncode != 0
+    assert "OTP_EMAIL_PROVIDER" in factory.stderr

@@ -13,6 +13,7 @@ import pytest
 
 from otp_service.logs import JsonFormatter
 from otp_service.settings import Settings
+from tests.conftest import METRICS_AUTH
 from tests.support import ServiceProcess, clean_env, console_emails, drain, unique_email
 
 WIDE = {
@@ -89,13 +90,13 @@ async def test_metrics_change_after_traffic(
             m = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} ([0-9.e+]+)$", text, re.M)
             return float(m.group(1)) if m else 0.0
 
-        before = (await app.http.get("/metrics")).text
+        before = (await app.http.get("/metrics", headers=METRICS_AUTH)).text
         email = unique_email()
         await app.http.post("/api/v1/auth/otp/send", json={"email": email})
         await app.http.post("/api/v1/auth/otp/send", json={"email": email})
         await app.http.post("/api/v1/auth/otp/send", json={"email": "x@mailinator.com"})
         await drain(app)
-        res = await app.http.get("/metrics")
+        res = await app.http.get("/metrics", headers=METRICS_AUTH)
     assert res.headers["content-type"].startswith("text/plain")
     after = res.text
     assert (
@@ -150,3 +151,19 @@ async def test_logs_never_contain_a_code_or_a_full_address(
         assert email not in line, line
         assert email.split("@")[0] not in line, line
     assert any(f"{email[0]}***@{email.split('@')[1]}" in line for line in lines)
+
+
+async def test_metrics_are_not_public(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Scrape, send, scrape would tell whether an address is suppressed (a delivery's outcome)."""
+    async with open_app(make_settings()) as app:  # a client at 203.0.113.7
+        res = await app.http.get("/metrics")
+        assert res.status_code == 401
+        assert res.json()["code"] == "unauthorized"
+        assert (await app.http.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 401
+        assert (await app.http.get("/metrics", headers=METRICS_AUTH)).status_code == 200
+    async with open_app(make_settings(metrics_token=None)) as app:  # no token: loopback only
+        assert (await app.http.get("/metrics")).status_code == 401
+    async with open_app(make_settings(metrics_token=None), client_ip="127.0.0.1") as app:
+        assert (await app.http.get("/metrics")).status_code == 200

@@ -281,7 +281,8 @@ async def test_a_slot_migrating_under_load_loses_no_call(redis_cluster_url: str,
         _cli(source_port, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target)
         for key in keys:  # one at a time: between them, the keys that left answer ASK
             _cli(source_port, "MIGRATE", "127.0.0.1", str(target_port), key, "0", "5000")
-        for port in nodes.values():
+        # The importing node first, then the one that had it (the cluster spec's order), then the rest.
+        for port in sorted(nodes.values(), key=lambda p: (p != target_port, p != source_port)):
             _cli(port, "CLUSTER", "SETSLOT", str(slot), "NODE", target)
 
     try:

@@ -24,6 +24,7 @@ from otp_service.delivery.queue import Job, JobQueue, QueueStats
 from otp_service.delivery.sender import Deliverer, DeliveryFailed, acquire
 from otp_service.metrics import LOOP_LAST_SUCCESS, LOOP_RESTARTS
 from otp_service.settings import Settings
+from tests.conftest import METRICS_AUTH
 from tests.support import ServiceProcess, console_emails, drain, embedded_send_rate, service_env, unique_email
 
 SEND = "/api/v1/auth/otp/send"
@@ -63,7 +64,7 @@ async def test_a_crash_while_handling_a_job_is_retried_through_the_stream(
             assert not worker_task[0].done()  # the loop still runs
             assert (await app.http.post(SEND, json={"email": later})).status_code == 202
             await drain(app, timeout=10)
-            metrics = (await app.http.get("/metrics")).text
+            metrics = (await app.http.get("/metrics", headers=METRICS_AUTH)).text
     messages = [r.getMessage() for r in caplog.records]
     assert messages.count("delivery.job_crashed") == 1
     assert "delivery.reclaimed" in messages  # the same job, handed out again
@@ -259,15 +260,17 @@ async def test_workers_alive_on_metrics_and_usage(
 ) -> None:
     auth = {"authorization": f"Bearer {KEY}"}
     async with open_app(make_settings(worker_enabled=False, admin_api_keys=[KEY])) as app:
-        assert "otp_workers_alive 0" in (await app.http.get("/metrics")).text
+        assert "otp_workers_alive 0" in (await app.http.get("/metrics", headers=METRICS_AUTH)).text
         assert (await app.http.get("/api/v1/admin/usage", headers=auth)).json()["workers_alive"] == 0
         async with open_app(make_settings(admin_api_keys=[KEY])):  # a process that runs a worker
             async with asyncio.timeout(5):
-                while "otp_workers_alive 1" not in (await app.http.get("/metrics")).text:
+                while (
+                    "otp_workers_alive 1" not in (await app.http.get("/metrics", headers=METRICS_AUTH)).text
+                ):
                     await asyncio.sleep(0.05)
             usage = (await app.http.get("/api/v1/admin/usage", headers=auth)).json()
             assert usage["workers_alive"] == 1
-            metrics = (await app.http.get("/metrics")).text
+            metrics = (await app.http.get("/metrics", headers=METRICS_AUTH)).text
             assert "otp_queue_oldest_job_age_seconds" in metrics
 
 

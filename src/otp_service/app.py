@@ -87,4 +87,6 @@ def create_app_from_env() -> FastAPI:
     """uvicorn factory (`--factory`): read settings in each worker process."""
     settings = load_settings()
     configure_logging(settings.log_level)
+    if (refused := settings.console_refused) is not None:
+        raise SystemExit(f"otp-service: refusing to start: {refused}")
     return create_app(settings)

@@ -21,7 +21,7 @@ from httpx_aiohttp import AiohttpTransport
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from otp_service.api.state import WebState
-from otp_service.audit.keys import AdminKeys
+from otp_service.audit.keys import AdminKeys, MetricsAccess
 from otp_service.audit.service import AuditLog
 from otp_service.clock import Clock, system_clock
 from otp_service.db.engine import create_engine, create_sessionmaker
@@ -226,6 +226,7 @@ def build_web(infra: Infrastructure) -> WebState:
         audit=AuditLog(sessions=sessions),
         deliveries=DeliveryLookup(sessions=sessions),
         admin_keys=AdminKeys([k.get_secret_value() for k in s.admin_api_keys]),
+        metrics_access=MetricsAccess(s.metrics_token.get_secret_value() if s.metrics_token else None),
     )
 
 

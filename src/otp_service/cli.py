@@ -44,6 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
     console_by_default = (
         settings.email_provider == "console" and "email_provider" not in settings.model_fields_set
     )
+    if (refused := settings.console_refused) is not None:
+        print(f"otp-service: refusing to serve: {refused}", file=sys.stderr)
+        return 2
     # Behind a unix socket is a local proxy, which may well be public.
     if console_by_default and (args.uds is not None or not _is_loopback(args.host)):
         print(
@@ -92,6 +95,9 @@ def _worker(args: argparse.Namespace) -> int:
 
     settings = _settings_or_exit()
     configure_logging(settings.log_level)
+    if (refused := settings.console_refused) is not None:
+        print(f"otp-service: refusing to start the worker: {refused}", file=sys.stderr)
+        return 2
     if settings.redis_url is None:
         print(
             "otp-service: the worker needs OTP_REDIS_URL: without Redis the delivery queue lives in "

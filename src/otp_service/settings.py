@@ -203,6 +203,9 @@ class Settings(BaseSettings):
     admin_api_keys: Annotated[list[SecretStr], AfterValidator(_check_admin_keys)] = Field(
         default_factory=list
     )
+    # /metrics: with a token, `Authorization: Bearer <token>`; without one, loopback callers only.
+    # Public metrics would tell a scraper which addresses are suppressed (a delivery's outcome).
+    metrics_token: SecretStr | None = None
 
     # Reputation guard. SES reviews an account at a 5% bounce or 0.1% complaint rate and may pause
     # it at 10% / 0.5% (SES developer guide, "Reputation metrics"); pausing ourselves below the
@@ -274,6 +277,19 @@ class Settings(BaseSettings):
         if self.captcha_provider is not None and self.captcha_secret is None:
             raise ValueError("OTP_CAPTCHA_SECRET is required when OTP_CAPTCHA_PROVIDER is set")
         return self
+
+    @property
+    def console_refused(self) -> str | None:
+        """Why this process must not start, or None: the console provider prints every code, so
+        it runs only where it was asked for, in the embedded default or with OTP_EMAIL_PROVIDER
+        named (CONTRACT §6). Every entry point asks (serve, worker, the uvicorn factory)."""
+        if self.email_provider != "console" or "email_provider" in self.model_fields_set or self.is_embedded:
+            return None
+        return (
+            "the console email provider, which prints every code on stdout, is the default only in the "
+            "embedded default (neither OTP_DATABASE_URL nor OTP_REDIS_URL set). Set OTP_EMAIL_PROVIDER="
+            "resend or ses (with their settings), or OTP_EMAIL_PROVIDER=console explicitly to accept that."
+        )
 
     @property
     def is_embedded(self) -> bool:

@@ -70,6 +70,11 @@ async def require_admin(request: Request) -> str:
     return web_state(request).admin_keys.check(request.headers.get("authorization", ""))
 
 
+async def require_metrics_access(request: Request) -> None:
+    client: Client = request.scope[CLIENT_KEY]
+    web_state(request).metrics_access.check(request.headers.get("authorization", ""), client.ip)
+
+
 ClientDep = Annotated[Client, Depends(get_client)]
 OtpServiceDep = Annotated[OtpService, Depends(get_otp_service)]
 SuppressionServiceDep = Annotated[SuppressionService, Depends(get_suppression_service)]

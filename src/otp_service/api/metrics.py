@@ -9,11 +9,12 @@ at scrape time, so any web process reports the whole service.
 import os
 from collections.abc import Sequence
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from otp_service.api.deps import UsageServiceDep
+from otp_service.api.deps import UsageServiceDep, require_metrics_access
+from otp_service.api.schemas import problem_responses
 from otp_service.errors import ServiceError
 
 router = APIRouter(tags=["operations"])
@@ -33,7 +34,13 @@ def _gauge(name: str, help_text: str, samples: Sequence[tuple[str, float]]) -> s
     return "\n".join(lines) + "\n"
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (OTP_METRICS_TOKEN as a bearer token, or a loopback caller)",
+    response_class=Response,
+    dependencies=[Depends(require_metrics_access)],
+    responses=problem_responses({401: ["unauthorized"]}),
+)
 async def metrics(usage: UsageServiceDep) -> Response:
     body = generate_latest(_registry()).decode()
     try:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from otp_service.audit.keys import AdminKeys
+from otp_service.audit.keys import AdminKeys, MetricsAccess
 from otp_service.audit.service import AuditLog
 from otp_service.delivery.lookup import DeliveryLookup
 from otp_service.delivery.reputation import ReputationGuard
@@ -31,6 +31,7 @@ class WebState:
     audit: AuditLog
     deliveries: DeliveryLookup
     admin_keys: AdminKeys
+    metrics_access: MetricsAccess
 
 
 def web_state(request: Request) -> WebState:

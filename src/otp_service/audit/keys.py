@@ -1,7 +1,8 @@
-"""The admin API's keys: which presented bearer key is valid, checked in constant time, and the
-fingerprint the audit log names it by."""
+"""Bearer checks: the admin API's keys (which presented key is valid, checked in constant time,
+and the fingerprint the audit log names it by), and who may read /metrics."""
 
 import hmac
+import ipaddress
 
 from otp_service.audit.service import key_fingerprint
 from otp_service.errors import Unauthorized
@@ -26,3 +27,24 @@ class AdminKeys:
         if scheme.lower() != "bearer" or not presented_bytes or not matched:
             raise Unauthorized()
         return matched
+
+
+class MetricsAccess:
+    """Who may read /metrics: the bearer of OTP_METRICS_TOKEN, or without a token only a caller
+    whose client address (CONTRACT §2a) is loopback."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token.encode() if token else None
+
+    def check(self, authorization: str, client_ip: str) -> None:
+        if self._token is not None:
+            scheme, _, presented = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), self._token):
+                raise Unauthorized()
+            return
+        try:
+            loopback = ipaddress.ip_address(client_ip).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise Unauthorized()

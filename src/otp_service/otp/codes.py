@@ -29,9 +29,12 @@ class CodeCrypto:
     def address_id(self, email: str) -> str:
         return hmac.digest(self._id_key, email.encode(), "sha256").hex()[:32]
 
-    def idempotency_id(self, key: str) -> str:
-        """A send's Idempotency-Key as Redis holds it: keyed, so the store never holds the key."""
-        return hmac.digest(self._id_key, f"idempotency\0{key}".encode(), "sha256").hex()[:32]
+    def idempotency_id(self, key: str, address: str) -> str:
+        """A send's Idempotency-Key as Redis holds it: keyed, so the store never holds the key,
+        and scoped to the address it was sent for, so a key predicted and sent first for another
+        address cannot take this one's (CONTRACT §3)."""
+        scoped = f"idempotency\0{key}\0{address.strip().lower()}"
+        return hmac.digest(self._id_key, scoped.encode(), "sha256").hex()[:32]
 
     def fingerprint(self, *fields: str | None) -> str:
         """A request body's fingerprint: equal exactly when every field is."""

@@ -51,6 +51,9 @@ CHANNEL = "email"
 REUSE_MIN_LEFT_MS = 30_000
 IDEMPOTENCY_KEEP_MS = 600_000
 """An Idempotency-Key's answer is repeated for 10 minutes."""
+CLAIM_POLL_FIRST = 0.01
+CLAIM_POLL_CAP = 0.5
+"""Seconds between polls of a pending Idempotency-Key: doubling from 10 ms, at most 500 ms."""
 IDEMPOTENCY_LEASE_MS = 15_000
 """How long a claimed key waits for its request's answer (the slowest admission: a captcha
 siteverify and a DNS lookup, each with its own timeout) before a retry decides afresh."""
@@ -130,7 +133,9 @@ class OtpService:
     ) -> SendAccepted:  # fmt: skip
         idem = None
         if idempotency_key is not None:
-            idem = await self._idempotency(idempotency_key, client, raw_email, captcha_token, locale)
+            idem = await self._idempotency(
+                idempotency_key, client, raw_email, raw_email, captcha_token, locale
+            )
             replay = await self._claim(idem, client)
             if replay is not None:
                 return self._answer(replay, None, client)
@@ -193,12 +198,12 @@ class OtpService:
         refusal.replayed = decision.replayed
         raise refusal
 
-    async def _idempotency(self, key: str, client: Client, *body: str | None) -> Idempotency:
+    async def _idempotency(self, key: str, client: Client, address: str, *body: str | None) -> Idempotency:
         if not _IDEMPOTENCY_KEY.fullmatch(key):
             await self.count_refused(client)
             raise InvalidRequest("Idempotency-Key: 1 to 255 visible ASCII characters")
         return Idempotency(
-            key_id=self._crypto.idempotency_id(key), fingerprint=self._crypto.fingerprint(*body),
+            key_id=self._crypto.idempotency_id(key, address), fingerprint=self._crypto.fingerprint(*body),
             keep_ms=IDEMPOTENCY_KEEP_MS, lease_ms=IDEMPOTENCY_LEASE_MS,
         )  # fmt: skip
 
@@ -207,10 +212,14 @@ class OtpService:
         refusal raised. A request with the same key still being answered is waited for."""
         claim = await self._store.claim(idem, client, self._send_rates)
         deadline = time.monotonic() + idem.lease_ms / 1000
+        wait = CLAIM_POLL_FIRST
         while claim.status is ClaimStatus.PENDING:
             if time.monotonic() > deadline:
                 raise Unavailable("A request with this Idempotency-Key is still being answered")
-            await asyncio.sleep(0.01)
+            # The first answer usually comes within milliseconds; a repeat that waits longer
+            # backs off rather than asking Redis a hundred times a second.
+            await asyncio.sleep(wait)
+            wait = min(CLAIM_POLL_CAP, wait * 2)
             polled = await self._store.claimed(idem)
             claim = polled if polled is not None else await self._store.claim(idem, client, self._send_rates)
         if claim.status is ClaimStatus.NEW:

@@ -31,6 +31,9 @@ from otp_service.redisio.client import Arg, ReplyError
 from otp_service.redisio.cluster import key_slot, redirection, slot_owner
 from otp_service.redisio.keys import RedisKeys
 
+MAX_REDIRECTIONS = 5
+"""MOVED/ASK replies followed for one call: a slot's nodes disagree only briefly while it moves."""
+
 
 def _pack(args: Sequence[Arg]) -> bytes:
     packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]  # the stub allows one element
@@ -200,33 +203,37 @@ class PipelinedRedis:
 
     async def execute(self, *args: Arg, blocks_for: float = 0.0) -> Any:
         """One command; `blocks_for` (seconds) extends the deadline of a blocking command."""
+        packed = _pack(args)
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connect()
-        try:
-            return await conn.call(_pack(args), blocks_for)
-        except ReplyError as exc:
-            redirect = redirection(str(exc))
-            if redirect is None:
-                raise
-        # Redis Cluster: the redirection is followed once, for this call alone; the calls in
-        # flight on the shared connection are answered there, each following its own.
-        kind, node = redirect
-        if kind == "ASK":  # the slot is migrating: this command, on the importing node
-            ask = await self._side_connection(node)
-            asking = ask.call(_pack(("ASKING",)))
-            answer = ask.call(_pack(args), blocks_for)  # the same write as ASKING: adjacent
-            await asking
-            return await answer
-        if node != self._target:  # MOVED (failover, resharding): the slot lives there now
-            self._target = node
-            old, self._conn = self._conn, None
-            if old is not None:
-                old.retire()
-        conn = self._conn
-        if conn is None or conn.closed:
-            conn = await self._connect()
-        return await conn.call(_pack(args), blocks_for)
+        asking = False
+        for _ in range(MAX_REDIRECTIONS):
+            try:
+                if not asking:
+                    return await conn.call(packed, blocks_for)
+                ask = conn.call(_pack(("ASKING",)))
+                answer = conn.call(packed, blocks_for)  # in the same write as ASKING: adjacent
+                await ask
+                return await answer
+            except ReplyError as exc:
+                redirect = redirection(str(exc))
+                if redirect is None:
+                    raise
+            # Redis Cluster: a redirection is followed for this call alone; the calls in flight
+            # on the shared connection are answered there, each following its own.
+            kind, node = redirect
+            asking = kind == "ASK"
+            if asking:  # the slot is migrating: this command, on the importing node
+                conn = await self._side_connection(node)
+                continue
+            if node != self._target:  # MOVED (failover, resharding): the slot lives there now
+                self._target = node
+                old, self._conn = self._conn, None
+                if old is not None:
+                    old.retire()
+            conn = self._conn if self._conn is not None and not self._conn.closed else await self._connect()
+        raise ConnectionError(f"Redis Cluster redirected a call {MAX_REDIRECTIONS} times")
 
     async def _side_connection(self, node: tuple[str, int]) -> "_Connection":
         """A connection to another node, for ASK redirections (kept until the client closes);
