@@ -52,6 +52,7 @@ from otp_service.suppression.service import SuppressionService
 from otp_service.validation.address import AddressValidator
 from otp_service.validation.captcha import CaptchaCheck
 from otp_service.validation.deliverability import DeliverabilityCheck, make_resolver
+from otp_service.validation.mailbox import Mailboxes
 from otp_service.validation.typos import POPULAR_PROVIDERS
 from otp_service.webhooks.resend import ResendWebhook
 from otp_service.webhooks.service import WebhookService
@@ -198,7 +199,7 @@ def build_web(infra: Infrastructure) -> WebState:
             captcha=_captcha(infra),
             deliverability=_deliverability(infra),
         ),
-        suppressions=SuppressionService(sessions=sessions),
+        suppressions=SuppressionService(sessions=sessions, mailboxes=Mailboxes.of(s)),
         webhooks=WebhookService(
             sessions=sessions,
             resend=ResendWebhook(resend_secret),
@@ -208,6 +209,7 @@ def build_web(infra: Infrastructure) -> WebState:
                 host_pattern=s.sns_cert_host_pattern,
                 clock=infra.clock,
             ),
+            mailboxes=Mailboxes.of(s),
         ),
         usage=UsageService(
             engine=infra.engine,
@@ -301,6 +303,7 @@ async def build_worker(
         concurrency=options.concurrency or s.worker_concurrency,
         visibility_timeout=options.visibility_timeout or s.job_visibility_timeout,
         db_timeout=s.dependency_timeout,
+        mailboxes=Mailboxes.of(s),
         clock=infra.clock,
         forget_idle_after=options.forget_idle_after or FORGET_IDLE_MS / 1000,
         on_outcome=options.on_outcome,

@@ -178,6 +178,8 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], AfterValidator(_check_cidrs)] = Field(default_factory=list)
     disposable_domains_extra: list[str] = Field(default_factory=list)
     disposable_domains_allow: list[str] = Field(default_factory=list)
+    # Mailboxes, not spellings (CONTRACT §6): domains whose local part ignores dots.
+    dot_insensitive_domains: list[str] = Field(default_factory=lambda: ["gmail.com", "googlemail.com"])
 
     email_provider: ProviderName = "console"
     email_fallback_provider: FallbackName | None = None

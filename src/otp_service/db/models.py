@@ -46,6 +46,9 @@ class Suppression(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
+    # Every spelling of this inbox is suppressed (validation/mailbox.py); null only for a row
+    # written before migration 0005 by a process that did not know it.
+    mailbox: Mapped[str | None] = mapped_column(String(320), index=True, default=None)
     reason: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(32))  # resend | ses | admin
     note: Mapped[str | None] = mapped_column(Text, default=None)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from otp_service.delivery.repository import DeliveryRecord, record_outcomes
 from otp_service.suppression.repository import suppressed_among
+from otp_service.validation.mailbox import Mailboxes
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -28,15 +29,16 @@ class Ledger:
     and fails the calls of its batch; the next batch opens a new connection.
     """
 
-    def __init__(self, engine: AsyncEngine, *, timeout: float) -> None:
+    def __init__(self, engine: AsyncEngine, *, timeout: float, mailboxes: Mailboxes) -> None:
         self._engine = engine
+        self._mailboxes = mailboxes
         self._timeout = timeout
         self._conn: AsyncConnection | None = None
         self._lock = asyncio.Lock()
         self._closed = False
         self.flushes: set[asyncio.Task[None]] = set()
         """The batches being written: close() waits for them."""
-        self.suppressed = _Batched(self, _suppressed_batch)
+        self._suppressed = _Batched(self, _suppressed_batch)
         self.record = _Batched(self, _record_batch)
 
     async def run(self, statement: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -52,6 +54,10 @@ class Ledger:
             except BaseException:
                 await self._drop()
                 raise
+
+    async def suppressed(self, email: str) -> bool:
+        """Whether the address, or any spelling of its mailbox, is suppressed."""
+        return await self._suppressed((email, self._mailboxes.key(email)))
 
     async def close(self) -> None:
         """Let the batches already in flight finish (each is bounded by the timeout), then close
@@ -69,9 +75,9 @@ class Ledger:
                 await conn.close()
 
 
-async def _suppressed_batch(conn: AsyncConnection, emails: list[str]) -> list[bool]:
-    found = await suppressed_among(conn, sorted(set(emails)))
-    return [email in found for email in emails]
+async def _suppressed_batch(conn: AsyncConnection, addresses: list[tuple[str, str]]) -> list[bool]:
+    found = await suppressed_among(conn, addresses)
+    return [email in found for email, _ in addresses]
 
 
 async def _record_batch(conn: AsyncConnection, records: list[DeliveryRecord]) -> list[None]:

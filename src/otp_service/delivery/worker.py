@@ -36,6 +36,7 @@ from otp_service.errors import Unavailable
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import DELIVERIES, WORKER_CRASHES
 from otp_service.supervise import Beat, supervise
+from otp_service.validation.mailbox import Mailboxes
 
 log = get_logger("delivery")
 
@@ -77,6 +78,7 @@ class DeliveryWorker:
         concurrency: int,
         visibility_timeout: float,
         db_timeout: float,
+        mailboxes: Mailboxes,
         clock: Clock = system_clock,
         name: str | None = None,
         forget_idle_after: float = FORGET_IDLE_MS / 1000,
@@ -87,7 +89,7 @@ class DeliveryWorker:
         self._sealer = sealer
         self._codes = codes
         self._deliverer = deliverer
-        self._ledger = Ledger(engine, timeout=db_timeout + 1)
+        self._ledger = Ledger(engine, timeout=db_timeout + 1, mailboxes=mailboxes)
         self._registry = registry
         self._forget_idle_ms = int(forget_idle_after * 1000)
         self._concurrency = concurrency
@@ -97,6 +99,7 @@ class DeliveryWorker:
         self._inflight: dict[str, asyncio.Task[Outcome | None]] = {}
         self._stopping = asyncio.Event()
         self._consuming: Beat | None = None
+        self._passed = asyncio.Event()  # the consumer has completed a pass
 
     async def aclose(self) -> None:
         """Close the ledger's database connection (run() does it as it ends)."""
@@ -153,6 +156,8 @@ class DeliveryWorker:
                         # left unacknowledged by a crash while it was handled.
                         log.warning("delivery.reclaimed", extra={"jobs": [j.id for j in jobs]})
                     next_reclaim = loop.time() + self._visibility_ms / 3000
+                    beat.ok()  # Redis answered: alive, before any job of this pass is handled
+                    self._passed.set()
                     if loop.time() >= next_forget:
                         next_forget = loop.time() + FORGET_EVERY_S
                         if gone := await self._queue.forget_idle_consumers(self._forget_idle_ms):
@@ -164,6 +169,7 @@ class DeliveryWorker:
                         self._inflight[job.id] = asyncio.create_task(self._handle(job))
                 failures = 0
                 beat.ok()
+                self._passed.set()
             except Unavailable:
                 failures += 1
                 await self._pause(min(5.0, 0.2 * 2**failures))
@@ -183,6 +189,8 @@ class DeliveryWorker:
         """The worker's heartbeat (otp_workers_alive), written only while the consumer loop is
         passing: a worker whose loop is stuck stops beating just as a dead one does."""
         while not self._stopping.is_set():
+            if beat.last_ok is None:  # the first beat as soon as the consumer has passed once
+                await self._until_passed()
             consuming = self._consuming.last_ok if self._consuming is not None else None
             if consuming is not None and time.time() - consuming < HEARTBEAT_TTL:
                 try:
@@ -190,7 +198,16 @@ class DeliveryWorker:
                     beat.ok()
                 except Unavailable:
                     log.warning("delivery.heartbeat_failed")
-            await self._pause(HEARTBEAT_EVERY if beat.last_ok else 0.05)
+            await self._pause(HEARTBEAT_EVERY)
+
+    async def _until_passed(self) -> None:
+        passed = asyncio.ensure_future(self._passed.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({passed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            passed.cancel()
+            stopping.cancel()
 
     async def _record(self, outcome: Outcome) -> None:
         email = outcome.email

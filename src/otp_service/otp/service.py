@@ -44,6 +44,7 @@ from otp_service.settings import Settings
 from otp_service.validation.address import AddressValidator, normalize_email
 from otp_service.validation.captcha import CaptchaCheck
 from otp_service.validation.deliverability import DeliverabilityCheck, Verdict
+from otp_service.validation.mailbox import Mailboxes
 
 log = get_logger("otp")
 
@@ -109,6 +110,7 @@ class OtpService:
         self._captcha = captcha
         self._deliverability = deliverability
         self._guard = ConversionGuard.of(settings)
+        self._mailboxes = Mailboxes.of(settings)
         # The subnet's send log is kept for the guard's window too: the guard counts it.
         self._send_rates = Rates.of(settings, SEND_SCOPE, keep_s=self._guard.rate.period_seconds)
         self._verify_rates = Rates.of(settings, VERIFY_SCOPE)
@@ -148,8 +150,11 @@ class OtpService:
                 await self.count_refused(client)
             raise refused from None
         code = generate_code(self._s.code_length)
-        address_id = self._crypto.address_id(email)
-        code_hash = self._crypto.code_hash(email, code)
+        # Limits and the live code belong to the mailbox, whatever its spelling (CONTRACT §6);
+        # the email goes to the address as typed.
+        mailbox = self._mailboxes.key(email)
+        address_id = self._crypto.address_id(mailbox)
+        code_hash = self._crypto.code_hash(mailbox, code)
         decision = await self._store.decide_send(
             SendRequest(
                 client=client,
@@ -250,12 +255,13 @@ class OtpService:
             email = normalize_email(raw_email)
         except ServiceError:
             raise InvalidRequest("email: not a valid address") from None
+        mailbox = self._mailboxes.key(email)
         decision = await self._store.verify(
             VerifyRequest(
                 client=client,
-                address_id=self._crypto.address_id(email),
+                address_id=self._crypto.address_id(mailbox),
                 rates=self._verify_rates,
-                code_hash=self._crypto.code_hash(email, code),
+                code_hash=self._crypto.code_hash(mailbox, code),
                 max_attempts=self._s.max_attempts,
             )
         )

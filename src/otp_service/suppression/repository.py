@@ -9,15 +9,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from otp_service.db.engine import dialect_insert
 from otp_service.db.models import Suppression
 
-_SUPPRESSED_AMONG = select(Suppression.email).where(
+_SUPPRESSED_AMONG = select(Suppression.email, Suppression.mailbox).where(
     Suppression.email.in_(bindparam("emails", expanding=True))
+    | Suppression.mailbox.in_(bindparam("mailboxes", expanding=True))
 )
 """Built once: the worker runs it for every batch of emails."""
 
 
-async def suppressed_among(db: AsyncSession | AsyncConnection, emails: list[str]) -> set[str]:
-    """Which of these addresses are suppressed: one statement for a batch."""
-    return set((await db.scalars(_SUPPRESSED_AMONG, {"emails": emails})).all())
+async def suppressed_among(db: AsyncSession | AsyncConnection, addresses: list[tuple[str, str]]) -> set[str]:
+    """Which of these (address, mailbox) pairs are suppressed, by address: one statement for a
+    batch. A row suppresses its own address and every address of its mailbox."""
+    emails = sorted({email for email, _ in addresses})
+    mailboxes = sorted({mailbox for _, mailbox in addresses})
+    rows = (await db.execute(_SUPPRESSED_AMONG, {"emails": emails, "mailboxes": mailboxes})).all()
+    found_emails = {row[0] for row in rows}
+    found_mailboxes = {row[1] for row in rows}
+    return {email for email, mailbox in addresses if email in found_emails or mailbox in found_mailboxes}
 
 
 async def get(session: AsyncSession, email: str) -> Suppression | None:
@@ -46,14 +53,24 @@ async def remove(session: AsyncSession, email: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-async def put_manual(session: AsyncSession, *, email: str, reason: str, note: str | None) -> bool:
+async def put_manual(
+    session: AsyncSession, *, email: str, mailbox: str, reason: str, note: str | None
+) -> bool:
     """An operator's suppression: True when it created the record. An existing record keeps
     everything it has (reason, source, the provider's event, message and details); only the note
     (when given) and the update time change."""
     now = datetime.now(UTC)
     inserted = await session.scalar(
         dialect_insert(session, Suppression)
-        .values(email=email, reason=reason, source="admin", note=note, created_at=now, updated_at=now)
+        .values(
+            email=email,
+            mailbox=mailbox,
+            reason=reason,
+            source="admin",
+            note=note,
+            created_at=now,
+            updated_at=now,
+        )
         .on_conflict_do_nothing(index_elements=["email"])
         .returning(Suppression.id)
     )
@@ -71,6 +88,7 @@ async def upsert(
     session: AsyncSession,
     *,
     email: str,
+    mailbox: str,
     reason: str,
     source: str,
     note: str | None = None,
@@ -83,7 +101,7 @@ async def upsert(
     now = datetime.now(UTC)
     counts = {"bounce_count": int(reason == "bounce"), "complaint_count": int(reason == "complaint")}
     stmt = dialect_insert(session, Suppression).values(
-        email=email, reason=reason, source=source, note=note, provider_event_id=event_id,
+        email=email, mailbox=mailbox, reason=reason, source=source, note=note, provider_event_id=event_id,
         provider_message_id=message_id, details=details, created_at=now, updated_at=now, **counts,
     )  # fmt: skip
     excluded = stmt.excluded
@@ -97,6 +115,7 @@ async def upsert(
             "provider_message_id": excluded.provider_message_id,
             "details": excluded.details,
             "note": func.coalesce(excluded.note, Suppression.note),
+            "mailbox": excluded.mailbox,
         },
     )
     await session.execute(stmt)

@@ -9,11 +9,13 @@ from otp_service.errors import InvalidRequest, NotFound
 from otp_service.keyset import Page, decode_cursor, page_of
 from otp_service.suppression import repository as repo
 from otp_service.validation.address import normalize_email
+from otp_service.validation.mailbox import Mailboxes
 
 
 class SuppressionService:
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], mailboxes: Mailboxes) -> None:
         self._sessions = sessions
+        self._mailboxes = mailboxes
 
     @staticmethod
     def _address(raw: str) -> str:
@@ -44,7 +46,9 @@ class SuppressionService:
         transaction."""
         email = self._address(raw)
         async with database_session(self._sessions) as session:
-            created = await repo.put_manual(session, email=email, reason=reason, note=note)
+            created = await repo.put_manual(
+                session, email=email, mailbox=self._mailboxes.key(email), reason=reason, note=note
+            )
             await audit.append(session, actor=actor, action="suppression.put", target=email, note=note)
             row = await repo.get(session, email)
         assert row is not None

@@ -11,6 +11,7 @@ from otp_service.errors import Unavailable, WebhookRejected
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import WEBHOOK_EVENTS
 from otp_service.suppression import repository as suppressions
+from otp_service.validation.mailbox import Mailboxes
 from otp_service.webhooks import repository as events
 from otp_service.webhooks.events import ProviderEvent
 from otp_service.webhooks.resend import ResendWebhook
@@ -21,7 +22,9 @@ log = get_logger("webhooks")
 Outcome = Literal["accepted", "duplicate"]
 
 
-async def apply_event(session: AsyncSession, event: ProviderEvent) -> tuple[Outcome, int]:
+async def apply_event(
+    session: AsyncSession, event: ProviderEvent, mailboxes: Mailboxes
+) -> tuple[Outcome, int]:
     """Record the event once and suppress what it says to; (outcome, addresses suppressed)."""
     to_suppress = [r for r in event.recipients if r.suppress is not None]
     if not await events.record_event(session, event, "suppressed" if to_suppress else "recorded"):
@@ -31,6 +34,7 @@ async def apply_event(session: AsyncSession, event: ProviderEvent) -> tuple[Outc
         await suppressions.upsert(
             session,
             email=recipient.email,
+            mailbox=mailboxes.key(recipient.email),
             reason=recipient.suppress,
             source=event.provider,
             event_id=event.event_id,
@@ -42,16 +46,18 @@ async def apply_event(session: AsyncSession, event: ProviderEvent) -> tuple[Outc
 
 class WebhookService:
     def __init__(
-        self, *, sessions: async_sessionmaker[AsyncSession], resend: ResendWebhook, sns: SnsVerifier
-    ) -> None:
+        self, *, sessions: async_sessionmaker[AsyncSession], resend: ResendWebhook, sns: SnsVerifier,
+        mailboxes: Mailboxes,
+    ) -> None:  # fmt: skip
         self._sessions = sessions
+        self._mailboxes = mailboxes
         self._resend = resend
         self._sns = sns
 
     async def _apply(self, event: ProviderEvent) -> str:
         try:
             async with session_scope(self._sessions) as session:
-                outcome, suppressed = await apply_event(session, event)
+                outcome, suppressed = await apply_event(session, event, self._mailboxes)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             WEBHOOK_EVENTS.labels(event.provider, event.type, "unavailable").inc()
             log.warning(
