@@ -18,7 +18,8 @@ ServiceError
 ├── TooManyRequests           429 (always Retry-After)
 │   ├── RateLimited           429 rate_limited
 │   ├── Cooldown              429 cooldown
-│   └── DailyLimit            429 daily_limit
+│   ├── DailyLimit            429 daily_limit
+│   └── DomainLimit           429 domain_limit
 └── ServiceUnavailable        503 (always Retry-After)
     ├── GlobalLimit           503 global_limit
     ├── SendingPaused         503 sending_paused
@@ -184,6 +185,11 @@ class Cooldown(TooManyRequests):
 class DailyLimit(TooManyRequests):
     code = "daily_limit"
     title = "This address has received its daily number of codes"
+
+
+class DomainLimit(TooManyRequests):
+    code = "domain_limit"
+    title = "This address's domain has received its daily number of codes"
 
 
 class ServiceUnavailable(_RetryLater):

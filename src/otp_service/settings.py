@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], AfterValidator(_check_cidrs)] = Field(default_factory=list)
     disposable_domains_extra: list[str] = Field(default_factory=list)
     disposable_domains_allow: list[str] = Field(default_factory=list)
+    # Recipient domains (CONTRACT §6): a catch-all domain receives (and verifies) every code, so
+    # one registrable domain gets at most this many sends per rolling 24 h; shared mail providers,
+    # whose users are unrelated people, are exempt.
+    domain_daily_limit: int = Field(default=1000, ge=1)
+    shared_mail_domains_extra: list[str] = Field(default_factory=list)
     # Mailboxes, not spellings (CONTRACT §6): domains whose local part ignores dots.
     dot_insensitive_domains: list[str] = Field(default_factory=lambda: ["gmail.com", "googlemail.com"])
 

@@ -29,6 +29,9 @@ class CodeCrypto:
     def address_id(self, email: str) -> str:
         return hmac.digest(self._id_key, email.encode(), "sha256").hex()[:32]
 
+    def domain_id(self, domain: str) -> str:
+        return hmac.digest(self._id_key, f"domain\0{domain}".encode(), "sha256").hex()[:32]
+
     def idempotency_id(self, key: str, address: str) -> str:
         """A send's Idempotency-Key as Redis holds it: keyed, so the store never holds the key,
         and scoped to the address it was sent for, so a key predicted and sent first for another

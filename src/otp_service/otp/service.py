@@ -10,6 +10,7 @@ from otp_service.errors import (
     CodeExpired,
     Cooldown,
     DailyLimit,
+    DomainLimit,
     GlobalLimit,
     IdempotencyKeyReused,
     InvalidCode,
@@ -44,6 +45,7 @@ from otp_service.settings import Settings
 from otp_service.validation.address import AddressValidator, normalize_email
 from otp_service.validation.captcha import CaptchaCheck
 from otp_service.validation.deliverability import DeliverabilityCheck, Verdict
+from otp_service.validation.domains import RecipientDomains
 from otp_service.validation.mailbox import Mailboxes
 
 log = get_logger("otp")
@@ -78,10 +80,11 @@ class SendAccepted:
     replayed: bool = False  # the answer of an earlier request with the same Idempotency-Key
 
 
-_SEND_REJECTIONS: dict[SendStatus, type[RateLimited | Cooldown | DailyLimit | GlobalLimit]] = {
+_SEND_REJECTIONS: dict[SendStatus, type[RateLimited | Cooldown | DailyLimit | DomainLimit | GlobalLimit]] = {
     SendStatus.RATE_LIMITED: RateLimited,
     SendStatus.COOLDOWN: Cooldown,
     SendStatus.DAILY_LIMIT: DailyLimit,
+    SendStatus.DOMAIN_LIMIT: DomainLimit,
     SendStatus.GLOBAL_LIMIT: GlobalLimit,
 }
 
@@ -111,6 +114,7 @@ class OtpService:
         self._deliverability = deliverability
         self._guard = ConversionGuard.of(settings)
         self._mailboxes = Mailboxes.of(settings)
+        self._domains = RecipientDomains.of(settings)
         # The subnet's send log is kept for the guard's window too: the guard counts it.
         self._send_rates = Rates.of(settings, SEND_SCOPE, keep_s=self._guard.rate.period_seconds)
         self._verify_rates = Rates.of(settings, VERIFY_SCOPE)
@@ -154,6 +158,7 @@ class OtpService:
         # the email goes to the address as typed.
         mailbox = self._mailboxes.key(email)
         address_id = self._crypto.address_id(mailbox)
+        domain = self._domains.budget(email)
         code_hash = self._crypto.code_hash(mailbox, code)
         decision = await self._store.decide_send(
             SendRequest(
@@ -173,6 +178,8 @@ class OtpService:
                 sealed_code=self._sealer.seal_code(SealedCode(code, code_hash)) if self._reuse else None,
                 reuse_min_left_ms=self._reuse_min_left_ms,
                 idempotency=idem,
+                domain_id=self._crypto.domain_id(domain) if domain is not None else None,
+                domain_limit=self._domains.limit,
             )
         )
         return self._answer(decision, email, client)

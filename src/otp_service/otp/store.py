@@ -30,6 +30,7 @@ class SendStatus(StrEnum):
     RATE_LIMITED = "rate_limited"
     COOLDOWN = "cooldown"
     DAILY_LIMIT = "daily_limit"
+    DOMAIN_LIMIT = "domain_limit"
     GLOBAL_LIMIT = "global_limit"
     PAUSED = "sending_paused"
     KEY_REUSED = "idempotency_key_reused"
@@ -85,6 +86,9 @@ class SendRequest:
     sealed_code: bytes | None = None
     reuse_min_left_ms: int = 0
     idempotency: Idempotency | None = None
+    # The recipient's registrable domain's id and its daily limit; None: a shared mail provider.
+    domain_id: str | None = None
+    domain_limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +235,7 @@ class RedisCodeStore:
             k.code(req.address_id),
             k.jobs,
             k.idempotency(idem.key_id if idem else "-"),
+            k.domain(req.domain_id or "-"),
         ]
         args = [
             *throttle_args(self._clock, req.rates, self._member()),
@@ -246,6 +251,7 @@ class RedisCodeStore:
             req.reuse_min_left_ms,
             idem.fingerprint if idem else b"",
             idem.keep_ms if idem else 0,
+            req.domain_limit if req.domain_id else 0,
         ]
         async with redis_guard("send"):
             reply = await self._SEND(self._redis, keys, args)

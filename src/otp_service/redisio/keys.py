@@ -25,6 +25,10 @@ class RedisKeys:
     def daily(self, address_id: str) -> str:
         return f"{self._base}:daily:{address_id}"
 
+    def domain(self, domain_id: str) -> str:
+        """Sorted set: a recipient's registrable domain's accepted sends (rolling 24 h)."""
+        return f"{self._base}:domain:{domain_id}"
+
     def global_sends(self, channel: str) -> str:
         return f"{self._base}:global:{channel}"
 

@@ -93,6 +93,12 @@ def controls(s: Settings, validator: AddressValidator) -> list[Control]:
                 "the send decision, one atomic Redis script"),
         Control("Per-address daily cap", f"{s.per_account_daily_limit} codes per address per rolling 24 hours",
                 "the send decision"),
+        Control("Mailboxes, not spellings",
+                "the cooldown, the daily cap, the live code and suppression belong to the inbox: a +tag, "
+                f"and dots on {', '.join(s.dot_insensitive_domains) or 'no domain'}, do not make another address",
+                "the send decision and the delivery worker"),
+        Control("Recipient-domain cap", f"{s.domain_daily_limit:,} codes per recipient domain per rolling 24 hours "
+                "(shared mail providers such as gmail.com exempt)", "the send decision"),
         Control("Client rate (send)", f"{per(s.rate('otp_send'))} per client (an IPv4 address or an IPv6 /{s.ipv6_client_prefix})",
                 "the send decision; every request counts, malformed ones included"),
         Control("Subnet rate (send)", f"{per(s.rate('otp_send_subnet'))} per subnet (IPv4 /{s.ipv4_subnet_prefix}, IPv6 /{s.ipv6_subnet_prefix})",

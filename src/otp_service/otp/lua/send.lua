@@ -15,8 +15,11 @@
 -- ARGV[20] reuse: the least time a live code must have left to be emailed again (ms)
 -- KEYS[11] Idempotency-Key record (idempotency.lua claimed it)   ARGV[21] body fingerprint ('' =
 -- no key)   ARGV[22] how long the answer is kept (ms)
+-- KEYS[12] recipient domain's daily log (zset)   ARGV[23] its limit per 24 h (0 = a shared mail
+-- provider: not counted)
 -- Returns {status, wait_ms_or_job_id[, 1 when the guard first slowed this subnet in its window]}:
--- status is ok | rate_limited | cooldown | daily_limit | global_limit | sending_paused, or
+-- status is ok | rate_limited | cooldown | daily_limit | domain_limit | global_limit |
+-- sending_paused, or
 -- {'replay', status, value} / {'idempotency_key_reused', 0} for a key another request answered.
 -- Beyond the client's and subnet's rate logs (and a key's answer), only 'ok' writes anything.
 local DAY = 86400000
@@ -68,6 +71,11 @@ if window_count(KEYS[7], NOW, DAY) >= tonumber(ARGV[13]) then
   return answer('daily_limit', window_wait(KEYS[7], NOW, DAY))
 end
 
+local domain_limit = tonumber(ARGV[23])
+if domain_limit > 0 and window_count(KEYS[12], NOW, DAY) >= domain_limit then
+  return answer('domain_limit', window_wait(KEYS[12], NOW, DAY))
+end
+
 if window_count(KEYS[8], NOW, DAY) >= tonumber(ARGV[14]) then
   return answer('global_limit', window_wait(KEYS[8], NOW, DAY))
 end
@@ -76,6 +84,7 @@ local cooldown = tonumber(ARGV[12])
 if cooldown > 0 then redis.call('SET', KEYS[6], NOW + cooldown, 'PX', cooldown) end
 window_add(KEYS[7], NOW, DAY, MEMBER)
 window_add(KEYS[8], NOW, DAY, MEMBER)
+if domain_limit > 0 then window_add(KEYS[12], NOW, DAY, MEMBER) end
 count_conversion(KEYS[3], NOW, 's')
 if ARGV[19] ~= '' then
   -- reuse: the live code is emailed again, sealed as stored; its lifetime and wrong attempts

@@ -1,0 +1,76 @@
+"""Recipient domains (CONTRACT §6), through the HTTP API on Redis and on the embedded store: one
+registrable domain gets at most OTP_DOMAIN_DAILY_LIMIT sends in 24 h (429 domain_limit, nothing
+stored); shared mail providers are exempt; the limit holds exactly under concurrency."""
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from otp_service.settings import Settings
+from otp_service.validation.domains import RecipientDomains, registrable
+
+SEND = "/api/v1/auth/otp/send"
+WIDE = {"otp_send": "10000/minute", "otp_verify": "10000/minute", "otp_send_subnet": "10000/minute",
+        "otp_verify_subnet": "10000/minute"}  # fmt: skip
+
+
+@pytest.fixture(params=["redis", "embedded"])
+def store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return {} if request.param == "redis" else {"redis_url": None}
+
+
+def settings_for(make_settings: Callable[..., Settings], store: dict[str, Any], limit: int) -> Settings:
+    return make_settings(conversion_min_sends=1_000_000, throttle_rates=WIDE, domain_daily_limit=limit,
+                         worker_enabled=False, **store)  # fmt: skip
+
+
+def test_the_registrable_domain() -> None:
+    assert registrable("a.b.example.co.uk") == "example.co.uk"
+    assert registrable("mail.example.com") == "example.com"
+    assert registrable("user.github.io") == "user.github.io"  # a public suffix of its own
+    domains = RecipientDomains(limit=5, shared=frozenset({"gmail.com"}))
+    assert domains.budget("x@mx.catchall.example") == "catchall.example"
+    assert domains.budget("x@gmail.com") is None
+
+
+async def test_a_catch_all_domain_gets_its_budget_and_no_more(
+    store: dict[str, Any], make_settings: Callable[..., Settings], open_app: Callable[..., Any]
+) -> None:
+    domain = f"catchall-{secrets.token_hex(4)}.example.co.uk"
+    async with open_app(settings_for(make_settings, store, 3)) as app:
+        codes = []
+        for i, host in enumerate(["", "a.", "b.c.", "", ""]):  # subdomains share the budget
+            res = await app.http.post(SEND, json={"email": f"u{i}@{host}{domain}"})
+            codes.append(res.json().get("code", res.status_code))
+        assert codes == [202, 202, 202, "domain_limit", "domain_limit"]
+        refused = await app.http.post(SEND, json={"email": f"again@{domain}"})
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) > 80_000  # the oldest send leaves the 24 h window
+        # Nothing stored for a refused send: that address has no cooldown.
+        other = f"other-{secrets.token_hex(4)}.example"
+        assert (await app.http.post(SEND, json={"email": f"u3@{other}"})).status_code == 202
+
+
+async def test_shared_mail_providers_are_exempt(
+    store: dict[str, Any], make_settings: Callable[..., Settings], open_app: Callable[..., Any]
+) -> None:
+    async with open_app(settings_for(make_settings, store, 2)) as app:
+        answers = [
+            (await app.http.post(SEND, json={"email": f"user{secrets.token_hex(4)}@gmail.com"})).status_code
+            for _ in range(5)
+        ]
+    assert answers == [202] * 5
+
+
+async def test_the_budget_is_exact_under_concurrency(
+    make_settings: Callable[..., Settings], open_app: Callable[..., Any]
+) -> None:
+    domain = f"race-{secrets.token_hex(4)}.example"
+    async with open_app(settings_for(make_settings, {}, 7)) as app:  # Redis
+        answers = await asyncio.gather(
+            *(app.http.post(SEND, json={"email": f"u{i}@{domain}"}) for i in range(40))
+        )
+    assert sorted(a.status_code for a in answers) == [202] * 7 + [429] * 33
