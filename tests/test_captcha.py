@@ -171,3 +171,34 @@ async def test_without_a_provider_no_token_is_needed(
         assert (await app.http.post(SEND, json={"email": unique_email()})).status_code == 202
         await drain(app)
     assert siteverify.posts == []
+
+
+@pytest.mark.parametrize("store", [{}, {"redis_url": None}], ids=["redis", "embedded"])
+async def test_adaptive_mode_asks_for_the_captcha_once_the_cap_is_half_used(
+    open_app: Callable[..., Any], captcha_settings: Callable[..., Settings], siteverify: Siteverify,
+    store: dict[str, Any],
+) -> None:  # fmt: skip
+    settings = captcha_settings(captcha_mode="adaptive", global_daily_limits={"email": 4}, worker_enabled=False,
+                                throttle_rates={"otp_send": "100/minute"}, **store)  # fmt: skip
+    async with open_app(settings) as app:
+        assert (await send(app, None)).status_code == 202  # quiet: the token is optional
+        assert (await send(app, None)).status_code == 202
+        res = await send(app, None)  # half the service-wide cap used: under attack
+        assert (res.status_code, res.json()["code"]) == (400, "captcha_required")
+        assert (await send(app, "good")).status_code == 202  # with a token: checked, and sent
+        assert (await send(app, "bad")).json()["code"] == "captcha_failed"
+    assert [p["response"] for p in siteverify.posts] == ["good", "bad"]  # checked only when present
+
+
+@pytest.mark.parametrize("store", [{}, {"redis_url": None}], ids=["redis", "embedded"])
+async def test_adaptive_mode_asks_a_slowed_subnet_only(
+    open_app: Callable[..., Any], captcha_settings: Callable[..., Settings], store: dict[str, Any]
+) -> None:
+    settings = captcha_settings(captcha_mode="adaptive", conversion_min_sends=2, conversion_min_ratio=0.5,
+                                worker_enabled=False, **store)  # fmt: skip
+    async with open_app(settings) as app:
+        for _ in range(2):  # two codes from one subnet, none verified
+            assert (await send(app, None, ip="198.51.100.20")).status_code == 202
+        res = await send(app, None, ip="198.51.100.21")  # the same /24: slowed, so asked
+        assert (res.status_code, res.json()["code"]) == (400, "captcha_required")
+        assert (await send(app, None, ip="192.0.2.5")).status_code == 202  # anyone else: not asked

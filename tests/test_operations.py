@@ -50,7 +50,7 @@ async def test_openapi_documents_every_error_code(client: Any) -> None:
         }  # fmt: skip
 
     assert codes(send) == {"invalid_email", "idempotency_key_reused", "invalid_request", "disposable_email", "email_typo", "undeliverable_email",
-                           "captcha_failed", "payload_too_large", "rate_limited", "cooldown", "daily_limit", "domain_limit", "global_limit",
+                           "captcha_failed", "captcha_required", "payload_too_large", "rate_limited", "cooldown", "daily_limit", "domain_limit", "global_limit",
                            "sending_paused", "unavailable"}  # fmt: skip
     assert codes(verify) == {"invalid_request", "invalid_code", "max_attempts_reached", "code_expired",
                              "payload_too_large", "rate_limited", "unavailable"}  # fmt: skip

@@ -8,6 +8,7 @@ ServiceError
 ├── EmailTypo                 400 email_typo (+ suggestion)
 ├── UndeliverableEmail        400 undeliverable_email
 ├── CaptchaFailed             400 captcha_failed
+├── CaptchaRequired           400 captcha_required
 ├── VerifyFailed              400 (base of the verify outcomes)
 │   ├── InvalidCode           400 invalid_code (+ attempts_remaining)
 │   ├── MaxAttemptsReached    400 max_attempts_reached
@@ -103,6 +104,12 @@ class CaptchaFailed(ServiceError):
     status = 400
     code = "captcha_failed"
     title = "The captcha was missing or not accepted"
+
+
+class CaptchaRequired(ServiceError):
+    status = 400
+    code = "captcha_required"
+    title = "Show the captcha and send again with its token"
 
 
 class VerifyFailed(ServiceError):

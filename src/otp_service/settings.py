@@ -170,6 +170,11 @@ class Settings(BaseSettings):
     captcha_provider: Literal["turnstile", "hcaptcha", "recaptcha"] | None = None
     captcha_secret: SecretStr | None = None
     captcha_verify_url: str | None = None
+    # always: every send needs a token; adaptive: only under attack (CONTRACT §6): from this share
+    # of the global daily cap used, or from a subnet the low-conversion guard slows.
+    captcha_mode: Literal["always", "adaptive"] = "always"
+    captcha_escalation: float = Field(default=0.5, gt=0, le=1)
+    captcha_site_key: str | None = None
     global_daily_limits: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: {"email": 50000}
     )

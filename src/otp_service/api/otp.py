@@ -34,7 +34,7 @@ _IDEMPOTENCY = (
 _SEND_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
     {
         422: ["invalid_email", "idempotency_key_reused", "invalid_request"],
-        400: ["disposable_email", "email_typo", "undeliverable_email", "captcha_failed"],
+        400: ["disposable_email", "email_typo", "undeliverable_email", "captcha_failed", "captcha_required"],
         413: ["payload_too_large"],
         429: ["rate_limited", "cooldown", "daily_limit", "domain_limit"],
         503: ["global_limit", "sending_paused", "unavailable"],

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from otp_service.delivery.jobs import JobContent, JobSealer, SealedCode
 from otp_service.errors import (
+    CaptchaRequired,
     CodeExpired,
     Cooldown,
     DailyLimit,
@@ -247,7 +248,16 @@ class OtpService:
         refusal; nothing is stored or counted here."""
         email = self._validator.check(raw_email)
         if self._captcha is not None:
-            await self._captcha.check(captcha_token, client.ip)
+            if captcha_token is None and self._s.captcha_mode == "adaptive":
+                # Optional until the service is under attack; then the widget is shown.
+                needed = await self._store.captcha_needed(
+                    client, CHANNEL, global_limit=self._global_limit, escalation=self._s.captcha_escalation,
+                    guard=self._guard,
+                )  # fmt: skip
+                if needed:
+                    raise CaptchaRequired("Show the captcha and send again with captcha_token")
+            else:
+                await self._captcha.check(captcha_token, client.ip)
         if self._deliverability is not None:
             domain = email.rpartition("@")[2]
             if await self._deliverability.verdict(domain) is Verdict.UNDELIVERABLE:

@@ -16,6 +16,7 @@ from otp_service.clock import DAY_MS, Clock, now_ms
 from otp_service.limits.throttle import PRELUDE, ConversionGuard, Members, Rates, throttle_args
 from otp_service.net import Client
 from otp_service.redisio import RedisClient, RedisKeys, Script, redis_guard, text
+from otp_service.settings import Rate
 
 PAUSE_RETRY_MS = 300_000
 """Retry-After of a send refused while sending is paused: only an operator resumes, so clients
@@ -154,6 +155,12 @@ class CodeStore(Protocol):
         """Accepted sends in the rolling 24 h."""
         ...
 
+    async def captcha_needed(
+        self, client: Client, channel: str, *, global_limit: int, escalation: float, guard: ConversionGuard
+    ) -> bool:
+        """OTP_CAPTCHA_MODE=adaptive: whether this client's send needs a token now."""
+        ...
+
     async def is_current(self, address_id: str, code_hash: str) -> bool:
         """Whether this is still the address's live code (the worker's superseded check)."""
         ...
@@ -194,6 +201,7 @@ class RedisCodeStore:
     _SEND = Script(PRELUDE, _CODE, _IDEMPOTENCY, ("otp_service.otp", "send"))
     _VERIFY = Script(PRELUDE, _CODE, ("otp_service.otp", "verify"))
     _CLAIM = Script(PRELUDE, _IDEMPOTENCY, ("otp_service.otp", "idempotency"))
+    _CAPTCHA = Script(PRELUDE, ("otp_service.otp", "captcha_needed"))
     _READ = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_read"), reads_only=True)
     _RELEASE = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_release"), allow_oom=True)
 
@@ -270,6 +278,21 @@ class RedisCodeStore:
         if decided is VerifyStatus.RATE_LIMITED:
             return VerifyDecision(decided, retry_after_ms=int(value))
         return VerifyDecision(decided, attempts_remaining=int(value))
+
+    async def captcha_needed(
+        self, client: Client, channel: str, *, global_limit: int, escalation: float, guard: ConversionGuard
+    ) -> bool:
+        keys = [self._keys.global_sends(channel), self._keys.conversion(client.subnet)]
+        no_rates = Rates("captcha", Rate(1, 1), Rate(1, 1), 1000)  # the prelude's ARGV, unused here
+        args = [
+            *throttle_args(self._clock, no_rates, "-"),
+            global_limit,
+            escalation,
+            guard.min_sends,
+            guard.min_ratio,
+        ]
+        async with redis_guard("captcha_needed"):
+            return bool(await self._CAPTCHA(self._redis, keys, args))
 
     async def global_usage(self, channel: str) -> int:
         async with redis_guard("usage"):

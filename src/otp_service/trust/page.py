@@ -75,12 +75,18 @@ def controls(s: Settings, validator: AddressValidator) -> list[Control]:
         if s.deliverability_checked
         else "off"
     )
-    captcha = (
-        f"{s.captcha_provider}: every send carries a token checked at the provider's siteverify; "
-        "the provider unreachable refuses sends (fail closed)"
-        if s.captcha_provider
-        else "off"
-    )
+    captcha = "off"
+    if s.captcha_provider and s.captcha_mode == "always":
+        captcha = (
+            f"{s.captcha_provider}: every send carries a token checked at the provider's siteverify; "
+            "the provider unreachable refuses sends (fail closed)"
+        )
+    elif s.captcha_provider:
+        captcha = (
+            f"{s.captcha_provider}, adaptive: a token is required once {s.captcha_escalation:.0%} of the "
+            "service-wide daily cap is used, or from a subnet the low-conversion guard slows; a token "
+            "sent is always checked"
+        )
     families = ", ".join(FAMILIES)
     strategy = (
         "a new send replaces the live code (rotate)"
