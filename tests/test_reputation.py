@@ -69,10 +69,18 @@ async def test_bounce_rate_over_threshold_pauses_and_sends_answer_503(app: Any) 
 
 
 async def test_complaint_rate_over_threshold_pauses(app: Any) -> None:
-    await synthetic(app, sent=300, complaints=1)  # 0.33% > 0.08%
+    await synthetic(app, sent=300, complaints=3)  # 1% > 0.08%, from 3 mailboxes
     [health] = await app.web.reputation.check()
     assert health.paused
     assert "complaint rate" in (health.reason or "")
+
+
+async def test_one_complaint_is_not_evidence_enough(app: Any) -> None:
+    """The attack: a code to one's own mailbox and "Report spam" would cross 0.08% at 300 sends."""
+    await synthetic(app, sent=300, complaints=1)  # 0.33%, but one mailbox
+    [health] = await app.web.reputation.check()
+    assert not health.paused
+    assert (await app.http.post("/api/v1/auth/otp/send", json={"email": unique_email()})).status_code == 202
 
 
 async def test_below_minimum_volume_nothing_pauses(app: Any) -> None:
@@ -128,8 +136,30 @@ async def test_an_admin_resume_reaches_the_worker_in_the_same_process(
     settings = make_settings(worker_enabled=True)
     async with open_infrastructure(settings) as infra, running_worker(infra) as built:
         web = build_web(infra)
-        await infra.stores.pauses.pause("console", "complaint rate 1% over 0.08%")
+        await infra.stores.pauses.pause("console", "complaint rate 1% over 0.08%", int(time.time() * 1000))
         await built.guard.check()
         assert not built.guard.healthy("console")  # the worker skips it
         await web.reputation.resume("console")  # what POST /api/v1/admin/reputation/console/resume does
         assert built.guard.healthy("console")  # at once, not at the worker's next check
+
+
+async def test_the_guard_audits_its_pause_and_resumes_after_the_cooloff(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(admin_api_keys=[KEY], reputation_cooloff=1, worker_enabled=False)
+    async with open_app(settings) as app:
+        app.provider = f"console-{secrets.token_hex(3)}"
+        app.web.reputation.providers = [app.provider]
+        await synthetic(app, sent=250, bounces=15)  # 6%, 15 mailboxes
+        [health] = await app.web.reputation.check()
+        assert health.paused
+        [health] = await app.web.reputation.check()
+        assert health.paused  # within the cool-off: no resume, and the evidence still holds
+        async with app.db.begin() as conn:  # the bounces leave the window
+            await conn.execute(text("DELETE FROM webhook_events WHERE provider = :p"), {"p": app.provider})
+        time.sleep(1.1)  # past the one-second cool-off
+        [health] = await app.web.reputation.check()
+        assert not health.paused  # resumed by the guard: the thresholds hold
+        audit = (await app.http.get("/api/v1/admin/audit", headers=AUTH)).json()["items"]
+        mine = [(e["action"], e["key_fingerprint"]) for e in audit if e["target"] == app.provider]
+        assert mine == [("reputation.resume", "reputation-guard"), ("reputation.pause", "reputation-guard")]

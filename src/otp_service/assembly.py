@@ -148,7 +148,7 @@ async def open_infrastructure(
         stack.push_async_callback(stores.queue.aclose)
         guard = ReputationGuard(
             settings=settings, pauses=stores.pauses, engine=engine, providers=_provider_names(settings),
-            clock=clock,
+            audit=AuditLog(sessions=create_sessionmaker(engine)), clock=clock,
         )  # fmt: skip
         yield Infrastructure(settings, engine, http, redis, stores, clock, guard)
 

@@ -227,6 +227,14 @@ class Settings(BaseSettings):
     reputation_min_volume: int = Field(default=200, ge=1)
     reputation_window: int = Field(default=86400, ge=60)
     reputation_check_interval: float = Field(default=30.0, gt=0)
+    # Evidence before a pause, and blame for the source (CONTRACT §6): distinct mailboxes behind
+    # the bounces (complaints); a subnet whose sends drew this many bounces + complaints in 24 h
+    # is blocked for 24 h and its events stop counting; a paused provider is re-evaluated after
+    # the cool-off and resumed when the thresholds hold.
+    reputation_min_bounces: int = Field(default=10, ge=1)
+    reputation_min_complaints: int = Field(default=3, ge=1)
+    reputation_source_limit: int = Field(default=3, ge=1)
+    reputation_cooloff: int = Field(default=3600, ge=1)
 
     # `rotate`: a new send replaces the live code. `reuse`: a send while a code is live emails that
     # same code again (its lifetime and wrong attempts unchanged), kept sealed next to its hash.

@@ -102,6 +102,8 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The subnet that requested the send: a bounce or complaint is traced to it (CONTRACT §6).
+    source_subnet: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class AuditEntry(Base):

@@ -26,6 +26,7 @@ class JobContent:
     address_id: str
     code_hash: str
     locale: Locale = "bilingual"
+    subnet: str | None = None  # the requesting client's subnet (§2a)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,8 @@ class JobSealer:
 
     def seal(self, job: JobContent) -> bytes:
         plain = {"e": job.email, "c": job.code, "a": job.address_id, "h": job.code_hash, "l": job.locale}
+        if job.subnet is not None:
+            plain["s"] = job.subnet
         return self._seal(plain, b"otp-job")
 
     def open(self, sealed: bytes) -> JobContent:
@@ -63,7 +66,7 @@ class JobSealer:
         locale = data.get("l", "bilingual")  # jobs queued before the locale travelled
         if locale not in LOCALES:
             raise ValueError(f"unknown locale {locale!r}")
-        return JobContent(data["e"], data["c"], data["a"], data["h"], locale)
+        return JobContent(data["e"], data["c"], data["a"], data["h"], locale, data.get("s"))
 
     def seal_code(self, code: SealedCode) -> bytes:
         """A different purpose (AEAD associated data) from jobs: neither opens as the other."""

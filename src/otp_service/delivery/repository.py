@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from otp_service.db.engine import delete_batch, dialect_name
 from otp_service.db.models import Delivery
 
-_COLUMNS = ("job_id", "email", "outcome", "provider", "provider_message_id", "queued_at", "attempts")
+_COLUMNS = (
+    "job_id", "email", "outcome", "provider", "provider_message_id", "queued_at", "attempts", "source_subnet",
+)  # fmt: skip
 # Built once per dialect: the worker runs it for every email.
 _RECORD: dict[str, Any] = {
     name: insert(Delivery)
@@ -43,6 +45,7 @@ class DeliveryRecord:
     message_id: str | None
     queued_at: datetime | None = None
     attempts: int = 0
+    subnet: str | None = None
 
 
 async def record_outcomes(db: AsyncSession | AsyncConnection, records: list[DeliveryRecord]) -> None:
@@ -52,7 +55,7 @@ async def record_outcomes(db: AsyncSession | AsyncConnection, records: list[Deli
         dict(
             zip(
                 _COLUMNS,
-                (r.job_id, r.email, r.outcome, r.provider, r.message_id, r.queued_at, r.attempts),
+                (r.job_id, r.email, r.outcome, r.provider, r.message_id, r.queued_at, r.attempts, r.subnet),
                 strict=True,
             )
         )

@@ -102,7 +102,8 @@ class UsageService:
             async with self._engine.connect() as conn:
                 delivered = await deliveries.count_sent(conn, day)
                 last_minute = await deliveries.count_sent(conn, minute)
-                bounces, complaints = await events.count_bounces_and_complaints(conn, day)
+                evidence = await events.bounces_and_complaints(conn, day)
+                bounces, complaints = evidence.bounces, evidence.complaints
         except (SQLAlchemyError, OSError) as exc:
             raise Unavailable("The database is not answering") from exc
         return Usage(

@@ -63,6 +63,7 @@ class Outcome:
     message_id: str | None = None
     email: str | None = None
     attempts: int = 0  # provider calls made for the job
+    subnet: str | None = None  # the subnet that requested the send
 
 
 class DeliveryWorker:
@@ -223,6 +224,7 @@ class DeliveryWorker:
                     outcome.message_id,
                     queued_at(outcome.job_id),
                     outcome.attempts,
+                    outcome.subnet,
                 )
             )
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
@@ -299,10 +301,10 @@ class DeliveryWorker:
         suppressed = await self._retry_until(deadline, "suppression_lookup", lambda: self._suppressed(email))
         if suppressed is None:
             log.warning("delivery.expired", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, DeliveryOutcome.EXPIRED, email=email)
+            return Outcome(job.id, DeliveryOutcome.EXPIRED, email=email, subnet=content.subnet)
         if suppressed:
             log.info("delivery.suppressed", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, DeliveryOutcome.SUPPRESSED, email=email)
+            return Outcome(job.id, DeliveryOutcome.SUPPRESSED, email=email, subnet=content.subnet)
 
         async def current() -> bool | None:
             return await self._retry_until(
@@ -318,17 +320,19 @@ class DeliveryWorker:
             # A newer send replaced this code (or it was used, or it expired), perhaps while an
             # earlier attempt was failing: never email a code after its successor.
             log.info("delivery.superseded", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, DeliveryOutcome.SUPERSEDED, email=email)
+            return Outcome(job.id, DeliveryOutcome.SUPERSEDED, email=email, subnet=content.subnet)
         except DeliveryFailed as exc:
             event = "delivery.failed" if exc.permanent else "delivery.expired"
             log.warning(event, extra={"job": job.id, "email": masked, "reason": exc.reason})
             return Outcome(
                 job.id, DeliveryOutcome.FAILED if exc.permanent else DeliveryOutcome.EXPIRED, email=email,
-                attempts=exc.attempts,
+                attempts=exc.attempts, subnet=content.subnet,
             )  # fmt: skip
         log.info(
             "delivery.sent",
             extra={"job": job.id, "email": masked, "provider": sent.provider,
                    "message_id": sent.message_id, "attempts": sent.attempts},
         )  # fmt: skip
-        return Outcome(job.id, DeliveryOutcome.SENT, sent.provider, sent.message_id, email, sent.attempts)
+        return Outcome(
+            job.id, DeliveryOutcome.SENT, sent.provider, sent.message_id, email, sent.attempts, content.subnet
+        )

@@ -174,7 +174,9 @@ class OtpService:
                 code_hash=code_hash,
                 code_ttl_ms=self._s.code_ttl * 1000,
                 job_payload=self._sealer.seal(
-                    JobContent(email, code, address_id, code_hash, locale or self._s.default_locale)
+                    JobContent(
+                        email, code, address_id, code_hash, locale or self._s.default_locale, client.subnet
+                    )
                 ),
                 sealed_code=self._sealer.seal_code(SealedCode(code, code_hash)) if self._reuse else None,
                 reuse_min_left_ms=self._reuse_min_left_ms,

@@ -244,6 +244,7 @@ class RedisCodeStore:
             k.jobs,
             k.idempotency(idem.key_id if idem else "-"),
             k.domain(req.domain_id or "-"),
+            k.source_blocked(req.client.subnet),
         ]
         args = [
             *throttle_args(self._clock, req.rates, self._member()),

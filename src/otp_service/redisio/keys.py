@@ -58,6 +58,15 @@ class RedisKeys:
         return f"{self._base}:paused"
 
     @property
+    def paused_at(self) -> str:
+        """Hash: provider -> ms when the guard paused it (its cool-off counts from there)."""
+        return f"{self._base}:paused-at"
+
+    def source_blocked(self, subnet: str) -> str:
+        """String with a 24 h TTL: the reputation guard blocked this subnet from sending."""
+        return f"{self._base}:source-blocked:{subnet}"
+
+    @property
     def resumed(self) -> str:
         """Hash: provider -> ms when an operator last resumed it."""
         return f"{self._base}:resumed"

@@ -140,8 +140,11 @@ def controls(s: Settings, validator: AddressValidator) -> list[Control]:
                 "the send endpoint"),
         Control("Reputation guard",
                 f"sending pauses above a {s.reputation_max_bounce_rate:.2%} bounce or "
-                f"{s.reputation_max_complaint_rate:.2%} complaint rate (after {s.reputation_min_volume} sends), "
-                "until an operator resumes it", "the delivery workers"),
+                f"{s.reputation_max_complaint_rate:.2%} complaint rate (after {s.reputation_min_volume} sends, from at "
+                f"least {s.reputation_min_bounces} bounced or {s.reputation_min_complaints} complaining mailboxes); "
+                f"a network whose sends drew {s.reputation_source_limit} bounces and complaints in a day may send "
+                "nothing for a day, and its events do not count; resumed by an operator, or by the guard after "
+                f"{lifetime_en(s.reputation_cooloff)} once the rates hold", "the delivery workers"),
     ]  # fmt: skip
 
 

@@ -17,6 +17,7 @@
 -- no key)   ARGV[22] how long the answer is kept (ms)
 -- KEYS[12] recipient domain's daily log (zset)   ARGV[23] its limit per 24 h (0 = a shared mail
 -- provider: not counted)
+-- KEYS[13] the client's subnet blocked by the reputation guard (string, PX: 24 h)
 -- Returns {status, wait_ms_or_job_id[, 1 when the guard first slowed this subnet in its window]}:
 -- status is ok | rate_limited | cooldown | daily_limit | domain_limit | global_limit |
 -- sending_paused, or
@@ -42,6 +43,10 @@ end
 
 local wait = pair_wait(KEYS[1], KEYS[2])
 if wait > 0 then return answer('rate_limited', wait) end
+
+-- A subnet whose sends drew too many bounces and complaints sends nothing for 24 h (CONTRACT §6).
+local blocked = redis.call('PTTL', KEYS[13])
+if blocked > 0 then return answer('rate_limited', blocked) end
 
 -- The low-conversion guard: a subnet whose codes are rarely verified is slowed to the guard's
 -- rate, counting every request of its log in the guard's window.

@@ -1,0 +1,82 @@
+"""The reputation guard blames the source (CONTRACT §6), end to end: codes sent through Resend
+(a fake at the HTTP boundary) from two subnets, Svix-signed bounce events for one subnet's
+emails, the guard's check. The attacker's subnet is blocked for 24 h and its bounces stop
+counting, so the provider is not paused and everyone else keeps getting codes."""
+
+import itertools
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from otp_service.settings import Settings
+from tests.support import drain, unique_email
+from tests.test_resend_webhooks import SECRET, signed
+
+SEND = "/api/v1/auth/otp/send"
+ATTACKER, USER = "198.51.100.7", "203.0.113.50"
+PROXY = "203.0.113.7"  # the test client's address: the trusted proxy
+
+
+async def test_bounces_from_one_source_block_it_and_do_not_pause_the_provider(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="otp_service")
+    settings = make_settings(
+        email_provider="resend", resend_api_key="re_test", resend_api_url="https://api.resend.test",
+        resend_webhook_secret=SECRET, trusted_proxies=[f"{PROXY}/32"], conversion_min_sends=1_000_000,
+        throttle_rates={"otp_send": "100/minute", "otp_send_subnet": "100/minute"},
+        reputation_min_volume=5, reputation_min_bounces=2, reputation_source_limit=3,
+    )  # fmt: skip
+    ids = (f"re-{n}" for n in itertools.count())
+    sent: dict[str, str] = {}  # message id -> recipient
+
+    def resend(request: httpx.Request) -> httpx.Response:
+        message_id = next(ids)
+        sent[message_id] = json.loads(request.content)["to"][0]
+        return httpx.Response(200, json={"id": message_id})
+
+    with respx.mock(using="httpx") as mock:
+        mock.route(host="otp.test").pass_through()
+        mock.post("https://api.resend.test/emails").mock(side_effect=resend)
+        async with open_app(settings) as app:
+            made_up = [unique_email() for _ in range(4)]  # an attacker's sends to made-up mailboxes
+            for email in made_up:
+                res = await app.http.post(SEND, json={"email": email}, headers={"x-forwarded-for": ATTACKER})
+                assert res.status_code == 202
+            for _ in range(4):
+                res = await app.http.post(
+                    SEND, json={"email": unique_email()}, headers={"x-forwarded-for": USER}
+                )
+                assert res.status_code == 202
+            await drain(app)
+            for message_id, to in sent.items():  # each made-up address bounces
+                if to in made_up:
+                    payload = {"type": "email.bounced", "created_at": datetime.now(UTC).isoformat(),
+                               "data": {"email_id": message_id, "to": [to], "from": "noreply@example.com",
+                                        "subject": "code", "created_at": datetime.now(UTC).isoformat(),
+                                        "bounce": {"type": "Permanent", "subType": "General", "message": "no such user"}}}  # fmt: skip
+                    body, headers = signed(payload)
+                    assert (
+                        await app.http.post("/api/v1/auth/resend-events/", content=body, headers=headers)
+                    ).status_code == 200
+            guard = app.web.reputation
+            guard.providers = ["resend"]
+            [health] = await guard.check()
+            # Without the source's block: 4 bounces from 4 mailboxes in 8 sends, 50%, would pause.
+            assert not health.paused, health
+            assert health.bounces == 0
+            blocked = await app.http.post(
+                SEND, json={"email": unique_email()}, headers={"x-forwarded-for": ATTACKER}
+            )
+            assert (blocked.status_code, blocked.json()["code"]) == (429, "rate_limited")
+            assert int(blocked.headers["retry-after"]) > 86_000
+            ok = await app.http.post(SEND, json={"email": unique_email()}, headers={"x-forwarded-for": USER})
+            assert ok.status_code == 202
+            await guard.check()  # blocked once, logged once
+    assert [r.getMessage() for r in caplog.records].count("abuse.source_blocked") == 1
