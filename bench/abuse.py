@@ -12,6 +12,14 @@ Scenarios and targets:
   (c) 200 IPv4 addresses in 20 /24s, never verifying: once the guard engages (20 sends from a /24
       with under 10% verified), at most 6 an hour per /24;
   (d) sends to domains without MX (NXDOMAIN, null MX, no records): 0 provider calls;
+  (e) one gmail inbox flooded under every spelling (+tags, dots, googlemail.com) from many
+      networks: at most 10 emails to it (its daily cap), whatever the spelling;
+  (f) a catch-all domain whose every code the attacker verifies, from two IPv6 /48s: at most
+      OTP_DOMAIN_DAILY_LIMIT codes to the domain;
+  (g) a targeted lockout: a user who has verified from home, attacked by 20 networks elsewhere
+      with sends and wrong verifies for their address; the user signs in from home every few
+      seconds: 100% of their sign-ins succeed on the first try;
+  (h) scraping /metrics from outside: every scrape 401;
   and in every scenario at least 99% of legitimate users succeed.
 
 Deliverability is on, against a DNS server on loopback (dnslib) that knows the legitimate
@@ -50,7 +58,10 @@ ZONE: dict[str, list[Any]] = {
     **{d: [MX(f"mx.{d}", 10)] for d in LEGIT_DOMAINS},
     "nullmx.example": [MX(".", 0)],
     "nothing.example": [TXT("v=spf1 -all")],
+    "catchall.example": [MX("mx.catchall.example", 10)],
 }
+VICTIM = "victim.person"  # (e) and (g): one inbox at gmail.com
+HOME = "100.127.250.23"  # (g): the user's home network
 CODE = re.compile(r"Your verification code is: (\d+)")
 
 
@@ -176,6 +187,112 @@ class Scenario:
     request: Callable[[int], tuple[str, str]]
     rate: float
     judge: Callable[["Scenario", Provider, float], tuple[str, bool]]
+    # A scenario's own moves beside the sends, run until the stop (a victim signing in, wrong
+    # guesses, scrapes); it records what it saw in the scenario's `seen`.
+    moves: Callable[[httpx.AsyncClient, Provider, asyncio.Event, "Scenario"], Any] | None = None
+    seen: Counter[str] = field(default_factory=Counter)
+
+
+def inbox(address: str) -> str:
+    """(e) and (g): the gmail inbox an address reaches (what the service's mailbox key says)."""
+    local, _, domain = address.partition("@")
+    if domain not in ("gmail.com", "googlemail.com"):
+        return address
+    return local.split("+", 1)[0].replace(".", "") + "@gmail.com"
+
+
+def victim_judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str, bool]:
+    emails = sum(
+        len(codes) for to, codes in provider.emails.items() if inbox(to) == inbox(f"{VICTIM}@gmail.com")
+    )
+    return f"{emails} emails to the one inbox in {minutes:g} min", emails <= 10
+
+
+def domain_judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str, bool]:
+    emails = sum(len(codes) for to, codes in provider.emails.items() if to.endswith("@catchall.example"))
+    verified = s.seen["verified 200"]
+    return (
+        f"{emails} codes to the domain in {minutes:g} min, {verified} verified by the attacker",
+        emails <= 1000,
+    )
+
+
+def lockout_judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str, bool]:
+    tried, ok = s.seen["victim tried"], s.seen["victim signed in"]
+    return (f"the victim signed in {ok}/{tried} times on the first try; attacker: {s.seen['wrong verifies']} wrong "
+            f"guesses"), tried > 0 and ok == tried  # fmt: skip
+
+
+def metrics_judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str, bool]:
+    return f"scrapes answered {dict((k, v) for k, v in s.seen.items())}", set(s.seen) == {"scrape 401"}
+
+
+async def catchall_verifier(
+    http: httpx.AsyncClient, provider: Provider, stop: asyncio.Event, s: Scenario
+) -> None:
+    """(f) the attacker reads every code the domain receives and verifies it."""
+    done: set[str] = set()
+    while not stop.is_set():
+        for to, codes in list(provider.emails.items()):
+            if to.endswith("@catchall.example") and to not in done and codes:
+                done.add(to)
+                res = await http.post(VERIFY, json={"email": to, "code": codes[-1]},
+                                      headers={"x-forwarded-for": "2001:db8:c:1::1"})  # fmt: skip
+                s.seen[f"verified {res.status_code}"] += 1
+        await asyncio.sleep(0.2)
+
+
+async def victim_and_guesser(
+    http: httpx.AsyncClient, provider: Provider, stop: asyncio.Event, s: Scenario
+) -> None:
+    """(g) the victim verified from home once before the attack; signs in from home every 5 s
+    (one send, then the code from the latest email, one verify) while 20 networks guess wrong."""
+    victim = f"{VICTIM}@gmail.com"
+
+    async def sign_in() -> bool:
+        before = len(provider.emails.get(victim, []))
+        res = await http.post(SEND, json={"email": victim}, headers={"x-forwarded-for": HOME})
+        if res.status_code != 202:
+            s.seen[f"victim send {res.status_code} {res.json().get('code')}"] += 1
+            return False
+        deadline = time.monotonic() + 15
+        while len(provider.emails.get(victim, [])) <= before:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        code = provider.emails[victim][-1]
+        res = await http.post(VERIFY, json={"email": victim, "code": code}, headers={"x-forwarded-for": HOME})
+        return res.status_code == 200
+
+    async def guesses() -> None:
+        n = 0
+        while not stop.is_set():
+            ip = f"198.51.{100 + n % 20}.{1 + n % 200}"
+            await http.post(VERIFY, json={"email": victim, "code": f"{n % 1_000_000:06d}"},
+                            headers={"x-forwarded-for": ip})  # fmt: skip
+            s.seen["wrong verifies"] += 1
+            n += 1
+            await asyncio.sleep(0.1)
+
+    guessing = asyncio.create_task(guesses())
+    try:
+        while not stop.is_set():
+            s.seen["victim tried"] += 1
+            if await sign_in():
+                s.seen["victim signed in"] += 1
+            await asyncio.sleep(5)
+    finally:
+        guessing.cancel()
+
+
+async def outside_scraper(
+    http: httpx.AsyncClient, provider: Provider, stop: asyncio.Event, s: Scenario
+) -> None:
+    """(h) someone outside scrapes /metrics, sends, and scrapes again."""
+    while not stop.is_set():
+        res = await http.get("/metrics", headers={"x-forwarded-for": "203.0.113.99"})
+        s.seen[f"scrape {res.status_code}"] += 1
+        await asyncio.sleep(0.5)
 
 
 def per_minute(limit: float) -> Callable[[Scenario, Provider, float], tuple[str, bool]]:
@@ -209,6 +326,7 @@ def scenarios() -> list[Scenario]:
     rng = random.Random(11)
     v6_64 = int(ipaddress.IPv6Address("2001:db8:a:1::"))
     v6_48 = int(ipaddress.IPv6Address("2001:db8:b::"))
+    v6_48c = int(ipaddress.IPv6Address("2001:db8:c::"))
     v4_nets = [f"198.18.{i}" for i in range(20)]
     no_mx = ["nullmx.example", "nothing.example", "no-such-domain-{}.example"]
     return [
@@ -226,7 +344,41 @@ def scenarios() -> list[Scenario]:
         Scenario("(d) domains without MX", "0 provider calls", "atk-d-",
                  lambda n: (f"198.19.{n % 250}.{1 + n % 200}", f"atk-d-{n}@" + no_mx[n % 3].format(n)),
                  20, no_mx_judge),
+        Scenario("(e) one inbox under every spelling, from many networks", "at most 10 emails to it", "victim",
+                 lambda n: (f"198.20.{n % 250}.{1 + n % 200}", spelling(n)), 20, victim_judge),
+        Scenario("(f) a catch-all domain, every code verified, two IPv6 /48s",
+                 "at most OTP_DOMAIN_DAILY_LIMIT codes to the domain", "atk-f-",
+                 lambda n: (str(ipaddress.IPv6Address((v6_48 if n % 2 else v6_48c) + (rng.getrandbits(16) << 64) + 1)),
+                            f"atk-f-{n}@mx{n % 7}.catchall.example"),
+                 20, domain_judge, catchall_verifier),
+        Scenario("(g) a targeted lockout of a user who verified from home", "100% of the user's sign-ins succeed",
+                 "victim", lambda n: (f"198.51.{100 + n % 20}.{1 + n % 200}", f"{VICTIM}@gmail.com"), 2,
+                 lockout_judge, victim_and_guesser),
+        Scenario("(h) /metrics scraped from outside", "every scrape 401", "atk-h-",
+                 lambda n: (f"198.21.{n % 250}.1", f"atk-h-{n}@mail.example"), 1, metrics_judge, outside_scraper),
     ]  # fmt: skip
+
+
+def spelling(n: int) -> str:
+    """(e) the n-th spelling of the victim's inbox."""
+    dotted = VICTIM.replace(".", "")
+    local = dotted[: 1 + n % (len(dotted) - 1)] + "." + dotted[1 + n % (len(dotted) - 1) :]
+    return f"{local}+{n}@{'googlemail.com' if n % 2 else 'gmail.com'}"
+
+
+async def victim_signed_in_before(http: httpx.AsyncClient, provider: Provider) -> None:
+    victim = f"{VICTIM}@gmail.com"
+    assert (
+        await http.post(SEND, json={"email": victim}, headers={"x-forwarded-for": HOME})
+    ).status_code == 202
+    deadline = time.monotonic() + 15
+    while not provider.emails.get(victim):
+        assert time.monotonic() < deadline, "the victim's first code never arrived"
+        await asyncio.sleep(0.05)
+    res = await http.post(VERIFY, json={"email": victim, "code": provider.emails[victim][-1]},
+                          headers={"x-forwarded-for": HOME})  # fmt: skip
+    assert res.status_code == 200, res.text
+    provider.emails.pop(victim)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -268,12 +420,16 @@ async def run(args: argparse.Namespace) -> int:
         wait_ready(f"http://127.0.0.1:{port}/readyz")
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits) as http:
+            # (g): the victim verified from home once, before any attack.
+            await victim_signed_in_before(http, provider)
             for scenario in scenarios():
                 stop = asyncio.Event()
                 legit, tally = Legit(), Counter[str]()
                 started = time.monotonic()
                 tasks = [asyncio.create_task(legit_population(http, provider, stop, legit)),
                          asyncio.create_task(attack(http, stop, scenario.request, scenario.rate, tally))]  # fmt: skip
+                if scenario.moves is not None:
+                    tasks.append(asyncio.create_task(scenario.moves(http, provider, stop, scenario)))
                 await asyncio.sleep(args.minutes * 60)
                 stop.set()
                 await asyncio.gather(*tasks)

@@ -89,6 +89,9 @@ def make_settings(database_url: str, key_prefix: str) -> Callable[..., Settings]
             "redis_key_prefix": key_prefix,
             "secret_key": TEST_SECRET,
             "metrics_token": METRICS_TOKEN,
+            # The tests share one database: bounces other tests recorded would trace to the test
+            # client's subnet and block it. Tests of the source block set their own limit.
+            "reputation_source_limit": 1_000_000,
             # This machine's resolver answers NXDOMAIN for every name, so the check that `auto`
             # turns on with resend/ses is off here; tests/test_deliverability.py runs its own DNS.
             "check_deliverability": "false",

@@ -64,7 +64,9 @@ async def test_with_aof_always_every_accepted_send_survives_a_kill(
                         sent.update(e.to for e in console_emails(capsys.readouterr().out))
                 await asyncio.sleep(1.0)  # a second delivery would show by now
                 sent.update(e.to for e in console_emails(capsys.readouterr().out))
-    assert set(sent) == set(accepted)
+    # Every send answered 202 is delivered. A send whose answer the kill cut off (a 503 to the
+    # client) may have been written all the same, and is delivered too: never twice.
+    assert set(accepted) <= set(sent)
     assert max(sent.values()) == 1  # exactly once
 
 

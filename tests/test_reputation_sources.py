@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,10 +25,14 @@ PROXY = "203.0.113.7"  # the test client's address: the trusted proxy
 
 
 async def test_bounces_from_one_source_block_it_and_do_not_pause_the_provider(
-    open_app: Callable[..., Any], make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
-) -> None:
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:  # fmt: skip
     caplog.set_level(logging.WARNING, logger="otp_service")
     settings = make_settings(
+        # A database of this test's own (SQLite, migrated at start-up): the shared test database
+        # holds other tests' Resend deliveries and bounces, which the guard would count.
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}",
         email_provider="resend", resend_api_key="re_test", resend_api_url="https://api.resend.test",
         resend_webhook_secret=SECRET, trusted_proxies=[f"{PROXY}/32"], conversion_min_sends=1_000_000,
         throttle_rates={"otp_send": "100/minute", "otp_send_subnet": "100/minute"},

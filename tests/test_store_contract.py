@@ -464,7 +464,7 @@ async def test_workers_alive_counts_current_heartbeats(env: Env) -> None:
 async def test_reuse_re_sends_the_live_code_without_extending_it_or_resetting_attempts(env: Env) -> None:
     """OTP_RESEND_STRATEGY=reuse: the second send queues the first code (as the store sealed it)
     with its time left; the code's hash, lifetime and wrong attempts are untouched."""
-    reuse: dict[str, Any] = {"cooldown_ms": 0, "reuse_min_left_ms": 30_000}
+    reuse: dict[str, Any] = {"cooldown_ms": 0, "reuse_min_left_ms": 30_000, "reuse": True}
     first = await env.store.decide_send(send_req(code_hash="a" * 64, sealed_code=b"sealed-a", **reuse))
     assert first.status is SendStatus.OK
     for remaining in (4, 3):
@@ -496,9 +496,12 @@ async def test_reuse_re_sends_the_live_code_without_extending_it_or_resetting_at
 async def test_reuse_replaces_a_code_too_close_to_expiry_and_rotate_always_replaces(env: Env) -> None:
     ok = SendStatus.OK
     assert (
-        await env.store.decide_send(send_req(code_hash="a" * 64, sealed_code=b"s-a", cooldown_ms=0))
+        await env.store.decide_send(
+            send_req(code_hash="a" * 64, sealed_code=b"s-a", cooldown_ms=0, reuse=True)
+        )
     ).status is ok
-    nearly_gone = send_req(code_hash="b" * 64, sealed_code=b"s-b", cooldown_ms=0, reuse_min_left_ms=400_000)
+    nearly_gone = send_req(code_hash="b" * 64, sealed_code=b"s-b", cooldown_ms=0, reuse_min_left_ms=400_000,
+                           reuse=True)  # fmt: skip
     assert (await env.store.decide_send(nearly_gone)).status is ok
     assert await env.store.is_current("addr-1", "b" * 64)
     assert (await env.store.decide_send(send_req(code_hash="c" * 64, cooldown_ms=0))).status is ok  # rotate

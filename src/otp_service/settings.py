@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     # whose users are unrelated people, are exempt.
     domain_daily_limit: int = Field(default=1000, ge=1)
     shared_mail_domains_extra: list[str] = Field(default_factory=list)
+    # Remembered sources (CONTRACT §6): how long a (mailbox, subnet) that verified a code keeps
+    # its own cooldown, daily cap and wrong-attempt count.
+    remember_days: int = Field(default=30, ge=1, le=3650)
     # Mailboxes, not spellings (CONTRACT §6): domains whose local part ignores dots.
     dot_insensitive_domains: list[str] = Field(default_factory=lambda: ["gmail.com", "googlemail.com"])
 

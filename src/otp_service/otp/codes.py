@@ -29,6 +29,10 @@ class CodeCrypto:
     def address_id(self, email: str) -> str:
         return hmac.digest(self._id_key, email.encode(), "sha256").hex()[:32]
 
+    def source_id(self, mailbox: str, subnet: str) -> str:
+        """A (mailbox, client subnet) pair as a remembered source: keyed, so Redis holds neither."""
+        return hmac.digest(self._id_key, f"source\0{mailbox}\0{subnet}".encode(), "sha256").hex()[:32]
+
     def domain_id(self, domain: str) -> str:
         return hmac.digest(self._id_key, f"domain\0{domain}".encode(), "sha256").hex()[:32]
 

@@ -5,6 +5,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from otp_service.clock import DAY_MS
 from otp_service.delivery.jobs import JobContent, JobSealer, SealedCode
 from otp_service.errors import (
     CaptchaRequired,
@@ -178,7 +179,10 @@ class OtpService:
                         email, code, address_id, code_hash, locale or self._s.default_locale, client.subnet
                     )
                 ),
-                sealed_code=self._sealer.seal_code(SealedCode(code, code_hash)) if self._reuse else None,
+                # Sealed always: kept under reuse, and for a code a remembered source requests.
+                sealed_code=self._sealer.seal_code(SealedCode(code, code_hash)),
+                reuse=self._reuse,
+                source_id=self._crypto.source_id(mailbox, client.subnet),
                 reuse_min_left_ms=self._reuse_min_left_ms,
                 idempotency=idem,
                 domain_id=self._crypto.domain_id(domain) if domain is not None else None,
@@ -282,6 +286,8 @@ class OtpService:
                 rates=self._verify_rates,
                 code_hash=self._crypto.code_hash(mailbox, code),
                 max_attempts=self._s.max_attempts,
+                source_id=self._crypto.source_id(mailbox, client.subnet),
+                remember_ms=self._s.remember_days * DAY_MS,
             )
         )
         masked = mask_email(email)

@@ -87,6 +87,11 @@ class SendRequest:
     sealed_code: bytes | None = None
     reuse_min_left_ms: int = 0
     idempotency: Idempotency | None = None
+    # OTP_RESEND_STRATEGY=reuse. (sealed_code, the new code sealed, is kept beside its hash under
+    # reuse and for a code a remembered source requests.)
+    reuse: bool = False
+    # The (mailbox, client subnet) source's id: remembered once it verified (CONTRACT §6).
+    source_id: str | None = None
     # The recipient's registrable domain's id and its daily limit; None: a shared mail provider.
     domain_id: str | None = None
     domain_limit: int = 0
@@ -124,6 +129,8 @@ class VerifyRequest:
     rates: Rates
     code_hash: str
     max_attempts: int
+    source_id: str | None = None
+    remember_ms: int = 0  # how long a source that verifies is remembered; 0: not
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +252,9 @@ class RedisCodeStore:
             k.idempotency(idem.key_id if idem else "-"),
             k.domain(req.domain_id or "-"),
             k.source_blocked(req.client.subnet),
+            k.remembered(req.source_id or "-"),
+            k.cooldown(f"{req.address_id}:remembered"),
+            k.daily(f"{req.address_id}:remembered"),
         ]
         args = [
             *throttle_args(self._clock, req.rates, self._member()),
@@ -261,6 +271,7 @@ class RedisCodeStore:
             idem.fingerprint if idem else b"",
             idem.keep_ms if idem else 0,
             req.domain_limit if req.domain_id else 0,
+            "1" if req.reuse else "0",
         ]
         async with redis_guard("send"):
             reply = await self._SEND(self._redis, keys, args)
@@ -271,8 +282,14 @@ class RedisCodeStore:
             *req.rates.keys(self._keys, req.client),
             self._keys.code(req.address_id),
             self._keys.conversion(req.client.subnet),
+            self._keys.remembered(req.source_id or "-"),
         ]
-        args = [*throttle_args(self._clock, req.rates, self._member()), req.code_hash, req.max_attempts]
+        args = [
+            *throttle_args(self._clock, req.rates, self._member()),
+            req.code_hash,
+            req.max_attempts,
+            req.remember_ms if req.source_id else 0,
+        ]
         async with redis_guard("verify"):
             status, value = await self._VERIFY(self._redis, keys, args)
         decided = VerifyStatus(status.decode())

@@ -62,6 +62,10 @@ class RedisKeys:
         """Hash: provider -> ms when the guard paused it (its cool-off counts from there)."""
         return f"{self._base}:paused-at"
 
+    def remembered(self, source_id: str) -> str:
+        """String with a TTL: a (mailbox, subnet) source that verified a code (CONTRACT §6)."""
+        return f"{self._base}:remembered:{source_id}"
+
     def source_blocked(self, subnet: str) -> str:
         """String with a 24 h TTL: the reputation guard blocked this subnet from sending."""
         return f"{self._base}:source-blocked:{subnet}"

@@ -103,6 +103,10 @@ def controls(s: Settings, validator: AddressValidator) -> list[Control]:
                 "the cooldown, the daily cap, the live code and suppression belong to the inbox: a +tag, "
                 f"and dots on {', '.join(s.dot_insensitive_domains) or 'no domain'}, do not make another address",
                 "the send decision and the delivery worker"),
+        Control("Remembered sources",
+                f"a network a user verified from is remembered for {s.remember_days} days, with its own cooldown, "
+                "daily cap and wrong-attempt count, and its code is never replaced from elsewhere: knowing an "
+                "address does not let anyone lock its owner out", "the send and verify decisions"),
         Control("Recipient-domain cap", f"{s.domain_daily_limit:,} codes per recipient domain per rolling 24 hours "
                 "(shared mail providers such as gmail.com exempt)", "the send decision"),
         Control("Client rate (send)", f"{per(s.rate('otp_send'))} per client (an IPv4 address or an IPv6 /{s.ipv6_client_prefix})",

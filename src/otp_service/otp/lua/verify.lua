@@ -2,6 +2,10 @@
 -- KEYS[1] client log (zset)  KEYS[2] subnet log (zset)
 -- KEYS[3] code (hash, _code.lua)  KEYS[4] subnet conversion (hash)
 -- ARGV[1..7] throttle_args  ARGV[8] candidate code hash  ARGV[9] max wrong attempts
+-- KEYS[5] remembered source: this (mailbox, client subnet) (string, PX)   ARGV[10] how long a
+-- source that verifies is remembered (ms; 0: not remembered)
+-- A code a remembered source requested (r = 1) counts wrong attempts from elsewhere apart (n)
+-- from its source's (m): guesses from elsewhere can refuse elsewhere, never burn the code.
 -- Returns {status, n}: approved | expired | rate_limited (n = wait ms)
 -- | invalid (n = attempts remaining) | max_attempts.
 -- Wrong attempts only HINCRBY, which leaves the key's TTL untouched: never extends a code.
@@ -10,6 +14,10 @@ if wait > 0 then return {'rate_limited', wait} end
 
 local stored = live_code(KEYS[3])
 if not stored then return {'expired', 0} end
+local max = tonumber(ARGV[9])
+local remembered = redis.call('EXISTS', KEYS[5]) == 1
+local shielded = not remembered and redis.call('HGET', KEYS[3], 'r') == '1'
+if shielded and tonumber(redis.call('HGET', KEYS[3], 'n') or 0) >= max then return {'max_attempts', 0} end
 
 -- Constant-time comparison: the time taken does not depend on where the hashes differ. Sums of
 -- squared differences rather than Redis's `bit` library, which the embedded default's Lua lacks:
@@ -24,13 +32,13 @@ end
 if diff == 0 then
   redis.call('DEL', KEYS[3])
   count_conversion(KEYS[4], NOW, 'v')
+  if tonumber(ARGV[10]) > 0 then redis.call('SET', KEYS[5], '1', 'PX', tonumber(ARGV[10])) end
   return {'approved', 0}
 end
 
-local wrong = redis.call('HINCRBY', KEYS[3], 'n', 1)
-local max = tonumber(ARGV[9])
+local wrong = redis.call('HINCRBY', KEYS[3], (remembered and redis.call('HGET', KEYS[3], 'r') == '1') and 'm' or 'n', 1)
 if wrong >= max then
-  redis.call('DEL', KEYS[3])
+  if not shielded then redis.call('DEL', KEYS[3]) end
   return {'max_attempts', 0}
 end
 return {'invalid', max - wrong}
