@@ -24,9 +24,10 @@ ATTACKER, USER = "198.51.100.7", "203.0.113.50"
 PROXY = "203.0.113.7"  # the test client's address: the trusted proxy
 
 
+@pytest.mark.parametrize("store", [{}, {"redis_url": None}], ids=["redis", "embedded"])
 async def test_bounces_from_one_source_block_it_and_do_not_pause_the_provider(
     open_app: Callable[..., Any], make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture,
-    tmp_path: Path,
+    tmp_path: Path, store: dict[str, Any],
 ) -> None:  # fmt: skip
     caplog.set_level(logging.WARNING, logger="otp_service")
     settings = make_settings(
@@ -36,7 +37,7 @@ async def test_bounces_from_one_source_block_it_and_do_not_pause_the_provider(
         email_provider="resend", resend_api_key="re_test", resend_api_url="https://api.resend.test",
         resend_webhook_secret=SECRET, trusted_proxies=[f"{PROXY}/32"], conversion_min_sends=1_000_000,
         throttle_rates={"otp_send": "100/minute", "otp_send_subnet": "100/minute"},
-        reputation_min_volume=5, reputation_min_bounces=2, reputation_source_limit=3,
+        reputation_min_volume=5, reputation_min_bounces=2, reputation_source_limit=3, **store,
     )  # fmt: skip
     ids = (f"re-{n}" for n in itertools.count())
     sent: dict[str, str] = {}  # message id -> recipient
