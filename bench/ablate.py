@@ -193,6 +193,7 @@ def main() -> None:
         OTP_SECRET_KEY=secrets.token_urlsafe(32),
         OTP_TRUSTED_PROXIES='["127.0.0.1/32"]',
         OTP_GLOBAL_DAILY_LIMITS='{"email": 100000000}',
+        OTP_DOMAIN_DAILY_LIMIT="100000000",
         OTP_LOG_LEVEL="WARNING",
         OTP_WORKER_ENABLED="false",
         OTP_DATABASE_URL=os.environ.get(
