@@ -74,3 +74,15 @@ async def test_the_budget_is_exact_under_concurrency(
             *(app.http.post(SEND, json={"email": f"u{i}@{domain}"}) for i in range(40))
         )
     assert sorted(a.status_code for a in answers) == [202] * 7 + [429] * 33
+
+
+def test_the_shared_providers_are_a_setting(make_settings: Callable[..., Settings]) -> None:
+    default = RecipientDomains.of(make_settings())
+    assert default.budget("a@gmail.com") is None
+    assert default.budget("a@corp.example") == "corp.example"
+    replaced = RecipientDomains.of(make_settings(shared_mail_domains=["Corp.Example"]))
+    assert replaced.budget("a@corp.example") is None  # the operator's list replaces the default...
+    assert replaced.budget("a@gmail.com") == "gmail.com"
+    extended = RecipientDomains.of(make_settings(shared_mail_domains_extra=["corp.example"]))
+    assert extended.budget("a@corp.example") is None  # ...and the extra list adds to either
+    assert extended.budget("a@gmail.com") is None

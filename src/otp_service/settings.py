@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     # one registrable domain gets at most this many sends per rolling 24 h; shared mail providers,
     # whose users are unrelated people, are exempt.
     domain_daily_limit: int = Field(default=1000, ge=1)
+    # None: the popular providers the typo correction knows (validation/domains.py).
+    shared_mail_domains: list[str] | None = None
     shared_mail_domains_extra: list[str] = Field(default_factory=list)
     # Remembered sources (CONTRACT §6): how long a (mailbox, subnet) that verified a code keeps
     # its own cooldown, daily cap and wrong-attempt count.

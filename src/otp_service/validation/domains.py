@@ -31,8 +31,9 @@ class RecipientDomains:
 
     @classmethod
     def of(cls, settings: Settings) -> "RecipientDomains":
-        extra = {d.strip().lower() for d in settings.shared_mail_domains_extra}
-        return cls(limit=settings.domain_daily_limit, shared=frozenset(POPULAR_PROVIDERS) | extra)
+        base = POPULAR_PROVIDERS if settings.shared_mail_domains is None else settings.shared_mail_domains
+        shared = {d.strip().lower() for d in (*base, *settings.shared_mail_domains_extra)}
+        return cls(limit=settings.domain_daily_limit, shared=frozenset(shared))
 
     def budget(self, email: str) -> str | None:
         """The registrable domain whose daily budget this address counts against, or None for a
