@@ -337,8 +337,9 @@ async def running_worker(
             built.worker.stop()
             built.guard.stop()
             built.retention.stop()
-            # Retention ends by itself (at once, or after its batch in progress): a statement cut
-            # off by cancellation could keep its connection checked out.
-            await asyncio.wait({retention_task}, timeout=RETENTION_STOP_GRACE)
+            # Retention and the reputation guard end by themselves (at once, or after the batch or
+            # check in progress): a statement cut off by cancellation could keep its connection
+            # checked out past the engine's disposal.
+            await asyncio.wait({retention_task, guard_task}, timeout=RETENTION_STOP_GRACE)
             for task in (worker_task, guard_task, retention_task):
                 await cancel_and_wait(task)
