@@ -16,8 +16,10 @@ local stored = live_code(KEYS[3])
 if not stored then return {'expired', 0} end
 local max = tonumber(ARGV[9])
 local remembered = redis.call('EXISTS', KEYS[5]) == 1
-local shielded = not remembered and redis.call('HGET', KEYS[3], 'r') == '1'
-if shielded and tonumber(redis.call('HGET', KEYS[3], 'n') or 0) >= max then return {'max_attempts', 0} end
+local code = redis.call('HMGET', KEYS[3], 'r', 'n')
+local protected = code[1] == '1'  -- a remembered source requested it
+local shielded = protected and not remembered  -- this attempt comes from elsewhere
+if shielded and (tonumber(code[2]) or 0) >= max then return {'max_attempts', 0} end
 
 -- Constant-time comparison: the time taken does not depend on where the hashes differ. Sums of
 -- squared differences rather than Redis's `bit` library, which the embedded default's Lua lacks:
@@ -36,7 +38,7 @@ if diff == 0 then
   return {'approved', 0}
 end
 
-local wrong = redis.call('HINCRBY', KEYS[3], (remembered and redis.call('HGET', KEYS[3], 'r') == '1') and 'm' or 'n', 1)
+local wrong = redis.call('HINCRBY', KEYS[3], (protected and remembered) and 'm' or 'n', 1)
 if wrong >= max then
   if not shielded then redis.call('DEL', KEYS[3]) end
   return {'max_attempts', 0}
