@@ -20,6 +20,10 @@ Scenarios and targets:
       with sends and wrong verifies for their address; the user signs in from home whenever their
       own cooldown allows: 100% of their sign-ins succeed on the first try;
   (h) scraping /metrics from outside: every scrape 401;
+  (i) one complaint and nine bounces from one attacker subnet, once the provider has sent the
+      guard's minimum volume (200; the old guard paused at one complaint between 200 and 1,249
+      sends): the events come back as Svix-signed Resend webhooks; sending is never paused (the
+      admin API's reputation report, read every second), the guard blocks the attacker's subnet;
   and in every scenario at least 99% of legitimate users succeed.
 
 Deliverability is on, against a DNS server on loopback (dnslib) that knows the legitimate
@@ -29,6 +33,7 @@ X-Forwarded-For. Needs Redis and PostgreSQL as for the tests.
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
@@ -43,6 +48,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,7 @@ import httpx
 from aiohttp import web
 from dnslib import MX, QTYPE, RCODE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
+from svix.webhooks import Webhook
 
 from bench.run import create_db, drop_db, free_port, wait_ready
 
@@ -62,10 +69,14 @@ ZONE: dict[str, list[Any]] = {
     "nullmx.example": [MX(".", 0)],
     "nothing.example": [TXT("v=spf1 -all")],
     "catchall.example": [MX("mx.catchall.example", 10)],
+    "attacker.example": [MX("mx.attacker.example", 10)],
 }
 VICTIM = "victim.person"  # (e) and (g): one inbox at gmail.com
 HOME = "100.127.250.23"  # (g): the user's home network
 CODE = re.compile(r"Your verification code is: (\d+)")
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"abuse-bench-webhook-secret-32by").decode()
+ADMIN = {"authorization": "Bearer " + secrets.token_urlsafe(32)}
+ATTACKER_NET = "198.22.7"  # (i): the subnet whose emails bounce and complain
 
 
 class Zone(BaseResolver):  # type: ignore[misc]
@@ -91,6 +102,7 @@ class Provider:
     """The fake Resend: every email it took, by recipient."""
 
     emails: dict[str, list[str]] = field(default_factory=dict)
+    ids: dict[str, list[str]] = field(default_factory=dict)  # the message ids it answered, by recipient
     calls: int = 0
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -99,6 +111,7 @@ class Provider:
         for to in body["to"]:
             match = CODE.search(body.get("text", ""))
             self.emails.setdefault(to, []).append(match[1] if match else "")
+            self.ids.setdefault(to, []).append(f"fake-{self.calls}")
         return web.json_response({"id": f"fake-{self.calls}"})
 
     def count(self, prefix: str) -> int:
@@ -197,6 +210,7 @@ class Scenario:
     # guesses, scrapes); it records what it saw in the scenario's `seen`.
     moves: Callable[[httpx.AsyncClient, Provider, asyncio.Event, "Scenario"], Any] | None = None
     seen: Counter[str] = field(default_factory=Counter)
+    min_minutes: float = 0.0  # runs at least this long, whatever --minutes says
 
 
 def inbox(address: str) -> str:
@@ -303,6 +317,80 @@ async def outside_scraper(
         await asyncio.sleep(0.5)
 
 
+async def complaint_and_bounces(
+    http: httpx.AsyncClient, provider: Provider, stop: asyncio.Event, s: Scenario
+) -> None:
+    """(i) once the provider has sent the guard's minimum volume, one subnet asks for a code at the
+    attacker's own mailbox and at nine made-up ones; Resend reports nine bounces and one complaint
+    (Svix-signed, to the service's webhook). Meanwhile the admin API's reputation report is read
+    every second: a pause at any moment misses the target."""
+
+    async def watch() -> None:
+        while not stop.is_set():
+            res = await http.get("/api/v1/admin/reputation", headers=ADMIN)
+            for health in res.json():
+                s.seen["reports"] += 1
+                s.seen["paused reports"] += bool(health["paused"])
+                s.seen["last sent"], s.seen["last bounces"] = health["sent"], health["bounces"]
+                s.seen["last complaints"] = health["complaints"]
+            await asyncio.sleep(1)
+
+    watching = asyncio.create_task(watch())
+    try:
+        while provider.calls < 200 and not stop.is_set():
+            await asyncio.sleep(0.5)
+        s.seen["volume before the attack"] = provider.calls
+        print(f"  (i): the provider has sent {provider.calls} emails; the attack starts", flush=True)
+        own, made_up = "atk-i-own@attacker.example", [f"atk-i-{n}@attacker.example" for n in range(9)]
+        for n, email in enumerate([own, *made_up]):
+            res = await http.post(
+                SEND, json={"email": email}, headers={"x-forwarded-for": f"{ATTACKER_NET}.{1 + n}"}
+            )
+            s.seen[f"attack send {res.status_code}"] += 1
+        deadline = time.monotonic() + 15
+        while not all(provider.ids.get(e) for e in [own, *made_up]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for email in [own, *made_up]:
+            for message_id in provider.ids.get(email, []):
+                kind = "email.complained" if email == own else "email.bounced"
+                now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+                data: dict[str, Any] = {"email_id": message_id, "from": "noreply@example.com", "to": [email],
+                                        "subject": "code", "created_at": now}  # fmt: skip
+                if kind == "email.bounced":
+                    data["bounce"] = {"type": "Permanent", "subType": "General", "message": "no such user"}
+                body = json.dumps({"type": kind, "created_at": now, "data": data})
+                msg_id, when = f"msg_{secrets.token_hex(8)}", datetime.now(UTC)
+                headers = {"svix-id": msg_id, "svix-timestamp": str(int(when.timestamp())),
+                           "svix-signature": Webhook(WEBHOOK_SECRET).sign(msg_id, when, body),
+                           "content-type": "application/json"}  # fmt: skip
+                res = await http.post("/api/v1/auth/resend-events/", content=body, headers=headers)
+                s.seen[f"{kind} {res.status_code}"] += 1
+        # The guard's next check (every 30 s by default) blocks the subnet: its next send is refused
+        # for about a day.
+        while not stop.is_set():
+            res = await http.post(SEND, json={"email": "atk-i-later@attacker.example"},
+                                  headers={"x-forwarded-for": f"{ATTACKER_NET}.99"})  # fmt: skip
+            if res.status_code == 429 and int(res.headers.get("retry-after", 0)) > 80_000:
+                s.seen["attacker subnet blocked"] = 1
+                break
+            await asyncio.sleep(2)
+        await stop.wait()
+    finally:
+        watching.cancel()
+
+
+def reputation_judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str, bool]:
+    seen = s.seen
+    text = (f"{seen['email.bounced 200']} bounces and {seen['email.complained 200']} complaint accepted after "
+            f"{seen['volume before the attack']} emails; paused in {seen['paused reports']} of {seen['reports']} "
+            f"reputation reports (last: {seen['last sent']} sent, {seen['last bounces']} bounces and "
+            f"{seen['last complaints']} complaints counted); attacker subnet "
+            f"{'blocked' if seen['attacker subnet blocked'] else 'NOT blocked'}")  # fmt: skip
+    ok = (seen["paused reports"] == 0 and seen["reports"] > 0 and seen["attacker subnet blocked"] == 1
+          and seen["email.bounced 200"] == 9 and seen["email.complained 200"] == 1)  # fmt: skip
+    return text, ok
+
+
 def per_minute(limit: float) -> Callable[[Scenario, Provider, float], tuple[str, bool]]:
     def judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str, bool]:
         # A rolling minute admits `limit`: a run of m minutes, each started minute its own window,
@@ -341,6 +429,9 @@ def scenarios() -> list[Scenario]:
     v4_nets = [f"198.18.{i}" for i in range(20)]
     no_mx = ["nullmx.example", "nothing.example", "no-such-domain-{}.example"]
     return [
+        # First: the old guard's weak spot is a provider just past its minimum volume.
+        Scenario("(i) one complaint and nine bounces from one subnet", "sending never paused", "atk-i-",
+                 lambda n: ("", ""), 0, reputation_judge, complaint_and_bounces, min_minutes=1.75),
         Scenario("(a) one IPv6 /64, rotating addresses", "at most 3 emails a minute", "atk-a-",
                  lambda n: (str(ipaddress.IPv6Address(v6_64 + rng.getrandbits(64))), f"atk-a-{n}@mail.example"),
                  20, per_minute(3)),
@@ -419,6 +510,7 @@ async def run(args: argparse.Namespace) -> int:
         OTP_EMAIL_PROVIDER="resend", OTP_RESEND_API_KEY="re_bench", OTP_RESEND_API_URL=f"http://127.0.0.1:{fake_port}",
         OTP_CHECK_DELIVERABILITY="true", OTP_DNS_NAMESERVERS=json.dumps([f"127.0.0.1:{dns_port}"]),
         OTP_TRUSTED_PROXIES='["127.0.0.1/32"]', OTP_SEND_RATE="200", OTP_LOG_LEVEL="WARNING",
+        OTP_RESEND_WEBHOOK_SECRET=WEBHOOK_SECRET, OTP_ADMIN_API_KEYS=json.dumps([ADMIN["authorization"][7:]]),
     )  # fmt: skip
     subprocess.run([sys.executable, "-m", "otp_service", "migrate"], env=env, check=True, capture_output=True)
     log = (HERE / "results").resolve()
@@ -437,11 +529,14 @@ async def run(args: argparse.Namespace) -> int:
                 stop = asyncio.Event()
                 legit, tally = Legit(), Counter[str]()
                 started = time.monotonic()
-                tasks = [asyncio.create_task(legit_population(http, provider, stop, legit)),
-                         asyncio.create_task(attack(http, stop, scenario.request, scenario.rate, tally))]  # fmt: skip
+                tasks = [asyncio.create_task(legit_population(http, provider, stop, legit))]
+                if scenario.rate:
+                    tasks.append(
+                        asyncio.create_task(attack(http, stop, scenario.request, scenario.rate, tally))
+                    )
                 if scenario.moves is not None:
                     tasks.append(asyncio.create_task(scenario.moves(http, provider, stop, scenario)))
-                await asyncio.sleep(args.minutes * 60)
+                await asyncio.sleep(max(args.minutes, scenario.min_minutes) * 60)
                 stop.set()
                 await asyncio.gather(*tasks)
                 await asyncio.sleep(2)  # the last accepted attack sends reach the provider

@@ -33,6 +33,7 @@ from otp_service.delivery.providers.base import EmailProvider
 from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.providers.resend import ResendProvider
 from otp_service.delivery.providers.ses import SesProvider
+from otp_service.delivery.providers.smtp import SmtpProvider
 from otp_service.delivery.queue import JobQueue, RedisJobQueue
 from otp_service.delivery.reputation import PauseState, RedisPauseState, ReputationGuard
 from otp_service.delivery.sender import Deliverer, SendRateLimiter
@@ -259,6 +260,9 @@ async def build_provider(name: str, settings: Settings, stack: contextlib.AsyncE
             )
         )
         return SesProvider(client, configuration_set=settings.ses_configuration_set)
+    if name == "smtp":
+        assert settings.smtp_url is not None  # enforced by Settings
+        return SmtpProvider(settings.smtp_url.get_secret_value(), timeout=settings.provider_timeout)
     raise ValueError(f"unknown email provider {name!r}")
 
 

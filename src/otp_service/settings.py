@@ -8,6 +8,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -20,6 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
+from svix.webhooks import Webhook
 
 from otp_service.keyring import load_signing_key
 from otp_service.locales import Locale
@@ -131,8 +133,65 @@ def _check_regex(value: str) -> str:
     return value
 
 
-ProviderName = Literal["console", "resend", "ses"]
-FallbackName = Literal["resend", "ses"]
+def _check_test_recipients(value: dict[str, str]) -> dict[str, str]:
+    """Keys: an address or `*@domain`, lower-cased; the codes' length is checked against
+    OTP_CODE_LENGTH once every field is read."""
+    out: dict[str, str] = {}
+    for key, code in value.items():
+        name = key.strip().lower()
+        local, at, domain = name.rpartition("@")
+        if not at or not local or not domain or "." not in domain or ("*" in local and local != "*"):
+            raise ValueError(f"{key!r} is neither an address nor *@domain")
+        out[name] = code
+    return out
+
+
+def _check_verify_link(value: str | None) -> str | None:
+    """https, and both placeholders in the fragment, which no browser or link scanner sends to a
+    server: following the link cannot use the code (CONTRACT §4)."""
+    if value is None:
+        return None
+    base, hash_, fragment = value.partition("#")
+    if not base.startswith("https://") or len(base) <= len("https://"):
+        raise ValueError("must start with https://")
+    if not hash_ or "{email}" not in fragment or "{code}" not in fragment:
+        raise ValueError("{email} and {code} must both stand after '#', in the fragment")
+    if "{" in base or "}" in base:
+        raise ValueError("placeholders may stand only after '#'")
+    try:
+        value.format(email="e", code="c")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"only {{email}} and {{code}} may be used: {exc}") from None
+    return value
+
+
+SMTP_SCHEMES = {"smtp": 587, "smtps": 465, "smtp+insecure": 25}
+
+
+def _check_smtp_url(value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    url = urlsplit(value.get_secret_value())
+    if url.scheme not in SMTP_SCHEMES or not url.hostname:
+        raise ValueError(
+            "must be smtp://host[:port] (STARTTLS), smtps://host[:port] (TLS) or smtp+insecure://host"
+        )
+    if url.scheme == "smtp+insecure" and not _is_loopback(url.hostname):
+        raise ValueError("smtp+insecure:// (no TLS) is allowed on loopback hosts only")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+ProviderName = Literal["console", "resend", "ses", "smtp"]
+FallbackName = Literal["resend", "ses", "smtp"]
 
 
 class Settings(BaseSettings):
@@ -266,6 +325,19 @@ class Settings(BaseSettings):
     dependency_timeout: float = Field(default=1.5, gt=0, le=10)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Integrators (CONTRACT §2, §3, §4, §7).
+    # Test recipients: address or `*@domain` -> a fixed code; never emailed (app-store review, CI).
+    test_recipients: Annotated[dict[str, str], AfterValidator(_check_test_recipients)] = Field(
+        default_factory=dict
+    )
+    # The email's link: `{email}` and `{code}` in the fragment, https only.
+    verify_link_template: Annotated[str | None, AfterValidator(_check_verify_link)] = None
+    # Events out: signed as Standard Webhooks with a `whsec_…` secret.
+    events_webhook_url: str | None = None
+    events_webhook_secret: SecretStr | None = None
+    # OTP_EMAIL_PROVIDER=smtp (or as the fallback).
+    smtp_url: Annotated[SecretStr | None, AfterValidator(_check_smtp_url)] = None
+
     _secret: bytes = PrivateAttr(default=b"")
 
     @field_validator("disposable_domains_extra", "disposable_domains_allow")
@@ -301,7 +373,31 @@ class Settings(BaseSettings):
             raise ValueError("OTP_IPV6_SUBNET_PREFIX must not be longer than OTP_IPV6_CLIENT_PREFIX")
         if self.captcha_provider is not None and self.captcha_secret is None:
             raise ValueError("OTP_CAPTCHA_SECRET is required when OTP_CAPTCHA_PROVIDER is set")
+        for recipient, code in self.test_recipients.items():
+            if len(code) != self.code_length or not code.isascii() or not code.isdigit():
+                raise ValueError(
+                    f"OTP_TEST_RECIPIENTS: the code for {recipient} must be {self.code_length} digits "
+                    "(OTP_CODE_LENGTH)"
+                )
+        if "smtp" in (self.email_provider, self.email_fallback_provider) and self.smtp_url is None:
+            raise ValueError("OTP_SMTP_URL is required when the smtp provider is used")
+        if self.events_webhook_url is not None:
+            self._check_events_webhook()
         return self
+
+    def _check_events_webhook(self) -> None:
+        url = urlsplit(self.events_webhook_url or "")
+        if url.scheme not in ("https", "http") or not url.hostname:
+            raise ValueError("OTP_EVENTS_WEBHOOK_URL must be an http(s) URL")
+        if url.scheme == "http" and not _is_loopback(url.hostname):
+            raise ValueError("OTP_EVENTS_WEBHOOK_URL must be https:// (http:// only on loopback hosts)")
+        secret = self.events_webhook_secret.get_secret_value() if self.events_webhook_secret else ""
+        if not secret.startswith("whsec_"):
+            raise ValueError("OTP_EVENTS_WEBHOOK_SECRET (whsec_…) is required with OTP_EVENTS_WEBHOOK_URL")
+        try:
+            Webhook(secret)
+        except ValueError as exc:  # a secret that is not base64 (binascii.Error)
+            raise ValueError(f"OTP_EVENTS_WEBHOOK_SECRET is not a valid whsec_ secret: {exc}") from None
 
     @property
     def console_refused(self) -> str | None:
