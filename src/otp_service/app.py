@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 
 from otp_service.api import admin, health, metrics, otp, webhooks
 from otp_service.api.context import RequestContext
+from otp_service.api.discovery import install_discovery
 from otp_service.api.docs import install_docs, install_openapi
 from otp_service.api.problems import install_problem_handlers
 from otp_service.api.state import STATE_KEY
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    install_discovery(app, settings)
     install_docs(app)
     return app
 

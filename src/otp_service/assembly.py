@@ -222,6 +222,7 @@ def build_web(infra: Infrastructure) -> WebState:
             global_limits=s.global_daily_limits,
             send_rate=s.send_rate,
             clock=infra.clock,
+            test_recipients=len(s.test_recipients),
         ),
         reputation=infra.reputation,
         tokens=tokens,

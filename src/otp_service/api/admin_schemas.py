@@ -68,6 +68,7 @@ class UsageOut(BaseModel):
     bounce_rate: float | None
     complaint_rate: float | None
     workers_alive: int = Field(description="Delivery workers whose heartbeat is current")
+    test_recipients: int = Field(description="Entries of OTP_TEST_RECIPIENTS (addresses or *@domain)")
 
     @classmethod
     def of(cls, u: Usage) -> "UsageOut":
@@ -86,6 +87,7 @@ class UsageOut(BaseModel):
             bounce_rate=u.bounce_rate,
             complaint_rate=u.complaint_rate,
             workers_alive=u.workers_alive,
+            test_recipients=u.test_recipients,
         )
 
 

@@ -33,6 +33,7 @@ class Usage:
     bounces_24h: int
     complaints_24h: int
     workers_alive: int
+    test_recipients: int = 0
 
     def remaining(self, channel: str) -> int:
         return max(0, self.limits[channel] - self.sent_24h[channel])
@@ -74,7 +75,9 @@ class UsageService:
         global_limits: dict[str, int],
         send_rate: int,
         clock: Clock,
+        test_recipients: int = 0,
     ) -> None:
+        self._test_recipients = test_recipients
         self._pauses = pauses
         self._providers = providers
         self._engine = engine
@@ -107,5 +110,6 @@ class UsageService:
         except (SQLAlchemyError, OSError) as exc:
             raise Unavailable("The database is not answering") from exc
         return Usage(
-            sent, dict(self._limits), delivered, last_minute, self._send_rate, bounces, complaints, alive
-        )
+            sent, dict(self._limits), delivered, last_minute, self._send_rate, bounces, complaints, alive,
+            self._test_recipients,
+        )  # fmt: skip

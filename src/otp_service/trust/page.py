@@ -39,6 +39,7 @@ _PROVIDER_NAMES = {
     "console": "console (development only: prints emails)",
     "resend": "Resend",
     "ses": "Amazon SES",
+    "smtp": "an SMTP server (TLS required)",
 }
 
 
@@ -140,6 +141,11 @@ def controls(s: Settings, validator: AddressValidator) -> list[Control]:
         Control("Re-sends", strategy, "the send decision"),
         Control("Retries", f"a send repeated with the same Idempotency-Key within {IDEMPOTENCY_KEEP_MS // 60_000} minutes "
                 "repeats the first answer and sends nothing", "the send decision"),
+        Control("Test recipients",
+                (f"{len(s.test_recipients)} configured (addresses or whole domains for app-store review and "
+                 "automated tests): never emailed, a fixed code each; the client rates still apply and no daily "
+                 "or global counter moves; every use is logged") if s.test_recipients else "none configured",
+                "the send and verify endpoints"),
         Control("No enumeration", "a suppressed, unknown or known address gets the same answer and the same limits",
                 "the send endpoint"),
         Control("Reputation guard",

@@ -1,0 +1,169 @@
+"""Issue 21 through the HTTP API, on Redis and PostgreSQL and on the embedded default: test
+recipients (§3) and the discovery document (§3)."""
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import text
+
+from otp_service.settings import Settings, SettingsError, load_settings
+from otp_service.trust.page import render_trust_page
+from tests.conftest import METRICS_AUTH
+from tests.support import console_emails, drain, unique_email
+from tests.test_tokens import pem
+
+SEND, VERIFY = "/api/v1/auth/otp/send", "/api/v1/auth/otp/verify"
+ADMIN_KEY = "integrator-admin-key-0123456789-0123456789"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+REVIEWER = "app-review@example.org"
+KEY = ed25519.Ed25519PrivateKey.generate()
+STORES = [{}, {"redis_url": None}]
+
+
+@pytest.fixture(params=STORES, ids=["redis", "embedded"])
+async def app(
+    request: pytest.FixtureRequest, open_app: Callable[..., Any], make_settings: Callable[..., Settings],
+    tmp_path: Path,
+) -> AsyncIterator[Any]:  # fmt: skip
+    store = dict(request.param)
+    if store:  # the embedded store, with a database of its own
+        store["database_url"] = f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}"
+    settings = make_settings(
+        test_recipients={REVIEWER: "123456", "*@ci.example.org": "654321"}, admin_api_keys=[ADMIN_KEY],
+        jwt_private_key=pem(KEY), conversion_min_sends=1_000_000, trusted_proxies=["203.0.113.7/32"], **store,
+    )  # fmt: skip
+    async with open_app(settings) as client:
+        yield client
+
+
+async def usage(app: Any) -> dict[str, Any]:
+    res = await app.http.get("/api/v1/admin/usage", headers=ADMIN)
+    assert res.status_code == 200, res.text
+    body: dict[str, Any] = res.json()
+    return body
+
+
+async def test_a_test_recipient_is_never_emailed_and_its_fixed_code_verifies(
+    app: Any, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="otp_service")
+    before = await usage(app)
+    real = unique_email()
+    res = await app.http.post(SEND, json={"email": REVIEWER})
+    assert res.status_code == 202
+    same = await app.http.post(SEND, json={"email": real})
+    assert (res.content, res.headers["content-type"]) == (same.content, same.headers["content-type"])
+    await drain(app)
+    assert [e.to for e in console_emails(capsys.readouterr().out)] == [real]  # the reviewer got nothing
+    after = await usage(app)
+    # Only the real send moved the global counter; no delivery record names the reviewer.
+    assert after["channels"]["email"]["sent_24h"] == before["channels"]["email"]["sent_24h"] + 1
+    assert after["test_recipients"] == 2
+    async with app.db.connect() as conn:
+        assert (
+            await conn.scalar(text("SELECT count(*) FROM deliveries WHERE email = :e"), {"e": REVIEWER}) == 0
+        )
+
+    for _ in range(2):  # a fixed code is never used up
+        ok = await app.http.post(VERIFY, json={"email": REVIEWER, "code": "123456"})
+        assert ok.status_code == 200, ok.text
+        claims = jwt.decode(ok.json()["token"], options={"verify_signature": False})
+        assert (claims["sub"], claims["test"]) == (REVIEWER, True)
+    wrong = await app.http.post(VERIFY, json={"email": REVIEWER, "code": "000000"})
+    assert (wrong.status_code, wrong.json()["code"]) == (400, "invalid_code")
+    uses = [r for r in caplog.records if r.getMessage() == "otp.test_recipient"]
+    assert [getattr(r, "action", None) for r in uses] == ["send", "verify", "verify", "verify"]
+    assert all(REVIEWER not in r.getMessage() and getattr(r, "email", "") != REVIEWER for r in uses)
+
+
+async def test_a_whole_domain_and_the_daily_cap_does_not_move(app: Any) -> None:
+    """Twelve sends over the per-address cap of 10 from different clients would be daily_limit
+    for a real address; a test recipient's counters do not move (the client rates still count)."""
+    email = "build-42@ci.example.org"
+    for n in range(12):
+        res = await app.http.post(SEND, json={"email": email}, headers={"x-forwarded-for": f"198.51.100.{n}"})
+        assert res.status_code == 202, res.text
+    ok = await app.http.post(VERIFY, json={"email": email, "code": "654321"})
+    assert ok.status_code == 200
+    # A real token only for the real code: the other entry's code does not open this domain.
+    assert (await app.http.post(VERIFY, json={"email": email, "code": "123456"})).status_code == 400
+    real = await app.http.post(VERIFY, json={"email": "build-42@other.example.org", "code": "654321"})
+    assert real.json()["code"] == "code_expired"
+
+
+async def test_the_client_rates_still_apply(app: Any) -> None:
+    answers = [(await app.http.post(SEND, json={"email": REVIEWER})).status_code for _ in range(4)]
+    assert answers == [202, 202, 202, 429]  # otp_send: 3/minute per client
+    verifies = [
+        (await app.http.post(VERIFY, json={"email": REVIEWER, "code": "000000"})).status_code
+        for _ in range(11)
+    ]
+    assert verifies == [400] * 10 + [429]  # otp_verify: 10/minute per client bounds guessing
+
+
+def test_a_fixed_code_of_the_wrong_length_is_refused_at_start() -> None:
+    with pytest.raises(SettingsError, match="must be 6 digits"):
+        load_settings(test_recipients={REVIEWER: "12345"})
+    with pytest.raises(SettingsError, match=r"neither an address nor \*@domain"):
+        load_settings(test_recipients={"*.example.org": "123456"})
+    with pytest.raises(SettingsError, match="must be 8 digits"):
+        load_settings(code_length=8, test_recipients={REVIEWER: "123456"})
+
+
+def test_the_trust_page_counts_the_test_recipients() -> None:
+    page = render_trust_page(
+        load_settings(test_recipients={REVIEWER: "123456", "*@ci.example.org": "654321"})
+    )
+    assert "| Test recipients | 2 configured" in page
+    assert "| Test recipients | none configured" in render_trust_page(load_settings())
+
+
+# The discovery document
+
+
+async def test_the_discovery_document_follows_the_settings(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        code_length=8, code_ttl=600, rate_limit_ttl=90, max_attempts=3, resend_strategy="reuse",
+        default_locale="zh-CN", captcha_provider="turnstile", captcha_secret="s", captcha_mode="adaptive",
+        captcha_site_key="0x4AAAA-site", jwt_private_key=pem(KEY), jwt_audience="shop",
+        verify_link_template="https://app.example/verify#email={email}&code={code}",
+    )  # fmt: skip
+    async with open_app(settings) as app:
+        res = await app.http.get("/.well-known/otp-configuration")
+        assert res.status_code == 200
+        assert res.headers["cache-control"] == "public, max-age=300"
+        assert res.json() == {
+            "code_length": 8, "code_alphabet": "digits", "code_ttl": 600, "resend_after": 90, "max_attempts": 3,
+            "locales": ["en", "zh-CN", "bilingual"], "default_locale": "zh-CN", "resend_strategy": "reuse",
+            "idempotency_window": 600,
+            "captcha": {"provider": "turnstile", "site_key": "0x4AAAA-site", "mode": "adaptive"},
+            "verification_token": {"issuer": "otp-service", "audience": "shop", "jwks_uri": "/.well-known/jwks.json"},
+            "verify_link": True,
+        }  # fmt: skip
+        # The jwks_uri it names serves the key the tokens are signed with.
+        assert (await app.http.get(res.json()["verification_token"]["jwks_uri"])).json()["keys"]
+        schema = (await app.http.get("/openapi.json")).json()
+        assert "/.well-known/otp-configuration" in schema["paths"]
+        assert "OtpConfigurationOut" in schema["components"]["schemas"]
+
+
+async def test_the_default_discovery_document(client: Any) -> None:
+    body = (await client.http.get("/.well-known/otp-configuration")).json()
+    assert (body["code_length"], body["code_ttl"], body["resend_after"], body["max_attempts"]) == (
+        6,
+        300,
+        60,
+        5,
+    )
+    assert (body["captcha"], body["verification_token"], body["verify_link"]) == (None, None, False)
+    assert (body["resend_strategy"], body["default_locale"]) == ("rotate", "bilingual")
+    # Public: no credentials asked, unlike /metrics.
+    assert (await client.http.get("/metrics")).status_code == 401
+    assert (await client.http.get("/metrics", headers=METRICS_AUTH)).status_code == 200
