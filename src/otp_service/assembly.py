@@ -45,6 +45,7 @@ from otp_service.otp.codes import CodeCrypto
 from otp_service.otp.service import OtpService
 from otp_service.otp.store import CodeStore, RedisCodeStore
 from otp_service.otp.tokens import TokenIssuer
+from otp_service.otp.why import LimitsLookup
 from otp_service.readiness import Readiness
 from otp_service.redisio import EmbeddedRedis, RedisClient, RedisKeys, open_redis
 from otp_service.retention import RedisRetentionSlot, Retention, RetentionSlot
@@ -186,20 +187,22 @@ def build_web(infra: Infrastructure) -> WebState:
         )
     sessions = create_sessionmaker(infra.engine)
     resend_secret = s.resend_webhook_secret.get_secret_value() if s.resend_webhook_secret else None
-    return WebState(
-        otp=OtpService(
-            settings=s,
-            store=stores.codes,
-            throttle=stores.throttle,
-            validator=AddressValidator(
-                extra_disposable=s.disposable_domains_extra, allow=s.disposable_domains_allow
-            ),
-            crypto=CodeCrypto(s.secret),
-            sealer=JobSealer(s.secret),
-            tokens=tokens,
-            captcha=_captcha(infra),
-            deliverability=_deliverability(infra),
+    otp = OtpService(
+        settings=s,
+        store=stores.codes,
+        throttle=stores.throttle,
+        validator=AddressValidator(
+            extra_disposable=s.disposable_domains_extra, allow=s.disposable_domains_allow
         ),
+        crypto=CodeCrypto(s.secret),
+        sealer=JobSealer(s.secret),
+        tokens=tokens,
+        captcha=_captcha(infra),
+        deliverability=_deliverability(infra),
+    )
+    return WebState(
+        otp=otp,
+        limits=LimitsLookup(settings=s, otp=otp, sessions=sessions),
         suppressions=SuppressionService(sessions=sessions, mailboxes=Mailboxes.of(s)),
         webhooks=WebhookService(
             sessions=sessions,

@@ -20,6 +20,7 @@ from otp_service.api.deps import (
     AdminDep,
     AuditLogDep,
     DeliveryLookupDep,
+    LimitsLookupDep,
     ReputationDep,
     SuppressionServiceDep,
     UsageServiceDep,
@@ -27,6 +28,7 @@ from otp_service.api.deps import (
 )
 from otp_service.api.schemas import problem_responses
 from otp_service.errors import InvalidRequest, ServiceError
+from otp_service.otp.why import LimitsReport
 from otp_service.validation.address import normalize_email
 
 router = APIRouter(
@@ -105,6 +107,26 @@ async def resume_provider(
     await guard.resume(provider)
     await audit.record(actor=admin, action="reputation.resume", target=provider)
     return [ProviderHealthOut.of(h) for h in await guard.check()]
+
+
+@router.get(
+    "/limits",
+    summary="Why a send would be refused now: every limit for an address and a client IP",
+    description=(
+        'For support staff answering "I never got my code": the address\'s mailbox key, cooldown, '
+        "daily count and cap (its remembered sources' own too), suppression, live code; the IP's "
+        "client and subnet rates, the low-conversion guard, a reputation block; the recipient "
+        "domain's count and the global cap; and `would_refuse`, the code a send would get now. "
+        "Either parameter may be given alone. Reads only: nothing changes any counter."
+    ),
+    responses=problem_responses({422: ["invalid_request"]}),
+)
+async def limits(
+    lookup: LimitsLookupDep,
+    email: Annotated[str | None, Query(max_length=320)] = None,
+    ip: Annotated[str | None, Query(max_length=64)] = None,
+) -> LimitsReport:
+    return await lookup.explain(email, ip)
 
 
 @router.get("/audit", summary="Admin writes, newest first")

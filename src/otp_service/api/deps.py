@@ -19,6 +19,7 @@ from otp_service.delivery.usage import UsageService
 from otp_service.net import Client
 from otp_service.otp.service import OtpService
 from otp_service.otp.tokens import TokenIssuer
+from otp_service.otp.why import LimitsLookup
 from otp_service.readiness import Readiness
 from otp_service.suppression.service import SuppressionService
 from otp_service.webhooks.service import WebhookService
@@ -65,6 +66,10 @@ async def get_delivery_lookup(request: Request) -> DeliveryLookup:
     return web_state(request).deliveries
 
 
+async def get_limits_lookup(request: Request) -> LimitsLookup:
+    return web_state(request).limits
+
+
 async def require_admin(request: Request) -> str:
     """The calling key's fingerprint, or 401 (FastAPI solves it once per request)."""
     return web_state(request).admin_keys.check(request.headers.get("authorization", ""))
@@ -85,4 +90,5 @@ TokensDep = Annotated[TokenIssuer | None, Depends(get_tokens)]
 ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
 AuditLogDep = Annotated[AuditLog, Depends(get_audit_log)]
 DeliveryLookupDep = Annotated[DeliveryLookup, Depends(get_delivery_lookup)]
+LimitsLookupDep = Annotated[LimitsLookup, Depends(get_limits_lookup)]
 AdminDep = Annotated[str, Depends(require_admin)]

@@ -12,6 +12,7 @@ from otp_service.delivery.reputation import ReputationGuard
 from otp_service.delivery.usage import UsageService
 from otp_service.otp.service import OtpService
 from otp_service.otp.tokens import TokenIssuer
+from otp_service.otp.why import LimitsLookup
 from otp_service.readiness import Readiness
 from otp_service.suppression.service import SuppressionService
 from otp_service.webhooks.service import WebhookService
@@ -32,6 +33,7 @@ class WebState:
     deliveries: DeliveryLookup
     admin_keys: AdminKeys
     metrics_access: MetricsAccess
+    limits: LimitsLookup
 
 
 def web_state(request: Request) -> WebState:

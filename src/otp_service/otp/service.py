@@ -36,6 +36,8 @@ from otp_service.otp.store import (
     ClaimStatus,
     CodeStore,
     Idempotency,
+    LimitsQuery,
+    LimitsState,
     SendDecision,
     SendRequest,
     SendStatus,
@@ -74,6 +76,18 @@ class Verified:
     email: str
     token: str | None = None
     token_expires_in: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What the send decision keys an address by (CONTRACT §6): its mailbox, the mailbox's id,
+    the recipient domain's budget (None: a shared mail provider) and the remembered-source id of
+    (mailbox, subnet) when the client is known."""
+
+    mailbox: str
+    address_id: str
+    domain: str | None
+    source_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +176,8 @@ class OtpService:
         code = generate_code(self._s.code_length)
         # Limits and the live code belong to the mailbox, whatever its spelling (CONTRACT §6);
         # the email goes to the address as typed.
-        mailbox = self._mailboxes.key(email)
-        address_id = self._crypto.address_id(mailbox)
-        domain = self._domains.budget(email)
+        ident = self.identity(email, client)
+        mailbox, address_id, domain = ident.mailbox, ident.address_id, ident.domain
         code_hash = self._crypto.code_hash(mailbox, code)
         decision = await self._store.decide_send(
             SendRequest(
@@ -186,7 +199,7 @@ class OtpService:
                 # Sealed always: kept under reuse, and for a code a remembered source requests.
                 sealed_code=self._sealer.seal_code(SealedCode(code, code_hash)),
                 reuse=self._reuse,
-                source_id=self._crypto.source_id(mailbox, client.subnet),
+                source_id=ident.source_id,
                 reuse_min_left_ms=self._reuse_min_left_ms,
                 idempotency=idem,
                 domain_id=self._crypto.domain_id(domain) if domain is not None else None,
@@ -208,6 +221,30 @@ class OtpService:
             "otp.test_recipient", extra={"email": mask_email(normalize_email(raw_email)), "action": "send"}
         )
         return self._accepted
+
+    def identity(self, email: str, client: Client | None) -> Identity:
+        mailbox = self._mailboxes.key(email)
+        source = self._crypto.source_id(mailbox, client.subnet) if client is not None else None
+        return Identity(mailbox, self._crypto.address_id(mailbox), self._domains.budget(email), source)
+
+    async def limits(self, email: str | None, client: Client | None) -> tuple[Identity | None, LimitsState]:
+        """What the send decision would read now for this address and client (either may be
+        None), read only: GET /api/v1/admin/limits."""
+        ident = self.identity(email, client) if email is not None else None
+        state = await self._store.limits(
+            LimitsQuery(
+                client=client, address_id=ident.address_id if ident else None,
+                source_id=ident.source_id if ident else None,
+                domain_id=self._crypto.domain_id(ident.domain) if ident and ident.domain else None,
+                channel=CHANNEL, rates=self._send_rates, daily_limit=self._s.per_account_daily_limit,
+                guard_window_ms=self._guard.rate.period_seconds * 1000,
+            )
+        )  # fmt: skip
+        return ident, state
+
+    def check_address(self, raw_email: str) -> str:
+        """The address as the send path normalises it, or the refusal it would get (no network)."""
+        return self._validator.check(raw_email)
 
     def _answer(self, decision: SendDecision, email: str | None, client: Client) -> SendAccepted:
         """The decision as the contract's answer: accepted, or the refusal raised."""

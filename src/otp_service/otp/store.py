@@ -140,6 +140,46 @@ class VerifyDecision:
     attempts_remaining: int = 0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsQuery:
+    """GET /api/v1/admin/limits: which keys to read (None: not asked about)."""
+
+    client: Client | None
+    address_id: str | None
+    source_id: str | None
+    domain_id: str | None
+    channel: str
+    rates: Rates
+    guard_window_ms: int
+    daily_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsState:
+    """limits.lua's reply, by name (times in ms)."""
+
+    client_sends: int
+    client_wait: int
+    subnet_sends: int
+    subnet_wait: int
+    guard_sends: int
+    guard_verified: int
+    guard_recent: int
+    blocked: int
+    paused: int
+    cooldown: int
+    daily: int
+    daily_wait: int
+    remembered_cooldown: int
+    remembered_daily: int
+    remembered_daily_wait: int
+    remembered_sources: int
+    remembered: int
+    domain: int
+    global_sends: int
+    code_left: int
+
+
 class CodeStore(Protocol):
     async def claim(self, idem: Idempotency, client: Client, rates: Rates) -> Claim:
         """Before anything else, for a send with an Idempotency-Key (idempotency.lua)."""
@@ -170,6 +210,10 @@ class CodeStore(Protocol):
 
     async def is_current(self, address_id: str, code_hash: str) -> bool:
         """Whether this is still the address's live code (the worker's superseded check)."""
+        ...
+
+    async def limits(self, query: LimitsQuery) -> LimitsState:
+        """What the send decision would read now, read only."""
         ...
 
 
@@ -211,6 +255,7 @@ class RedisCodeStore:
     _CAPTCHA = Script(PRELUDE, ("otp_service.otp", "captcha_needed"))
     _READ = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_read"), reads_only=True)
     _RELEASE = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_release"), allow_oom=True)
+    _LIMITS = Script(PRELUDE, ("otp_service.otp", "limits"), reads_only=True)
 
     def __init__(self, redis: RedisClient, keys: RedisKeys, *, clock: Clock) -> None:
         self._redis = redis
@@ -283,12 +328,14 @@ class RedisCodeStore:
             self._keys.code(req.address_id),
             self._keys.conversion(req.client.subnet),
             self._keys.remembered(req.source_id or "-"),
+            self._keys.remembered_sources(req.address_id),
         ]
         args = [
             *throttle_args(self._clock, req.rates, self._member()),
             req.code_hash,
             req.max_attempts,
             req.remember_ms if req.source_id else 0,
+            req.source_id or "-",
         ]
         async with redis_guard("verify"):
             status, value = await self._VERIFY(self._redis, keys, args)
@@ -324,3 +371,27 @@ class RedisCodeStore:
             stored, expires = await self._redis.execute("HMGET", self._keys.code(address_id), "h", "x")
         live = expires is None or int(expires) > now_ms(self._clock)  # see otp/lua/_code.lua
         return stored is not None and live and hmac.compare_digest(stored, code_hash.encode())
+
+    async def limits(self, query: LimitsQuery) -> LimitsState:
+        k = self._keys
+        none = k.unused  # a key the question does not concern: read, always empty
+        client, address = query.client, query.address_id
+        keys = [
+            *(query.rates.keys(k, client) if client else [none, none]),
+            k.conversion(client.subnet) if client else none,
+            k.source_blocked(client.subnet) if client else none,
+            k.sending_paused,
+            k.cooldown(address) if address else none,
+            k.daily(address) if address else none,
+            k.cooldown(f"{address}:remembered") if address else none,
+            k.daily(f"{address}:remembered") if address else none,
+            k.remembered_sources(address) if address else none,
+            k.remembered(query.source_id) if query.source_id else none,
+            k.domain(query.domain_id) if query.domain_id else none,
+            k.global_sends(query.channel),
+            k.code(address) if address else none,
+        ]
+        args = [*throttle_args(self._clock, query.rates, "-"), query.guard_window_ms, query.daily_limit]
+        async with redis_guard("limits"):
+            reply = await self._LIMITS(self._redis, keys, args)
+        return LimitsState(*(int(v) for v in reply))

@@ -66,6 +66,15 @@ class RedisKeys:
         """String with a TTL: a (mailbox, subnet) source that verified a code (CONTRACT §6)."""
         return f"{self._base}:remembered:{source_id}"
 
+    def remembered_sources(self, address_id: str) -> str:
+        """The address's remembered sources (zset: source id -> remembered until, ms)."""
+        return f"{self._base}:remembered-sources:{address_id}"
+
+    @property
+    def unused(self) -> str:
+        """A key no script writes: where a script's key does not apply to the question asked."""
+        return f"{self._base}:unused"
+
     def source_blocked(self, subnet: str) -> str:
         """String with a 24 h TTL: the reputation guard blocked this subnet from sending."""
         return f"{self._base}:source-blocked:{subnet}"

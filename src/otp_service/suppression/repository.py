@@ -119,3 +119,11 @@ async def upsert(
         },
     )
     await session.execute(stmt)
+
+
+async def find(session: AsyncSession, email: str, mailbox: str) -> Suppression | None:
+    """The row that suppresses this address: its own, or its mailbox's (CONTRACT §6)."""
+    rows = await session.scalars(
+        select(Suppression).where((Suppression.email == email) | (Suppression.mailbox == mailbox)).limit(1)
+    )
+    return rows.first()

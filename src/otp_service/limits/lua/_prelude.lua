@@ -67,13 +67,14 @@ local function throttle_pair(client_key, subnet_key)
 end
 
 -- A subnet's conversion over a rolling 24 h in hourly steps: a hash of s<hour> (accepted sends)
--- and v<hour> (verified codes). Returns (sends, verified) over the last 24 hours, dropping
--- older fields as it reads.
+-- and v<hour> (verified codes). conversion_read returns (sends, verified) over the last 24 hours
+-- and the names of older fields, writing nothing (GET /api/v1/admin/limits reads it too);
+-- conversion drops those fields as it reads.
 local HOUR = 3600000
-local function conversion(key, now)
+local function conversion_read(key, now)
   local current = math.floor(now / HOUR)
   local fields = redis.call('HGETALL', key)
-  local sent, verified = 0, 0
+  local sent, verified, stale = 0, 0, {}
   for i = 1, #fields, 2 do
     local name = fields[i]
     if tonumber(string.sub(name, 2)) > current - 24 then
@@ -83,9 +84,15 @@ local function conversion(key, now)
         verified = verified + tonumber(fields[i + 1])
       end
     else
-      redis.call('HDEL', key, name)
+      stale[#stale + 1] = name
     end
   end
+  return sent, verified, stale
+end
+
+local function conversion(key, now)
+  local sent, verified, stale = conversion_read(key, now)
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
   return sent, verified
 end
 

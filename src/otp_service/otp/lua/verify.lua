@@ -4,6 +4,8 @@
 -- ARGV[1..7] throttle_args  ARGV[8] candidate code hash  ARGV[9] max wrong attempts
 -- KEYS[5] remembered source: this (mailbox, client subnet) (string, PX)   ARGV[10] how long a
 -- source that verifies is remembered (ms; 0: not remembered)
+-- KEYS[6] the address's remembered sources (zset: source id -> remembered until, ms), which the
+-- admin API counts   ARGV[11] this source's id
 -- A code a remembered source requested (r = 1) counts wrong attempts from elsewhere apart (n)
 -- from its source's (m): guesses from elsewhere can refuse elsewhere, never burn the code.
 -- Returns {status, n}: approved | expired | rate_limited (n = wait ms)
@@ -34,7 +36,13 @@ end
 if diff == 0 then
   redis.call('DEL', KEYS[3])
   count_conversion(KEYS[4], NOW, 'v')
-  if tonumber(ARGV[10]) > 0 then redis.call('SET', KEYS[5], '1', 'PX', tonumber(ARGV[10])) end
+  local remember = tonumber(ARGV[10])
+  if remember > 0 then
+    redis.call('SET', KEYS[5], '1', 'PX', remember)
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', NOW)
+    redis.call('ZADD', KEYS[6], NOW + remember, ARGV[11])
+    redis.call('PEXPIRE', KEYS[6], remember)
+  end
   return {'approved', 0}
 end
 

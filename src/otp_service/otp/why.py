@@ -1,0 +1,202 @@
+"""'Why was this refused?' (GET /api/v1/admin/limits, CONTRACT §3): every limit a send would meet
+for an address and a client IP, read from the same keys the send decision reads (otp/lua/limits.lua,
+a no-writes script) and the suppression table, and which refusal a send would get now, in the
+order send.lua decides. Nothing in it changes any counter."""
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from otp_service.db.engine import database_session
+from otp_service.errors import InvalidRequest, ServiceError
+from otp_service.limits.throttle import ConversionGuard
+from otp_service.net import Client, Prefixes, resolve
+from otp_service.otp.service import CHANNEL, Identity, OtpService
+from otp_service.otp.store import LimitsState
+from otp_service.settings import Settings
+from otp_service.suppression import repository as suppressions
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    count: int
+    limit: int
+    retry_after: int
+    """Seconds until the next send is admitted here (0: it would be)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AddressLimits:
+    email: str
+    mailbox: str
+    """The key every per-address limit and suppression compares (CONTRACT §6)."""
+    address_check: str | None
+    """The refusal the address itself gets before any limit (disposable_email, email_typo, …)."""
+    suppressed: bool
+    suppression_reason: str | None
+    cooldown_remaining: int
+    daily: Window
+    remembered_sources: int
+    remembered_cooldown_remaining: int
+    """The cooldown that sends from the address's remembered sources share, apart."""
+    remembered_daily: Window
+    code_expires_in: int
+    """Seconds the live code has left (0: none)."""
+    domain: str | None
+    """The registrable recipient domain, or None for a shared mail provider (exempt)."""
+    domain_daily: Window | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionLimits:
+    sends_24h: int
+    verified_24h: int
+    min_sends: int
+    min_ratio: float
+    slows_subnet: bool
+    guard_rate: str
+    subnet_sends_in_guard_window: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    ip: str
+    client: str
+    subnet: str
+    client_rate: Window
+    subnet_rate: Window
+    conversion: ConversionLimits
+    blocked_for: int
+    """Seconds the reputation guard's block of the subnet has left (0: not blocked)."""
+    remembered_source: bool | None
+    """Whether (the address's mailbox, this subnet) is a remembered source; None without an address."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsReport:
+    address: AddressLimits | None
+    client: ClientLimits | None
+    global_daily: Window
+    sending_paused: bool
+    would_refuse: str | None
+    """The code a send would be refused with now (considering only what was asked about), or
+    None: it would be accepted (a suppressed address still gets the 202, with no email)."""
+    retry_after: int
+
+
+def _seconds(ms: int) -> int:
+    return -(-ms // 1000)
+
+
+class LimitsLookup:
+    def __init__(
+        self, *, settings: Settings, otp: OtpService, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        self._s = settings
+        self._otp = otp
+        self._sessions = sessions
+        self._guard = ConversionGuard.of(settings)
+        self._prefixes: Prefixes = settings.client_prefixes()
+
+    def client_of(self, ip: str) -> Client:
+        client = resolve(ip.strip(), None, (), self._prefixes)
+        if "/" not in client.subnet:  # resolve() names a non-address by itself
+            raise InvalidRequest("ip: not an IP address")
+        return client
+
+    async def explain(self, email: str | None, ip: str | None) -> LimitsReport:
+        if not email and not ip:
+            raise InvalidRequest("give email, ip, or both")
+        client = self.client_of(ip) if ip else None
+        address, check = None, None
+        if email:
+            try:
+                address = self._otp.check_address(email)
+            except ServiceError as refused:
+                check = refused.code
+                address = email.strip().lower()
+        ident, state = await self._otp.limits(address, client)
+        return self._report(address, check, ident, client, state, await self._suppression(address, ident))
+
+    async def _suppression(self, address: str | None, ident: Identity | None) -> str | None:
+        if address is None or ident is None:
+            return None
+        async with database_session(self._sessions) as session:
+            row = await suppressions.find(session, address, ident.mailbox)
+        return row.reason if row is not None else None
+
+    def _report(
+        self, email: str | None, check: str | None, ident: Identity | None, client: Client | None,
+        st: LimitsState, suppression: str | None,
+    ) -> LimitsReport:  # fmt: skip
+        s = self._s
+        send, subnet = s.rate("otp_send"), s.rate("otp_send_subnet")
+        global_limit = s.global_daily_limits.get(CHANNEL, 0)
+        glob = Window(st.global_sends, global_limit, 0)
+        address = None
+        remembered = bool(st.remembered) if ident is not None and client is not None else None
+        if email is not None and ident is not None:
+            domain_daily = None
+            if ident.domain is not None:
+                domain_daily = Window(st.domain, s.domain_daily_limit, 0)
+            address = AddressLimits(
+                email=email, mailbox=ident.mailbox, address_check=check, suppressed=suppression is not None,
+                suppression_reason=suppression, cooldown_remaining=_seconds(st.cooldown),
+                daily=Window(st.daily, s.per_account_daily_limit, _seconds(st.daily_wait)),
+                remembered_sources=st.remembered_sources,
+                remembered_cooldown_remaining=_seconds(st.remembered_cooldown),
+                remembered_daily=Window(st.remembered_daily, s.per_account_daily_limit,
+                                        _seconds(st.remembered_daily_wait)),
+                code_expires_in=_seconds(st.code_left), domain=ident.domain, domain_daily=domain_daily,
+            )  # fmt: skip
+        client_limits = None
+        if client is not None:
+            slows = self._guard.slows(st.guard_sends, st.guard_verified)
+            client_limits = ClientLimits(
+                ip=client.ip, client=client.key, subnet=client.subnet,
+                client_rate=Window(st.client_sends, send.limit, _seconds(st.client_wait)),
+                subnet_rate=Window(st.subnet_sends, subnet.limit, _seconds(st.subnet_wait)),
+                conversion=ConversionLimits(
+                    sends_24h=st.guard_sends, verified_24h=st.guard_verified, min_sends=self._guard.min_sends,
+                    min_ratio=self._guard.min_ratio, slows_subnet=slows, guard_rate=str(self._guard.rate),
+                    subnet_sends_in_guard_window=st.guard_recent,
+                ),
+                blocked_for=_seconds(st.blocked), remembered_source=remembered,
+            )  # fmt: skip
+        refusal, wait = self._first_refusal(check, address, client_limits, st, remembered)
+        return LimitsReport(address, client_limits, glob, bool(st.paused), refusal, wait)
+
+    def _first_refusal(
+        self, check: str | None, a: AddressLimits | None, c: ClientLimits | None, st: LimitsState,
+        remembered: bool | None,
+    ) -> tuple[str | None, int]:  # fmt: skip
+        """send.lua's order: the address itself, the client's and subnet's rates, the reputation
+        block, the low-conversion guard, the pause, the cooldown, the daily cap (a remembered
+        source's own), the domain, the global cap."""
+        if check is not None:
+            return check, 0
+        if c is not None:
+            wait = max(c.client_rate.retry_after, c.subnet_rate.retry_after)
+            if wait:
+                return "rate_limited", wait
+            if c.blocked_for:
+                return "rate_limited", c.blocked_for
+            if (
+                c.conversion.slows_subnet
+                and c.conversion.subnet_sends_in_guard_window >= self._guard.rate.limit
+            ):
+                return "rate_limited", self._guard.rate.period_seconds
+        if st.paused:
+            return "sending_paused", 0
+        if a is not None:
+            cooldown = a.remembered_cooldown_remaining if remembered else a.cooldown_remaining
+            daily = a.remembered_daily if remembered else a.daily
+            if cooldown:
+                return "cooldown", cooldown
+            if daily.count >= daily.limit:
+                return "daily_limit", daily.retry_after
+            if a.domain_daily is not None and a.domain_daily.count >= a.domain_daily.limit:
+                return "domain_limit", 0
+        if st.global_sends >= self._s.global_daily_limits.get(CHANNEL, 0):
+            return "global_limit", 0
+        return None, 0
