@@ -121,7 +121,7 @@ async def test_the_daily_cap_across_spellings_and_the_domain_cap(
 
         for _ in range(12):
             assert (await send(app, unique_email("corp.example.co.uk"), HOME)).status_code == 202
-        report = await limits(app, email=f"new@mail.corp.example.co.uk")
+        report = await limits(app, email="new@mail.corp.example.co.uk")
         assert report["address"]["domain"] == "example.co.uk"
         assert report["address"]["domain_daily"] == {"count": 12, "limit": 12, "retry_after": 0}
         assert report["would_refuse"] == "domain_limit"
