@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from markupsafe import escape
+
 from otp_service.clock import Clock, system_clock
 from otp_service.delivery.providers.base import (
     EmailProvider,
@@ -18,7 +20,7 @@ from otp_service.delivery.providers.base import (
     RateLimitedError,
     RetryableError,
 )
-from otp_service.delivery.templates import HEADERS, RenderedEmail, email_context, render_template
+from otp_service.delivery.templates import HEADERS, RenderedEmail, email_context, render_template, verify_link
 from otp_service.errors import Unavailable
 from otp_service.locales import Locale
 from otp_service.logs import get_logger, mask_email
@@ -29,6 +31,8 @@ log = get_logger("delivery")
 
 _CODE_SLOT = "CODESLOT" + secrets.token_hex(8)
 """Stands for the code in a template rendered once: letters and digits, which no escaping alters."""
+_LINK_SLOT = "LINKSLOT" + secrets.token_hex(8)
+"""Stands for the verify link (its address differs per email) the same way."""
 
 # Exponential backoff from 0.5 s, capped at 30 s, with full jitter (AWS architecture blog,
 # "Exponential Backoff and Jitter").
@@ -124,8 +128,8 @@ class Deliverer:
         self._healthy = healthy
         self._rendered: dict[tuple[str, Locale], RenderedEmail] = {}
 
-    def _context(self, code: str, wording: Wording) -> dict[str, Any]:
-        # Everything but the code and its wording is fixed by the settings.
+    def _context(self, code: str, wording: Wording, link: str | None) -> dict[str, Any]:
+        # Everything but the code, the link and the wording is fixed by the settings.
         lifetime = self._s.code_ttl if wording.lifetime_seconds is None else wording.lifetime_seconds
         return email_context(
             brand=self._s.brand_name,
@@ -136,23 +140,28 @@ class Deliverer:
             support_email=self._s.support_email,
             locale=wording.locale,
             repeated=wording.repeated,
+            verify_link=link,
         )
 
     def build(
         self, template_id: str, to: str, code: str, idempotency_key: str, wording: Wording = PLAIN
     ) -> OutgoingEmail:
+        template = self._s.verify_link_template
+        link = verify_link(template, to, code) if template is not None else None
         if code.isascii() and code.isdigit() and wording.lifetime_seconds is None and not wording.repeated:
-            # Rendered once per template and language with a placeholder for the code; digits
-            # need no escaping in either part, so putting them in its place gives what rendering
-            # would.
+            # Rendered once per template and language with placeholders for the code and the
+            # link; digits need no escaping in either part, and the link is escaped for HTML here
+            # as the template would, so putting them in their places gives what rendering would.
             rendered = self._rendered.get((template_id, wording.locale))
             if rendered is None:
                 rendered = self._rendered[(template_id, wording.locale)] = render_template(
-                    template_id, self._context(_CODE_SLOT, wording)
+                    template_id, self._context(_CODE_SLOT, wording, _LINK_SLOT if link else None)
                 )
             text, html = rendered.text.replace(_CODE_SLOT, code), rendered.html.replace(_CODE_SLOT, code)
+            if link is not None:
+                text, html = text.replace(_LINK_SLOT, link), html.replace(_LINK_SLOT, str(escape(link)))
         else:  # a re-sent code states its own time left: rendered for it
-            rendered = render_template(template_id, self._context(code, wording))
+            rendered = render_template(template_id, self._context(code, wording, link))
             text, html = rendered.text, rendered.html
         return OutgoingEmail(
             to=to,

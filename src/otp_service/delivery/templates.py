@@ -1,14 +1,15 @@
 """The only emails this service can send: a compile-time allowlist of template ids.
 
 No caller passes a subject or a body; the context holds values the templates escape
-(autoescape on for HTML). No tracking pixels, no remote images, no links but the website and
-the support address.
+(autoescape on for HTML). No tracking pixels, no remote images, no links but the website, the
+support address and, when configured, the verify link (its code in the URL fragment).
 """
 
 from dataclasses import dataclass
 from email.utils import parseaddr
 from functools import cache
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -52,9 +53,11 @@ def email_context(
     support_email: str,
     locale: Locale = "bilingual",
     repeated: bool = False,
+    verify_link: str | None = None,
 ) -> dict[str, Any]:
     """Everything the template reads, from the settings and the one code. `repeated`: the code
-    was emailed before (OTP_RESEND_STRATEGY=reuse), and `lifetime_seconds` is its time left."""
+    was emailed before (OTP_RESEND_STRATEGY=reuse), and `lifetime_seconds` is its time left.
+    `verify_link`: OTP_VERIFY_LINK_TEMPLATE filled in (verify_link below)."""
     if locale not in LOCALES:
         raise ValueError(f"unknown locale {locale!r}")
     return {
@@ -68,7 +71,15 @@ def email_context(
         "english": locale in ("en", "bilingual"),
         "chinese": locale in ("zh-CN", "bilingual"),
         "repeated": repeated,
+        "verify_link": verify_link,
     }
+
+
+def verify_link(template: str, email: str, code: str) -> str:
+    """OTP_VERIFY_LINK_TEMPLATE with the address and code filled in, URL-encoded. Both stand in
+    the fragment (Settings refuses any other template), which no browser or link scanner sends to
+    a server: opening the link cannot use the code; the page it opens posts the verify."""
+    return template.format(email=quote(email, safe=""), code=quote(code, safe=""))
 
 
 class UnknownTemplate(ValueError):

@@ -11,7 +11,13 @@ from typing import Literal
 
 from markdown_it import MarkdownIt
 
-from otp_service.delivery.templates import email_context, environment, lifetime_en, render_template
+from otp_service.delivery.templates import (
+    email_context,
+    environment,
+    lifetime_en,
+    render_template,
+    verify_link,
+)
 from otp_service.otp.service import IDEMPOTENCY_KEEP_MS, REUSE_MIN_LEFT_MS
 from otp_service.settings import Rate, Settings
 from otp_service.validation.address import AddressValidator
@@ -23,6 +29,7 @@ from otp_service.webhooks.sns import MAX_SKEW as SNS_MAX_SKEW
 Format = Literal["markdown", "html"]
 
 SAMPLE_CODE = "123456"
+SAMPLE_ADDRESS = "you@example.com"
 """The placeholder code of the sample email."""
 
 CONSENT_NOTICE = {
@@ -172,6 +179,8 @@ def render_trust_page(settings: Settings, fmt: Format = "markdown") -> str:
         email_context(
             brand=s.brand_name, code=SAMPLE_CODE, lifetime_seconds=s.code_ttl, sender=s.email_from,
             website_url=s.website_url, support_email=s.support_email, locale=s.default_locale,
+            verify_link=verify_link(s.verify_link_template, SAMPLE_ADDRESS, SAMPLE_CODE)
+            if s.verify_link_template else None,
         ),
     )  # fmt: skip
     providers = [_PROVIDER_NAMES[s.email_provider]]
