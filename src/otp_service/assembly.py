@@ -39,6 +39,7 @@ from otp_service.delivery.reputation import PauseState, RedisPauseState, Reputat
 from otp_service.delivery.sender import Deliverer, SendRateLimiter
 from otp_service.delivery.usage import UsageService
 from otp_service.delivery.worker import FORGET_IDLE_MS, DeliveryWorker, Outcome
+from otp_service.events.outbox import EventOutbox, EventSeal, EventSender
 from otp_service.limits.send_rate import RedisSendRate
 from otp_service.limits.throttle import RedisThrottle, Throttle
 from otp_service.otp.codes import CodeCrypto
@@ -85,6 +86,8 @@ class Infrastructure:
     reputation: ReputationGuard
     """One per process, shared by the admin API (report, resume) and the worker (healthy): a
     resume reaches the worker at once."""
+    events: EventOutbox | None = None
+    """Events out (CONTRACT §7), with OTP_EVENTS_WEBHOOK_URL set."""
 
 
 def create_http_client(
@@ -152,7 +155,11 @@ async def open_infrastructure(
             settings=settings, pauses=stores.pauses, engine=engine, providers=_provider_names(settings),
             audit=AuditLog(sessions=create_sessionmaker(engine)), clock=clock,
         )  # fmt: skip
-        yield Infrastructure(settings, engine, http, redis, stores, clock, guard)
+        events = None
+        if settings.events_webhook_url is not None:
+            keys = RedisKeys(settings.redis_key_prefix)
+            events = EventOutbox(redis, keys, EventSeal(JobSealer(settings.secret)), clock=clock)
+        yield Infrastructure(settings, engine, http, redis, stores, clock, guard, events)
 
 
 def _provider_names(settings: Settings) -> list[str]:
@@ -199,6 +206,7 @@ def build_web(infra: Infrastructure) -> WebState:
         tokens=tokens,
         captcha=_captcha(infra),
         deliverability=_deliverability(infra),
+        events=infra.events,
     )
     return WebState(
         otp=otp,
@@ -214,6 +222,7 @@ def build_web(infra: Infrastructure) -> WebState:
                 clock=infra.clock,
             ),
             mailboxes=Mailboxes.of(s),
+            events=infra.events,
         ),
         usage=UsageService(
             engine=infra.engine,
@@ -275,6 +284,7 @@ class WorkerComponents:
     worker: DeliveryWorker
     guard: ReputationGuard
     retention: Retention
+    events: EventSender | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -315,12 +325,21 @@ async def build_worker(
         clock=infra.clock,
         forget_idle_after=options.forget_idle_after or FORGET_IDLE_MS / 1000,
         on_outcome=options.on_outcome,
+        events=infra.events,
     )
     retention = Retention(
         engine=infra.engine, slot=stores.retention, days=s.retention_days, owner=worker.name,
         clock=infra.clock,
     )  # fmt: skip
-    return WorkerComponents(worker, guard, retention)
+    sender = None
+    if s.events_webhook_url is not None and s.events_webhook_secret is not None:
+        sender = EventSender(
+            redis=infra.redis, keys=RedisKeys(s.redis_key_prefix), seal=EventSeal(JobSealer(s.secret)),
+            url=s.events_webhook_url, secret=s.events_webhook_secret.get_secret_value(), http=infra.http,
+            name=worker.name, clock=infra.clock,
+        )  # fmt: skip
+        stack.push_async_callback(sender.aclose)
+    return WorkerComponents(worker, guard, retention, sender)
 
 
 RETENTION_STOP_GRACE = 10.0
@@ -339,15 +358,20 @@ async def running_worker(
         worker_task = asyncio.create_task(built.worker.run(), name=f"delivery-worker-{built.worker.name}")
         guard_task = asyncio.create_task(built.guard.run(), name="reputation-guard")
         retention_task = asyncio.create_task(built.retention.run(), name="retention")
+        tasks = [worker_task, guard_task, retention_task]
+        if built.events is not None:
+            tasks.append(asyncio.create_task(built.events.run(), name="events-out"))
         try:
             yield built
         finally:
             built.worker.stop()
             built.guard.stop()
             built.retention.stop()
+            if built.events is not None:
+                built.events.stop()
             # Retention and the reputation guard end by themselves (at once, or after the batch or
             # check in progress): a statement cut off by cancellation could keep its connection
             # checked out past the engine's disposal.
             await asyncio.wait({retention_task, guard_task}, timeout=RETENTION_STOP_GRACE)
-            for task in (worker_task, guard_task, retention_task):
+            for task in tasks:
                 await cancel_and_wait(task)

@@ -17,6 +17,12 @@ WEBHOOK_EVENTS = Counter(
     "Webhook events by provider, type and outcome",
     ["provider", "type", "outcome"],
 )
+EVENTS_OUT = Counter(
+    "otp_events_out_total",
+    "Events out (OTP_EVENTS_WEBHOOK_URL) by type and result: queued, delivered (a 2xx), "
+    "retry_scheduled, expired (24 h without a 2xx), lost (Redis down when published)",
+    ["type", "result"],
+)
 WORKER_CRASHES = Counter(
     "otp_worker_crashes_total",
     "Unexpected exceptions in the delivery worker while handling a job (where=job)",

@@ -41,6 +41,13 @@ class JobSealer:
     def __init__(self, secret: bytes) -> None:
         self._aead = AESGCM(derive_key(secret, "job-seal"))
 
+    def seal_fields(self, plain: dict[str, str], purpose: bytes) -> bytes:
+        """Any string fields, under an AEAD purpose of their own (events out use b"otp-event")."""
+        return self._seal(plain, purpose)
+
+    def open_fields(self, sealed: bytes, purpose: bytes) -> dict[str, str]:
+        return self._open(sealed, purpose)
+
     def _seal(self, plain: dict[str, str], purpose: bytes) -> bytes:
         # 96 random bits per job: every process seals under the same key, so a per-process
         # counter with a 32-bit random prefix could repeat a nonce across processes (a birthday

@@ -33,6 +33,7 @@ from otp_service.delivery.queue import Job, JobQueue, queued_at
 from otp_service.delivery.repository import DeliveryOutcome, DeliveryRecord
 from otp_service.delivery.sender import Deliverer, DeliveryFailed, Superseded, Wording, backoff
 from otp_service.errors import Unavailable
+from otp_service.events.outbox import EventOutbox, EventType
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import DELIVERIES, WORKER_CRASHES
 from otp_service.supervise import Beat, supervise
@@ -49,6 +50,14 @@ class CurrentCode(Protocol):
     """Whether a job's code is still its address's live code (otp/store.py answers)."""
 
     async def is_current(self, address_id: str, code_hash: str) -> bool: ...
+
+
+_EVENT_OF: dict[DeliveryOutcome, EventType] = {
+    DeliveryOutcome.SENT: "otp.sent",
+    DeliveryOutcome.SUPPRESSED: "otp.suppressed",
+    DeliveryOutcome.FAILED: "otp.failed",
+    DeliveryOutcome.EXPIRED: "otp.failed",  # retried until the code expired: given up
+}
 
 
 def consumer_name() -> str:
@@ -84,8 +93,10 @@ class DeliveryWorker:
         name: str | None = None,
         forget_idle_after: float = FORGET_IDLE_MS / 1000,
         on_outcome: Callable[[Outcome], None] | None = None,
+        events: EventOutbox | None = None,
     ) -> None:
         self.name = name or consumer_name()
+        self._events = events
         self._queue = queue
         self._sealer = sealer
         self._codes = codes
@@ -235,6 +246,7 @@ class DeliveryWorker:
         try:
             outcome = await self.process(job)
             await self._record(outcome)
+            await self._publish(outcome)
             await self._ack(job)
         except asyncio.CancelledError:
             raise
@@ -249,6 +261,16 @@ class DeliveryWorker:
         if self._on_outcome is not None:
             self._on_outcome(outcome)
         return outcome
+
+    async def _publish(self, outcome: Outcome) -> None:
+        """Events out (CONTRACT §7): sent, suppressed, failed. The webhook-id is the job's and the
+        outcome's, so a job handled again after a crash repeats the same event, not a new one."""
+        kind = _EVENT_OF.get(outcome.status)
+        if self._events is None or kind is None or outcome.email is None:
+            return
+        data = {"email": outcome.email, "job_id": outcome.job_id, "provider": outcome.provider,
+                "message_id": outcome.message_id, "outcome": str(outcome.status)}  # fmt: skip
+        await self._events.publish(kind, data, event_id=f"{outcome.job_id}_{outcome.status}")
 
     async def _ack(self, job: Job) -> None:
         for attempt in range(5):

@@ -24,6 +24,7 @@ from otp_service.errors import (
     Unavailable,
     UndeliverableEmail,
 )
+from otp_service.events.outbox import EventOutbox
 from otp_service.limits.throttle import ConversionGuard, Rates, Throttle
 from otp_service.locales import Locale
 from otp_service.logs import get_logger, mask_email, mask_subnet
@@ -106,6 +107,10 @@ _SEND_REJECTIONS: dict[SendStatus, type[RateLimited | Cooldown | DailyLimit | Do
 }
 
 
+def verified_event(email: str) -> dict[str, str | None]:
+    return {"email": email, "job_id": None, "provider": None, "message_id": None}
+
+
 class OtpService:
     def __init__(
         self,
@@ -119,8 +124,10 @@ class OtpService:
         tokens: TokenIssuer | None = None,
         captcha: CaptchaCheck | None = None,
         deliverability: DeliverabilityCheck | None = None,
+        events: EventOutbox | None = None,
     ) -> None:
         self._s = settings
+        self._events = events
         self._store = store
         self._throttle = throttle
         self._sealer = sealer
@@ -353,6 +360,8 @@ class OtpService:
             case VerifyStatus.APPROVED:
                 log.info("otp.verify_approved", extra={"email": masked})
                 _VERIFIES.inc()
+                if self._events is not None:  # CONTRACT §7: one XADD, never waits on the receiver
+                    await self._events.publish("otp.verified", verified_event(email))
                 if self._tokens is None:
                     return Verified(email)
                 return Verified(email, self._tokens.issue(email), self._tokens.ttl)
@@ -373,6 +382,8 @@ class OtpService:
         if wait:
             raise RateLimited(retry_after=wait / 1000)
         approved = TestRecipients.matches(fixed, code)
+        if approved and self._events is not None:
+            await self._events.publish("otp.verified", {**verified_event(email), "test": True})
         log.info(
             "otp.test_recipient", extra={"email": mask_email(email), "action": "verify", "approved": approved}
         )

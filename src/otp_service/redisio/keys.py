@@ -53,6 +53,16 @@ class RedisKeys:
         return f"{self._base}:jobs"
 
     @property
+    def events(self) -> str:
+        """Stream: events out waiting for their first attempt (events/outbox.py)."""
+        return f"{self._base}:events"
+
+    @property
+    def events_retry(self) -> str:
+        """Sorted set: events out waiting for another attempt, by due time (ms)."""
+        return f"{self._base}:events-retry"
+
+    @property
     def pauses(self) -> str:
         """Hash: provider -> reason, for providers the reputation guard paused."""
         return f"{self._base}:paused"

@@ -7,17 +7,23 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from otp_service.db.engine import session_scope
+from otp_service.db.models import Delivery
+from otp_service.delivery import repository as deliveries
 from otp_service.errors import Unavailable, WebhookRejected
+from otp_service.events.outbox import EventOutbox, EventType
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import WEBHOOK_EVENTS
 from otp_service.suppression import repository as suppressions
 from otp_service.validation.mailbox import Mailboxes
 from otp_service.webhooks import repository as events
-from otp_service.webhooks.events import ProviderEvent
+from otp_service.webhooks.events import ProviderEvent, kind_of
 from otp_service.webhooks.resend import ResendWebhook
 from otp_service.webhooks.sns import SnsVerifier, normalise_ses
 
 log = get_logger("webhooks")
+
+_EVENT_OF: dict[str, EventType] = {"delivered": "otp.delivered", "bounced": "otp.bounced",
+                                   "complained": "otp.complained"}  # fmt: skip
 
 Outcome = Literal["accepted", "duplicate"]
 
@@ -47,17 +53,21 @@ async def apply_event(
 class WebhookService:
     def __init__(
         self, *, sessions: async_sessionmaker[AsyncSession], resend: ResendWebhook, sns: SnsVerifier,
-        mailboxes: Mailboxes,
+        mailboxes: Mailboxes, events: EventOutbox | None = None,
     ) -> None:  # fmt: skip
         self._sessions = sessions
+        self._events = events
         self._mailboxes = mailboxes
         self._resend = resend
         self._sns = sns
 
     async def _apply(self, event: ProviderEvent) -> str:
+        delivery = None
         try:
             async with session_scope(self._sessions) as session:
                 outcome, suppressed = await apply_event(session, event, self._mailboxes)
+                if self._events is not None and outcome == "accepted" and event.message_id is not None:
+                    delivery = await deliveries.for_message(session, event.provider, event.message_id)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             WEBHOOK_EVENTS.labels(event.provider, event.type, "unavailable").inc()
             log.warning(
@@ -72,7 +82,25 @@ class WebhookService:
             extra={"provider": event.provider, "type": event.type, "event_id": event.event_id,
                    "suppressed": suppressed, "recipients": recipients},
         )  # fmt: skip
+        if outcome == "accepted":
+            await self._publish(event, delivery)
         return outcome
+
+    async def _publish(self, event: ProviderEvent, delivery: Delivery | None) -> None:
+        """Events out (CONTRACT §7): delivered, bounced, complained, matched to the send through
+        the provider's message id. The webhook-id follows the provider's event id: a provider
+        that delivers its event twice (processed once here) cannot make two."""
+        kind = _EVENT_OF.get(kind_of(event.provider, event.type))
+        if self._events is None or kind is None:
+            return
+        addresses = [r.email for r in event.recipients] or ([delivery.email] if delivery is not None else [])
+        for n, email in enumerate(addresses):
+            data = {
+                "email": email, "job_id": delivery.job_id if delivery is not None else None,
+                "provider": event.provider, "message_id": event.message_id, "provider_event": event.type,
+            }  # fmt: skip
+            event_id = f"{event.provider}_{event.event_id}_{n}"
+            await self._events.publish(kind, data, event_id=event_id)
 
     async def resend(self, body: bytes, headers: Mapping[str, str]) -> str:
         try:
