@@ -89,9 +89,3 @@ async def page_for(
 async def delete_older(db: AsyncSession | AsyncConnection, before: datetime, batch: int) -> int:
     """Retention: delete up to `batch` records older than `before`; how many went."""
     return await delete_batch(db, Delivery.id, Delivery.created_at, before, batch)
-
-
-async def for_message(db: AsyncSession | AsyncConnection, provider: str, message_id: str) -> Delivery | None:
-    """The delivery a provider's event is about (its message id), if it was recorded."""
-    query = select(Delivery).where(Delivery.provider == provider, Delivery.provider_message_id == message_id)
-    return (await db.execute(query.limit(1))).scalars().first()

@@ -21,14 +21,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 from cryptography.exceptions import InvalidTag
 from svix.webhooks import Webhook
 
 from otp_service.clock import Clock, now_ms, system_clock
-from otp_service.delivery.jobs import JobSealer
 from otp_service.errors import Unavailable
 from otp_service.logs import get_logger
 from otp_service.metrics import EVENTS_OUT
@@ -91,10 +90,18 @@ class OutEvent:
         )  # fmt: skip
 
 
+class FieldSealer(Protocol):
+    """AES-GCM over string fields (delivery.jobs.JobSealer)."""
+
+    def seal_fields(self, plain: dict[str, str], purpose: bytes) -> bytes: ...
+
+    def open_fields(self, sealed: bytes, purpose: bytes) -> dict[str, str]: ...
+
+
 class EventSeal:
     """Events as Redis keeps them: sealed, under an AEAD purpose of their own."""
 
-    def __init__(self, sealer: JobSealer) -> None:
+    def __init__(self, sealer: FieldSealer) -> None:
         self._sealer = sealer
 
     def seal(self, event: OutEvent) -> bytes:
@@ -140,7 +147,7 @@ class EventSender:
 
     _RETRY = Script(("otp_service.events", "retry"))
     _DUE = Script(("otp_service.events", "due"))
-    _ACK = Script(("otp_service.delivery", "ack"), allow_oom=True)
+    _ACK = Script(("otp_service.events", "done"), allow_oom=True)  # frees memory
 
     def __init__(
         self, *, redis: RedisClient, keys: RedisKeys, seal: EventSeal, url: str, secret: str,

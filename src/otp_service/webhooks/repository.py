@@ -113,3 +113,9 @@ async def for_messages(db: AsyncSession | AsyncConnection, message_ids: list[str
 async def delete_older(db: AsyncSession | AsyncConnection, before: datetime, batch: int) -> int:
     """Retention: delete up to `batch` events received older than `before`; how many went."""
     return await delete_batch(db, WebhookEvent.id, WebhookEvent.received_at, before, batch)
+
+
+async def delivery_for(db: AsyncSession | AsyncConnection, provider: str, message_id: str) -> Delivery | None:
+    """The delivery an event is about (the provider's message id), if it was recorded."""
+    query = select(Delivery).where(Delivery.provider == provider, Delivery.provider_message_id == message_id)
+    return (await db.execute(query.limit(1))).scalars().first()

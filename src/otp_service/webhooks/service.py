@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from otp_service.db.engine import session_scope
 from otp_service.db.models import Delivery
-from otp_service.delivery import repository as deliveries
 from otp_service.errors import Unavailable, WebhookRejected
 from otp_service.events.outbox import EventOutbox, EventType
 from otp_service.logs import get_logger, mask_email
@@ -67,7 +66,7 @@ class WebhookService:
             async with session_scope(self._sessions) as session:
                 outcome, suppressed = await apply_event(session, event, self._mailboxes)
                 if self._events is not None and outcome == "accepted" and event.message_id is not None:
-                    delivery = await deliveries.for_message(session, event.provider, event.message_id)
+                    delivery = await events.delivery_for(session, event.provider, event.message_id)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             WEBHOOK_EVENTS.labels(event.provider, event.type, "unavailable").inc()
             log.warning(
