@@ -3,7 +3,10 @@ endpoint (the stack's ceiling) and a FastAPI + slowapi/limits peer (bench/peer_a
 on loopback. Run by hand (not a test); the test extra installs the peer's slowapi and limits:
 
     .venv/bin/python -m bench.run [--duration 10] [--connections 32] [--rounds 3] [--workers 1 2]
-        [--also embedded plain-routes]
+        [--also embedded plain-routes] [--log-level INFO]
+
+Every round also measures the floor (bench/floor_app.py: the bare endpoint plus one Lua call
+through the service's Redis client), and the report holds each path against it (issue 23).
 
 Needs wrk (Debian: apt-get install wrk), Redis and PostgreSQL as for the tests.
 """
@@ -200,7 +203,7 @@ def measure(
     Each round's ratios compare phases a minute apart, not several minutes, so the machine's
     drift between phases (large on this shared machine) weighs on both sides alike."""
     peer_prefix = env["OTP_REDIS_KEY_PREFIX"] + "peer"
-    ports = {name: free_port() for name in ("bare", "service", "peer")}
+    ports = {name: free_port() for name in ("bare", "floor", "service", "peer")}
     base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     uvicorn = [
         sys.executable,
@@ -215,6 +218,12 @@ def measure(
     bench_path = {**env, "PYTHONPATH": str(HERE.parent)}
     commands = {
         "bare": ([*uvicorn, "bench.bare_app:app", "--port", str(ports["bare"])], bench_path, "/docs"),
+        # The floor: the bare endpoint plus one awaited Lua call through the service's Redis client.
+        "floor": (
+            [*uvicorn, "bench.floor_app:app", "--port", str(ports["floor"])],
+            {**bench_path, "OTP_REDIS_KEY_PREFIX": env["OTP_REDIS_KEY_PREFIX"] + "floor"},
+            "/docs",
+        ),
         "service": (
             [
                 sys.executable,
@@ -256,12 +265,13 @@ def measure(
             pids[name] = stack.enter_context(server(cmd, child_env, base[name] + ready))
         for name in ("service", "peer", *also):
             httpx.post(base[name] + "/api/v1/auth/otp/send", json={"email": "bench-cooldown@example.org"})
-        for name in ("bare", "service", "peer", *also):
+        for name in ("bare", "floor", "service", "peer", *also):
             wrk(pids[name], base[name], "send_accepted.lua", 2, connections)  # warm-up
         results = []
         for _ in range(rounds):
             row: dict[str, Row] = {}
             row["bare endpoint"] = wrk(pids["bare"], base["bare"], "send_accepted.lua", duration, connections)
+            row["floor"] = wrk(pids["floor"], base["floor"], "send_accepted.lua", duration, connections)
             for path, script in SERVICE_PATHS.items():
                 row[path] = wrk(pids["service"], base["service"], script, duration, connections)
             for path in PEER_PATHS:
@@ -326,6 +336,7 @@ def report(workers: int, rounds: list[dict[str, Row]]) -> None:
             print(
                 f"| {path} | {median(ratios):.2f} ({' / '.join(f'{x:.2f}' for x in ratios)}) | {mine:.0f} vs {theirs:.0f} |"
             )
+    floor_report(rounds)
     keyed = [
         float(r["send (accepted, Idempotency-Key)"]["server_us_per_req"])
         - float(r["send (accepted)"]["server_us_per_req"])
@@ -345,12 +356,50 @@ def report(workers: int, rounds: list[dict[str, Row]]) -> None:
           f" one Redis core sustains ~{1e6 / send_us:,.0f} sends/s or ~{1e6 / verify_us:,.0f} verifies/s")  # fmt: skip
 
 
+FLOOR_TARGETS = {"server": 1.2, "redis": 2.0, "peer": 5.0}
+"""Issue 23: server CPU per request at most 1.2x the floor's on every path, Redis CPU per accepted
+send at most 2x the floor's per call, every path at least 5x the peer's req/s."""
+
+
+def floor_report(rounds: list[dict[str, Row]]) -> None:
+    """Each path against the floor measured in the same round (medians of the rounds' ratios)."""
+    floor_server = median([float(r["floor"]["server_us_per_req"]) for r in rounds])
+    floor_redis = median([float(r["floor"]["redis_us_per_req"]) for r in rounds])
+    bare_server = median([float(r["bare endpoint"]["server_us_per_req"]) for r in rounds])
+    print(f"\nThe floor: server CPU {floor_server:.0f} µs/req (the bare endpoint's {bare_server:.0f}), "
+          f"Redis CPU {floor_redis:.1f} µs per call (medians)\n")  # fmt: skip
+    print(
+        "| path | server CPU µs/req | ÷ floor (each round) | Redis CPU µs/req | ÷ floor's | req/s ÷ peer | targets |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for path in PEER_PATHS:
+        server = [
+            float(r[path]["server_us_per_req"]) / float(r["floor"]["server_us_per_req"]) for r in rounds
+        ]
+        redis = [float(r[path]["redis_us_per_req"]) / float(r["floor"]["redis_us_per_req"]) for r in rounds]
+        peer = [float(r[path]["rps"]) / float(r["peer " + path]["rps"]) for r in rounds]
+        met = [f"server {'met' if median(server) <= FLOOR_TARGETS['server'] else 'MISSED'}",
+               f"peer {'met' if median(peer) >= FLOOR_TARGETS['peer'] else 'MISSED'}"]  # fmt: skip
+        if path == "send (accepted)":
+            met.append(f"Redis {'met' if median(redis) <= FLOOR_TARGETS['redis'] else 'MISSED'}")
+        print(
+            f"| {path} | {median([float(r[path]['server_us_per_req']) for r in rounds]):.0f} | "
+            f"{median(server):.2f} ({' / '.join(f'{x:.2f}' for x in server)}) | "
+            f"{median([float(r[path]['redis_us_per_req']) for r in rounds]):.0f} | {median(redis):.2f} | "
+            f"{median(peer):.2f} | {', '.join(met)} |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument(
+        "--log-level", default="WARNING", choices=["INFO", "WARNING"],
+        help="the service's OTP_LOG_LEVEL (INFO is the production default; WARNING leaves logging out)",
+    )  # fmt: skip
     parser.add_argument(
         "--also", nargs="*", default=[], choices=["embedded", "plain-routes"],
         help="more servers in the same rounds: the embedded default, the service with plain APIRoutes",
@@ -366,7 +415,7 @@ def main() -> int:
         OTP_GLOBAL_DAILY_LIMITS='{"email": 100000000}',
         # The bench's addresses share a few domains: the recipient-domain cap would refuse them.
         OTP_DOMAIN_DAILY_LIMIT="100000000",
-        OTP_LOG_LEVEL="WARNING",
+        OTP_LOG_LEVEL=args.log_level,
         # The production layout: web processes without a delivery worker (`otp-service worker`
         # runs apart), so the request path is measured alone.
         OTP_WORKER_ENABLED="false",
@@ -385,7 +434,8 @@ def main() -> int:
         drop_keys(f"*{prefix}*")
 
     print(
-        f"\n{args.connections} connections, {args.duration} s per path, wrk -t2, loopback, {args.rounds} rounds"
+        f"\n{args.connections} connections, {args.duration} s per path, wrk -t2, loopback, {args.rounds} rounds, "
+        f"OTP_LOG_LEVEL={args.log_level}"
     )
     for workers, rounds in results.items():
         report(int(workers), rounds)

@@ -1,6 +1,7 @@
 """The application factory. Nothing is connected at import time; the lifespan builds every
 domain object (assembly.py) and hands them to the routes as lifespan state."""
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from otp_service.api import admin, health, metrics, otp, webhooks
 from otp_service.api.context import RequestContext
 from otp_service.api.discovery import install_discovery
 from otp_service.api.docs import install_docs, install_openapi
-from otp_service.api.problems import install_problem_handlers
+from otp_service.api.problems import REFUSALS, install_problem_handlers
 from otp_service.api.state import STATE_KEY
 from otp_service.assembly import build_web, open_infrastructure, running_worker
 from otp_service.logs import configure_logging
@@ -58,7 +59,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # collector's sight (the technique Instagram described for Django).
             gc.collect()
             gc.freeze()
-            yield {STATE_KEY: web}
+            stopping = asyncio.Event()
+            tally = asyncio.create_task(REFUSALS.run(stopping), name="refusal-log")
+            try:
+                yield {STATE_KEY: web}
+            finally:
+                stopping.set()
+                await tally
 
     app = OtpApp(
         settings=settings,

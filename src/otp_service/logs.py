@@ -4,10 +4,13 @@ Addresses are masked (`u***@example.com`) by the callers through `mask_email`; c
 passed to a logger at all. Only the console provider prints a whole email, on stdout, by design.
 """
 
+import asyncio
+import contextlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -77,3 +80,42 @@ def configure_logging(level: str = "INFO") -> None:
 
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"otp_service.{name}")
+
+
+class Tally:
+    """A frequent event logged as counts per interval rather than a line each (issue 23): under a
+    flood, one line per refusal was most of the log volume and a real share of the CPU. `add`
+    costs a dict update; the line (`event`, `counts` by key, `seconds` covered) is written by the
+    first `add` after the interval, by `run`'s timer, or by `flush` at shutdown."""
+
+    def __init__(self, logger: logging.Logger, event: str, *, interval: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self._log = logger
+        self._event = event
+        self._interval = interval
+        self._clock = clock
+        self._counts: dict[str, int] = {}
+        self._since = clock()
+
+    def add(self, key: str) -> None:
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+        if self._clock() - self._since >= self._interval:
+            self.flush()
+
+    def flush(self) -> None:
+        now = self._clock()
+        if self._counts and self._log.isEnabledFor(logging.INFO):
+            self._log.info(
+                self._event, extra={"counts": self._counts, "seconds": round(now - self._since, 1)}
+            )
+        self._counts = {}
+        self._since = now
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Flush every interval until `stopping`, then once more."""
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self._interval)
+            if self._clock() - self._since >= self._interval or stopping.is_set():
+                self.flush()

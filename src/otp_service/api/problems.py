@@ -19,6 +19,7 @@ from starlette.routing import compile_path
 
 from otp_service.api.routing import refusal_of
 from otp_service.errors import PROBLEM_TYPE_BASE, ServiceError
+from otp_service.logs import Tally, get_logger
 from otp_service.metrics import REJECTIONS
 
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -81,6 +82,9 @@ def instance(request: Request) -> str:
 _REJECTED: dict[str, Any] = {}
 """Label children by code, resolved once each."""
 
+REFUSALS = Tally(get_logger("api"), "otp.refusals")
+"""Every problem answered, by code: one log line per interval (the app's lifespan runs its timer)."""
+
 
 def problem_response(exc: ServiceError, request: Request) -> Response:
     """A domain error as problem+json, counted by code."""
@@ -88,6 +92,7 @@ def problem_response(exc: ServiceError, request: Request) -> Response:
     if counter is None:
         counter = _REJECTED[exc.code] = REJECTIONS.labels(exc.code)
     counter.inc()
+    REFUSALS.add(exc.code)
     headers = exc.headers()
     if exc.replayed:
         headers = {**headers, REPLAYED_HEADER: "true"}

@@ -270,11 +270,7 @@ class OtpService:
             refusal = IdempotencyKeyReused()
         elif decision.status is SendStatus.PAUSED:
             refusal = SendingPaused(retry_after=decision.retry_after_ms / 1000)
-        else:
-            if not decision.replayed:
-                log.info(
-                    "otp.send_rejected", extra={"email": mask_email(email or ""), "reason": decision.status}
-                )
+        else:  # counted and logged per interval by code (api/problems.REFUSALS), not a line each
             refusal = _SEND_REJECTIONS[decision.status](retry_after=decision.retry_after_ms / 1000)
         refusal.replayed = decision.replayed
         raise refusal
@@ -329,7 +325,6 @@ class OtpService:
         if self._deliverability is not None:
             domain = email.rpartition("@")[2]
             if await self._deliverability.verdict(domain) is Verdict.UNDELIVERABLE:
-                log.info("otp.send_undeliverable", extra={"email": mask_email(email)})
                 raise UndeliverableEmail()
         return email
 
@@ -355,21 +350,18 @@ class OtpService:
                 remember_ms=self._s.remember_days * DAY_MS,
             )
         )
-        masked = mask_email(email)
         match decision.status:
             case VerifyStatus.APPROVED:
-                log.info("otp.verify_approved", extra={"email": masked})
+                log.info("otp.verify_approved", extra={"email": mask_email(email)})
                 _VERIFIES.inc()
                 if self._events is not None:  # CONTRACT §7: one XADD, never waits on the receiver
                     await self._events.publish("otp.verified", verified_event(email))
                 if self._tokens is None:
                     return Verified(email)
                 return Verified(email, self._tokens.issue(email), self._tokens.ttl)
-            case VerifyStatus.INVALID:
-                log.info("otp.verify_wrong_code", extra={"email": masked})
+            case VerifyStatus.INVALID:  # refusals: counted per interval (api/problems.REFUSALS)
                 raise InvalidCode(decision.attempts_remaining)
             case VerifyStatus.MAX_ATTEMPTS:
-                log.info("otp.verify_max_attempts", extra={"email": masked})
                 raise MaxAttemptsReached()
             case VerifyStatus.EXPIRED:
                 raise CodeExpired()
