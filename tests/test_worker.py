@@ -19,9 +19,12 @@ import pytest
 import respx
 
 from otp_service.assembly import WorkerOptions, open_infrastructure, running_worker
+from otp_service.delivery.jobs import JobContent, JobSealer, SealedCode
 from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.queue import Job, JobQueue, QueueStats
+from otp_service.delivery.repository import DeliveryOutcome
 from otp_service.delivery.sender import Deliverer, DeliveryFailed, acquire
+from otp_service.delivery.worker import DeliveryWorker
 from otp_service.metrics import LOOP_LAST_SUCCESS, LOOP_RESTARTS
 from otp_service.settings import Settings
 from otp_service.validation.mailbox import Mailboxes
@@ -219,9 +222,6 @@ async def test_a_code_store_down_until_expiry_records_the_job_expired(
 ) -> None:
     """The code store cannot say whether the code is live before it expires: `expired`, not
     `superseded` (nothing replaced it)."""
-    from otp_service.delivery.jobs import JobContent, JobSealer
-    from otp_service.delivery.repository import DeliveryOutcome
-    from otp_service.delivery.worker import DeliveryWorker
     from otp_service.errors import Unavailable
 
     class DownCodes:
@@ -452,3 +452,39 @@ async def test_the_renewal_loop_outlives_a_lost_consumer_group(
     messages = [r.getMessage() for r in caplog.records]
     assert "queue.group_recreated" in messages
     assert not [m for m in messages if m.endswith(".crashed")]
+
+
+@pytest.mark.parametrize("kept_as", ["job", "sealed code (stored before one seal per send)"])
+async def test_a_re_sent_code_is_read_from_the_job_kept_beside_it(
+    make_settings: Callable[..., Settings], kept_as: str
+) -> None:
+    """The live code kept beside its hash is the sealed job that sent it; a record stored by an
+    earlier version (a sealed code of its own) is still read while it lives."""
+    settings = resend_settings(make_settings)
+    sealer = JobSealer(settings.secret)
+    email = unique_email()
+    live = JobContent(email=email, code="654321", code_hash="l" * 64, address_id="a", locale="en")
+    kept = sealer.seal(live) if kept_as == "job" else sealer.seal_code(SealedCode("654321", "l" * 64))
+    new = JobContent(email=email, code="111111", code_hash="n" * 64, address_id="a", locale="en")
+    out = io.StringIO()
+
+    class Current:
+        async def is_current(self, address_id: str, code_hash: str) -> bool:
+            return code_hash == "l" * 64
+
+    async with open_infrastructure(settings) as infra:
+        worker = DeliveryWorker(
+            queue=infra.stores.queue, sealer=sealer, codes=Current(), engine=infra.engine,
+            deliverer=Deliverer(settings=settings, primary=ConsoleProvider(out), fallback=None,
+                                send_rate=embedded_send_rate(100)),
+            registry=infra.stores.workers, concurrency=1, visibility_timeout=30, db_timeout=2,
+            mailboxes=Mailboxes.of(settings),
+        )  # fmt: skip
+        job = Job("1-0", sealer.seal(new), int((time.time() + 60) * 1000), reused_code=kept, lifetime_s=45)
+        try:
+            outcome = await worker.process(job)
+        finally:
+            await worker.aclose()
+    assert outcome.status is DeliveryOutcome.SENT
+    assert "Your verification code is: 654321" in out.getvalue()
+    assert "111111" not in out.getvalue()

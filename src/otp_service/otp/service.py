@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from otp_service.clock import DAY_MS
-from otp_service.delivery.jobs import JobContent, JobSealer, SealedCode
+from otp_service.delivery.jobs import JobContent, JobSealer
 from otp_service.errors import (
     CaptchaRequired,
     CodeExpired,
@@ -186,6 +186,9 @@ class OtpService:
         ident = self.identity(email, client)
         mailbox, address_id, domain = ident.mailbox, ident.address_id, ident.domain
         code_hash = self._crypto.code_hash(mailbox, code)
+        payload = self._sealer.seal(
+            JobContent(email, code, address_id, code_hash, locale or self._s.default_locale, client.subnet)
+        )
         decision = await self._store.decide_send(
             SendRequest(
                 client=client,
@@ -198,13 +201,10 @@ class OtpService:
                 global_limit=self._global_limit,
                 code_hash=code_hash,
                 code_ttl_ms=self._s.code_ttl * 1000,
-                job_payload=self._sealer.seal(
-                    JobContent(
-                        email, code, address_id, code_hash, locale or self._s.default_locale, client.subnet
-                    )
-                ),
-                # Sealed always: kept under reuse, and for a code a remembered source requests.
-                sealed_code=self._sealer.seal_code(SealedCode(code, code_hash)),
+                job_payload=payload,
+                # Kept under reuse, and for a code a remembered source requests: the job itself,
+                # which holds the code and its hash (one seal per send, not two).
+                sealed_code=payload,
                 reuse=self._reuse,
                 source_id=ident.source_id,
                 reuse_min_left_ms=self._reuse_min_left_ms,
