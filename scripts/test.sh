@@ -55,22 +55,27 @@ if ! pg_up; then
 fi
 
 # Debian packages some tests need: promtool (prometheus) for the alert rules' unit tests,
-# chromium to render /docs headless. Installed when missing and this runs as root (CI); otherwise
-# those tests skip, saying how to install them.
-need_package() {  # need_package <command> <debian package> <what for>
+# chromium to render /docs and the verify-link page headless, and mmdebstrap, buildah and podman
+# to build and run the container image. Installed when missing and this runs as root (CI);
+# otherwise those tests skip, saying how to install them.
+need_package() {  # need_package <command> <debian package> <what for> [apt-get options]
   command -v "$1" >/dev/null && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test: installing $2 ($3)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "$2" >/dev/null 2>&1 \
-      || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends "$2" >/dev/null 2>&1; } \
+    apt-get install -y ${4:---no-install-recommends} "$2" >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y ${4:---no-install-recommends} "$2" >/dev/null 2>&1; } \
       || echo "test: could not install $2; $3 will skip (apt-get install $2)"
   else
     echo "test: $1 is missing and this is not root: $3 will skip (apt-get install $2)"
   fi
 }
 need_package promtool prometheus "the alert rule tests"
-need_package chromium chromium "the /docs browser test"
+need_package chromium chromium "the browser tests"
+# buildah and podman with what they recommend (their storage and network helpers).
+need_package mmdebstrap mmdebstrap "the container image test"
+need_package buildah buildah "the container image test" --install-recommends
+need_package podman podman "the container image test" --install-recommends
 
 echo "test: ruff"
 .venv/bin/ruff check .

@@ -51,8 +51,8 @@ def _serve(args: argparse.Namespace) -> int:
     if console_by_default and (args.uds is not None or not _is_loopback(args.host)):
         print(
             f"otp-service: refusing to serve on {args.uds or args.host} with the console email "
-            "provider, which prints every code on stdout. Set OTP_EMAIL_PROVIDER=resend or ses (with their "
-            "settings), or OTP_EMAIL_PROVIDER=console explicitly to accept that.",
+            "provider, which prints every code on stdout. Set OTP_EMAIL_PROVIDER=resend, ses or smtp "
+            "(with their settings), or OTP_EMAIL_PROVIDER=console explicitly to accept that.",
             file=sys.stderr,
         )
         return 2

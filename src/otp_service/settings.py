@@ -409,7 +409,8 @@ class Settings(BaseSettings):
         return (
             "the console email provider, which prints every code on stdout, is the default only in the "
             "embedded default (neither OTP_DATABASE_URL nor OTP_REDIS_URL set). Set OTP_EMAIL_PROVIDER="
-            "resend or ses (with their settings), or OTP_EMAIL_PROVIDER=console explicitly to accept that."
+            "resend, ses or smtp (with their settings), or OTP_EMAIL_PROVIDER=console explicitly to "
+            "accept that."
         )
 
     @property
