@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from otp_service.clock import Clock, now_ms, system_clock
 from otp_service.logs import get_logger
 from otp_service.redisio import Arg, RedisClient, RedisKeys, ReplyError, Script, redis_guard
+from otp_service.redisio.streams import create_group
 
 log = get_logger("delivery")
 
@@ -103,13 +104,7 @@ class RedisJobQueue:
         await self._blocking.aclose()
 
     async def ensure_ready(self) -> None:
-        async with redis_guard("queue.create_group"):
-            try:
-                # From the start of the stream: jobs accepted before any worker existed count.
-                await self._redis.execute("XGROUP", "CREATE", self._stream, GROUP, "0", "MKSTREAM")
-            except ReplyError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        await create_group(self._redis, self._stream, GROUP, "queue.create_group")
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Job]:
         async with redis_guard("queue.read"):

@@ -32,6 +32,7 @@ from otp_service.errors import Unavailable
 from otp_service.logs import get_logger
 from otp_service.metrics import EVENTS_OUT
 from otp_service.redisio import RedisClient, RedisKeys, ReplyError, Script, redis_guard
+from otp_service.redisio.streams import create_group
 from otp_service.supervise import Beat, supervise
 
 log = get_logger("events")
@@ -214,12 +215,7 @@ class EventSender:
     # New events: the stream
 
     async def ensure_group(self) -> None:
-        async with redis_guard("events.create_group"):
-            try:
-                await self._redis.execute("XGROUP", "CREATE", self._stream, GROUP, "0", "MKSTREAM")
-            except ReplyError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        await create_group(self._redis, self._stream, GROUP, "events.create_group")
 
     async def _new_events(self, beat: Beat) -> None:
         await self.ensure_group()
