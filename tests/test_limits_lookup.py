@@ -63,6 +63,8 @@ async def test_a_fresh_address_and_ip_would_be_accepted_then_the_cooldown_is_sho
     assert (before["address"]["daily"]["count"], before["address"]["cooldown_remaining"]) == (0, 0)
     assert (await send(app, email, HOME)).status_code == 202
     after = await limits(app, email=email, ip=ELSEWHERE)
+    assert after["global_daily"]["count"] >= 1
+    assert after["global_daily"]["retry_after"] == 0  # far from the cap
     assert after["address"]["daily"] == {"count": 1, "limit": 10, "retry_after": 0}
     assert 59 <= after["address"]["cooldown_remaining"] <= 60
     assert 290 <= after["address"]["code_expires_in"] <= 300
@@ -123,10 +125,13 @@ async def test_the_daily_cap_across_spellings_and_the_domain_cap(
             assert (await send(app, unique_email("corp.example.co.uk"), HOME)).status_code == 202
         report = await limits(app, email="new@mail.corp.example.co.uk")
         assert report["address"]["domain"] == "example.co.uk"
-        assert report["address"]["domain_daily"] == {"count": 12, "limit": 12, "retry_after": 0}
+        domain = report["address"]["domain_daily"]
+        assert (domain["count"], domain["limit"]) == (12, 12)
+        assert 86_300 < domain["retry_after"] <= 86_400
         assert report["would_refuse"] == "domain_limit"
         refused = await send(app, "new@mail.corp.example.co.uk", ELSEWHERE)
         assert (refused.status_code, refused.json()["code"]) == (429, "domain_limit")
+        assert abs(int(refused.headers["retry-after"]) - report["retry_after"]) <= 1
 
 
 async def test_remembered_sources_and_suppression(app: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -195,3 +200,22 @@ async def test_reading_changes_nothing_in_redis(
         ):
             await limits(app, **params)
         assert await snapshot() == before
+
+
+async def test_the_global_cap(
+    open_app: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    store: dict[str, Any],
+) -> None:
+    settings = settings_for(make_settings, tmp_path, store, global_daily_limits={"email": 2})
+    async with open_app(settings) as app:
+        for _ in range(2):
+            assert (await send(app, unique_email(), HOME)).status_code == 202
+        report = await limits(app, email=unique_email(), ip=ELSEWHERE)
+        assert (report["global_daily"]["count"], report["global_daily"]["limit"]) == (2, 2)
+        assert report["would_refuse"] == "global_limit"
+        assert 86_300 < report["retry_after"] <= 86_400
+        refused = await send(app, unique_email(), ELSEWHERE)
+        assert (refused.status_code, refused.json()["code"]) == (503, "global_limit")
+        assert abs(int(refused.headers["retry-after"]) - report["retry_after"]) <= 1

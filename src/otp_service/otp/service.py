@@ -244,7 +244,8 @@ class OtpService:
                 source_id=ident.source_id if ident else None,
                 domain_id=self._crypto.domain_id(ident.domain) if ident and ident.domain else None,
                 channel=CHANNEL, rates=self._send_rates, daily_limit=self._s.per_account_daily_limit,
-                guard_window_ms=self._guard.rate.period_seconds * 1000,
+                guard_window_ms=self._guard.rate.period_seconds * 1000, domain_limit=self._domains.limit,
+                global_limit=self._global_limit,
             )
         )  # fmt: skip
         return ident, state

@@ -152,6 +152,8 @@ class LimitsQuery:
     rates: Rates
     guard_window_ms: int
     daily_limit: int
+    domain_limit: int
+    global_limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +178,9 @@ class LimitsState:
     remembered_sources: int
     remembered: int
     domain: int
+    domain_wait: int
     global_sends: int
+    global_wait: int
     code_left: int
 
 
@@ -391,7 +395,10 @@ class RedisCodeStore:
             k.global_sends(query.channel),
             k.code(address) if address else none,
         ]
-        args = [*throttle_args(self._clock, query.rates, "-"), query.guard_window_ms, query.daily_limit]
+        args = [
+            *throttle_args(self._clock, query.rates, "-"), query.guard_window_ms, query.daily_limit,
+            query.domain_limit if query.domain_id else 0, query.global_limit,
+        ]  # fmt: skip
         async with redis_guard("limits"):
             reply = await self._LIMITS(self._redis, keys, args)
         return LimitsState(*(int(v) for v in reply))

@@ -132,13 +132,13 @@ class LimitsLookup:
         s = self._s
         send, subnet = s.rate("otp_send"), s.rate("otp_send_subnet")
         global_limit = s.global_daily_limits.get(CHANNEL, 0)
-        glob = Window(st.global_sends, global_limit, 0)
+        glob = Window(st.global_sends, global_limit, _seconds(st.global_wait))
         address = None
         remembered = bool(st.remembered) if ident is not None and client is not None else None
         if email is not None and ident is not None:
             domain_daily = None
             if ident.domain is not None:
-                domain_daily = Window(st.domain, s.domain_daily_limit, 0)
+                domain_daily = Window(st.domain, s.domain_daily_limit, _seconds(st.domain_wait))
             address = AddressLimits(
                 email=email, mailbox=ident.mailbox, address_check=check, suppressed=suppression is not None,
                 suppression_reason=suppression, cooldown_remaining=_seconds(st.cooldown),
@@ -196,7 +196,7 @@ class LimitsLookup:
             if daily.count >= daily.limit:
                 return "daily_limit", daily.retry_after
             if a.domain_daily is not None and a.domain_daily.count >= a.domain_daily.limit:
-                return "domain_limit", 0
+                return "domain_limit", a.domain_daily.retry_after
         if st.global_sends >= self._s.global_daily_limits.get(CHANNEL, 0):
-            return "global_limit", 0
+            return "global_limit", _seconds(st.global_wait)
         return None, 0

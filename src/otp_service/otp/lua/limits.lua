@@ -8,12 +8,14 @@
 -- id, remembered until)   KEYS[11] this (mailbox, subnet) remembered   KEYS[12] recipient
 -- domain's daily log   KEYS[13] channel global daily log   KEYS[14] the address's code (hash)
 -- ARGV[1..7] throttle_args (the send rates)   ARGV[8] guard: window (ms)   ARGV[9] daily limit
--- per address
+-- per address   ARGV[10] the recipient domain's daily limit (0: exempt)   ARGV[11] the global
+-- daily limit
 -- Returns integers: client sends in its window, ms until it admits again (0 = admits); the same
 -- for the subnet; the guard's sends, verified, and the subnet's sends in the guard's window;
 -- blocked ms left; sending paused (0/1); cooldown ms left, daily count, ms until the daily cap
 -- frees a slot (0 = under it); the same three for the remembered sources; remembered sources; this source
--- remembered (0/1); the domain's count; the global count; the live code's ms left (0 = none).
+-- remembered (0/1); the domain's count and ms until it admits again; the global count and ms
+-- until it admits again; the live code's ms left (0 = none).
 local DAY = 86400000
 
 local function left_until(key)
@@ -22,7 +24,8 @@ end
 
 local function rate(key, limit, window)
   local n = log_count(key, NOW, window)
-  if n >= limit then return n, log_wait(key, NOW, window, n, limit) end
+  -- (a limit of 0 with nothing logged refuses with no entry to wait for: 0, unknown)
+  if n >= limit and n > 0 then return n, log_wait(key, NOW, window, n, limit) end
   return n, 0
 end
 
@@ -43,8 +46,9 @@ local cooldown, day, day_wait = daily(KEYS[7], KEYS[6])
 local r_cooldown, r_day, r_day_wait = daily(KEYS[9], KEYS[8])
 local sources = redis.call('ZCOUNT', KEYS[10], '(' .. NOW, '+inf')
 local remembered = redis.call('EXISTS', KEYS[11])
-local domain = log_count(KEYS[12], NOW, DAY)
-local global = log_count(KEYS[13], NOW, DAY)
+local domain, domain_wait = 0, 0
+if tonumber(ARGV[10]) > 0 then domain, domain_wait = rate(KEYS[12], tonumber(ARGV[10]), DAY) end
+local global, global_wait = rate(KEYS[13], tonumber(ARGV[11]), DAY)
 local code_left = 0
 local expires = redis.call('HGET', KEYS[14], 'x')
 if expires then
@@ -53,4 +57,5 @@ else  -- a record written before codes carried their expiry: its key's TTL is it
   code_left = math.max(0, redis.call('PTTL', KEYS[14]))
 end
 return {client, client_wait, subnet, subnet_wait, sent, verified, recent, blocked, paused,
-  cooldown, day, day_wait, r_cooldown, r_day, r_day_wait, sources, remembered, domain, global, code_left}
+  cooldown, day, day_wait, r_cooldown, r_day, r_day_wait, sources, remembered, domain, domain_wait,
+  global, global_wait, code_left}
