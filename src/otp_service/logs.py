@@ -5,7 +5,6 @@ passed to a logger at all. Only the console provider prints a whole email, on st
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 import sys
@@ -13,6 +12,8 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
+
+from otp_service.tasks import pause
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -115,7 +116,6 @@ class Tally:
     async def run(self, stopping: asyncio.Event) -> None:
         """Flush every interval until `stopping`, then once more."""
         while not stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self._interval)
+            await pause(stopping, self._interval)
             if self._clock() - self._since >= self._interval or stopping.is_set():
                 self.flush()

@@ -7,7 +7,6 @@ A purge that fails half-way (the database went away) is not retried until the ne
 left is deleted an hour later, and nothing is lost by waiting."""
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from otp_service.errors import ServiceError
 from otp_service.metrics import RETENTION_DELETED
 from otp_service.redisio import RedisClient, RedisKeys, redis_guard
 from otp_service.supervise import Beat, supervise
+from otp_service.tasks import pause
 from otp_service.webhooks import repository as webhook_events
 
 log = logging.getLogger("otp_service.retention")
@@ -98,8 +98,7 @@ class Retention:
                 beat.ok()
             except (OSError, TimeoutError, SQLAlchemyError, ServiceError):  # outlives an outage
                 log.exception("retention.failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._check_every)
+            await pause(self._stopping, self._check_every)
 
     async def run_once(self) -> dict[str, int] | None:
         """Purge if this worker claims the hour's slot: rows deleted per table, or None."""

@@ -8,12 +8,12 @@ A loop is an async function taking its `Beat`; it returns only when it was asked
 """
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 from otp_service.logs import get_logger
 from otp_service.metrics import LOOP_LAST_SUCCESS, LOOP_RESTARTS
+from otp_service.tasks import pause
 
 log = get_logger("supervise")
 
@@ -55,5 +55,4 @@ async def supervise(name: str, loop: Loop, *, stopping: asyncio.Event) -> None:
             restarts.inc()
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2**failures)
             log.exception(f"{name}.crashed", extra={"loop": name, "restart_in": delay})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), delay)
+            await pause(stopping, delay)

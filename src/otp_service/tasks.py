@@ -6,6 +6,7 @@ again until it is done, within a grace period. Loops also check a stop flag.
 """
 
 import asyncio
+import contextlib
 import logging
 
 log = logging.getLogger("otp_service.tasks")
@@ -23,3 +24,9 @@ async def cancel_and_wait(task: "asyncio.Task[None]", grace: float = 5.0) -> Non
             return
     if not task.cancelled() and task.exception() is not None:
         log.error("task.crashed", exc_info=task.exception(), extra={"task": task.get_name()})
+
+
+async def pause(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less when `stopping` is set: every background loop's wait."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)

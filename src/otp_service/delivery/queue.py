@@ -13,11 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from otp_service.clock import Clock, now_ms, system_clock
-from otp_service.logs import get_logger
-from otp_service.redisio import Arg, RedisClient, RedisKeys, ReplyError, Script, redis_guard
-from otp_service.redisio.streams import create_group
-
-log = get_logger("delivery")
+from otp_service.redisio import RedisClient, RedisKeys, ReplyError, redis_guard
+from otp_service.redisio.streams import ConsumerGroup, Entry
 
 GROUP = "delivery"
 
@@ -73,80 +70,44 @@ def queued_at(job_id: str) -> datetime | None:
     return datetime.fromtimestamp(_id_time_ms(job_id) / 1000, UTC)
 
 
-def _jobs(entries: list[Any] | None) -> list[Job]:
-    """Stream entries `[id, [field, value, …]]` as jobs; an entry deleted meanwhile has no fields."""
+def _jobs(found: list[Entry]) -> list[Job]:
     jobs = []
-    for entry in entries or []:
-        if not entry or not entry[1]:
-            continue
-        fields = dict(zip(entry[1][::2], entry[1][1::2], strict=True))
+    for entry_id, fields in found:
         if b"p" in fields:
             reused, left = fields.get(b"c"), fields.get(b"l")
-            jobs.append(
-                Job(entry[0].decode(), fields[b"p"], int(fields.get(b"x", 0)), reused,
-                    None if left is None else int(left))
-            )  # fmt: skip
+            lifetime = None if left is None else int(left)
+            jobs.append(Job(entry_id, fields[b"p"], int(fields.get(b"x", 0)), reused, lifetime))
     return jobs
 
 
 class RedisJobQueue:
-    """The stream, on the service's Redis client; blocking reads on a connection of their own."""
-
-    _ACK = Script(("otp_service.delivery", "ack"), allow_oom=True)  # frees memory
+    """The stream and its consumer group (redisio.streams.ConsumerGroup), on the service's Redis
+    client."""
 
     def __init__(self, redis: RedisClient, keys: RedisKeys, *, clock: Clock = system_clock) -> None:
         self._redis = redis
-        self._blocking = redis.dedicated()
+        self._group = ConsumerGroup(redis, keys.jobs, GROUP, name="queue")
         self._stream = keys.jobs
         self._clock = clock
 
     async def aclose(self) -> None:
-        await self._blocking.aclose()
+        await self._group.aclose()
 
     async def ensure_ready(self) -> None:
-        await create_group(self._redis, self._stream, GROUP, "queue.create_group")
+        await self._group.create()
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Job]:
-        async with redis_guard("queue.read"):
-            try:
-                reply: Any = await self._blocking.execute(
-                    "XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK", block_ms,
-                    "STREAMS", self._stream, ">", blocks_for=block_ms / 1000,
-                )  # fmt: skip
-            except ReplyError as exc:
-                # The group is gone (NOGROUP), or the stream was deleted while this read waited
-                # on it (UNBLOCKED): a Redis that keeps nothing restarted. Create it again.
-                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
-                    raise
-                log.warning("queue.group_recreated", extra={"operation": "queue.read"})
-                await self.ensure_ready()
-                return []
-        return [job for _stream, entries in reply or [] for job in _jobs(entries)]
-
-    async def _on_group(self, operation: str, *command: Arg) -> Any:
-        """A command on the consumer group. A group that is gone (NOGROUP: a Redis that keeps
-        nothing restarted, or the stream was deleted) is created again and the command tried
-        once more: what the group held is lost with it, the loops go on."""
-        async with redis_guard(operation):
-            try:
-                return await self._redis.execute(*command)
-            except ReplyError as exc:
-                if not str(exc).startswith("NOGROUP"):
-                    raise
-            log.warning("queue.group_recreated", extra={"operation": operation})
-            await self.ensure_ready()
-            return await self._redis.execute(*command)
+        return _jobs(await self._group.read(consumer, count, block_ms))
 
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Job]:
-        reply: Any = await self._on_group(
-            "queue.reclaim", "XAUTOCLAIM", self._stream, GROUP, consumer, min_idle_ms, "0-0", "COUNT", count
-        )
-        return _jobs(reply[1])
+        return _jobs(await self._group.reclaim(consumer, min_idle_ms, count))
 
     async def touch(self, consumer: str, job_ids: Sequence[str]) -> None:
         if not job_ids:
             return
-        await self._on_group("queue.touch", "XCLAIM", self._stream, GROUP, consumer, 0, *job_ids, "JUSTID")
+        await self._group.command(
+            "queue.touch", "XCLAIM", self._stream, GROUP, consumer, 0, *job_ids, "JUSTID"
+        )
 
     async def forget_idle_consumers(self, min_idle_ms: int) -> list[str]:
         # Every worker reads under a name of its own, so the group keeps the name of every
@@ -154,7 +115,7 @@ class RedisJobQueue:
         # discards a consumer's pending entries), and a live worker reads every second, so it
         # is never idle for long.
         await self.ensure_ready()  # XINFO on a stream that is gone is a plain ERR
-        consumers: Any = await self._on_group(
+        consumers: Any = await self._group.command(
             "queue.forget_consumers", "XINFO", "CONSUMERS", self._stream, GROUP
         )
         async with redis_guard("queue.forget_consumers"):
@@ -168,8 +129,7 @@ class RedisJobQueue:
         return gone
 
     async def ack(self, job_id: str) -> None:
-        async with redis_guard("queue.ack"):
-            await self._ACK(self._redis, [self._stream], [GROUP, job_id])
+        await self._group.ack(job_id)
 
     async def _pending_count(self) -> int:
         try:

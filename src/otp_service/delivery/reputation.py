@@ -5,7 +5,6 @@ new sends answer 503 `sending_paused`. Only an operator resumes (admin API); rat
 from the resume on. The pause state is shared by every process through Redis."""
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -21,6 +20,7 @@ from otp_service.logs import get_logger, mask_subnet
 from otp_service.redisio import RedisClient, RedisKeys, redis_guard, text
 from otp_service.settings import Settings
 from otp_service.supervise import Beat, supervise
+from otp_service.tasks import pause
 from otp_service.webhooks import repository as events
 
 log = get_logger("reputation")
@@ -272,5 +272,4 @@ class ReputationGuard:
                 beat.ok()
             except (ServiceError, SQLAlchemyError, OSError, TimeoutError) as exc:
                 log.warning("reputation.check_failed", extra={"error": type(exc).__name__})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._settings.reputation_check_interval)
+            await pause(self._stopping, self._settings.reputation_check_interval)

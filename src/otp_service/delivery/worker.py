@@ -12,7 +12,6 @@ heartbeat is written only while the consumer loop passes.
 """
 
 import asyncio
-import contextlib
 import os
 import secrets
 import socket
@@ -37,6 +36,7 @@ from otp_service.events.outbox import EventOutbox, EventType
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import DELIVERIES, WORKER_CRASHES
 from otp_service.supervise import Beat, supervise
+from otp_service.tasks import pause
 from otp_service.validation.mailbox import Mailboxes
 
 log = get_logger("delivery")
@@ -142,8 +142,7 @@ class DeliveryWorker:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, or less when stop() is called."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await pause(self._stopping, seconds)
 
     async def _consume(self, beat: Beat) -> None:
         failures = 0

@@ -13,7 +13,6 @@ again, a retry's lease runs out.
 """
 
 import asyncio
-import contextlib
 import itertools
 import json
 import secrets
@@ -31,9 +30,10 @@ from otp_service.clock import Clock, now_ms, system_clock
 from otp_service.errors import Unavailable
 from otp_service.logs import get_logger
 from otp_service.metrics import EVENTS_OUT
-from otp_service.redisio import RedisClient, RedisKeys, ReplyError, Script, redis_guard
-from otp_service.redisio.streams import create_group
+from otp_service.redisio import RedisClient, RedisKeys, Script, redis_guard
+from otp_service.redisio.streams import ConsumerGroup, Entry
 from otp_service.supervise import Beat, supervise
+from otp_service.tasks import pause
 
 log = get_logger("events")
 
@@ -148,7 +148,6 @@ class EventSender:
 
     _RETRY = Script(("otp_service.events", "retry"))
     _DUE = Script(("otp_service.events", "due"))
-    _ACK = Script(("otp_service.events", "done"), allow_oom=True)  # frees memory
 
     def __init__(
         self, *, redis: RedisClient, keys: RedisKeys, seal: EventSeal, url: str, secret: str,
@@ -156,7 +155,7 @@ class EventSender:
         block_ms: int = 1000,
     ) -> None:  # fmt: skip
         self._redis = redis
-        self._blocking = redis.dedicated()
+        self._group = ConsumerGroup(redis, keys.events, GROUP, name="events")
         self._stream, self._schedule = keys.events, keys.events_retry
         self._seal = seal
         self._url = url
@@ -172,7 +171,7 @@ class EventSender:
         self._stopping.set()
 
     async def aclose(self) -> None:
-        await self._blocking.aclose()
+        await self._group.aclose()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -215,60 +214,40 @@ class EventSender:
     # New events: the stream
 
     async def ensure_group(self) -> None:
-        await create_group(self._redis, self._stream, GROUP, "events.create_group")
+        await self._group.create()
 
     async def _new_events(self, beat: Beat) -> None:
         await self.ensure_group()
         while not self._stopping.is_set():
             try:
-                entries = await self._read()
+                found = await self._read()
                 beat.ok()
             except Unavailable:
                 await self._pause(1.0)
                 continue
-            if entries:
-                await asyncio.gather(*(self._first_attempt(entry_id, sealed) for entry_id, sealed in entries))
-
-    async def _read(self) -> list[tuple[str, bytes]]:
-        """Entries a sender that died left pending (idle past the lease), then new ones."""
-        async with redis_guard("events.read"):
-            try:
-                stale: Any = await self._redis.execute(
-                    "XAUTOCLAIM", self._stream, GROUP, self._name, LEASE_MS, "0-0", "COUNT", BATCH
+            if found:
+                await asyncio.gather(
+                    *(self._first_attempt(entry_id, fields[b"e"]) for entry_id, fields in found)
                 )
-                entries = list(stale[1])
-                if not entries:
-                    reply: Any = await self._blocking.execute(
-                        "XREADGROUP", "GROUP", GROUP, self._name, "COUNT", BATCH, "BLOCK", self._block_ms,
-                        "STREAMS", self._stream, ">", blocks_for=self._block_ms / 1000,
-                    )  # fmt: skip
-                    entries = [e for _stream, batch in reply or [] for e in batch]
-            except ReplyError as exc:
-                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
-                    raise
-                await self.ensure_group()
-                return []
-        out = []
-        for entry_id, fields in entries:
-            if fields:  # an entry deleted while pending comes back without fields
-                values = dict(zip(fields[::2], fields[1::2], strict=True))
-                out.append((entry_id.decode(), values[b"e"]))
-        return out
+
+    async def _read(self) -> list[Entry]:
+        """Entries a sender that died left pending (idle past the lease), then new ones."""
+        stale = await self._group.reclaim(self._name, LEASE_MS, BATCH)
+        return stale or await self._group.read(self._name, BATCH, self._block_ms)
 
     async def _first_attempt(self, entry_id: str, sealed: bytes) -> None:
         event = self._open(sealed)
         if event is None or await self.attempt(event):
-            async with redis_guard("events.ack"):
-                await self._ACK(self._redis, [self._stream], [GROUP, entry_id])
+            await self._group.ack(entry_id)
             return
         due = next_attempt(event.at_ms, now_ms(self._clock))
+        if due is None:
+            await self._group.ack(entry_id)
+            self._gave_up(event)
+            return
         async with redis_guard("events.retry"):
-            if due is None:
-                await self._ACK(self._redis, [self._stream], [GROUP, entry_id])
-                self._gave_up(event)
-            else:
-                await self._RETRY(self._redis, [self._stream, self._schedule], [GROUP, entry_id, sealed, due])
-                EVENTS_OUT.labels(event.type, "retry_scheduled").inc()
+            await self._RETRY(self._redis, [self._stream, self._schedule], [GROUP, entry_id, sealed, due])
+        EVENTS_OUT.labels(event.type, "retry_scheduled").inc()
 
     # Retries: the schedule
 
@@ -317,8 +296,7 @@ class EventSender:
         log.error("events.given_up", extra={"type": event.type, "webhook_id": event.webhook_id})
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await pause(self._stopping, seconds)
 
     async def backlog(self) -> tuple[int, int]:
         """(events in the stream, events waiting for a retry)."""

@@ -162,8 +162,8 @@ class OtpService:
         self, raw_email: str, client: Client, *, captcha_token: str | None = None,
         locale: Locale | None = None, idempotency_key: str | None = None,
     ) -> SendAccepted:  # fmt: skip
-        if self._test and self._is_test_recipient(raw_email):
-            return await self._send_to_test_recipient(raw_email, client)
+        if self._test and (test_address := self._test_recipient(raw_email)) is not None:
+            return await self._send_to_test_recipient(test_address, client)
         idem = None
         if idempotency_key is not None:
             idem = await self._idempotency(
@@ -215,18 +215,18 @@ class OtpService:
         )
         return self._answer(decision, email, client)
 
-    def _is_test_recipient(self, raw_email: str) -> bool:
+    def _test_recipient(self, raw_email: str) -> str | None:
+        """The normalised address when it is a test recipient, else None."""
         try:
-            return self._test.code_for(normalize_email(raw_email)) is not None
+            email = normalize_email(raw_email)
         except ServiceError:
-            return False  # not an address: the usual path refuses it
+            return None  # not an address: the usual path refuses it
+        return email if self._test.code_for(email) is not None else None
 
-    async def _send_to_test_recipient(self, raw_email: str, client: Client) -> SendAccepted:
+    async def _send_to_test_recipient(self, email: str, client: Client) -> SendAccepted:
         """The same 202 after the client's rates; nothing stored, queued, emailed or counted."""
         await self.count_refused(client)  # the client's and subnet's rates: RateLimited when over
-        log.info(
-            "otp.test_recipient", extra={"email": mask_email(normalize_email(raw_email)), "action": "send"}
-        )
+        log.info("otp.test_recipient", extra={"email": mask_email(email), "action": "send"})
         return self._accepted
 
     def identity(self, email: str, client: Client | None) -> Identity:

@@ -7,7 +7,7 @@ cluster.py    Redis Cluster: key slots, the slot's owner, MOVED
 scripts.py    Script: the Lua files, called by SHA
 keys.py       RedisKeys: every key, built in one place
 guard.py      redis_guard: Redis failures as 503
-streams.py    create_group: a Stream's consumer group, made once
+streams.py    ConsumerGroup: a Stream read through a consumer group (the job queue, events out)
 """
 
 from otp_service.redisio.client import Arg, RedisClient, ReplyError, text

@@ -1,5 +1,0 @@
--- Acknowledge a delivery job: it leaves the group's pending list and the stream, together.
--- KEYS[1] delivery stream   ARGV[1] consumer group   ARGV[2] job (entry) id
--- Returns the number of entries deleted (0 or 1).
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('XDEL', KEYS[1], ARGV[2])
