@@ -5,6 +5,7 @@ Redis and PostgreSQL and on the embedded default."""
 
 import asyncio
 import ipaddress
+import logging
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from sqlalchemy import text
 from otp_service.delivery.providers.base import OutgoingEmail, PermanentError, RetryableError
 from otp_service.delivery.providers.smtp import SmtpProvider
 from otp_service.delivery.templates import HEADERS
+from otp_service.logs import JsonFormatter
 from otp_service.settings import Settings, SettingsError, load_settings
 from tests.support import drain, free_port, unique_email
 
@@ -282,14 +284,18 @@ async def test_a_4xx_is_retried_and_then_delivered(
 
 
 async def test_a_5xx_fails_the_delivery_and_is_not_retried(
-    open_app: Callable[..., Any], make_settings: Callable[..., Settings], plain_server: tuple[Mailbox, int]
-) -> None:
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], plain_server: tuple[Mailbox, int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.DEBUG, logger="otp_service")
     box, port = plain_server
-    box.replies.extend(["550 5.1.1 no such user", "550 5.1.1 no such user"])
+    email = unique_email()
+    # The server echoes the recipient, as Postfix does: the log must not.
+    rejected = f"550 5.1.1 <{email}>: Recipient address rejected"
+    box.replies.extend([rejected, rejected])
     async with open_app(
         make_settings(email_provider="smtp", smtp_url=f"smtp+insecure://127.0.0.1:{port}")
     ) as app:
-        email = unique_email()
         assert (await app.http.post("/api/v1/auth/otp/send", json={"email": email})).status_code == 202
         await drain(app)
         await asyncio.sleep(0)
@@ -298,5 +304,8 @@ async def test_a_5xx_fails_the_delivery_and_is_not_retried(
                 text("SELECT outcome, attempts FROM deliveries WHERE email = :e"), {"e": email}
             )).one()  # fmt: skip
     assert (row.outcome, row.attempts) == ("failed", 1)
-    assert box.replies == ["550 5.1.1 no such user"]  # asked once
+    assert box.replies == [rejected]  # asked once
     assert box.messages == []
+    lines = [JsonFormatter().format(r) for r in caplog.records]
+    assert any("Recipient address rejected" in line for line in lines)
+    assert not [line for line in lines if email in line]

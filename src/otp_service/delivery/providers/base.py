@@ -6,9 +6,12 @@ ProviderError
 └── PermanentError        the message itself is refused: no retry, no failover
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from otp_service.logs import mask_email
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,8 +26,17 @@ class OutgoingEmail:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
+"""An address inside a provider's free text (an SMTP server echoes the recipient: `550 5.1.1
+<bob@example.com>: Recipient address rejected`)."""
+
+
 class ProviderError(Exception):
+    """`reason` is logged, so any address a provider's answer holds is masked here, once for
+    every provider."""
+
     def __init__(self, provider: str, reason: str, *, retry_after: float | None = None) -> None:
+        reason = _ADDRESS.sub(lambda m: mask_email(m.group(0)), reason)
         super().__init__(f"{provider}: {reason}")
         self.provider = provider
         self.reason = reason
