@@ -12,17 +12,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from otp_service.audit import repository as audit
+from otp_service.background import Background
 from otp_service.clock import Clock
+from otp_service.db.guard import database_guard
 from otp_service.delivery import repository as deliveries
-from otp_service.errors import ServiceError
 from otp_service.metrics import RETENTION_DELETED
 from otp_service.redisio import RedisClient, RedisKeys, redis_guard
-from otp_service.supervise import Beat, supervise
-from otp_service.tasks import pause
+from otp_service.supervise import Loop
 from otp_service.webhooks import repository as webhook_events
 
 log = logging.getLogger("otp_service.retention")
@@ -59,7 +58,7 @@ class RedisRetentionSlot:
         return answer is not None
 
 
-class Retention:
+class Retention(Background):
     def __init__(
         self,
         *,
@@ -80,25 +79,13 @@ class Retention:
         self._batch = batch
         self._check_every = check_every
         self._run_every = run_every
-        self._stopping = asyncio.Event()
+        super().__init__()
 
-    def stop(self) -> None:
-        """The loop ends at once when idle, or after the batch in progress (never mid-statement:
-        a cancelled statement could leave its connection checked out past the engine's end)."""
-        self._stopping.set()
-
-    async def run(self) -> None:
-        """Claim the slot every check, purge when claimed, supervised (supervise.py) until stop()."""
-        await supervise("retention", self._runs, stopping=self._stopping)
-
-    async def _runs(self, beat: Beat) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.run_once()
-                beat.ok()
-            except (OSError, TimeoutError, SQLAlchemyError, ServiceError):  # outlives an outage
-                log.exception("retention.failed")
-            await pause(self._stopping, self._check_every)
+    def loops(self) -> dict[str, Loop]:
+        """Claim the slot every check, purge when claimed. stop() ends it at once when idle, or
+        after the batch in progress (never mid-statement: a cancelled statement could leave its
+        connection checked out past the engine's end)."""
+        return {"retention": self.every(self._check_every, self.run_once, failed="retention.failed")}
 
     async def run_once(self) -> dict[str, int] | None:
         """Purge if this worker claims the hour's slot: rows deleted per table, or None."""
@@ -110,14 +97,14 @@ class Retention:
         cutoff = datetime.fromtimestamp(self._clock(), UTC) - timedelta(days=self._days)
         deleted: dict[str, int] = {}
         for table, delete_older in TABLES.items():
-            if self._stopping.is_set():  # stopping: no batch for the tables not begun
+            if self.stopping:  # stopping: no batch for the tables not begun
                 break
             total = 0
             while True:
-                async with self._engine.begin() as conn:  # one transaction per batch
-                    n = await delete_older(conn, cutoff, self._batch)
+                async with database_guard("retention.purge"), self._engine.begin() as conn:
+                    n = await delete_older(conn, cutoff, self._batch)  # one transaction per batch
                 total += n
-                if n < self._batch or self._stopping.is_set():
+                if n < self._batch or self.stopping:
                     break
                 await asyncio.sleep(0)  # let the worker's deliveries in between batches
             deleted[table] = total

@@ -1,5 +1,6 @@
 """One supervisor for every background loop (the delivery consumer, held-job renewal, the
-heartbeat, the reputation guard, retention): a loop that raises is logged (`<loop>.crashed`),
+heartbeat, the reputation guard, retention, events out; background.py runs each task's loops
+under it): a loop that raises is logged (`<loop>.crashed`),
 counted (`otp_loop_restarts_total{loop}`) and started again after a backoff, never left dead;
 each pass that does its job sets `otp_loop_last_success_timestamp_seconds{loop}`, which the
 OtpLoopStalled alert watches (deploy/prometheus/alerts.yml).

@@ -24,11 +24,11 @@ class AuditLog:
     async def record(self, *, actor: str, action: str, target: str, note: str | None = None) -> None:
         """For writes outside the database (the reputation guard's pause state lives in Redis);
         database writes append in their own transaction (repository.append)."""
-        async with database_session(self._sessions) as session:
+        async with database_session(self._sessions, "audit.record") as session:
             await repo.append(session, actor=actor, action=action, target=target, note=note)
 
     async def list(self, *, limit: int, cursor: str | None) -> Page[AuditEntry]:
         before = decode_cursor(cursor, "a") if cursor else None
-        async with database_session(self._sessions) as session:
+        async with database_session(self._sessions, "audit.list") as session:
             rows = await repo.page(session, before_id=before, limit=limit + 1)
         return page_of(rows, limit, "a", lambda r: r.id)

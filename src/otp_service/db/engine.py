@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import delete, event, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from otp_service.errors import Unavailable
+from otp_service.db.guard import database_guard
 
 
 def create_engine(url: str, *, timeout: float = 2.0) -> AsyncEngine:
@@ -57,13 +56,12 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
 
 
 @asynccontextmanager
-async def database_session(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """`session_scope`, with the database's errors as the contract's 503."""
-    try:
-        async with session_scope(factory) as session:
-            yield session
-    except (SQLAlchemyError, OSError) as exc:
-        raise Unavailable("The database is not answering") from exc
+async def database_session(
+    factory: async_sessionmaker[AsyncSession], operation: str = "session"
+) -> AsyncIterator[AsyncSession]:
+    """`session_scope`, with the database's errors as the contract's 503 (db/guard.py)."""
+    async with database_guard(operation), session_scope(factory) as session:
+        yield session
 
 
 def dialect_name(db: AsyncSession | AsyncConnection) -> str:

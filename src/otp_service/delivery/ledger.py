@@ -9,6 +9,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from otp_service.db.guard import database_guard
 from otp_service.delivery.repository import DeliveryRecord, record_outcomes
 from otp_service.suppression.repository import suppressed_among
 from otp_service.validation.mailbox import Mailboxes
@@ -38,15 +39,17 @@ class Ledger:
         self._closed = False
         self.flushes: set[asyncio.Task[None]] = set()
         """The batches being written: close() waits for them."""
-        self._suppressed = _Batched(self, _suppressed_batch)
-        self.record = _Batched(self, _record_batch)
+        self._suppressed = _Batched(self, "ledger.suppressed", _suppressed_batch)
+        self.record = _Batched(self, "ledger.record", _record_batch)
 
-    async def run(self, statement: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def run(self, operation: str, statement: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """`statement` on the ledger's connection; the database's failure is `Unavailable`
+        (db/guard.py), a call after close() ConnectionError."""
         async with self._lock:
             if self._closed:  # never a fresh connection after close(): it would outlive the engine
                 raise ConnectionError("the ledger is closed")
             try:
-                async with asyncio.timeout(self._timeout):
+                async with database_guard(operation), asyncio.timeout(self._timeout):
                     if self._conn is None:
                         conn = await self._engine.connect()
                         self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -86,8 +89,11 @@ async def _record_batch(conn: AsyncConnection, records: list[DeliveryRecord]) ->
 
 
 class _Batched(Generic[K, R]):
-    def __init__(self, ledger: Ledger, run: Callable[[AsyncConnection, list[K]], Awaitable[list[R]]]) -> None:
+    def __init__(
+        self, ledger: Ledger, operation: str, run: Callable[[AsyncConnection, list[K]], Awaitable[list[R]]]
+    ) -> None:
         self._ledger = ledger
+        self._operation = operation
         self._run = run
         self._waiting: list[tuple[K, asyncio.Future[R]]] = []
         self._flush: asyncio.Task[None] | None = None
@@ -105,7 +111,9 @@ class _Batched(Generic[K, R]):
         await asyncio.sleep(0)  # the callers of this turn join the batch
         batch, self._waiting, self._flush = self._waiting, [], None
         try:
-            results = await self._ledger.run(lambda conn: self._run(conn, [item for item, _ in batch]))
+            results = await self._ledger.run(
+                self._operation, lambda conn: self._run(conn, [item for item, _ in batch])
+            )
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():

@@ -38,7 +38,7 @@ class DeliveryLookup:
 
     async def list(self, email: str, *, limit: int, cursor: str | None) -> Page[DeliveryView]:
         before = decode_cursor(cursor, "d") if cursor else None
-        async with database_session(self._sessions) as session:
+        async with database_session(self._sessions, "deliveries.lookup") as session:
             rows = await deliveries.page_for(session, email, before_id=before, limit=limit + 1)
             page = page_of(rows, limit, "d", lambda r: r.id)
             ids = [r.provider_message_id for r in page.items if r.provider_message_id]

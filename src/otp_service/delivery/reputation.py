@@ -9,18 +9,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from otp_service.audit.service import AuditLog
+from otp_service.background import Background
 from otp_service.clock import Clock, now_ms, system_clock
+from otp_service.db.guard import database_guard
 from otp_service.delivery import repository as deliveries
-from otp_service.errors import NotFound, ServiceError, Unavailable
+from otp_service.errors import NotFound
 from otp_service.logs import get_logger, mask_subnet
 from otp_service.redisio import RedisClient, RedisKeys, redis_guard, text
 from otp_service.settings import Settings
-from otp_service.supervise import Beat, supervise
-from otp_service.tasks import pause
+from otp_service.supervise import Loop
 from otp_service.webhooks import repository as events
 
 log = get_logger("reputation")
@@ -124,7 +124,7 @@ GUARD_ACTOR = "reputation-guard"
 DAY = timedelta(days=1)
 
 
-class ReputationGuard:
+class ReputationGuard(Background):
     """Pauses a provider only on evidence, and blames the source (CONTRACT §6): a rate over its
     threshold, above the minimum volume, from at least the minimum of distinct mailboxes; each
     bounce and complaint traced, through the delivery it answers, to the subnet that requested
@@ -144,7 +144,7 @@ class ReputationGuard:
         self._clock = clock
         self._paused: set[str] = set()
         self._blocked: list[str] = []
-        self._stopping = asyncio.Event()
+        super().__init__()
 
     def healthy(self, provider: str) -> bool:
         """The worker's view, refreshed every check interval."""
@@ -155,30 +155,27 @@ class ReputationGuard:
         pauses = await self._pauses.pauses()
         now = datetime.fromtimestamp(self._clock(), UTC)
         out = []
-        try:
-            async with self._engine.connect() as conn:
-                for provider in self.providers:
-                    since = now - timedelta(seconds=s.reputation_window)
-                    resumed = await self._pauses.resumed_at(provider)
-                    if resumed is not None:
-                        since = max(since, datetime.fromtimestamp(resumed / 1000, UTC))
-                    sent = await deliveries.count_sent(conn, since, provider=provider)
-                    found = await events.bounces_and_complaints(
-                        conn, since, provider, exclude_sources=self._blocked
-                    )
-                    out.append(ProviderHealth(
-                        provider=provider, sent=sent, bounces=found.bounces, complaints=found.complaints,
-                        bounce_rate=found.bounces / sent if sent else None,
-                        complaint_rate=found.complaints / sent if sent else None,
-                        paused=provider in pauses, reason=pauses.get(provider), since=since,
-                        max_bounce_rate=s.reputation_max_bounce_rate,
-                        max_complaint_rate=s.reputation_max_complaint_rate,
-                        min_volume=s.reputation_min_volume,
-                        bounced_mailboxes=found.bounced_mailboxes,
-                        complained_mailboxes=found.complained_mailboxes,
-                    ))  # fmt: skip
-        except (SQLAlchemyError, OSError) as exc:
-            raise Unavailable("The database is not answering") from exc
+        async with database_guard("reputation.report"), self._engine.connect() as conn:
+            for provider in self.providers:
+                since = now - timedelta(seconds=s.reputation_window)
+                resumed = await self._pauses.resumed_at(provider)
+                if resumed is not None:
+                    since = max(since, datetime.fromtimestamp(resumed / 1000, UTC))
+                sent = await deliveries.count_sent(conn, since, provider=provider)
+                found = await events.bounces_and_complaints(
+                    conn, since, provider, exclude_sources=self._blocked
+                )
+                out.append(ProviderHealth(
+                    provider=provider, sent=sent, bounces=found.bounces, complaints=found.complaints,
+                    bounce_rate=found.bounces / sent if sent else None,
+                    complaint_rate=found.complaints / sent if sent else None,
+                    paused=provider in pauses, reason=pauses.get(provider), since=since,
+                    max_bounce_rate=s.reputation_max_bounce_rate,
+                    max_complaint_rate=s.reputation_max_complaint_rate,
+                    min_volume=s.reputation_min_volume,
+                    bounced_mailboxes=found.bounced_mailboxes,
+                    complained_mailboxes=found.complained_mailboxes,
+                ))  # fmt: skip
         return out
 
     def _over(self, health: ProviderHealth) -> str | None:
@@ -205,11 +202,8 @@ class ReputationGuard:
         """Block the subnets past the source limit, and keep them out of the rates."""
         s = self._settings
         since = datetime.fromtimestamp(self._clock(), UTC) - DAY
-        try:
-            async with self._engine.connect() as conn:
-                self._blocked = await events.sources_over(conn, since, s.reputation_source_limit)
-        except (SQLAlchemyError, OSError) as exc:
-            raise Unavailable("The database is not answering") from exc
+        async with database_guard("reputation.sources"), self._engine.connect() as conn:
+            self._blocked = await events.sources_over(conn, since, s.reputation_source_limit)
         for subnet in self._blocked:
             if await self._pauses.block_source(subnet, int(DAY.total_seconds() * 1000)):
                 log.warning("abuse.source_blocked", extra={"subnet": mask_subnet(subnet)})
@@ -258,18 +252,7 @@ class ReputationGuard:
         log.warning("reputation.provider_resumed", extra={"provider": provider, "was_paused": resumed})
         return resumed
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        """Check every interval, supervised (supervise.py) until stop()."""
-        await supervise("reputation", self._checks, stopping=self._stopping)
-
-    async def _checks(self, beat: Beat) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.check()
-                beat.ok()
-            except (ServiceError, SQLAlchemyError, OSError, TimeoutError) as exc:
-                log.warning("reputation.check_failed", extra={"error": type(exc).__name__})
-            await pause(self._stopping, self._settings.reputation_check_interval)
+    def loops(self) -> dict[str, Loop]:
+        """Check every interval."""
+        every = self._settings.reputation_check_interval
+        return {"reputation": self.every(every, self.check, failed="reputation.check_failed")}

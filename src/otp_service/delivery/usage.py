@@ -5,15 +5,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from otp_service.clock import Clock
+from otp_service.db.guard import database_guard
 from otp_service.delivery import repository as deliveries
 from otp_service.delivery.heartbeat import WorkerRegistry
 from otp_service.delivery.queue import JobQueue, QueueStats
 from otp_service.delivery.reputation import PauseState
-from otp_service.errors import Unavailable
 from otp_service.webhooks import repository as events
 
 
@@ -101,14 +100,11 @@ class UsageService:
         day, minute = now - timedelta(days=1), now - timedelta(minutes=1)
         sent = {channel: await self._sends.global_usage(channel) for channel in self._limits}
         alive = await self._workers.alive()
-        try:
-            async with self._engine.connect() as conn:
-                delivered = await deliveries.count_sent(conn, day)
-                last_minute = await deliveries.count_sent(conn, minute)
-                evidence = await events.bounces_and_complaints(conn, day)
-                bounces, complaints = evidence.bounces, evidence.complaints
-        except (SQLAlchemyError, OSError) as exc:
-            raise Unavailable("The database is not answering") from exc
+        async with database_guard("usage"), self._engine.connect() as conn:
+            delivered = await deliveries.count_sent(conn, day)
+            last_minute = await deliveries.count_sent(conn, minute)
+            evidence = await events.bounces_and_complaints(conn, day)
+            bounces, complaints = evidence.bounces, evidence.complaints
         return Usage(
             sent, dict(self._limits), delivered, last_minute, self._send_rate, bounces, complaints, alive,
             self._test_recipients,

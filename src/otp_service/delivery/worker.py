@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from otp_service.background import Background, failure
 from otp_service.clock import Clock, system_clock
 from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, HEARTBEAT_TTL, WorkerRegistry
 from otp_service.delivery.jobs import JobContent, JobSealer
@@ -35,8 +35,7 @@ from otp_service.errors import Unavailable
 from otp_service.events.outbox import EventOutbox, EventType
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import DELIVERIES, WORKER_CRASHES
-from otp_service.supervise import Beat, supervise
-from otp_service.tasks import pause
+from otp_service.supervise import Beat, Loop
 from otp_service.validation.mailbox import Mailboxes
 
 log = get_logger("delivery")
@@ -75,7 +74,7 @@ class Outcome:
     subnet: str | None = None  # the subnet that requested the send
 
 
-class DeliveryWorker:
+class DeliveryWorker(Background):
     def __init__(
         self,
         *,
@@ -109,27 +108,24 @@ class DeliveryWorker:
         self._clock = clock
         self._on_outcome = on_outcome
         self._inflight: dict[str, asyncio.Task[Outcome | None]] = {}
-        self._stopping = asyncio.Event()
         self._consuming: Beat | None = None
         self._passed = asyncio.Event()  # the consumer has completed a pass
+        super().__init__()
 
     async def aclose(self) -> None:
         """Close the ledger's database connection (run() does it as it ends)."""
         await self._ledger.close()
 
-    def stop(self) -> None:
-        """Ask `run()` to finish; unacknowledged jobs stay pending for another consumer."""
-        self._stopping.set()
+    def loops(self) -> dict[str, Loop]:
+        """The consumer loop, held-job renewal and the heartbeat. After stop(), unacknowledged
+        jobs stay pending for another consumer."""
+        every = self._visibility_ms / 3000
+        renewal = self.every(every, self._renew_held_jobs, failed="delivery.renewal_failed")
+        return {"delivery": self._consume, "delivery_renewal": renewal, "heartbeat": self._heartbeat}
 
     async def run(self) -> None:
-        """The consumer loop, held-job renewal and the heartbeat, each supervised (supervise.py),
-        until stop()."""
         try:
-            await asyncio.gather(
-                supervise("delivery", self._consume, stopping=self._stopping),
-                supervise("delivery_renewal", self._renew_held_jobs, stopping=self._stopping),
-                supervise("heartbeat", self._heartbeat, stopping=self._stopping),
-            )
+            await super().run()
         finally:
             for task in list(self._inflight.values()):
                 task.cancel()
@@ -140,16 +136,12 @@ class DeliveryWorker:
                 # leave the ledger's connection open past the engine's disposal.
                 await asyncio.shield(self.aclose())
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, or less when stop() is called."""
-        await pause(self._stopping, seconds)
-
     async def _consume(self, beat: Beat) -> None:
         failures = 0
         next_reclaim = next_forget = 0.0
         loop = asyncio.get_running_loop()
         self._consuming = beat
-        while not self._stopping.is_set():
+        while not self.stopping:
             try:
                 free = self._concurrency - len(self._inflight)
                 if free <= 0:
@@ -183,42 +175,27 @@ class DeliveryWorker:
                 self._passed.set()
             except Unavailable:
                 failures += 1
-                await self._pause(min(5.0, 0.2 * 2**failures))
+                await self.pause(min(5.0, 0.2 * 2**failures))
 
-    async def _renew_held_jobs(self, beat: Beat) -> None:
+    async def _renew_held_jobs(self) -> None:
         """Touch the jobs this worker holds, so that a long retry is not taken for death."""
-        while not self._stopping.is_set():
-            await self._pause(self._visibility_ms / 3000)
-            try:
-                if self._inflight:
-                    await self._queue.touch(self.name, list(self._inflight))
-                beat.ok()
-            except Unavailable:
-                log.warning("delivery.renewal_failed")
+        if self._inflight:
+            await self._queue.touch(self.name, list(self._inflight))
 
     async def _heartbeat(self, beat: Beat) -> None:
         """The worker's heartbeat (otp_workers_alive), written only while the consumer loop is
         passing: a worker whose loop is stuck stops beating just as a dead one does."""
-        while not self._stopping.is_set():
+        while not self.stopping:
             if beat.last_ok is None:  # the first beat as soon as the consumer has passed once
-                await self._until_passed()
+                await self.until_stopped(self._passed)
             consuming = self._consuming.last_ok if self._consuming is not None else None
             if consuming is not None and time.time() - consuming < HEARTBEAT_TTL:
                 try:
                     await self._registry.beat(self.name, {"concurrency": self._concurrency})
                     beat.ok()
-                except Unavailable:
-                    log.warning("delivery.heartbeat_failed")
-            await self._pause(HEARTBEAT_EVERY)
-
-    async def _until_passed(self) -> None:
-        passed = asyncio.ensure_future(self._passed.wait())
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({passed, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            passed.cancel()
-            stopping.cancel()
+                except Unavailable as exc:
+                    log.warning("delivery.heartbeat_failed", extra={"error": failure(exc)})
+            await self.pause(HEARTBEAT_EVERY)
 
     async def _record(self, outcome: Outcome) -> None:
         email = outcome.email
@@ -237,9 +214,9 @@ class DeliveryWorker:
                     outcome.subnet,
                 )
             )
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        except Unavailable as exc:
             # The email has gone (or been dropped); losing its record must not hold the job.
-            log.warning("delivery.record_failed", extra={"job": outcome.job_id, "error": type(exc).__name__})
+            log.warning("delivery.record_failed", extra={"job": outcome.job_id, "error": failure(exc)})
 
     async def _handle(self, job: Job) -> Outcome | None:
         try:
@@ -288,12 +265,10 @@ class DeliveryWorker:
         while True:
             try:
                 return await check()
-            except (Unavailable, SQLAlchemyError, OSError, TimeoutError) as exc:
+            except Unavailable as exc:
                 attempt += 1
                 delay = backoff(attempt)
-                log.warning(
-                    f"delivery.{what}_failed", extra={"error": type(exc).__name__, "attempt": attempt}
-                )
+                log.warning(f"delivery.{what}_failed", extra={"error": failure(exc), "attempt": attempt})
                 if self._clock() + delay >= deadline:
                     return None
                 await asyncio.sleep(delay)

@@ -26,14 +26,14 @@ import httpx
 from cryptography.exceptions import InvalidTag
 from svix.webhooks import Webhook
 
+from otp_service.background import Background
 from otp_service.clock import Clock, now_ms, system_clock
 from otp_service.errors import Unavailable
 from otp_service.logs import get_logger
 from otp_service.metrics import EVENTS_OUT
 from otp_service.redisio import RedisClient, RedisKeys, Script, redis_guard
 from otp_service.redisio.streams import ConsumerGroup, Entry
-from otp_service.supervise import Beat, supervise
-from otp_service.tasks import pause
+from otp_service.supervise import Beat, Loop
 
 log = get_logger("events")
 
@@ -143,7 +143,7 @@ class EventOutbox:
         EVENTS_OUT.labels(type_, "queued").inc()
 
 
-class EventSender:
+class EventSender(Background):
     """Posts queued events to the integrator; run in the worker process (assembly.running_worker)."""
 
     _RETRY = Script(("otp_service.events", "retry"))
@@ -165,18 +165,13 @@ class EventSender:
         self._slots = asyncio.Semaphore(concurrency)
         self._clock = clock
         self._block_ms = block_ms
-        self._stopping = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
+        super().__init__()
 
     async def aclose(self) -> None:
         await self._group.aclose()
 
-    async def run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(supervise("events-new", self._new_events, stopping=self._stopping))
-            tasks.create_task(supervise("events-retry", self._retries, stopping=self._stopping))
+    def loops(self) -> dict[str, Loop]:
+        return {"events-new": self._new_events, "events-retry": self._retries}
 
     # One attempt
 
@@ -218,12 +213,12 @@ class EventSender:
 
     async def _new_events(self, beat: Beat) -> None:
         await self.ensure_group()
-        while not self._stopping.is_set():
+        while not self.stopping:
             try:
                 found = await self._read()
                 beat.ok()
             except Unavailable:
-                await self._pause(1.0)
+                await self.pause(1.0)
                 continue
             if found:
                 await asyncio.gather(
@@ -252,7 +247,7 @@ class EventSender:
     # Retries: the schedule
 
     async def _retries(self, beat: Beat) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping:
             try:
                 async with redis_guard("events.due"):
                     due = await self._DUE(
@@ -260,13 +255,13 @@ class EventSender:
                     )
                 beat.ok()
             except Unavailable:
-                await self._pause(1.0)
+                await self.pause(1.0)
                 continue
             members = due[::2]
             if members:
                 await asyncio.gather(*(self._retry(member) for member in members))
             else:
-                await self._pause(1.0)
+                await self.pause(1.0)
 
     async def _retry(self, sealed: bytes) -> None:
         event = self._open(sealed)
@@ -294,9 +289,6 @@ class EventSender:
     def _gave_up(self, event: OutEvent) -> None:
         EVENTS_OUT.labels(event.type, "expired").inc()
         log.error("events.given_up", extra={"type": event.type, "webhook_id": event.webhook_id})
-
-    async def _pause(self, seconds: float) -> None:
-        await pause(self._stopping, seconds)
 
     async def backlog(self) -> tuple[int, int]:
         """(events in the stream, events waiting for a retry)."""

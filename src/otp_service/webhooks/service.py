@@ -3,10 +3,10 @@
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from otp_service.db.engine import session_scope
+from otp_service.db.guard import database_guard
 from otp_service.db.models import Delivery
 from otp_service.errors import Unavailable, WebhookRejected
 from otp_service.events.outbox import EventOutbox, EventType
@@ -25,6 +25,8 @@ _EVENT_OF: dict[str, EventType] = {"delivered": "otp.delivered", "bounced": "otp
                                    "complained": "otp.complained"}  # fmt: skip
 
 Outcome = Literal["accepted", "duplicate"]
+
+AGAIN_LATER = "The database is not answering; deliver the event again later"
 
 
 async def apply_event(
@@ -63,17 +65,20 @@ class WebhookService:
     async def _apply(self, event: ProviderEvent) -> str:
         delivery = None
         try:
-            async with session_scope(self._sessions) as session:
+            async with (
+                database_guard("webhooks.apply", detail=AGAIN_LATER),
+                session_scope(self._sessions) as session,
+            ):
                 outcome, suppressed = await apply_event(session, event, self._mailboxes)
                 if self._events is not None and outcome == "accepted" and event.message_id is not None:
                     delivery = await events.delivery_for(session, event.provider, event.message_id)
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        except Unavailable as exc:
             WEBHOOK_EVENTS.labels(event.provider, event.type, "unavailable").inc()
             log.warning(
                 "webhook.database_unavailable",
-                extra={"provider": event.provider, "error": type(exc).__name__},
+                extra={"provider": event.provider, "error": type(exc.__cause__).__name__},
             )
-            raise Unavailable("The database is not answering; deliver the event again later") from exc
+            raise
         WEBHOOK_EVENTS.labels(event.provider, event.type, outcome).inc()
         recipients = [mask_email(r.email) for r in event.recipients]
         log.info(
@@ -132,18 +137,23 @@ class WebhookService:
     async def _confirm(self, event: ProviderEvent, message: Mapping[str, Any]) -> str:
         """Visit SubscribeURL once: the event row is written in the same transaction, and a
         failed visit rolls it back so that SNS's retry can try again."""
+        async with (
+            database_guard("webhooks.confirm", detail=AGAIN_LATER),
+            session_scope(self._sessions) as session,
+        ):
+            fresh = await events.record_event(session, event, "confirmed")
+            outcome = "accepted" if fresh else "duplicate"
+            if fresh:
+                await self._visit(event, message)
+        WEBHOOK_EVENTS.labels("ses", event.type, outcome).inc()
+        log.info("webhook.sns_subscription_" + outcome, extra={"topic": message.get("TopicArn")})
+        return outcome
+
+    async def _visit(self, event: ProviderEvent, message: Mapping[str, Any]) -> None:
+        """A visit that fails is 503 of its own (not the database's), and rolls the row back."""
         try:
-            async with session_scope(self._sessions) as session:
-                fresh = await events.record_event(session, event, "confirmed")
-                outcome = "accepted" if fresh else "duplicate"
-                if fresh:
-                    await self._sns.confirm_subscription(message)
+            await self._sns.confirm_subscription(message)
         except ConnectionError as exc:
             WEBHOOK_EVENTS.labels("ses", event.type, "confirm_failed").inc()
             log.warning("webhook.sns_confirm_failed", extra={"error": str(exc)})
             raise Unavailable("Could not confirm the subscription; deliver it again later") from exc
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            raise Unavailable("The database is not answering; deliver the event again later") from exc
-        WEBHOOK_EVENTS.labels("ses", event.type, outcome).inc()
-        log.info("webhook.sns_subscription_" + outcome, extra={"topic": message.get("TopicArn")})
-        return outcome
