@@ -21,9 +21,9 @@ import respx
 from aiohttp import web
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from otp_service.delivery.jobs import JobSealer
 from otp_service.events.outbox import EventOutbox, EventSeal, EventSender, next_attempt
 from otp_service.redisio import PipelinedRedis, RedisKeys, open_redis
+from otp_service.sealing import Sealer
 from otp_service.settings import Settings
 from tests.conftest import METRICS_AUTH, REDIS_URL
 from tests.support import FakeClock, drain, free_port, unique_email
@@ -257,7 +257,7 @@ async def test_a_receiver_down_for_a_while_gets_every_event_once_it_is_back(
     starts 200 s back, so that 381 s later it is inside the receiver's ±5 min window)."""
     clock = FakeClock(time.time() - 200)
     keys = RedisKeys(key_prefix)
-    seal = EventSeal(JobSealer(b"s" * 32))
+    seal = EventSeal(Sealer(b"s" * 32))
     outbox = EventOutbox(redis_client, keys, seal, clock=clock)
     port = free_port()
     receiver = Receiver()
@@ -296,7 +296,7 @@ async def test_a_receiver_down_for_a_while_gets_every_event_once_it_is_back(
 async def test_an_event_is_dropped_after_24_hours(redis_client: PipelinedRedis, key_prefix: str) -> None:
     clock = FakeClock(1_800_000_000.0)
     keys = RedisKeys(key_prefix)
-    seal = EventSeal(JobSealer(b"s" * 32))
+    seal = EventSeal(Sealer(b"s" * 32))
     async with httpx.AsyncClient() as http:
         sender = EventSender(redis=redis_client, keys=keys, seal=seal, url=f"http://127.0.0.1:{free_port()}/x",
                              secret=EVENTS_SECRET, http=http, name="t", clock=clock, block_ms=100)  # fmt: skip

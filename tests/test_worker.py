@@ -19,13 +19,14 @@ import pytest
 import respx
 
 from otp_service.assembly import WorkerOptions, open_infrastructure, running_worker
-from otp_service.delivery.jobs import JobContent, JobSealer, SealedCode
+from otp_service.delivery.jobs import JobContent, JobSealer
 from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.queue import Job, JobQueue, QueueStats
 from otp_service.delivery.repository import DeliveryOutcome
 from otp_service.delivery.sender import Deliverer, DeliveryFailed, acquire
 from otp_service.delivery.worker import DeliveryWorker
 from otp_service.metrics import LOOP_LAST_SUCCESS, LOOP_RESTARTS
+from otp_service.sealing import Sealer
 from otp_service.settings import Settings
 from otp_service.validation.mailbox import Mailboxes
 from tests.conftest import METRICS_AUTH
@@ -229,7 +230,7 @@ async def test_a_code_store_down_until_expiry_records_the_job_expired(
             raise Unavailable("down")
 
     settings = resend_settings(make_settings)
-    sealer = JobSealer(settings.secret)
+    sealer = JobSealer(Sealer(settings.secret))
     content = JobContent(email=unique_email(), code="123456", code_hash="h" * 64, address_id="a", locale="en")
     async with open_infrastructure(settings) as infra:
         worker = DeliveryWorker(
@@ -454,17 +455,15 @@ async def test_the_renewal_loop_outlives_a_lost_consumer_group(
     assert not [m for m in messages if m.endswith(".crashed")]
 
 
-@pytest.mark.parametrize("kept_as", ["job", "sealed code (stored before one seal per send)"])
 async def test_a_re_sent_code_is_read_from_the_job_kept_beside_it(
-    make_settings: Callable[..., Settings], kept_as: str
+    make_settings: Callable[..., Settings],
 ) -> None:
-    """The live code kept beside its hash is the sealed job that sent it; a record stored by an
-    earlier version (a sealed code of its own) is still read while it lives."""
+    """The live code kept beside its hash is the sealed job that sent it."""
     settings = resend_settings(make_settings)
-    sealer = JobSealer(settings.secret)
+    sealer = JobSealer(Sealer(settings.secret))
     email = unique_email()
     live = JobContent(email=email, code="654321", code_hash="l" * 64, address_id="a", locale="en")
-    kept = sealer.seal(live) if kept_as == "job" else sealer.seal_code(SealedCode("654321", "l" * 64))
+    kept = sealer.seal(live)
     new = JobContent(email=email, code="111111", code_hash="n" * 64, address_id="a", locale="en")
     out = io.StringIO()
 

@@ -50,6 +50,7 @@ from otp_service.otp.why import LimitsLookup
 from otp_service.readiness import Readiness
 from otp_service.redisio import EmbeddedRedis, RedisClient, RedisKeys, open_redis
 from otp_service.retention import RedisRetentionSlot, Retention, RetentionSlot
+from otp_service.sealing import Sealer
 from otp_service.settings import Settings, parse_nameserver
 from otp_service.suppression.service import SuppressionService
 from otp_service.validation.address import AddressValidator
@@ -158,7 +159,7 @@ async def open_infrastructure(
         events = None
         if settings.events_webhook_url is not None:
             keys = RedisKeys(settings.redis_key_prefix)
-            events = EventOutbox(redis, keys, EventSeal(JobSealer(settings.secret)), clock=clock)
+            events = EventOutbox(redis, keys, EventSeal(Sealer(settings.secret)), clock=clock)
         yield Infrastructure(settings, engine, http, redis, stores, clock, guard, events)
 
 
@@ -202,7 +203,7 @@ def build_web(infra: Infrastructure) -> WebState:
             extra_disposable=s.disposable_domains_extra, allow=s.disposable_domains_allow
         ),
         crypto=CodeCrypto(s.secret),
-        sealer=JobSealer(s.secret),
+        sealer=JobSealer(Sealer(s.secret)),
         tokens=tokens,
         captcha=_captcha(infra),
         deliverability=_deliverability(infra),
@@ -313,7 +314,7 @@ async def build_worker(
     )  # fmt: skip
     worker = DeliveryWorker(
         queue=options.queue or stores.queue,
-        sealer=JobSealer(s.secret),
+        sealer=JobSealer(Sealer(s.secret)),
         codes=stores.codes,
         deliverer=deliverer,
         engine=infra.engine,
@@ -334,7 +335,7 @@ async def build_worker(
     sender = None
     if s.events_webhook_url is not None and s.events_webhook_secret is not None:
         sender = EventSender(
-            redis=infra.redis, keys=RedisKeys(s.redis_key_prefix), seal=EventSeal(JobSealer(s.secret)),
+            redis=infra.redis, keys=RedisKeys(s.redis_key_prefix), seal=EventSeal(Sealer(s.secret)),
             url=s.events_webhook_url, secret=s.events_webhook_secret.get_secret_value(), http=infra.http,
             name=worker.name, clock=infra.clock,
         )  # fmt: skip

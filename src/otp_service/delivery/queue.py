@@ -18,14 +18,25 @@ from otp_service.redisio.streams import ConsumerGroup, Entry
 
 GROUP = "delivery"
 
+# A job's fields in the stream, as otp/lua/send.lua writes them (its header lists them too).
+PAYLOAD = b"p"
+"""The sealed job (delivery/jobs.py)."""
+EXPIRES_MS = b"x"
+"""When the job's code expires: ms since the epoch."""
+RESENT = b"c"
+"""A re-send of the live code: the sealed job of the send that issued it, as the code store kept
+it."""
+LEFT_S = b"l"
+"""A re-send: the whole seconds the live code has left, which the email states."""
+
 
 @dataclass(frozen=True, slots=True)
 class Job:
     id: str
     payload: bytes  # the sealed JobContent
     expires_at_ms: int
-    # OTP_RESEND_STRATEGY=reuse, a send while a code was live: that code, sealed as the store
-    # keeps it (jobs.SealedCode), and the seconds it had left, which the email states.
+    # A send that emails the live code again (OTP_RESEND_STRATEGY=reuse, or a remembered
+    # source's code): the sealed job that sent that code, and the seconds it had left.
     reused_code: bytes | None = None
     lifetime_s: int | None = None
 
@@ -73,10 +84,10 @@ def queued_at(job_id: str) -> datetime | None:
 def _jobs(found: list[Entry]) -> list[Job]:
     jobs = []
     for entry_id, fields in found:
-        if b"p" in fields:
-            reused, left = fields.get(b"c"), fields.get(b"l")
+        if PAYLOAD in fields:
+            resent, left = fields.get(RESENT), fields.get(LEFT_S)
             lifetime = None if left is None else int(left)
-            jobs.append(Job(entry_id, fields[b"p"], int(fields.get(b"x", 0)), reused, lifetime))
+            jobs.append(Job(entry_id, fields[PAYLOAD], int(fields[EXPIRES_MS]), resent, lifetime))
     return jobs
 
 

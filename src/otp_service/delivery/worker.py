@@ -276,16 +276,6 @@ class DeliveryWorker(Background):
     async def _suppressed(self, email: str) -> bool:
         return await self._ledger.suppressed(email)
 
-    def _live_code(self, sealed: bytes) -> tuple[str, str]:
-        """The live code kept beside its hash: the job that sent it (sealed once per send); a code
-        stored before that, within its lifetime, is a sealed code of its own."""
-        try:
-            kept = self._sealer.open(sealed)
-            return kept.code, kept.code_hash
-        except InvalidTag:
-            stored = self._sealer.open_code(sealed)
-            return stored.code, stored.code_hash
-
     async def process(self, job: Job) -> Outcome:
         deadline = job.expires_at_ms / 1000
         if self._clock() >= deadline:
@@ -295,7 +285,8 @@ class DeliveryWorker(Background):
             content: JobContent = self._sealer.open(job.payload)
             code, code_hash, wording = content.code, content.code_hash, Wording(content.locale)
             if job.reused_code is not None:  # the live code, again (reuse, or a remembered source's)
-                code, code_hash = self._live_code(job.reused_code)
+                kept = self._sealer.open(job.reused_code)  # the job that sent it
+                code, code_hash = kept.code, kept.code_hash
                 wording = Wording(content.locale, job.lifetime_s, repeated=True)
         except (InvalidTag, ValueError, KeyError):
             # Sealed under another OTP_SECRET_KEY (rotated, or processes disagreeing).

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import httpx
 from cryptography.exceptions import InvalidTag
@@ -33,6 +33,7 @@ from otp_service.logs import get_logger
 from otp_service.metrics import EVENTS_OUT
 from otp_service.redisio import RedisClient, RedisKeys, Script, redis_guard
 from otp_service.redisio.streams import ConsumerGroup, Entry
+from otp_service.sealing import Sealer
 from otp_service.supervise import Beat, Loop
 
 log = get_logger("events")
@@ -91,26 +92,20 @@ class OutEvent:
         )  # fmt: skip
 
 
-class FieldSealer(Protocol):
-    """AES-GCM over string fields (delivery.jobs.JobSealer)."""
-
-    def seal_fields(self, plain: dict[str, str], purpose: bytes) -> bytes: ...
-
-    def open_fields(self, sealed: bytes, purpose: bytes) -> dict[str, str]: ...
-
-
 class EventSeal:
-    """Events as Redis keeps them: sealed, under an AEAD purpose of their own."""
+    """Events as Redis keeps them: sealed (sealing.py), under an AEAD purpose of their own."""
 
-    def __init__(self, sealer: FieldSealer) -> None:
+    PURPOSE = b"otp-event"
+
+    def __init__(self, sealer: Sealer) -> None:
         self._sealer = sealer
 
     def seal(self, event: OutEvent) -> bytes:
         plain = {"i": event.webhook_id, "t": event.type, "m": str(event.at_ms), "d": json.dumps(event.data)}
-        return self._sealer.seal_fields(plain, b"otp-event")
+        return self._sealer.seal(plain, self.PURPOSE)
 
     def open(self, sealed: bytes) -> OutEvent:
-        data = self._sealer.open_fields(sealed, b"otp-event")
+        data = self._sealer.open(sealed, self.PURPOSE)
         return OutEvent(data["i"], data["t"], int(data["m"]), json.loads(data["d"]))
 
 
