@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from otp_service.settings import Settings
 from tests.support import console_emails, drain, unique_email
+from tests.test_captcha import Siteverify, siteverify  # noqa: F401 - the fake siteverify fixture
 
 SEND, VERIFY, LIMITS = "/api/v1/auth/otp/send", "/api/v1/auth/otp/verify", "/api/v1/admin/limits"
 KEY = "limits-admin-key-0123456789-0123456789-0"
@@ -219,3 +220,117 @@ async def test_the_global_cap(
         refused = await send(app, unique_email(), ELSEWHERE)
         assert (refused.status_code, refused.json()["code"]) == (503, "global_limit")
         assert abs(int(refused.headers["retry-after"]) - report["retry_after"]) <= 1
+
+
+# Every refusal a send can give, set up through the API (or, for the reputation guard's block and
+# a pause, through the state the guard itself writes), then the look-up's answer held against the
+# send that follows: the same code and the same Retry-After. The look-up runs the send decision
+# itself (otp/lua/_decide.lua) read-only, so these cannot drift apart.
+WIDE = {"otp_send": "100/minute", "otp_send_subnet": "100/minute"}
+CORP = "corp.example.co.uk"
+
+
+async def _cooldown(app: Any, email: str) -> None:
+    assert (await send(app, email, HOME)).status_code == 202
+
+
+async def _daily(app: Any, email: str) -> None:
+    for _ in range(10):
+        assert (await send(app, email, HOME)).status_code == 202
+
+
+async def _domain(app: Any, email: str) -> None:
+    for _ in range(2):
+        assert (await send(app, unique_email(CORP), HOME)).status_code == 202
+
+
+async def _global(app: Any, email: str) -> None:
+    for _ in range(2):
+        assert (await send(app, unique_email(), HOME)).status_code == 202
+
+
+async def _client_rate(app: Any, email: str) -> None:
+    for _ in range(3):  # otp_send: 3/minute per client
+        assert (await send(app, unique_email(), ELSEWHERE)).status_code == 202
+
+
+async def _subnet_rate(app: Any, email: str) -> None:
+    for neighbour in ("192.0.2.1", "192.0.2.2"):  # ELSEWHERE's /24
+        assert (await send(app, unique_email(), neighbour)).status_code == 202
+
+
+async def _guard(app: Any, email: str) -> None:
+    for neighbour in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):  # three codes, none verified
+        res = await send(app, unique_email(), neighbour)
+        assert res.status_code in (202, 429), res.text
+
+
+async def _blocked(app: Any, email: str) -> None:
+    # What the reputation guard writes when it blocks a subnet (delivery/reputation.py).
+    assert await app.web.reputation._pauses.block_source("192.0.2.0/24", 3_600_000)
+
+
+async def _paused(app: Any, email: str) -> None:
+    await app.web.reputation._pauses.set_sending_paused(True)  # no healthy provider left
+
+
+async def _captcha(app: Any, email: str) -> None:
+    for _ in range(2):  # half the service-wide cap of 4: under attack
+        assert (await send(app, unique_email(), HOME)).status_code == 202
+
+
+REFUSALS: dict[str, tuple[dict[str, Any], Callable[[Any, str], Any], int, int]] = {
+    # case: (settings, set-up, status, the least Retry-After expected in seconds)
+    "cooldown": ({}, _cooldown, 429, 50),
+    "daily_limit": ({"rate_limit_ttl": 0, "throttle_rates": WIDE}, _daily, 429, 86_000),
+    "domain_limit": ({"domain_daily_limit": 2, "throttle_rates": WIDE}, _domain, 429, 86_000),
+    "global_limit": ({"global_daily_limits": {"email": 2}}, _global, 503, 86_000),
+    "rate_limited by the client": ({}, _client_rate, 429, 50),
+    "rate_limited by the subnet": (
+        {"throttle_rates": {"otp_send": "10/minute", "otp_send_subnet": "2/minute"}},
+        _subnet_rate,
+        429,
+        50,
+    ),
+    "rate_limited by the conversion guard": (
+        {
+            "conversion_min_sends": 2,
+            "conversion_min_ratio": 0.5,
+            "conversion_guard_rate": "2/hour",
+            "throttle_rates": WIDE,
+        },
+        _guard,
+        429,
+        3_500,
+    ),
+    "rate_limited by a reputation block": ({}, _blocked, 429, 3_500),
+    "sending_paused": ({}, _paused, 503, 299),
+    "captcha_required": ({"captcha_mode": "adaptive", "global_daily_limits": {"email": 4}}, _captcha, 400, 0),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+async def test_the_lookup_names_the_next_sends_refusal_and_its_wait(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path, store: dict[str, Any],
+    request: pytest.FixtureRequest, case: str,
+) -> None:  # fmt: skip
+    overrides, set_up, status, least_wait = REFUSALS[case]
+    fake: Siteverify = request.getfixturevalue("siteverify")
+    captcha = {
+        "captcha_provider": "turnstile",
+        "captcha_secret": "s3cret",
+        "captcha_verify_url": fake.url,
+    }
+    settings = settings_for(make_settings, tmp_path, store, worker_enabled=False,
+                            **({**captcha, **overrides} if "captcha_mode" in overrides else overrides))  # fmt: skip
+    code = case.split()[0]
+    async with open_app(settings) as app:
+        email = unique_email(CORP)
+        await set_up(app, email)
+        report = await limits(app, email=email, ip=ELSEWHERE)
+        assert report["would_refuse"] == code, report
+        assert report["retry_after"] >= least_wait, report
+        refused = await send(app, email, ELSEWHERE)
+        assert (refused.status_code, refused.json()["code"]) == (status, code), refused.text
+        assert abs(int(refused.headers.get("retry-after", 0)) - report["retry_after"]) <= 1
+        assert fake.posts == []  # nobody sent a token

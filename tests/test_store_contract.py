@@ -465,13 +465,13 @@ async def test_reuse_re_sends_the_live_code_without_extending_it_or_resetting_at
     """OTP_RESEND_STRATEGY=reuse: the second send queues the first code (as the store sealed it)
     with its time left; the code's hash, lifetime and wrong attempts are untouched."""
     reuse: dict[str, Any] = {"cooldown_ms": 0, "reuse_min_left_ms": 30_000, "reuse": True}
-    first = await env.store.decide_send(send_req(code_hash="a" * 64, sealed_code=b"sealed-a", **reuse))
+    first = await env.store.decide_send(send_req(code_hash="a" * 64, job_payload=b"sealed-a", **reuse))
     assert first.status is SendStatus.OK
     for remaining in (4, 3):
         assert (await env.store.verify(verify_req(code_hash="b" * 64))).attempts_remaining == remaining
     await env.advance(1000)
     second = await env.store.decide_send(
-        send_req(code_hash="c" * 64, sealed_code=b"sealed-c", job_payload=b"sealed-job-2", **reuse)
+        send_req(code_hash="c" * 64, job_payload=b"sealed-job-2", **reuse)
     )
     assert second.status is SendStatus.OK
     job1, job2 = await env.queue.read("c1", 10, block_ms=10)
@@ -486,7 +486,7 @@ async def test_reuse_re_sends_the_live_code_without_extending_it_or_resetting_at
     assert (await env.store.verify(verify_req(code_hash="a" * 64))).status is VerifyStatus.APPROVED
 
     # Used: the next send has no live code to re-send, so it stores its own.
-    third = await env.store.decide_send(send_req(code_hash="d" * 64, sealed_code=b"sealed-d", **reuse))
+    third = await env.store.decide_send(send_req(code_hash="d" * 64, job_payload=b"sealed-d", **reuse))
     assert third.status is SendStatus.OK
     [job3] = await env.queue.read("c1", 10, block_ms=10)
     assert job3.reused_code is None
@@ -497,10 +497,10 @@ async def test_reuse_replaces_a_code_too_close_to_expiry_and_rotate_always_repla
     ok = SendStatus.OK
     assert (
         await env.store.decide_send(
-            send_req(code_hash="a" * 64, sealed_code=b"s-a", cooldown_ms=0, reuse=True)
+            send_req(code_hash="a" * 64, job_payload=b"s-a", cooldown_ms=0, reuse=True)
         )
     ).status is ok
-    nearly_gone = send_req(code_hash="b" * 64, sealed_code=b"s-b", cooldown_ms=0, reuse_min_left_ms=400_000,
+    nearly_gone = send_req(code_hash="b" * 64, job_payload=b"s-b", cooldown_ms=0, reuse_min_left_ms=400_000,
                            reuse=True)  # fmt: skip
     assert (await env.store.decide_send(nearly_gone)).status is ok
     assert await env.store.is_current("addr-1", "b" * 64)

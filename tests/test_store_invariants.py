@@ -96,7 +96,7 @@ class Model:
         expected = self.expected_send(a, now)
         decision = await self.env.store.decide_send(
             send_req(a.id, cooldown_ms=self.cooldown_ms, daily_limit=DAILY_LIMIT, code_hash=code_hash,
-                     code_ttl_ms=TTL_MS, sealed_code=sealed, reuse=reuse, reuse_min_left_ms=REUSE_MIN_LEFT_MS,
+                     code_ttl_ms=TTL_MS, job_payload=sealed or b"sealed", reuse=reuse, reuse_min_left_ms=REUSE_MIN_LEFT_MS,
                      idempotency=idem)
         )  # fmt: skip
         assert decision.status is expected, (step, decision)

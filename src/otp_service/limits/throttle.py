@@ -43,7 +43,7 @@ class Rates:
 class ConversionGuard:
     """The low-conversion guard (CONTRACT §2a): a subnet with at least `min_sends` accepted sends
     in 24 h and verified/sent below `min_ratio` is limited to `rate`, counting every request in
-    its subnet log within the rate's window."""
+    its subnet log within the rate's window. The rule itself is otp/lua/_decide.lua's."""
 
     min_sends: int
     min_ratio: float
@@ -54,11 +54,6 @@ class ConversionGuard:
         rate = Rate.parse(settings.conversion_guard_rate)
         return cls(settings.conversion_min_sends, settings.conversion_min_ratio, rate)
 
-    def args(self) -> list[str | int | float]:
-        return [self.min_sends, self.min_ratio, self.rate.limit, self.rate.period_seconds * 1000]
-
-    def slows(self, sent: int, verified: int) -> bool:
-        return sent >= self.min_sends and verified < self.min_ratio * sent
 
 
 class Throttle(Protocol):

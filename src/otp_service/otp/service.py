@@ -202,9 +202,6 @@ class OtpService:
                 code_hash=code_hash,
                 code_ttl_ms=self._s.code_ttl * 1000,
                 job_payload=payload,
-                # Kept under reuse, and for a code a remembered source requests: the job itself,
-                # which holds the code and its hash (one seal per send, not two).
-                sealed_code=payload,
                 reuse=self._reuse,
                 source_id=ident.source_id,
                 reuse_min_left_ms=self._reuse_min_left_ms,
@@ -238,17 +235,19 @@ class OtpService:
         """What the send decision would read now for this address and client (either may be
         None), read only: GET /api/v1/admin/limits."""
         ident = self.identity(email, client) if email is not None else None
-        state = await self._store.limits(
-            LimitsQuery(
-                client=client, address_id=ident.address_id if ident else None,
-                source_id=ident.source_id if ident else None,
-                domain_id=self._crypto.domain_id(ident.domain) if ident and ident.domain else None,
-                channel=CHANNEL, rates=self._send_rates, daily_limit=self._s.per_account_daily_limit,
-                guard_window_ms=self._guard.rate.period_seconds * 1000, domain_limit=self._domains.limit,
-                global_limit=self._global_limit,
-            )
+        adaptive = self._captcha is not None and self._s.captcha_mode == "adaptive"
+        return ident, await self._store.limits(self._query(client, ident, adaptive=adaptive))
+
+    def _query(self, client: Client | None, ident: Identity | None, *, adaptive: bool) -> LimitsQuery:
+        """A read-only question to the send decision (the limits look-up, the adaptive captcha)."""
+        return LimitsQuery(
+            client=client, address_id=ident.address_id if ident else None,
+            source_id=ident.source_id if ident else None,
+            domain_id=self._crypto.domain_id(ident.domain) if ident and ident.domain else None,
+            channel=CHANNEL, rates=self._send_rates, guard=self._guard,
+            daily_limit=self._s.per_account_daily_limit, domain_limit=self._domains.limit,
+            global_limit=self._global_limit, captcha_share=self._s.captcha_escalation if adaptive else 0.0,
         )  # fmt: skip
-        return ident, state
 
     def check_address(self, raw_email: str) -> str:
         """The address as the send path normalises it, or the refusal it would get (no network)."""
@@ -317,11 +316,7 @@ class OtpService:
         if self._captcha is not None:
             if captcha_token is None and self._s.captcha_mode == "adaptive":
                 # Optional until the service is under attack; then the widget is shown.
-                needed = await self._store.captcha_needed(
-                    client, CHANNEL, global_limit=self._global_limit, escalation=self._s.captcha_escalation,
-                    guard=self._guard,
-                )  # fmt: skip
-                if needed:
+                if await self._store.captcha_needed(self._query(client, None, adaptive=True)):
                     raise CaptchaRequired("Show the captcha and send again with captcha_token")
             else:
                 await self._captcha.check(captcha_token, client.ip)

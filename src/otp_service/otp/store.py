@@ -7,7 +7,6 @@ address's cooldown and rolling-24 h cap and the service-wide rolling-24 h cap; o
 stores the code's hash and queues the sealed delivery job, all or nothing.
 """
 
-import hmac
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -15,8 +14,7 @@ from typing import Any, Protocol
 from otp_service.clock import DAY_MS, Clock, now_ms
 from otp_service.limits.throttle import PRELUDE, ConversionGuard, Members, Rates, throttle_args
 from otp_service.net import Client
-from otp_service.redisio import RedisClient, RedisKeys, Script, redis_guard, text
-from otp_service.settings import Rate
+from otp_service.redisio import Arg, RedisClient, RedisKeys, Script, positional, redis_guard, text
 
 PAUSE_RETRY_MS = 300_000
 """Retry-After of a send refused while sending is paused: only an operator resumes, so clients
@@ -35,11 +33,6 @@ class SendStatus(StrEnum):
     GLOBAL_LIMIT = "global_limit"
     PAUSED = "sending_paused"
     KEY_REUSED = "idempotency_key_reused"
-
-
-KEPT_ANSWERS = frozenset({SendStatus.OK, SendStatus.COOLDOWN, SendStatus.DAILY_LIMIT})
-"""The answers an Idempotency-Key keeps and replays: the address's and the code's. A refusal for
-the client's rate or a 503 is not kept, so a retry is decided afresh."""
 
 
 class ClaimStatus(StrEnum):
@@ -82,14 +75,12 @@ class SendRequest:
     code_hash: str
     code_ttl_ms: int
     job_payload: bytes
-    # OTP_RESEND_STRATEGY=reuse: the new code sealed (kept beside its hash, so that a later send
-    # can email it again), and the least time a live code must have left to be re-sent.
-    sealed_code: bytes | None = None
+    """The sealed job: it holds the code, so it is also what is kept beside the hash when the
+    code may be emailed again (under reuse, and for a code a remembered source requests)."""
+    # OTP_RESEND_STRATEGY=reuse, and the least time a live code must have left to be re-sent.
+    reuse: bool = False
     reuse_min_left_ms: int = 0
     idempotency: Idempotency | None = None
-    # OTP_RESEND_STRATEGY=reuse. (sealed_code, the new code sealed, is kept beside its hash under
-    # reuse and for a code a remembered source requests.)
-    reuse: bool = False
     # The (mailbox, client subnet) source's id: remembered once it verified (CONTRACT §6).
     source_id: str | None = None
     # The recipient's registrable domain's id and its daily limit; None: a shared mail provider.
@@ -150,22 +141,28 @@ class LimitsQuery:
     domain_id: str | None
     channel: str
     rates: Rates
-    guard_window_ms: int
+    guard: ConversionGuard
     daily_limit: int
     domain_limit: int
     global_limit: int
+    captcha_share: float = 0.0
+    """OTP_CAPTCHA_MODE=adaptive's escalation (0: a send needs no token, or always sends one)."""
 
 
 @dataclass(frozen=True, slots=True)
 class LimitsState:
     """limits.lua's reply, by name (times in ms)."""
 
+    refusal: str | None
+    """What a send (without a captcha token) would be refused with now; None: accepted."""
+    wait: int
     client_sends: int
     client_wait: int
     subnet_sends: int
     subnet_wait: int
     guard_sends: int
     guard_verified: int
+    guard_slows: int
     guard_recent: int
     blocked: int
     paused: int
@@ -182,6 +179,109 @@ class LimitsState:
     global_sends: int
     global_wait: int
     code_left: int
+
+    @classmethod
+    def parse(cls, reply: list[Any]) -> "LimitsState":
+        named = {text(name): value for name, value in zip(reply[::2], reply[1::2], strict=True)}
+        refusal = text(named.pop("refusal"))
+        return cls(refusal=refusal or None, **{name: int(value) for name, value in named.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionKeys:
+    """The send decision's keys: KEYS[1..13] of send.lua, limits.lua and captcha_needed.lua, in
+    the order of otp/lua/_decide.lua's header."""
+
+    client: str
+    subnet: str
+    conversion: str
+    blocked: str
+    paused: str
+    remembered: str
+    cooldown: str
+    daily: str
+    remembered_cooldown: str
+    remembered_daily: str
+    domain: str
+    global_sends: str
+    code: str
+
+    @classmethod
+    def of(
+        cls, k: RedisKeys, rates: Rates, channel: str, client: Client | None, address_id: str | None,
+        source_id: str | None, domain_id: str | None,
+    ) -> "DecisionKeys":  # fmt: skip
+        """None: the question does not concern it (the look-up may ask about an address or a
+        client alone): its keys are RedisKeys.unused, which read empty."""
+        none = k.unused
+        client_log, subnet_log = rates.keys(k, client) if client is not None else (none, none)
+        return cls(
+            client=client_log,
+            subnet=subnet_log,
+            conversion=k.conversion(client.subnet) if client is not None else none,
+            blocked=k.source_blocked(client.subnet) if client is not None else none,
+            paused=k.sending_paused,
+            remembered=k.remembered(source_id) if source_id is not None else none,
+            cooldown=k.cooldown(address_id) if address_id is not None else none,
+            daily=k.daily(address_id) if address_id is not None else none,
+            remembered_cooldown=k.remembered_cooldown(address_id) if address_id is not None else none,
+            remembered_daily=k.remembered_daily(address_id) if address_id is not None else none,
+            domain=k.domain(domain_id) if domain_id is not None else none,
+            global_sends=k.global_sends(channel),
+            code=k.code(address_id) if address_id is not None else none,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionArgs:
+    """The send decision's arguments: ARGV[8..16] (after throttle_args), in the order of
+    otp/lua/_decide.lua's header."""
+
+    domain_limit: int
+    """0: not counted (no recipient domain, or a shared mail provider)."""
+    guard_min_sends: int
+    guard_min_ratio: float
+    guard_limit: int
+    guard_window_ms: int
+    daily_limit: int
+    global_limit: int
+    paused_wait_ms: int
+    captcha_share: float
+    """The share of the global cap from which a send needs a captcha token (0: never asked)."""
+
+    @classmethod
+    def of(
+        cls, guard: ConversionGuard, *, daily_limit: int, global_limit: int, domain_limit: int,
+        captcha_share: float = 0.0,
+    ) -> "DecisionArgs":  # fmt: skip
+        window_ms = guard.rate.period_seconds * 1000
+        return cls(
+            domain_limit, guard.min_sends, guard.min_ratio, guard.rate.limit, window_ms, daily_limit,
+            global_limit, PAUSE_RETRY_MS, captcha_share,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SendKeys:
+    """send.lua's own keys, KEYS[14..16]."""
+
+    jobs: str
+    idempotency: str
+    slowed: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendArgs:
+    """send.lua's own arguments, ARGV[17..24]."""
+
+    cooldown_ms: int
+    code_hash: str
+    code_ttl_ms: int
+    job: bytes
+    reuse: str
+    reuse_min_left_ms: int
+    fingerprint: str
+    idempotency_keep_ms: int
 
 
 class CodeStore(Protocol):
@@ -206,10 +306,9 @@ class CodeStore(Protocol):
         """Accepted sends in the rolling 24 h."""
         ...
 
-    async def captcha_needed(
-        self, client: Client, channel: str, *, global_limit: int, escalation: float, guard: ConversionGuard
-    ) -> bool:
-        """OTP_CAPTCHA_MODE=adaptive: whether this client's send needs a token now."""
+    async def captcha_needed(self, query: LimitsQuery) -> bool:
+        """OTP_CAPTCHA_MODE=adaptive: whether this send needs a token now (query.captcha_share
+        above 0)."""
         ...
 
     async def is_current(self, address_id: str, code_hash: str) -> bool:
@@ -225,6 +324,8 @@ _CODE = ("otp_service.otp", "_code")
 """The code record's helpers, shared by the send and verify scripts."""
 _IDEMPOTENCY = ("otp_service.otp", "_idempotency")
 """The Idempotency-Key record's helpers, shared by the scripts that read or write it."""
+_DECIDE = ("otp_service.otp", "_decide")
+"""The send decision's checks, shared by send.lua and the read-only scripts that ask about it."""
 
 
 def _claim_of(reply: list[Any]) -> Claim | None:
@@ -253,13 +354,14 @@ def _send_decision(reply: list[Any]) -> SendDecision:
 
 
 class RedisCodeStore:
-    _SEND = Script(PRELUDE, _CODE, _IDEMPOTENCY, ("otp_service.otp", "send"))
+    _SEND = Script(PRELUDE, _CODE, _IDEMPOTENCY, _DECIDE, ("otp_service.otp", "send"))
     _VERIFY = Script(PRELUDE, _CODE, ("otp_service.otp", "verify"))
     _CLAIM = Script(PRELUDE, _IDEMPOTENCY, ("otp_service.otp", "idempotency"))
-    _CAPTCHA = Script(PRELUDE, ("otp_service.otp", "captcha_needed"))
+    _CAPTCHA = Script(PRELUDE, _CODE, _DECIDE, ("otp_service.otp", "captcha_needed"), reads_only=True)
     _READ = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_read"), reads_only=True)
     _RELEASE = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_release"), allow_oom=True)
-    _LIMITS = Script(PRELUDE, ("otp_service.otp", "limits"), reads_only=True)
+    _LIMITS = Script(PRELUDE, _CODE, _DECIDE, ("otp_service.otp", "limits"), reads_only=True)
+    _CURRENT = Script(_CODE, ("otp_service.otp", "code_current"), reads_only=True)
 
     def __init__(self, redis: RedisClient, keys: RedisKeys, *, clock: Clock) -> None:
         self._redis = redis
@@ -286,42 +388,27 @@ class RedisCodeStore:
             await self._RELEASE(self._redis, [self._keys.idempotency(idem.key_id)], [idem.fingerprint])
 
     async def decide_send(self, req: SendRequest) -> SendDecision:
-        k = self._keys
-        idem = req.idempotency
-        keys = [
-            *req.rates.keys(k, req.client),
-            k.conversion(req.client.subnet),
-            k.slowed(req.client.subnet),
-            k.sending_paused,
-            k.cooldown(req.address_id),
-            k.daily(req.address_id),
-            k.global_sends(req.channel),
-            k.code(req.address_id),
-            k.jobs,
-            k.idempotency(idem.key_id if idem else "-"),
-            k.domain(req.domain_id or "-"),
-            k.source_blocked(req.client.subnet),
-            k.remembered(req.source_id or "-"),
-            k.cooldown(f"{req.address_id}:remembered"),
-            k.daily(f"{req.address_id}:remembered"),
-        ]
-        args = [
+        k, idem = self._keys, req.idempotency
+        decision = DecisionKeys.of(
+            k, req.rates, req.channel, req.client, req.address_id, req.source_id, req.domain_id
+        )
+        own_keys = SendKeys(
+            k.jobs, k.idempotency(idem.key_id) if idem else k.unused, k.slowed(req.client.subnet)
+        )
+        rules = DecisionArgs.of(
+            req.guard, daily_limit=req.daily_limit, global_limit=req.global_limit,
+            domain_limit=req.domain_limit if req.domain_id else 0,
+        )  # fmt: skip
+        own_args = SendArgs(
+            req.cooldown_ms, req.code_hash, req.code_ttl_ms, req.job_payload, "1" if req.reuse else "0",
+            req.reuse_min_left_ms, idem.fingerprint if idem else "", idem.keep_ms if idem else 0,
+        )  # fmt: skip
+        keys = (*positional(decision), *positional(own_keys))
+        args = (
             *throttle_args(self._clock, req.rates, self._member()),
-            *req.guard.args(),
-            req.cooldown_ms,
-            req.daily_limit,
-            req.global_limit,
-            req.code_hash,
-            req.code_ttl_ms,
-            req.job_payload,
-            PAUSE_RETRY_MS,
-            req.sealed_code or b"",
-            req.reuse_min_left_ms,
-            idem.fingerprint if idem else b"",
-            idem.keep_ms if idem else 0,
-            req.domain_limit if req.domain_id else 0,
-            "1" if req.reuse else "0",
-        ]
+            *positional(rules),
+            *positional(own_args),
+        )
         async with redis_guard("send"):
             reply = await self._SEND(self._redis, keys, args)
         return _send_decision(reply)
@@ -331,7 +418,7 @@ class RedisCodeStore:
             *req.rates.keys(self._keys, req.client),
             self._keys.code(req.address_id),
             self._keys.conversion(req.client.subnet),
-            self._keys.remembered(req.source_id or "-"),
+            self._keys.remembered(req.source_id) if req.source_id else self._keys.unused,
             self._keys.remembered_sources(req.address_id),
         ]
         args = [
@@ -348,20 +435,9 @@ class RedisCodeStore:
             return VerifyDecision(decided, retry_after_ms=int(value))
         return VerifyDecision(decided, attempts_remaining=int(value))
 
-    async def captcha_needed(
-        self, client: Client, channel: str, *, global_limit: int, escalation: float, guard: ConversionGuard
-    ) -> bool:
-        keys = [self._keys.global_sends(channel), self._keys.conversion(client.subnet)]
-        no_rates = Rates("captcha", Rate(1, 1), Rate(1, 1), 1000)  # the prelude's ARGV, unused here
-        args = [
-            *throttle_args(self._clock, no_rates, "-"),
-            global_limit,
-            escalation,
-            guard.min_sends,
-            guard.min_ratio,
-        ]
+    async def captcha_needed(self, query: LimitsQuery) -> bool:
         async with redis_guard("captcha_needed"):
-            return bool(await self._CAPTCHA(self._redis, keys, args))
+            return bool(await self._decision(self._CAPTCHA, query))
 
     async def global_usage(self, channel: str) -> int:
         async with redis_guard("usage"):
@@ -371,34 +447,26 @@ class RedisCodeStore:
         return int(count)
 
     async def is_current(self, address_id: str, code_hash: str) -> bool:
+        args: list[Arg] = [now_ms(self._clock), code_hash]
         async with redis_guard("code.current"):
-            stored, expires = await self._redis.execute("HMGET", self._keys.code(address_id), "h", "x")
-        live = expires is None or int(expires) > now_ms(self._clock)  # see otp/lua/_code.lua
-        return stored is not None and live and hmac.compare_digest(stored, code_hash.encode())
+            return bool(await self._CURRENT(self._redis, [self._keys.code(address_id)], args))
 
     async def limits(self, query: LimitsQuery) -> LimitsState:
         k = self._keys
-        none = k.unused  # a key the question does not concern: read, always empty
-        client, address = query.client, query.address_id
-        keys = [
-            *(query.rates.keys(k, client) if client else [none, none]),
-            k.conversion(client.subnet) if client else none,
-            k.source_blocked(client.subnet) if client else none,
-            k.sending_paused,
-            k.cooldown(address) if address else none,
-            k.daily(address) if address else none,
-            k.cooldown(f"{address}:remembered") if address else none,
-            k.daily(f"{address}:remembered") if address else none,
-            k.remembered_sources(address) if address else none,
-            k.remembered(query.source_id) if query.source_id else none,
-            k.domain(query.domain_id) if query.domain_id else none,
-            k.global_sends(query.channel),
-            k.code(address) if address else none,
-        ]
-        args = [
-            *throttle_args(self._clock, query.rates, "-"), query.guard_window_ms, query.daily_limit,
-            query.domain_limit if query.domain_id else 0, query.global_limit,
-        ]  # fmt: skip
+        sources = k.remembered_sources(query.address_id) if query.address_id else k.unused
         async with redis_guard("limits"):
-            reply = await self._LIMITS(self._redis, keys, args)
-        return LimitsState(*(int(v) for v in reply))
+            reply = await self._decision(self._LIMITS, query, sources)
+        return LimitsState.parse(reply)
+
+    async def _decision(self, script: Script, query: LimitsQuery, *more_keys: str) -> Any:
+        """Run a read-only script over the send decision's keys and arguments."""
+        decision = DecisionKeys.of(
+            self._keys, query.rates, query.channel, query.client, query.address_id, query.source_id,
+            query.domain_id,
+        )  # fmt: skip
+        rules = DecisionArgs.of(
+            query.guard, daily_limit=query.daily_limit, global_limit=query.global_limit,
+            domain_limit=query.domain_limit if query.domain_id else 0, captcha_share=query.captcha_share,
+        )  # fmt: skip
+        args = (*throttle_args(self._clock, query.rates, "-"), *positional(rules))
+        return await script(self._redis, (*positional(decision), *more_keys), args)

@@ -1,7 +1,7 @@
 """'Why was this refused?' (GET /api/v1/admin/limits, CONTRACT §3): every limit a send would meet
 for an address and a client IP, read from the same keys the send decision reads (otp/lua/limits.lua,
-a no-writes script) and the suppression table, and which refusal a send would get now, in the
-order send.lua decides. Nothing in it changes any counter."""
+a no-writes script) and the suppression table, and which refusal a send would get now: the send
+decision's own (otp/lua/_decide.lua), run read-only. Nothing in it changes any counter."""
 
 from dataclasses import dataclass
 
@@ -151,52 +151,18 @@ class LimitsLookup:
             )  # fmt: skip
         client_limits = None
         if client is not None:
-            slows = self._guard.slows(st.guard_sends, st.guard_verified)
             client_limits = ClientLimits(
                 ip=client.ip, client=client.key, subnet=client.subnet,
                 client_rate=Window(st.client_sends, send.limit, _seconds(st.client_wait)),
                 subnet_rate=Window(st.subnet_sends, subnet.limit, _seconds(st.subnet_wait)),
                 conversion=ConversionLimits(
                     sends_24h=st.guard_sends, verified_24h=st.guard_verified, min_sends=self._guard.min_sends,
-                    min_ratio=self._guard.min_ratio, slows_subnet=slows, guard_rate=str(self._guard.rate),
-                    subnet_sends_in_guard_window=st.guard_recent,
+                    min_ratio=self._guard.min_ratio, slows_subnet=bool(st.guard_slows),
+                    guard_rate=str(self._guard.rate), subnet_sends_in_guard_window=st.guard_recent,
                 ),
                 blocked_for=_seconds(st.blocked), remembered_source=remembered,
             )  # fmt: skip
-        refusal, wait = self._first_refusal(check, address, client_limits, st, remembered)
+        # The address's own refusal comes first (the send refuses it before any limit); else the
+        # send decision's own verdict (otp/lua/_decide.lua, run read-only).
+        refusal, wait = (check, 0) if check is not None else (st.refusal, _seconds(st.wait))
         return LimitsReport(address, client_limits, glob, bool(st.paused), refusal, wait)
-
-    def _first_refusal(
-        self, check: str | None, a: AddressLimits | None, c: ClientLimits | None, st: LimitsState,
-        remembered: bool | None,
-    ) -> tuple[str | None, int]:  # fmt: skip
-        """send.lua's order: the address itself, the client's and subnet's rates, the reputation
-        block, the low-conversion guard, the pause, the cooldown, the daily cap (a remembered
-        source's own), the domain, the global cap."""
-        if check is not None:
-            return check, 0
-        if c is not None:
-            wait = max(c.client_rate.retry_after, c.subnet_rate.retry_after)
-            if wait:
-                return "rate_limited", wait
-            if c.blocked_for:
-                return "rate_limited", c.blocked_for
-            if (
-                c.conversion.slows_subnet
-                and c.conversion.subnet_sends_in_guard_window >= self._guard.rate.limit
-            ):
-                return "rate_limited", self._guard.rate.period_seconds
-        if st.paused:
-            return "sending_paused", 0
-        if a is not None:
-            cooldown = a.remembered_cooldown_remaining if remembered else a.cooldown_remaining
-            daily = a.remembered_daily if remembered else a.daily
-            if cooldown:
-                return "cooldown", cooldown
-            if daily.count >= daily.limit:
-                return "daily_limit", daily.retry_after
-            if a.domain_daily is not None and a.domain_daily.count >= a.domain_daily.limit:
-                return "domain_limit", a.domain_daily.retry_after
-        if st.global_sends >= self._s.global_daily_limits.get(CHANNEL, 0):
-            return "global_limit", _seconds(st.global_wait)
-        return None, 0

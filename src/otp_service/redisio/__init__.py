@@ -16,7 +16,7 @@ from otp_service.redisio.embedded import EmbeddedRedis
 from otp_service.redisio.guard import redis_guard
 from otp_service.redisio.keys import RedisKeys
 from otp_service.redisio.pipelined import PipelinedRedis, open_redis
-from otp_service.redisio.scripts import Script, evalsha
+from otp_service.redisio.scripts import Script, evalsha, positional
 
 __all__ = [
     "Arg",
@@ -29,6 +29,7 @@ __all__ = [
     "evalsha",
     "key_slot",
     "open_redis",
+    "positional",
     "redis_guard",
     "text",
 ]

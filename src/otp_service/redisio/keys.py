@@ -25,6 +25,14 @@ class RedisKeys:
     def daily(self, address_id: str) -> str:
         return f"{self._base}:daily:{address_id}"
 
+    def remembered_cooldown(self, address_id: str) -> str:
+        """The cooldown the address's remembered sources share, apart from everyone else's."""
+        return f"{self._base}:cooldown:{address_id}:remembered"
+
+    def remembered_daily(self, address_id: str) -> str:
+        """Sorted set: the address's sends from its remembered sources (rolling 24 h)."""
+        return f"{self._base}:daily:{address_id}:remembered"
+
     def domain(self, domain_id: str) -> str:
         """Sorted set: a recipient's registrable domain's accepted sends (rolling 24 h)."""
         return f"{self._base}:domain:{domain_id}"
@@ -82,7 +90,8 @@ class RedisKeys:
 
     @property
     def unused(self) -> str:
-        """A key no script writes: where a script's key does not apply to the question asked."""
+        """A key nothing writes, so it always reads empty: a script's key that does not apply to
+        the question asked (no client, no address, no Idempotency-Key, no recipient domain)."""
         return f"{self._base}:unused"
 
     def source_blocked(self, subnet: str) -> str:

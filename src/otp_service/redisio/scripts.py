@@ -1,9 +1,11 @@
 """Lua scripts kept as .lua files inside the package (a shared prelude first), called by SHA."""
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from functools import cache
 from importlib import resources
+from operator import attrgetter
 from typing import Any
 
 from otp_service.redisio.client import Arg, RedisClient, ReplyError
@@ -41,3 +43,16 @@ class Script:
 @cache
 def _lua(package: str, name: str) -> str:
     return (resources.files(package) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+_ORDER: dict[type, Callable[[Any], Any]] = {}
+
+
+def positional(named: Any) -> tuple[Arg, ...]:
+    """A script's named keys or arguments (a dataclass whose fields follow the script's header,
+    at least two of them) in the order the script reads them."""
+    getter = _ORDER.get(type(named))
+    if getter is None:
+        getter = _ORDER[type(named)] = attrgetter(*(field.name for field in fields(named)))
+    values: tuple[Arg, ...] = getter(named)
+    return values

@@ -1,34 +1,41 @@
 -- Shared helpers, prepended to every throttling script (otp_service.limits.throttle.PRELUDE).
 -- Times are milliseconds since the epoch (the caller's clock, passed in ARGV).
 
--- Sliding-log window in a sorted set (score = time of the hit).
--- Returns the number of hits still inside the window (older ones are dropped first).
-local function window_count(key, now, window)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  return redis.call('ZCARD', key)
-end
+-- Every rate and cap is a log in a sorted set (score = time of the hit). Reads never write, so
+-- the same rules run in read-only scripts (limits.lua, captcha_needed.lua: `no-writes`);
+-- `log_tidy` drops what has left a log's window when a hit is recorded.
+local DAY = 86400000
 
--- The ms until the oldest hit leaves a full window (at least 1); asked only when refusing.
-local function window_wait(key, now, window)
-  local oldest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
-  return math.max(1, oldest + window - now)
-end
-
-local function window_add(key, now, window, member)
-  redis.call('ZADD', key, now, member)
-  redis.call('PEXPIRE', key, window)
-end
-
--- A log kept longer than the window read: hits in (now - window, now].
+-- Hits in (now - window, now].
 local function log_count(key, now, window)
   return redis.call('ZCOUNT', key, '(' .. (now - window), '+inf')
 end
 
--- The ms until `count` hits in the window fall below `limit` (at least 1).
+-- The ms until `count` hits in the window fall below `limit` (at least 1): the answer's wait.
+-- With nothing logged under a limit of 0, the whole window.
 local function log_wait(key, now, window, count, limit)
+  if count == 0 then return window end
   local nth = redis.call('ZRANGEBYSCORE', key, '(' .. (now - window), '+inf', 'WITHSCORES', 'LIMIT',
     count - limit, 1)
   return math.max(1, tonumber(nth[2]) + window - now)
+end
+
+-- 0 when the log admits one more hit under `limit`, else the ms to wait.
+local function log_over(key, now, window, limit)
+  local count = log_count(key, now, window)
+  if count >= limit then return log_wait(key, now, window, count, limit) end
+  return 0
+end
+
+local function log_tidy(key, now, keep)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - keep)
+end
+
+-- Record a hit, dropping what is older than `keep` (at least the window any rule reads it over).
+local function log_add(key, now, keep, member)
+  log_tidy(key, now, keep)
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, keep)
 end
 
 -- ARGV[1..7] of every throttling script (limits/throttle.py, throttle_args): now, unique member,
@@ -42,21 +49,13 @@ local SUBNET_LIMIT, SUBNET_WINDOW, SUBNET_KEEP = tonumber(ARGV[5]), tonumber(ARG
 -- every refusing one frees a slot. Records nothing (pair_add does, once the request is admitted):
 -- refused requests are not recorded, so a caller that backs off as told gets through.
 local function pair_wait(client_key, subnet_key)
-  local wait = 0
-  if window_count(client_key, NOW, CLIENT_WINDOW) >= CLIENT_LIMIT then
-    wait = window_wait(client_key, NOW, CLIENT_WINDOW)
-  end
-  redis.call('ZREMRANGEBYSCORE', subnet_key, '-inf', NOW - SUBNET_KEEP)
-  local in_subnet = log_count(subnet_key, NOW, SUBNET_WINDOW)
-  if in_subnet >= SUBNET_LIMIT then
-    wait = math.max(wait, log_wait(subnet_key, NOW, SUBNET_WINDOW, in_subnet, SUBNET_LIMIT))
-  end
-  return wait
+  return math.max(log_over(client_key, NOW, CLIENT_WINDOW, CLIENT_LIMIT),
+    log_over(subnet_key, NOW, SUBNET_WINDOW, SUBNET_LIMIT))
 end
 
 local function pair_add(client_key, subnet_key)
-  window_add(client_key, NOW, CLIENT_WINDOW, MEMBER)
-  window_add(subnet_key, NOW, SUBNET_KEEP, MEMBER)
+  log_add(client_key, NOW, CLIENT_WINDOW, MEMBER)
+  log_add(subnet_key, NOW, SUBNET_KEEP, MEMBER)
 end
 
 -- Count one request against both rates: 0 when admitted (and recorded), else ms to wait.
@@ -68,7 +67,7 @@ end
 
 -- A subnet's conversion over a rolling 24 h in hourly steps: a hash of s<hour> (accepted sends)
 -- and v<hour> (verified codes). conversion_read returns (sends, verified) over the last 24 hours
--- and the names of older fields, writing nothing (GET /api/v1/admin/limits reads it too);
+-- and the names of older fields, writing nothing (the read-only scripts read it too);
 -- conversion drops those fields as it reads.
 local HOUR = 3600000
 local function conversion_read(key, now)

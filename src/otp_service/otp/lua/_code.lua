@@ -1,17 +1,32 @@
--- An address's code, shared by send.lua and verify.lua (after limits/lua/_prelude.lua, for NOW).
--- The code is a hash: h = the code's keyed hash, n = wrong attempts, x = when it expires (ms, the
--- caller's clock, like every other time the scripts decide on), s = the code sealed (only under
--- OTP_RESEND_STRATEGY=reuse). The key's own TTL only cleans up after x.
+-- An address's code, shared by send.lua, verify.lua and the read-only scripts. The code is a hash: h = the code's keyed hash, x = when it
+-- expires (ms, the caller's clock, like every other time the scripts decide on), n = wrong
+-- attempts, m = wrong attempts from its remembered source, s = the sealed job that carried it
+-- (kept when it may be emailed again), r = '1' when a remembered source requested it. The key's
+-- own TTL only cleans up after x.
 
--- The live code's hash and expiry, or nil (an expired code is deleted).
-local function live_code(key)
+-- The live code's hash and expiry, or nil. Writes nothing.
+local function code_read(key, now)
   local code = redis.call('HMGET', key, 'h', 'x')
-  if not code[1] then return nil end
-  -- A code stored before x existed expires with its key.
-  local expires = tonumber(code[2]) or NOW + redis.call('PTTL', key)
-  if expires <= NOW then
-    redis.call('DEL', key)
-    return nil
+  if not code[1] or tonumber(code[2]) <= now then return nil end
+  return code[1], tonumber(code[2])
+end
+
+-- As code_read; an expired code is deleted (the caller's clock may run ahead of Redis's TTL).
+local function live_code(key, now)
+  local hash, expires = code_read(key, now)
+  if not hash then redis.call('DEL', key) end
+  return hash, expires
+end
+
+-- Whether two hashes are equal, in constant time: the time taken does not depend on where they
+-- differ. Sums of squared differences rather than Redis's `bit` library, which the embedded
+-- default's Lua lacks: plain arithmetic, no branch on the bytes, 0 only when every byte is equal.
+local function same_hash(stored, candidate)
+  local diff = 0
+  if #stored ~= #candidate then diff = 1 end
+  for i = 1, math.min(#stored, #candidate) do
+    local d = string.byte(stored, i) - string.byte(candidate, i)
+    diff = diff + d * d
   end
-  return code[1], expires
+  return diff == 0
 end

@@ -14,7 +14,7 @@
 local wait = throttle_pair(KEYS[1], KEYS[2])
 if wait > 0 then return {'rate_limited', wait} end
 
-local stored = live_code(KEYS[3])
+local stored = live_code(KEYS[3], NOW)
 if not stored then return {'expired', 0} end
 local max = tonumber(ARGV[9])
 local remembered = redis.call('EXISTS', KEYS[5]) == 1
@@ -23,17 +23,7 @@ local protected = code[1] == '1'  -- a remembered source requested it
 local shielded = protected and not remembered  -- this attempt comes from elsewhere
 if shielded and (tonumber(code[2]) or 0) >= max then return {'max_attempts', 0} end
 
--- Constant-time comparison: the time taken does not depend on where the hashes differ. Sums of
--- squared differences rather than Redis's `bit` library, which the embedded default's Lua lacks:
--- plain arithmetic, no branch on the bytes, and 0 only when every byte is equal.
-local candidate = ARGV[8]
-local diff = 0
-if #stored ~= #candidate then diff = 1 end
-for i = 1, math.min(#stored, #candidate) do
-  local d = string.byte(stored, i) - string.byte(candidate, i)
-  diff = diff + d * d
-end
-if diff == 0 then
+if same_hash(stored, ARGV[8]) then  -- in constant time
   redis.call('DEL', KEYS[3])
   count_conversion(KEYS[4], NOW, 'v')
   local remember = tonumber(ARGV[10])

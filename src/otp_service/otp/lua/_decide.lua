@@ -1,0 +1,105 @@
+-- The send decision (CONTRACT §2-§6), written once: send.lua runs it and then writes;
+-- limits.lua (GET /api/v1/admin/limits) and captcha_needed.lua run it read-only (`no-writes`), so
+-- the look-up's answer is the next send's, its wait included. After limits/lua/_prelude.lua and
+-- _code.lua. A check that passes writes nothing; with `tidy` (send.lua only) the logs it reads
+-- drop what has left their windows.
+--
+-- The decision's keys, KEYS[1..13] of every script that runs it (otp/store.py, DecisionKeys).
+-- A key the question does not concern is RedisKeys.unused, which nothing writes: it reads empty.
+--   1 client send log (zset)        2 subnet send log (zset, kept for the guard's window too)
+--   3 subnet conversion (hash, _prelude.lua)   4 subnet blocked by the reputation guard (PX)
+--   5 sending-paused flag           6 remembered source: this (mailbox, subnet) verified before
+--   7 address cooldown (string: until when, ms; PX)   8 address daily log (zset)
+--   9, 10 the same two for the address's remembered sources   11 recipient domain's daily log
+--   12 channel global daily log     13 the address's code (hash, _code.lua)
+-- Its arguments, ARGV[8..16] after throttle_args (otp/store.py, DecisionArgs):
+--   8 the recipient domain's limit per 24 h (0: not counted, a shared mail provider)
+--   9 guard: min sends   10 guard: min verified/sent   11 guard: limit   12 guard: window (ms)
+--   13 daily limit per address   14 global daily limit   15 a sending_paused answer's wait (ms)
+--   16 adaptive captcha: the share of the global cap from which a send needs a token (0: off)
+local function decision_keys()
+  return {
+    client = KEYS[1], subnet = KEYS[2], conversion = KEYS[3], blocked = KEYS[4], paused = KEYS[5],
+    remembered = KEYS[6], cooldown = KEYS[7], daily = KEYS[8], remembered_cooldown = KEYS[9],
+    remembered_daily = KEYS[10], domain = KEYS[11], global = KEYS[12], code = KEYS[13],
+  }
+end
+
+local DOMAIN_LIMIT = tonumber(ARGV[8])
+local GUARD_MIN_SENDS, GUARD_MIN_RATIO = tonumber(ARGV[9]), tonumber(ARGV[10])
+local GUARD_LIMIT, GUARD_WINDOW = tonumber(ARGV[11]), tonumber(ARGV[12])
+local DAILY_LIMIT, GLOBAL_LIMIT = tonumber(ARGV[13]), tonumber(ARGV[14])
+local PAUSED_WAIT, CAPTCHA_SHARE = tonumber(ARGV[15]), tonumber(ARGV[16])
+
+-- A log's hits in the window; with `tidy`, what has left the window is dropped first.
+local function counted(key, window, tidy)
+  if tidy then log_tidy(key, NOW, window) end
+  return log_count(key, NOW, window)
+end
+
+local function over(key, window, limit, tidy)
+  local count = counted(key, window, tidy)
+  if count >= limit then return log_wait(key, NOW, window, count, limit) end
+  return 0
+end
+
+-- The low-conversion guard's predicate: the subnet's codes are rarely verified. Also returns
+-- its figures (accepted sends and verified codes over 24 h).
+local function guard_slows(conversion_key, tidy)
+  local sent, verified
+  if tidy then sent, verified = conversion(conversion_key, NOW)
+  else sent, verified = conversion_read(conversion_key, NOW) end
+  return sent >= GUARD_MIN_SENDS and verified < GUARD_MIN_RATIO * sent, sent, verified
+end
+
+-- A remembered source (CONTRACT §6) has its own cooldown and daily cap, which requests from
+-- anywhere else cannot use up. Returns whether it is one, and the cooldown and daily keys.
+local function address_keys(k)
+  if redis.call('EXISTS', k.remembered) == 1 then return true, k.remembered_cooldown, k.remembered_daily end
+  return false, k.cooldown, k.daily
+end
+
+-- OTP_CAPTCHA_MODE=adaptive: a send without a token needs one while the service is under attack
+-- (the global cap used past its share, or the client's subnet slowed by the guard).
+local function needs_captcha(k)
+  if CAPTCHA_SHARE <= 0 then return false end
+  if log_count(k.global, NOW, DAY) >= GLOBAL_LIMIT * CAPTCHA_SHARE then return true end
+  return (guard_slows(k.conversion, false))
+end
+
+-- The source's checks, in order: the client's and subnet's rates, the reputation guard's block,
+-- the low-conversion guard (the subnet's whole log in the guard's window against its rate).
+-- Returns nil when they pass, else the refusal, its wait (ms) and which check refused
+-- ('rate', 'blocked' or 'guard').
+local function decide_source(k, tidy)
+  local wait = pair_wait(k.client, k.subnet)
+  if wait > 0 then return 'rate_limited', wait, 'rate' end
+  local blocked = redis.call('PTTL', k.blocked)
+  if blocked > 0 then return 'rate_limited', blocked, 'blocked' end
+  if guard_slows(k.conversion, tidy) then
+    local recent = log_count(k.subnet, NOW, GUARD_WINDOW)
+    if recent >= GUARD_LIMIT then
+      return 'rate_limited', log_wait(k.subnet, NOW, GUARD_WINDOW, recent, GUARD_LIMIT), 'guard'
+    end
+  end
+  return nil, 0, nil
+end
+
+-- The address's and the service's checks, in order: paused sending, the cooldown and daily cap
+-- (a remembered source's own), the recipient domain's budget, the global cap. Returns nil when
+-- they pass, else the refusal and its wait (ms).
+local function decide_address(k, tidy)
+  if redis.call('EXISTS', k.paused) == 1 then return 'sending_paused', PAUSED_WAIT end
+  local _, cooldown_key, daily_key = address_keys(k)
+  local cooldown_until = tonumber(redis.call('GET', cooldown_key) or 0) or 0
+  if cooldown_until > NOW then return 'cooldown', cooldown_until - NOW end
+  local wait = over(daily_key, DAY, DAILY_LIMIT, tidy)
+  if wait > 0 then return 'daily_limit', wait end
+  if DOMAIN_LIMIT > 0 then
+    wait = over(k.domain, DAY, DOMAIN_LIMIT, tidy)
+    if wait > 0 then return 'domain_limit', wait end
+  end
+  wait = over(k.global, DAY, GLOBAL_LIMIT, tidy)
+  if wait > 0 then return 'global_limit', wait end
+  return nil, 0
+end
