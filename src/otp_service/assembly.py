@@ -26,6 +26,7 @@ from otp_service.audit.service import AuditLog
 from otp_service.clock import Clock, system_clock
 from otp_service.db.engine import create_engine, create_sessionmaker
 from otp_service.db.migrate import upgrade_engine
+from otp_service.delivery import repository as deliveries
 from otp_service.delivery.heartbeat import RedisWorkerRegistry, WorkerRegistry
 from otp_service.delivery.jobs import JobSealer
 from otp_service.delivery.lookup import DeliveryLookup
@@ -223,6 +224,7 @@ def build_web(infra: Infrastructure) -> WebState:
                 clock=infra.clock,
             ),
             mailboxes=Mailboxes.of(s),
+            delivery_for=deliveries.delivery_for,
             events=infra.events,
         ),
         usage=UsageService(

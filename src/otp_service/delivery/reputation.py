@@ -21,7 +21,6 @@ from otp_service.logs import get_logger, mask_subnet
 from otp_service.redisio import RedisClient, RedisKeys, redis_guard, text
 from otp_service.settings import Settings
 from otp_service.supervise import Loop
-from otp_service.webhooks import repository as events
 
 log = get_logger("reputation")
 
@@ -162,7 +161,7 @@ class ReputationGuard(Background):
                 if resumed is not None:
                     since = max(since, datetime.fromtimestamp(resumed / 1000, UTC))
                 sent = await deliveries.count_sent(conn, since, provider=provider)
-                found = await events.bounces_and_complaints(
+                found = await deliveries.bounces_and_complaints(
                     conn, since, provider, exclude_sources=self._blocked
                 )
                 out.append(ProviderHealth(
@@ -203,7 +202,7 @@ class ReputationGuard(Background):
         s = self._settings
         since = datetime.fromtimestamp(self._clock(), UTC) - DAY
         async with database_guard("reputation.sources"), self._engine.connect() as conn:
-            self._blocked = await events.sources_over(conn, since, s.reputation_source_limit)
+            self._blocked = await deliveries.sources_over(conn, since, s.reputation_source_limit)
         for subnet in self._blocked:
             if await self._pauses.block_source(subnet, int(DAY.total_seconds() * 1000)):
                 log.warning("abuse.source_blocked", extra={"subnet": mask_subnet(subnet)})

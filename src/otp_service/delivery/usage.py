@@ -13,7 +13,6 @@ from otp_service.delivery import repository as deliveries
 from otp_service.delivery.heartbeat import WorkerRegistry
 from otp_service.delivery.queue import JobQueue, QueueStats
 from otp_service.delivery.reputation import PauseState
-from otp_service.webhooks import repository as events
 
 
 class SendCounter(Protocol):
@@ -103,7 +102,7 @@ class UsageService:
         async with database_guard("usage"), self._engine.connect() as conn:
             delivered = await deliveries.count_sent(conn, day)
             last_minute = await deliveries.count_sent(conn, minute)
-            evidence = await events.bounces_and_complaints(conn, day)
+            evidence = await deliveries.bounces_and_complaints(conn, day)
             bounces, complaints = evidence.bounces, evidence.complaints
         return Usage(
             sent, dict(self._limits), delivered, last_minute, self._send_rate, bounces, complaints, alive,

@@ -1,6 +1,6 @@
 """Webhook handling: verify, normalise, apply once, count."""
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,6 +28,11 @@ Outcome = Literal["accepted", "duplicate"]
 
 AGAIN_LATER = "The database is not answering; deliver the event again later"
 
+DeliveryFor = Callable[[AsyncSession, str, str], Awaitable[Delivery | None]]
+"""The delivery a provider's event is about, by (provider, message id), in the event's own
+transaction: delivery/repository.py's delivery_for, handed in by the assembly (the delivery
+package reads the webhook events, so this one does not import it back)."""
+
 
 async def apply_event(
     session: AsyncSession, event: ProviderEvent, mailboxes: Mailboxes
@@ -54,9 +59,10 @@ async def apply_event(
 class WebhookService:
     def __init__(
         self, *, sessions: async_sessionmaker[AsyncSession], resend: ResendWebhook, sns: SnsVerifier,
-        mailboxes: Mailboxes, events: EventOutbox | None = None,
+        mailboxes: Mailboxes, delivery_for: DeliveryFor, events: EventOutbox | None = None,
     ) -> None:  # fmt: skip
         self._sessions = sessions
+        self._delivery_for = delivery_for
         self._events = events
         self._mailboxes = mailboxes
         self._resend = resend
@@ -71,7 +77,7 @@ class WebhookService:
             ):
                 outcome, suppressed = await apply_event(session, event, self._mailboxes)
                 if self._events is not None and outcome == "accepted" and event.message_id is not None:
-                    delivery = await events.delivery_for(session, event.provider, event.message_id)
+                    delivery = await self._delivery_for(session, event.provider, event.message_id)
         except Unavailable as exc:
             WEBHOOK_EVENTS.labels(event.provider, event.type, "unavailable").inc()
             log.warning(
