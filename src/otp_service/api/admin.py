@@ -10,6 +10,7 @@ from otp_service.api.admin_schemas import (
     AuditPageOut,
     DeliveryOut,
     DeliveryPageOut,
+    LimitsOut,
     ProviderHealthOut,
     SuppressionIn,
     SuppressionOut,
@@ -28,7 +29,6 @@ from otp_service.api.deps import (
 )
 from otp_service.api.schemas import problem_responses
 from otp_service.errors import InvalidRequest, ServiceError
-from otp_service.otp.why import LimitsReport
 from otp_service.validation.address import normalize_email
 
 router = APIRouter(
@@ -125,8 +125,8 @@ async def limits(
     lookup: LimitsLookupDep,
     email: Annotated[str | None, Query(max_length=320)] = None,
     ip: Annotated[str | None, Query(max_length=64)] = None,
-) -> LimitsReport:
-    return await lookup.explain(email, ip)
+) -> LimitsOut:
+    return LimitsOut.model_validate(await lookup.explain(email, ip))
 
 
 @router.get("/audit", summary="Admin writes, newest first")

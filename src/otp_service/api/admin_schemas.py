@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from otp_service.db.models import Suppression
 from otp_service.delivery.lookup import DeliveryView, MatchedEvent
@@ -175,3 +175,74 @@ class DeliveryPageOut(BaseModel):
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+class _FromDomain(BaseModel):
+    """Read from the look-up's domain objects by attribute: the public answer is these fields,
+    so renaming a domain field cannot change it silently."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class WindowOut(_FromDomain):
+    count: int
+    limit: int
+    retry_after: int = Field(description="Seconds until the next send is admitted here (0: it would be)")
+
+
+class AddressLimitsOut(_FromDomain):
+    email: str
+    mailbox: str = Field(description="The key every per-address limit compares (CONTRACT §6)")
+    address_check: str | None = Field(
+        description="The refusal the address itself gets before any limit (disposable_email, email_typo, …)"
+    )
+    suppressed: bool
+    suppression_reason: str | None
+    cooldown_remaining: int
+    daily: WindowOut
+    remembered_sources: int
+    remembered_cooldown_remaining: int = Field(
+        description="The cooldown that sends from the address's remembered sources share, apart"
+    )
+    remembered_daily: WindowOut
+    code_expires_in: int = Field(description="Seconds the live code has left (0: none)")
+    domain: str | None = Field(
+        description="The registrable recipient domain; null for a shared mail provider"
+    )
+    domain_daily: WindowOut | None
+
+
+class ConversionLimitsOut(_FromDomain):
+    sends_24h: int
+    verified_24h: int
+    min_sends: int
+    min_ratio: float
+    slows_subnet: bool
+    guard_rate: str
+    subnet_sends_in_guard_window: int
+
+
+class ClientLimitsOut(_FromDomain):
+    ip: str
+    client: str
+    subnet: str
+    client_rate: WindowOut
+    subnet_rate: WindowOut
+    conversion: ConversionLimitsOut
+    blocked_for: int = Field(description="Seconds the reputation guard's block of the subnet has left")
+    remembered_source: bool | None = Field(
+        description="Whether (the address's mailbox, this subnet) is a remembered source; null without an "
+        "address"
+    )
+
+
+class LimitsOut(_FromDomain):
+    address: AddressLimitsOut | None
+    client: ClientLimitsOut | None
+    global_daily: WindowOut
+    sending_paused: bool
+    would_refuse: str | None = Field(
+        description="The code a send (without a captcha token) would be refused with now, or null: accepted "
+        "(a suppressed address still gets the 202, with no email)"
+    )
+    retry_after: int = Field(description="The Retry-After that refusal would carry (seconds)")

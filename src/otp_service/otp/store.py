@@ -284,6 +284,29 @@ class SendArgs:
     idempotency_keep_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class VerifyKeys:
+    """verify.lua's KEYS, in its header's order."""
+
+    client: str
+    subnet: str
+    code: str
+    conversion: str
+    remembered: str
+    remembered_sources: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyArgs:
+    """verify.lua's own arguments, ARGV[8..11]."""
+
+    code_hash: str
+    max_attempts: int
+    remember_ms: int
+    """How long a source that verifies is remembered (0: not)."""
+    source_id: str
+
+
 class CodeStore(Protocol):
     async def claim(self, idem: Idempotency, client: Client, rates: Rates) -> Claim:
         """Before anything else, for a send with an Idempotency-Key (idempotency.lua)."""
@@ -414,22 +437,18 @@ class RedisCodeStore:
         return _send_decision(reply)
 
     async def verify(self, req: VerifyRequest) -> VerifyDecision:
-        keys = [
-            *req.rates.keys(self._keys, req.client),
-            self._keys.code(req.address_id),
-            self._keys.conversion(req.client.subnet),
-            self._keys.remembered(req.source_id) if req.source_id else self._keys.unused,
-            self._keys.remembered_sources(req.address_id),
-        ]
-        args = [
-            *throttle_args(self._clock, req.rates, self._member()),
-            req.code_hash,
-            req.max_attempts,
-            req.remember_ms if req.source_id else 0,
-            req.source_id or "-",
-        ]
+        k = self._keys
+        client_log, subnet_log = req.rates.keys(k, req.client)
+        keys = VerifyKeys(
+            client_log, subnet_log, k.code(req.address_id), k.conversion(req.client.subnet),
+            k.remembered(req.source_id) if req.source_id else k.unused, k.remembered_sources(req.address_id),
+        )  # fmt: skip
+        own_args = VerifyArgs(
+            req.code_hash, req.max_attempts, req.remember_ms if req.source_id else 0, req.source_id or ""
+        )
+        args = (*throttle_args(self._clock, req.rates, self._member()), *positional(own_args))
         async with redis_guard("verify"):
-            status, value = await self._VERIFY(self._redis, keys, args)
+            status, value = await self._VERIFY(self._redis, positional(keys), args)
         decided = VerifyStatus(status.decode())
         if decided is VerifyStatus.RATE_LIMITED:
             return VerifyDecision(decided, retry_after_ms=int(value))
