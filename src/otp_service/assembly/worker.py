@@ -1,0 +1,118 @@
+"""The worker's four background tasks (background.py), built and run: the delivery worker, the
+reputation guard, retention and, with OTP_EVENTS_WEBHOOK_URL, the events sender."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from otp_service.assembly.infrastructure import Infrastructure
+from otp_service.assembly.providers import build_provider
+from otp_service.background import Background
+from otp_service.delivery.queue import JobQueue
+from otp_service.delivery.reputation import ReputationGuard
+from otp_service.delivery.sender import Deliverer
+from otp_service.delivery.worker import FORGET_IDLE_MS, DeliveryWorker, Outcome
+from otp_service.events.outbox import EventSender
+from otp_service.retention import Retention
+from otp_service.tasks import cancel_and_wait
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerComponents:
+    worker: DeliveryWorker
+    guard: ReputationGuard
+    retention: Retention
+    events: EventSender | None = None
+
+    def tasks(self) -> dict[str, Background]:
+        """Each background task by the name its asyncio task carries."""
+        named: dict[str, Background] = {
+            f"delivery-worker-{self.worker.name}": self.worker,
+            "reputation-guard": self.guard,
+            "retention": self.retention,
+        }
+        if self.events is not None:
+            named["events-out"] = self.events
+        return named
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerOptions:
+    """What a caller sets beyond the settings: the CLI's --concurrency, and tests' shorter
+    timeouts, outcome callback and stand-in queue. None keeps the settings' value."""
+
+    concurrency: int | None = None
+    visibility_timeout: float | None = None
+    forget_idle_after: float | None = None
+    on_outcome: Callable[[Outcome], None] | None = None
+    queue: JobQueue | None = None
+
+
+async def build_worker(
+    infra: Infrastructure, stack: contextlib.AsyncExitStack, options: WorkerOptions = WorkerOptions()
+) -> WorkerComponents:
+    s, stores = infra.settings, infra.stores
+    primary = await build_provider(infra.providers[0], s, stack)
+    fallback = await build_provider(infra.providers[1], s, stack) if len(infra.providers) > 1 else None
+    guard = infra.reputation
+    deliverer = Deliverer(
+        settings=s, primary=primary, fallback=fallback, send_rate=stores.send_rate, healthy=guard.healthy,
+        clock=infra.clock,
+    )  # fmt: skip
+    worker = DeliveryWorker(
+        queue=options.queue or stores.queue,
+        sealer=infra.jobs,
+        codes=stores.codes,
+        deliverer=deliverer,
+        engine=infra.engine,
+        registry=stores.workers,
+        concurrency=options.concurrency or s.worker_concurrency,
+        visibility_timeout=options.visibility_timeout or s.job_visibility_timeout,
+        db_timeout=s.dependency_timeout,
+        mailboxes=infra.mailboxes,
+        clock=infra.clock,
+        forget_idle_after=options.forget_idle_after or FORGET_IDLE_MS / 1000,
+        on_outcome=options.on_outcome,
+        events=infra.events,
+    )
+    retention = Retention(
+        engine=infra.engine, slot=stores.retention, days=s.retention_days, owner=worker.name,
+        clock=infra.clock,
+    )  # fmt: skip
+    sender = None
+    if s.events_webhook_url is not None and s.events_webhook_secret is not None:
+        sender = EventSender(
+            redis=infra.redis, keys=infra.keys, seal=infra.event_seal, url=s.events_webhook_url,
+            secret=s.events_webhook_secret.get_secret_value(), http=infra.http, name=worker.name,
+            clock=infra.clock,
+        )  # fmt: skip
+        stack.push_async_callback(sender.aclose)
+    return WorkerComponents(worker, guard, retention, sender)
+
+
+STOP_GRACE = 10.0
+"""Seconds a stopping worker gives retention's batch in progress (one DELETE of up to 1,000 rows)
+and the reputation guard's check in progress."""
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    infra: Infrastructure, options: WorkerOptions = WorkerOptions()
+) -> AsyncIterator[WorkerComponents]:
+    """The worker's background tasks, running until the context closes."""
+    async with contextlib.AsyncExitStack() as stack:
+        built = await build_worker(infra, stack, options)
+        background = built.tasks()
+        tasks = {name: asyncio.create_task(task.run(), name=name) for name, task in background.items()}
+        try:
+            yield built
+        finally:
+            for task in background.values():
+                task.stop()
+            # Retention and the reputation guard end by themselves (at once, or after the batch or
+            # check in progress): a statement cut off by cancellation could keep its connection
+            # checked out past the engine's disposal.
+            await asyncio.wait({tasks["retention"], tasks["reputation-guard"]}, timeout=STOP_GRACE)
+            for running in tasks.values():
+                await cancel_and_wait(running)
