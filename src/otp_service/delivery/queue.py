@@ -87,7 +87,9 @@ def _jobs(found: list[Entry]) -> list[Job]:
         if PAYLOAD in fields:
             resent, left = fields.get(RESENT), fields.get(LEFT_S)
             lifetime = None if left is None else int(left)
-            jobs.append(Job(entry_id, fields[PAYLOAD], int(fields[EXPIRES_MS]), resent, lifetime))
+            # An entry without its expiry (never written by send.lua) is dropped as expired
+            # rather than failing the read that carries it, again at every reclaim.
+            jobs.append(Job(entry_id, fields[PAYLOAD], int(fields.get(EXPIRES_MS, 0)), resent, lifetime))
     return jobs
 
 
