@@ -470,9 +470,7 @@ async def test_reuse_re_sends_the_live_code_without_extending_it_or_resetting_at
     for remaining in (4, 3):
         assert (await env.store.verify(verify_req(code_hash="b" * 64))).attempts_remaining == remaining
     await env.advance(1000)
-    second = await env.store.decide_send(
-        send_req(code_hash="c" * 64, job_payload=b"sealed-job-2", **reuse)
-    )
+    second = await env.store.decide_send(send_req(code_hash="c" * 64, job_payload=b"sealed-job-2", **reuse))
     assert second.status is SendStatus.OK
     job1, job2 = await env.queue.read("c1", 10, block_ms=10)
     assert (job1.reused_code, job1.lifetime_s) == (None, None)

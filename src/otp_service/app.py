@@ -1,5 +1,5 @@
 """The application factory. Nothing is connected at import time; the lifespan builds every
-domain object (assembly.py) and hands them to the routes as lifespan state."""
+domain object (the assembly package) and hands them to the routes as lifespan state."""
 
 import asyncio
 import contextlib

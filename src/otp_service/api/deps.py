@@ -1,6 +1,6 @@
 """Annotated dependency aliases: each route gets the one domain object it needs.
 
-The objects are built once by the lifespan (assembly.py) and handed to every request as one
+The objects are built once by the lifespan (the assembly package) and handed to every request as one
 typed object (api/state.WebState) in Starlette's lifespan state. All dependencies are `async
 def` functions of the request alone: FastAPI runs a plain `def` dependency in the threadpool,
 and the hot routes (api/routing.FastRoute) call them directly.

@@ -55,7 +55,6 @@ class ConversionGuard:
         return cls(settings.conversion_min_sends, settings.conversion_min_ratio, rate)
 
 
-
 class Throttle(Protocol):
     async def hit(self, rates: Rates, client: Client) -> int:
         """Count one request against the client's and its subnet's rates: 0 when admitted,
