@@ -20,6 +20,7 @@ class JobContent:
     code_hash: str
     locale: Locale = "bilingual"
     subnet: str | None = None  # the requesting client's subnet (§2a)
+    client: str | None = None  # the requesting client (§2a): what the reputation guard blames
 
 
 class JobSealer:
@@ -34,6 +35,8 @@ class JobSealer:
         plain = {"e": job.email, "c": job.code, "a": job.address_id, "h": job.code_hash, "l": job.locale}
         if job.subnet is not None:
             plain["s"] = job.subnet
+        if job.client is not None:
+            plain["k"] = job.client
         return self._sealer.seal(plain, self.PURPOSE)
 
     def open(self, sealed: bytes) -> JobContent:
@@ -42,4 +45,4 @@ class JobSealer:
         locale = data["l"]
         if locale not in LOCALES:
             raise ValueError(f"unknown locale {locale!r}")
-        return JobContent(data["e"], data["c"], data["a"], data["h"], locale, data.get("s"))
+        return JobContent(data["e"], data["c"], data["a"], data["h"], locale, data.get("s"), data.get("k"))

@@ -187,7 +187,15 @@ class OtpService:
         mailbox, address_id, domain = ident.mailbox, ident.address_id, ident.domain
         code_hash = self._crypto.code_hash(mailbox, code)
         payload = self._sealer.seal(
-            JobContent(email, code, address_id, code_hash, locale or self._s.default_locale, client.subnet)
+            JobContent(
+                email,
+                code,
+                address_id,
+                code_hash,
+                locale or self._s.default_locale,
+                client.subnet,
+                client.key,
+            )
         )
         decision = await self._store.decide_send(
             SendRequest(
