@@ -237,6 +237,8 @@ class Settings(BaseSettings):
     global_daily_limits: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: {"email": 50000}
     )
+    # The last share of each global daily cap, kept for remembered sources (CONTRACT §6).
+    global_reserve: float = Field(default=0.1, ge=0, lt=1)
     # SES's default maximum send rate for an account out of the sandbox is 14 messages/second.
     send_rate: int = Field(default=14, ge=1, le=10000)
     trusted_proxies: Annotated[list[str], AfterValidator(_check_cidrs)] = Field(default_factory=list)
@@ -291,13 +293,16 @@ class Settings(BaseSettings):
     reputation_min_volume: int = Field(default=200, ge=1)
     reputation_window: int = Field(default=86400, ge=60)
     reputation_check_interval: float = Field(default=30.0, gt=0)
-    # Evidence before a pause, and blame for the source (CONTRACT §6): distinct mailboxes behind
-    # the bounces (complaints); a subnet whose sends drew this many bounces + complaints in 24 h
-    # is blocked for 24 h and its events stop counting; a paused provider is re-evaluated after
-    # the cool-off and resumed when the thresholds hold.
+    # Evidence before a pause, and blame for the source (CONTRACT §6): distinct mailboxes and
+    # distinct subnets behind the bounces (complaints); a client whose sends drew this many
+    # bounces + complaints in 24 h is blocked for 24 h and its events stop counting, and its
+    # subnet once that many of its clients are; a paused provider is re-evaluated after the
+    # cool-off and resumed when the thresholds hold.
     reputation_min_bounces: int = Field(default=10, ge=1)
     reputation_min_complaints: int = Field(default=3, ge=1)
+    reputation_min_sources: int = Field(default=5, ge=1)
     reputation_source_limit: int = Field(default=3, ge=1)
+    reputation_subnet_clients: int = Field(default=3, ge=1)
     reputation_cooloff: int = Field(default=3600, ge=1)
 
     # `rotate`: a new send replaces the live code. `reuse`: a send while a code is live emails that

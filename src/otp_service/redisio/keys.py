@@ -98,6 +98,10 @@ class RedisKeys:
         """String with a 24 h TTL: the reputation guard blocked this subnet from sending."""
         return f"{self._base}:source-blocked:{subnet}"
 
+    def client_blocked(self, client: str) -> str:
+        """String with a 24 h TTL: the reputation guard blocked this client (§2a) from sending."""
+        return f"{self._base}:client-blocked:{client}"
+
     @property
     def resumed(self) -> str:
         """Hash: provider -> ms when an operator last resumed it."""
