@@ -105,9 +105,10 @@ class Chromium:
                 await asyncio.sleep(0.05)
             else:
                 raise AssertionError("chromium did not open its DevTools port")
-            async with aiohttp.ClientSession() as http, http.ws_connect(
-                f"ws://127.0.0.1:{lines[0]}{lines[1]}", max_msg_size=0
-            ) as ws:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.ws_connect(f"ws://127.0.0.1:{lines[0]}{lines[1]}", max_msg_size=0) as ws,
+            ):
                 yield cls(ws)
         finally:
             chrome.terminate()
@@ -205,7 +206,9 @@ async def test_the_readme_page_verifies_only_when_its_button_is_pressed(
 
                 person = await chromium.open(local)
                 await chromium.press(person, "#go")
-                await chromium.until(person, "document.getElementById('status').textContent.startsWith('Verified')")
+                await chromium.until(
+                    person, "document.getElementById('status').textContent.startsWith('Verified')"
+                )
                 status = await chromium.evaluate(person, "document.getElementById('status').textContent")
         finally:
             await runner.cleanup()
