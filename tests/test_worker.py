@@ -28,7 +28,6 @@ from otp_service.delivery.worker import DeliveryWorker
 from otp_service.metrics import LOOP_LAST_SUCCESS, LOOP_RESTARTS
 from otp_service.sealing import Sealer
 from otp_service.settings import Settings
-from otp_service.validation.mailbox import Mailboxes
 from tests.conftest import METRICS_AUTH
 from tests.support import ServiceProcess, console_emails, drain, embedded_send_rate, service_env, unique_email
 
@@ -238,7 +237,6 @@ async def test_a_code_store_down_until_expiry_records_the_job_expired(
             deliverer=Deliverer(settings=settings, primary=ConsoleProvider(io.StringIO()), fallback=None,
                                 send_rate=embedded_send_rate(100)),
             registry=infra.stores.workers, concurrency=1, visibility_timeout=30, db_timeout=2,
-            mailboxes=Mailboxes.of(settings),
         )  # fmt: skip
         job = Job("1-0", sealer.seal(content), int((time.time() + 1.5) * 1000))
         try:
@@ -344,7 +342,7 @@ async def test_the_ledger_batches_concurrent_statements_and_answers_each_caller(
     tag = secrets.token_hex(4)
     emails = [f"ledger-{tag}-{i}@example.org" for i in range(60)]
     suppressed = set(emails[::3])
-    ledger = Ledger(engine, timeout=5, mailboxes=Mailboxes(["gmail.com"]))
+    ledger = Ledger(engine, timeout=5)
     try:
         async with engine.begin() as conn:
             for email in suppressed:
@@ -372,7 +370,7 @@ async def test_a_failed_ledger_statement_fails_its_batch_and_the_next_reconnects
     from otp_service.delivery.ledger import Ledger
 
     engine = create_engine(database_url)
-    ledger = Ledger(engine, timeout=5, mailboxes=Mailboxes(["gmail.com"]))
+    ledger = Ledger(engine, timeout=5)
     try:
         assert await ledger.suppressed("nobody@example.org") is False
         # The server ends the ledger's connection (as a PostgreSQL restart or failover would).
@@ -395,7 +393,7 @@ async def test_closing_the_ledger_waits_for_its_batches_and_opens_nothing_after(
     from otp_service.delivery.ledger import Ledger
 
     engine = create_engine(database_url)
-    ledger = Ledger(engine, timeout=5, mailboxes=Mailboxes(["gmail.com"]))
+    ledger = Ledger(engine, timeout=5)
     try:
         calls = [asyncio.ensure_future(ledger.suppressed(f"c{i}@example.org")) for i in range(20)]
         await asyncio.sleep(0)  # the batch's flush is scheduled, not yet run
@@ -477,7 +475,6 @@ async def test_a_re_sent_code_is_read_from_the_job_kept_beside_it(
             deliverer=Deliverer(settings=settings, primary=ConsoleProvider(out), fallback=None,
                                 send_rate=embedded_send_rate(100)),
             registry=infra.stores.workers, concurrency=1, visibility_timeout=30, db_timeout=2,
-            mailboxes=Mailboxes.of(settings),
         )  # fmt: skip
         job = Job("1-0", sealer.seal(new), int((time.time() + 60) * 1000), reused_code=kept, lifetime_s=45)
         try:

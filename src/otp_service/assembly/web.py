@@ -68,7 +68,7 @@ def build_web(infra: Infrastructure) -> WebState:
     return WebState(
         otp=otp,
         limits=LimitsLookup(settings=s, otp=otp, sessions=sessions),
-        suppressions=SuppressionService(sessions=sessions, mailboxes=infra.mailboxes),
+        suppressions=SuppressionService(sessions=sessions),
         webhooks=WebhookService(
             sessions=sessions,
             resend=ResendWebhook(resend_secret),
@@ -78,7 +78,6 @@ def build_web(infra: Infrastructure) -> WebState:
                 host_pattern=s.sns_cert_host_pattern,
                 clock=infra.clock,
             ),
-            mailboxes=infra.mailboxes,
             delivery_for=deliveries.delivery_for,
             events=infra.events,
         ),

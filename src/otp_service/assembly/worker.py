@@ -70,7 +70,6 @@ async def build_worker(
         concurrency=options.concurrency or s.worker_concurrency,
         visibility_timeout=options.visibility_timeout or s.job_visibility_timeout,
         db_timeout=s.dependency_timeout,
-        mailboxes=infra.mailboxes,
         clock=infra.clock,
         forget_idle_after=options.forget_idle_after or FORGET_IDLE_MS / 1000,
         on_outcome=options.on_outcome,

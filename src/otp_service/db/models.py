@@ -36,7 +36,9 @@ class Base(DeclarativeBase):
 
 
 class Suppression(Base):
-    """An address the service never emails again (until an operator deletes the row)."""
+    """An address the service never emails again (until an operator deletes the row): the exact
+    address the bounce, complaint or operator named, never another spelling of its mailbox
+    (CONTRACT §6)."""
 
     __tablename__ = "suppressions"
     __table_args__ = (
@@ -46,9 +48,6 @@ class Suppression(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
-    # Every spelling of this inbox is suppressed (validation/mailbox.py); null only for a row
-    # written before migration 0005 by a process that did not know it.
-    mailbox: Mapped[str | None] = mapped_column(String(320), index=True, default=None)
     reason: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(32))  # resend | ses | admin
     note: Mapped[str | None] = mapped_column(Text, default=None)
@@ -102,8 +101,10 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    # The subnet that requested the send: a bounce or complaint is traced to it (CONTRACT §6).
+    # The client (net.Client.key) and subnet that requested the send: a bounce or complaint is
+    # traced to them (CONTRACT §6). Null in rows from before migrations 0006 and 0008.
     source_subnet: Mapped[str | None] = mapped_column(String(64), default=None)
+    source_client: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class AuditEntry(Base):

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from otp_service.db.guard import database_guard
 from otp_service.delivery.repository import DeliveryRecord, record_outcomes
 from otp_service.suppression.repository import suppressed_among
-from otp_service.validation.mailbox import Mailboxes
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -30,9 +29,8 @@ class Ledger:
     and fails the calls of its batch; the next batch opens a new connection.
     """
 
-    def __init__(self, engine: AsyncEngine, *, timeout: float, mailboxes: Mailboxes) -> None:
+    def __init__(self, engine: AsyncEngine, *, timeout: float) -> None:
         self._engine = engine
-        self._mailboxes = mailboxes
         self._timeout = timeout
         self._conn: AsyncConnection | None = None
         self._lock = asyncio.Lock()
@@ -58,9 +56,10 @@ class Ledger:
                 await self._drop()
                 raise
 
-    async def suppressed(self, email: str) -> bool:
-        """Whether the address, or any spelling of its mailbox, is suppressed."""
-        return await self._suppressed((email, self._mailboxes.key(email)))
+    async def suppressed(self, email: str, *, remembered: bool = False) -> bool:
+        """Whether this exact address is suppressed for a job (CONTRACT §6): a remembered source's
+        job still reaches an address that only complaints suppressed."""
+        return await self._suppressed((email, remembered))
 
     async def close(self) -> None:
         """Let the batches already in flight finish (each is bounded by the timeout), then close
@@ -78,9 +77,9 @@ class Ledger:
                 await conn.close()
 
 
-async def _suppressed_batch(conn: AsyncConnection, addresses: list[tuple[str, str]]) -> list[bool]:
-    found = await suppressed_among(conn, addresses)
-    return [email in found for email, _ in addresses]
+async def _suppressed_batch(conn: AsyncConnection, asked: list[tuple[str, bool]]) -> list[bool]:
+    found = await suppressed_among(conn, [email for email, _ in asked])
+    return [email in found and not (remembered and found[email]) for email, remembered in asked]
 
 
 async def _record_batch(conn: AsyncConnection, records: list[DeliveryRecord]) -> list[None]:

@@ -28,6 +28,11 @@ RESENT = b"c"
 it."""
 LEFT_S = b"l"
 """A re-send: the whole seconds the live code has left, which the email states."""
+REMEMBERED = b"r"
+"""b'1' when a remembered source requested the send (CONTRACT §6): its email passes a provider
+pause, and reaches an address suppressed by complaints only."""
+CAPTCHA = b"v"
+"""b'1' when the request carried a valid captcha token: its email passes a provider pause."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,14 @@ class Job:
     # source's code): the sealed job that sent that code, and the seconds it had left.
     reused_code: bytes | None = None
     lifetime_s: int | None = None
+    remembered: bool = False  # a remembered source requested it
+    captcha: bool = False  # the request carried a valid captcha token
+
+    @property
+    def passes_pause(self) -> bool:
+        """Whether the email leaves even while every provider is paused (CONTRACT §6): a person
+        vouched for it by verifying from this source before, or by solving a captcha."""
+        return self.remembered or self.captcha
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +102,10 @@ def _jobs(found: list[Entry]) -> list[Job]:
             lifetime = None if left is None else int(left)
             # An entry without its expiry (never written by send.lua) is dropped as expired
             # rather than failing the read that carries it, again at every reclaim.
-            jobs.append(Job(entry_id, fields[PAYLOAD], int(fields.get(EXPIRES_MS, 0)), resent, lifetime))
+            jobs.append(Job(
+                entry_id, fields[PAYLOAD], int(fields.get(EXPIRES_MS, 0)), resent, lifetime,
+                remembered=fields.get(REMEMBERED) == b"1", captcha=fields.get(CAPTCHA) == b"1",
+            ))  # fmt: skip
     return jobs
 
 

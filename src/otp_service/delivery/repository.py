@@ -18,6 +18,7 @@ from otp_service.webhooks.events import KINDS
 
 _COLUMNS = (
     "job_id", "email", "outcome", "provider", "provider_message_id", "queued_at", "attempts", "source_subnet",
+    "source_client",
 )  # fmt: skip
 # Built once per dialect: the worker runs it for every email.
 _RECORD: dict[str, Any] = {
@@ -50,6 +51,7 @@ class DeliveryRecord:
     queued_at: datetime | None = None
     attempts: int = 0
     subnet: str | None = None
+    client: str | None = None
 
 
 async def record_outcomes(db: AsyncSession | AsyncConnection, records: list[DeliveryRecord]) -> None:
@@ -59,7 +61,17 @@ async def record_outcomes(db: AsyncSession | AsyncConnection, records: list[Deli
         dict(
             zip(
                 _COLUMNS,
-                (r.job_id, r.email, r.outcome, r.provider, r.message_id, r.queued_at, r.attempts, r.subnet),
+                (
+                    r.job_id,
+                    r.email,
+                    r.outcome,
+                    r.provider,
+                    r.message_id,
+                    r.queued_at,
+                    r.attempts,
+                    r.subnet,
+                    r.client,
+                ),
                 strict=True,
             )
         )

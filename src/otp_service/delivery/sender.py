@@ -197,18 +197,23 @@ class Deliverer:
         deadline: float,
         wording: Wording = PLAIN,
         current: CurrentCheck = _always_current,
+        passes_pause: bool = False,
     ) -> Delivered:
         """The one entry point that sends: only allowlisted templates, until `deadline` (epoch s).
         `current` is asked before every provider attempt, retries included: Superseded when the
-        code was replaced meanwhile."""
+        code was replaced meanwhile. A paused provider is skipped for a healthy one; with every
+        provider paused the email waits, unless it `passes_pause` (a remembered source's, or a
+        captcha-vouched one: CONTRACT §6), which goes through the preferred provider regardless."""
         email = self.build(template_id, to, code, idempotency_key, wording)
         attempt = 0
         last: ProviderError | None = None
         while True:
             wait = 0.0
             providers = [p for p in self._providers if self._healthy(p.name)]
-            if not providers:
-                wait = 5.0  # every provider paused: hold the job until an operator resumes one
+            if not providers and passes_pause:
+                providers = self._providers
+            elif not providers:
+                wait = 5.0  # every provider paused: hold the job until the guard or an operator resumes one
             for provider in providers:
                 try:
                     await acquire(self._rate, deadline=deadline, clock=self._clock)

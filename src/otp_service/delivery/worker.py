@@ -30,13 +30,12 @@ from otp_service.delivery.jobs import JobContent, JobSealer
 from otp_service.delivery.ledger import Ledger
 from otp_service.delivery.queue import Job, JobQueue, queued_at
 from otp_service.delivery.repository import DeliveryOutcome, DeliveryRecord
-from otp_service.delivery.sender import Deliverer, DeliveryFailed, Superseded, Wording, backoff
+from otp_service.delivery.sender import Delivered, Deliverer, DeliveryFailed, Superseded, Wording, backoff
 from otp_service.errors import Unavailable
 from otp_service.events.outbox import EventOutbox, EventType
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import DELIVERIES, WORKER_CRASHES
 from otp_service.supervise import Beat, Loop
-from otp_service.validation.mailbox import Mailboxes
 
 log = get_logger("delivery")
 
@@ -72,6 +71,7 @@ class Outcome:
     email: str | None = None
     attempts: int = 0  # provider calls made for the job
     subnet: str | None = None  # the subnet that requested the send
+    client: str | None = None  # the client that requested it (§2a): what the reputation guard blames
 
 
 class DeliveryWorker(Background):
@@ -87,7 +87,6 @@ class DeliveryWorker(Background):
         concurrency: int,
         visibility_timeout: float,
         db_timeout: float,
-        mailboxes: Mailboxes,
         clock: Clock = system_clock,
         name: str | None = None,
         forget_idle_after: float = FORGET_IDLE_MS / 1000,
@@ -100,7 +99,7 @@ class DeliveryWorker(Background):
         self._sealer = sealer
         self._codes = codes
         self._deliverer = deliverer
-        self._ledger = Ledger(engine, timeout=db_timeout + 1, mailboxes=mailboxes)
+        self._ledger = Ledger(engine, timeout=db_timeout + 1)
         self._registry = registry
         self._forget_idle_ms = int(forget_idle_after * 1000)
         self._concurrency = concurrency
@@ -212,6 +211,7 @@ class DeliveryWorker(Background):
                     queued_at(outcome.job_id),
                     outcome.attempts,
                     outcome.subnet,
+                    outcome.client,
                 )
             )
         except Unavailable as exc:
@@ -273,9 +273,6 @@ class DeliveryWorker(Background):
                     return None
                 await asyncio.sleep(delay)
 
-    async def _suppressed(self, email: str) -> bool:
-        return await self._ledger.suppressed(email)
-
     async def process(self, job: Job) -> Outcome:
         deadline = job.expires_at_ms / 1000
         if self._clock() >= deadline:
@@ -293,14 +290,23 @@ class DeliveryWorker(Background):
             log.error("delivery.undecryptable", extra={"job": job.id})
             return Outcome(job.id, DeliveryOutcome.UNDECRYPTABLE)
         email, masked = content.email, mask_email(content.email)
+
+        def outcome(status: DeliveryOutcome, sent: Delivered | None = None, attempts: int = 0) -> Outcome:
+            provider, message_id = (sent.provider, sent.message_id) if sent is not None else (None, None)
+            return Outcome(
+                job.id, status, provider, message_id, email, attempts, content.subnet, content.client
+            )
+
         # A database that is down holds the job until the code expires.
-        suppressed = await self._retry_until(deadline, "suppression_lookup", lambda: self._suppressed(email))
+        suppressed = await self._retry_until(
+            deadline, "suppression_lookup", lambda: self._ledger.suppressed(email, remembered=job.remembered)
+        )
         if suppressed is None:
             log.warning("delivery.expired", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, DeliveryOutcome.EXPIRED, email=email, subnet=content.subnet)
+            return outcome(DeliveryOutcome.EXPIRED)
         if suppressed:
             log.info("delivery.suppressed", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, DeliveryOutcome.SUPPRESSED, email=email, subnet=content.subnet)
+            return outcome(DeliveryOutcome.SUPPRESSED)
 
         async def current() -> bool | None:
             return await self._retry_until(
@@ -310,25 +316,21 @@ class DeliveryWorker(Background):
         try:
             sent = await self._deliverer.send_template(
                 "email_otp", email, code, idempotency_key=f"otp-{job.id}", deadline=deadline, wording=wording,
-                current=current,
+                current=current, passes_pause=job.passes_pause,
             )  # fmt: skip
         except Superseded:
             # A newer send replaced this code (or it was used, or it expired), perhaps while an
             # earlier attempt was failing: never email a code after its successor.
             log.info("delivery.superseded", extra={"job": job.id, "email": masked})
-            return Outcome(job.id, DeliveryOutcome.SUPERSEDED, email=email, subnet=content.subnet)
+            return outcome(DeliveryOutcome.SUPERSEDED)
         except DeliveryFailed as exc:
             event = "delivery.failed" if exc.permanent else "delivery.expired"
             log.warning(event, extra={"job": job.id, "email": masked, "reason": exc.reason})
-            return Outcome(
-                job.id, DeliveryOutcome.FAILED if exc.permanent else DeliveryOutcome.EXPIRED, email=email,
-                attempts=exc.attempts, subnet=content.subnet,
-            )  # fmt: skip
+            status = DeliveryOutcome.FAILED if exc.permanent else DeliveryOutcome.EXPIRED
+            return outcome(status, attempts=exc.attempts)
         log.info(
             "delivery.sent",
             extra={"job": job.id, "email": masked, "provider": sent.provider,
                    "message_id": sent.message_id, "attempts": sent.attempts},
         )  # fmt: skip
-        return Outcome(
-            job.id, DeliveryOutcome.SENT, sent.provider, sent.message_id, email, sent.attempts, content.subnet
-        )
+        return outcome(DeliveryOutcome.SENT, sent, sent.attempts)

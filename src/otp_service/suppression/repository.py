@@ -1,4 +1,5 @@
-"""Every SQL statement on the suppression table."""
+"""Every SQL statement on the suppression table. A row suppresses the exact address it names
+(CONTRACT §6): no look-up here compares mailboxes."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -9,22 +10,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from otp_service.db.engine import dialect_insert
 from otp_service.db.models import Suppression
 
-_SUPPRESSED_AMONG = select(Suppression.email, Suppression.mailbox).where(
+COMPLAINTS_ONLY = (Suppression.reason == "complaint") & (Suppression.bounce_count == 0)
+"""A row that only complaints made: its address still receives the codes its remembered sources
+request (CONTRACT §6: the complaint may have been about codes someone else asked for). A bounce,
+before or after the complaint, or an operator's entry suppresses everything."""
+
+_SUPPRESSED_AMONG = select(Suppression.email, COMPLAINTS_ONLY).where(
     Suppression.email.in_(bindparam("emails", expanding=True))
-    | Suppression.mailbox.in_(bindparam("mailboxes", expanding=True))
 )
 """Built once: the worker runs it for every batch of emails."""
 
 
-async def suppressed_among(db: AsyncSession | AsyncConnection, addresses: list[tuple[str, str]]) -> set[str]:
-    """Which of these (address, mailbox) pairs are suppressed, by address: one statement for a
-    batch. A row suppresses its own address and every address of its mailbox."""
-    emails = sorted({email for email, _ in addresses})
-    mailboxes = sorted({mailbox for _, mailbox in addresses})
-    rows = (await db.execute(_SUPPRESSED_AMONG, {"emails": emails, "mailboxes": mailboxes})).all()
-    found_emails = {row[0] for row in rows}
-    found_mailboxes = {row[1] for row in rows}
-    return {email for email, mailbox in addresses if email in found_emails or mailbox in found_mailboxes}
+async def suppressed_among(db: AsyncSession | AsyncConnection, emails: list[str]) -> dict[str, bool]:
+    """The suppressed among these addresses, each with whether its remembered sources still
+    reach it (COMPLAINTS_ONLY): one statement for a batch."""
+    rows = (await db.execute(_SUPPRESSED_AMONG, {"emails": sorted(set(emails))})).all()
+    return {email: bool(complaints_only) for email, complaints_only in rows}
 
 
 async def get(session: AsyncSession, email: str) -> Suppression | None:
@@ -53,9 +54,7 @@ async def remove(session: AsyncSession, email: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-async def put_manual(
-    session: AsyncSession, *, email: str, mailbox: str, reason: str, note: str | None
-) -> bool:
+async def put_manual(session: AsyncSession, *, email: str, reason: str, note: str | None) -> bool:
     """An operator's suppression: True when it created the record. An existing record keeps
     everything it has (reason, source, the provider's event, message and details); only the note
     (when given) and the update time change."""
@@ -64,7 +63,6 @@ async def put_manual(
         dialect_insert(session, Suppression)
         .values(
             email=email,
-            mailbox=mailbox,
             reason=reason,
             source="admin",
             note=note,
@@ -88,7 +86,6 @@ async def upsert(
     session: AsyncSession,
     *,
     email: str,
-    mailbox: str,
     reason: str,
     source: str,
     note: str | None = None,
@@ -101,7 +98,7 @@ async def upsert(
     now = datetime.now(UTC)
     counts = {"bounce_count": int(reason == "bounce"), "complaint_count": int(reason == "complaint")}
     stmt = dialect_insert(session, Suppression).values(
-        email=email, mailbox=mailbox, reason=reason, source=source, note=note, provider_event_id=event_id,
+        email=email, reason=reason, source=source, note=note, provider_event_id=event_id,
         provider_message_id=message_id, details=details, created_at=now, updated_at=now, **counts,
     )  # fmt: skip
     excluded = stmt.excluded
@@ -115,15 +112,12 @@ async def upsert(
             "provider_message_id": excluded.provider_message_id,
             "details": excluded.details,
             "note": func.coalesce(excluded.note, Suppression.note),
-            "mailbox": excluded.mailbox,
         },
     )
     await session.execute(stmt)
 
 
-async def find(session: AsyncSession, email: str, mailbox: str) -> Suppression | None:
-    """The row that suppresses this address: its own, or its mailbox's (CONTRACT §6)."""
-    rows = await session.scalars(
-        select(Suppression).where((Suppression.email == email) | (Suppression.mailbox == mailbox)).limit(1)
-    )
-    return rows.first()
+async def find(session: AsyncSession, email: str, mailbox: str | None = None) -> Suppression | None:
+    """The row that suppresses this address: its own only (CONTRACT §6). `mailbox` is not
+    compared; it stays until otp/why.py stops passing it."""
+    return await get(session, email)

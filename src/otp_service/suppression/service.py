@@ -1,4 +1,5 @@
-"""Suppressions by hand: the admin API's list, look-up, put and delete."""
+"""Suppressions by hand: the admin API's list, look-up, put and delete, each of the exact address
+given (normalised, lower-case; CONTRACT §6): `victim+zz@yahoo.com` is its own record."""
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -9,13 +10,11 @@ from otp_service.errors import InvalidRequest, NotFound
 from otp_service.keyset import Page, decode_cursor, page_of
 from otp_service.suppression import repository as repo
 from otp_service.validation.address import normalize_email
-from otp_service.validation.mailbox import Mailboxes
 
 
 class SuppressionService:
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], mailboxes: Mailboxes) -> None:
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._mailboxes = mailboxes
 
     @staticmethod
     def _address(raw: str) -> str:
@@ -46,9 +45,7 @@ class SuppressionService:
         transaction."""
         email = self._address(raw)
         async with database_session(self._sessions) as session:
-            created = await repo.put_manual(
-                session, email=email, mailbox=self._mailboxes.key(email), reason=reason, note=note
-            )
+            created = await repo.put_manual(session, email=email, reason=reason, note=note)
             await audit.append(session, actor=actor, action="suppression.put", target=email, note=note)
             row = await repo.get(session, email)
         assert row is not None

@@ -13,7 +13,6 @@ from otp_service.events.outbox import EventOutbox, EventType
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import WEBHOOK_EVENTS
 from otp_service.suppression import repository as suppressions
-from otp_service.validation.mailbox import Mailboxes
 from otp_service.webhooks import repository as events
 from otp_service.webhooks.events import ProviderEvent, kind_of
 from otp_service.webhooks.resend import ResendWebhook
@@ -34,10 +33,9 @@ transaction: delivery/repository.py's delivery_for, handed in by the assembly (t
 package reads the webhook events, so this one does not import it back)."""
 
 
-async def apply_event(
-    session: AsyncSession, event: ProviderEvent, mailboxes: Mailboxes
-) -> tuple[Outcome, int]:
-    """Record the event once and suppress what it says to; (outcome, addresses suppressed)."""
+async def apply_event(session: AsyncSession, event: ProviderEvent) -> tuple[Outcome, int]:
+    """Record the event once and suppress what it says to, each recipient's exact address
+    (CONTRACT §6: no other spelling of its mailbox); (outcome, addresses suppressed)."""
     to_suppress = [r for r in event.recipients if r.suppress is not None]
     if not await events.record_event(session, event, "suppressed" if to_suppress else "recorded"):
         return "duplicate", 0
@@ -46,7 +44,6 @@ async def apply_event(
         await suppressions.upsert(
             session,
             email=recipient.email,
-            mailbox=mailboxes.key(recipient.email),
             reason=recipient.suppress,
             source=event.provider,
             event_id=event.event_id,
@@ -59,12 +56,11 @@ async def apply_event(
 class WebhookService:
     def __init__(
         self, *, sessions: async_sessionmaker[AsyncSession], resend: ResendWebhook, sns: SnsVerifier,
-        mailboxes: Mailboxes, delivery_for: DeliveryFor, events: EventOutbox | None = None,
+        delivery_for: DeliveryFor, events: EventOutbox | None = None,
     ) -> None:  # fmt: skip
         self._sessions = sessions
         self._delivery_for = delivery_for
         self._events = events
-        self._mailboxes = mailboxes
         self._resend = resend
         self._sns = sns
 
@@ -75,7 +71,7 @@ class WebhookService:
                 database_guard("webhooks.apply", detail=AGAIN_LATER),
                 session_scope(self._sessions) as session,
             ):
-                outcome, suppressed = await apply_event(session, event, self._mailboxes)
+                outcome, suppressed = await apply_event(session, event)
                 if self._events is not None and outcome == "accepted" and event.message_id is not None:
                     delivery = await self._delivery_for(session, event.provider, event.message_id)
         except Unavailable as exc:
