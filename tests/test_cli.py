@@ -9,14 +9,16 @@ from tests.conftest import REDIS_URL
 from tests.support import ServiceProcess, clean_env
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "otp_service", *args],
         env=env,
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
@@ -122,6 +124,16 @@ def test_serve_on_a_unix_socket_believes_the_local_proxys_forwarded_for(
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_serve_on_a_unix_socket_without_trusted_proxies_is_refused(tmp_path: Path) -> None:
+    """A unix socket's peer has no IP address: without OTP_TRUSTED_PROXIES every user behind the
+    local proxy would be one client, and the fourth user would meet the first three's rate."""
+    env = {**_clean_env(), "OTP_EMAIL_PROVIDER": "console"}
+    proc = _run(["serve", "--uds", str(tmp_path / "otp.sock")], env, cwd=tmp_path, timeout=30)
+    assert proc.returncode == 2
+    assert "OTP_TRUSTED_PROXIES" in proc.stderr
+    assert not (tmp_path / "otp.sock").exists()
 
 
 def test_the_console_provider_implied_is_refused_by_every_entry_point(tmp_path: Path) -> None:

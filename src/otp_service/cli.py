@@ -38,6 +38,14 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.uds is not None and not settings.trusted_proxies:
+        print(
+            "otp-service: --uds needs OTP_TRUSTED_PROXIES: a unix socket's peer has no IP address, so "
+            "without the local proxy's X-Forwarded-For every user would be one client, sharing one "
+            "rate. Set OTP_TRUSTED_PROXIES (e.g. '[\"127.0.0.1/32\"]') to the address the proxy reports.",
+            file=sys.stderr,
+        )
+        return 2
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker process counts into files here; /metrics aggregates all of them.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="otp-metrics-")
