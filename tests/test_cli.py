@@ -60,7 +60,7 @@ def test_migrate_needs_only_the_database_url(tmp_path: Path) -> None:
     assert "latest migration" in proc.stderr
     assert (tmp_path / "migrated.db").exists()
     bad = _run(["migrate"], {**_clean_env(), "OTP_DATABASE_URL": "mysql://x/y"})
-    assert (bad.returncode, "OTP_DATABASE_URL must be" in bad.stderr) == (2, True)
+    assert (bad.returncode, "OTP_DATABASE_URL: must be" in bad.stderr) == (2, True)
 
 
 def test_the_console_provider_by_default_refuses_a_public_host() -> None:

@@ -1,4 +1,5 @@
 import pytest
+from pydantic import SecretStr
 
 from otp_service.settings import EMBEDDED_DATABASE_URL, Rate, Settings, SettingsError, load_settings
 
@@ -85,7 +86,7 @@ def test_deliverability_switch(value: str, provider: str, checked: bool) -> None
         ({"OTP_EMAIL_PROVIDER": "resend"}, "OTP_RESEND_API_KEY is required"),
         ({"OTP_CODE_LENGTH": "3"}, "OTP_CODE_LENGTH"),
         ({"OTP_SNS_CERT_HOST_PATTERN": "(unclosed"}, "OTP_SNS_CERT_HOST_PATTERN"),
-        ({"OTP_DATABASE_URL": "mysql://x/y", "OTP_SECRET_KEY": SECRET}, "OTP_DATABASE_URL must be"),
+        ({"OTP_DATABASE_URL": "mysql://x/y", "OTP_SECRET_KEY": SECRET}, "OTP_DATABASE_URL: must be"),
     ],
 )
 def test_bad_values_fail_fast_naming_the_variable(
@@ -144,3 +145,45 @@ def test_settings_are_immutable() -> None:
     s = Settings()
     with pytest.raises(ValueError, match="frozen"):
         s.code_ttl = 1  # type: ignore[misc]
+
+
+SMTP_SET_UP = {"secret_key": SECRET, "email_provider": "smtp", "smtp_url": "smtp://smtp.example"}
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("smtp_url", "smtp://user:p%40ss%23w%2Frd%3F@smtp.example:587"),
+        ("redis_url", "redis://:p%40ss%23w%2Frd%3F@127.0.0.1:6379/0"),
+        ("database_url", "postgresql+asyncpg://u:p%40ss%23w%2Frd%3F@db.example:5432/otp"),
+        ("website_url", "https://social.example/@brand"),
+    ],
+)
+def test_a_percent_encoded_password_is_accepted(name: str, url: str) -> None:
+    value = getattr(load_settings(**{**SMTP_SET_UP, name: url}), name)
+    assert (value.get_secret_value() if isinstance(value, SecretStr) else value) == url
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("smtp_url", "smtp://user:p@ss@smtp.example:587"),
+        ("redis_url", "redis://:p@ss@127.0.0.1:6379/0"),
+        ("database_url", "postgresql+asyncpg://u:p@ss@db.example/otp"),
+    ],
+)
+def test_a_raw_at_sign_in_a_password_is_refused_as_ambiguous(name: str, url: str) -> None:
+    """urllib takes the last '@' as the end of the password, SQLAlchemy the first: one would
+    connect to a host made of part of the password."""
+    with pytest.raises(SettingsError, match="must be percent-encoded") as refused:
+        load_settings(**{**SMTP_SET_UP, name: url})
+    assert f"OTP_{name.upper()}" in str(refused.value)
+    assert "ss@" not in str(refused.value)
+
+
+def test_a_validation_error_quotes_no_value() -> None:
+    """Settings built directly (not through load_settings) raise pydantic's ValidationError, whose
+    text would otherwise carry each input_value."""
+    with pytest.raises(ValueError, match="redis_url") as refused:
+        Settings(redis_url="redis://:Sup3r#s/cr?t@h:6379/0", secret_key=SECRET)
+    assert "Sup3r" not in str(refused.value)

@@ -18,7 +18,7 @@ from otp_service.api.problems import REFUSALS, install_problem_handlers
 from otp_service.api.state import STATE_KEY
 from otp_service.assembly import build_web, open_infrastructure, running_worker
 from otp_service.logs import configure_logging
-from otp_service.settings import Settings, load_settings
+from otp_service.settings import Settings, SettingsError, load_settings
 
 DESCRIPTION = """
 Email one-time passcodes: send a code to an address, verify it once.
@@ -94,7 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """uvicorn factory (`--factory`): read settings in each worker process."""
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:  # its message names each variable, quoting no value (CONTRACT §6)
+        raise SystemExit(f"otp-service: {exc}") from None
     configure_logging(settings.log_level)
     if (refused := settings.console_refused) is not None:
         raise SystemExit(f"otp-service: refusing to start: {refused}")

@@ -6,9 +6,10 @@ A bad value stops the process with a message naming the variable; nothing is gue
 import ipaddress
 import re
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -44,10 +45,10 @@ class Rate:
     def parse(cls, text: str) -> "Rate":
         match = _RATE_RE.match(text)
         if match is None:
-            raise ValueError(f"{text!r} is not a rate like '3/minute' (second|minute|hour|day)")
+            raise ValueError("is not a rate like '3/minute' (second|minute|hour|day)")
         limit = int(match.group(1))
         if limit < 1:
-            raise ValueError(f"{text!r}: the count must be at least 1")
+            raise ValueError("a rate's count must be at least 1")
         return cls(limit=limit, period_seconds=_PERIODS[match.group(2)])
 
     def __str__(self) -> str:
@@ -87,9 +88,57 @@ def _check_admin_keys(value: list[SecretStr]) -> list[SecretStr]:
     return value
 
 
+def split_url(value: str, *, schemes: Collection[str]) -> SplitResult:
+    """A URL-valued setting, parsed. Every complaint says what is wrong and never repeats the
+    value, which may hold a password (CONTRACT §6): urllib, SQLAlchemy and redis-py each quote
+    the piece they choke on, so nothing reaches them that they could choke on."""
+    shapes = " or ".join(f"{scheme}://…" for scheme in schemes)
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 (urllib checks the port only when asked, and quotes it if it is not a number)
+    except ValueError:
+        raise ValueError(
+            f"is not a URL like {shapes}: its host or port cannot be read ({_ENCODE_USERINFO})"
+        ) from None
+    if url.scheme not in schemes:
+        raise ValueError(f"must be {shapes}")
+    if url.scheme in ("sqlite+aiosqlite", "unix"):
+        return url  # a file path, no host
+    if not url.hostname:
+        raise ValueError(f"names no host ({_ENCODE_USERINFO})")
+    spilled = url.scheme not in HTTP_SCHEMES and "@" in url.path + url.query + url.fragment
+    if "@" in url.netloc.rpartition("@")[0] or spilled:
+        # The parsers disagree on where the user name and password end: one would connect to the
+        # host urllib sees, another to a host made of a piece of the password.
+        raise ValueError(_ENCODE_USERINFO)
+    return url
+
+
+_ENCODE_USERINFO = "a user name or password holding '@', '/', '?' or '#' must be percent-encoded"
+HTTP_SCHEMES = ("https", "http")
+
+
+def _check_http_url(value: str | None) -> str | None:
+    if value is not None:
+        split_url(value, schemes=HTTP_SCHEMES)
+    return value
+
+
+def _check_redis_url(value: str | None) -> str | None:
+    if value is not None:
+        split_url(value, schemes=("redis", "rediss", "unix"))
+    return value
+
+
 def _check_database_url(value: str) -> str:
-    if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-        raise ValueError("OTP_DATABASE_URL must be sqlite+aiosqlite://… or postgresql+asyncpg://…")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    split_url(value, schemes=("sqlite+aiosqlite", "postgresql+asyncpg"))
+    try:
+        make_url(value)  # the parse create_engine makes at start-up, whose errors quote the URL
+    except (ArgumentError, ValueError):
+        raise ValueError(f"is not a SQLAlchemy URL: {_ENCODE_USERINFO}") from None
     return value
 
 
@@ -115,13 +164,16 @@ def parse_nameserver(entry: str) -> tuple[str, int]:
     else:
         host, port = text, "53"
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{entry!r} is not a resolver like 192.0.2.53 or 192.0.2.53:5353")
+        raise ValueError("each resolver must be like 192.0.2.53 or 192.0.2.53:5353")
     return host, int(port)
 
 
 def _check_cidrs(value: list[str]) -> list[str]:
     for cidr in value:
-        ipaddress.ip_network(cidr, strict=False)
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:  # its message quotes the value
+            raise ValueError("each entry must be a CIDR like 10.0.0.0/8 or 2001:db8::/32") from None
     return value
 
 
@@ -141,7 +193,7 @@ def _check_test_recipients(value: dict[str, str]) -> dict[str, str]:
         name = key.strip().lower()
         local, at, domain = name.rpartition("@")
         if not at or not local or not domain or "." not in domain or ("*" in local and local != "*"):
-            raise ValueError(f"{key!r} is neither an address nor *@domain")
+            raise ValueError("each key must be an address or *@domain")
         out[name] = code
     return out
 
@@ -154,14 +206,15 @@ def _check_verify_link(value: str | None) -> str | None:
     base, hash_, fragment = value.partition("#")
     if not base.startswith("https://") or len(base) <= len("https://"):
         raise ValueError("must start with https://")
+    split_url(value, schemes=("https",))
     if not hash_ or "{email}" not in fragment or "{code}" not in fragment:
         raise ValueError("{email} and {code} must both stand after '#', in the fragment")
     if "{" in base or "}" in base:
         raise ValueError("placeholders may stand only after '#'")
     try:
         value.format(email="e", code="c")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(f"only {{email}} and {{code}} may be used: {exc}") from None
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("only {email} and {code} may be used, each as is") from None
     return value
 
 
@@ -171,12 +224,8 @@ SMTP_SCHEMES = {"smtp": 587, "smtps": 465, "smtp+insecure": 25}
 def _check_smtp_url(value: SecretStr | None) -> SecretStr | None:
     if value is None:
         return None
-    url = urlsplit(value.get_secret_value())
-    if url.scheme not in SMTP_SCHEMES or not url.hostname:
-        raise ValueError(
-            "must be smtp://host[:port] (STARTTLS), smtps://host[:port] (TLS) or smtp+insecure://host"
-        )
-    if url.scheme == "smtp+insecure" and not _is_loopback(url.hostname):
+    url = split_url(value.get_secret_value(), schemes=SMTP_SCHEMES)
+    if url.scheme == "smtp+insecure" and not _is_loopback(url.hostname or ""):
         raise ValueError("smtp+insecure:// (no TLS) is allowed on loopback hosts only")
     return value
 
@@ -190,15 +239,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+HttpUrlSetting = Annotated[str | None, AfterValidator(_check_http_url)]
 ProviderName = Literal["console", "resend", "ses", "smtp"]
 FallbackName = Literal["resend", "ses", "smtp"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OTP_", extra="ignore", frozen=True, validate_default=True)
+    # hide_input_in_errors: a ValidationError's text quotes no value (CONTRACT §6).
+    model_config = SettingsConfigDict(
+        env_prefix="OTP_", extra="ignore", frozen=True, validate_default=True, hide_input_in_errors=True
+    )
 
     database_url: Annotated[str, AfterValidator(_check_database_url)] = EMBEDDED_DATABASE_URL
-    redis_url: str | None = None
+    redis_url: Annotated[str | None, AfterValidator(_check_redis_url)] = None
     # Redis Cluster: OTP_REDIS_URL names any node; every key shares one hash tag (one slot).
     redis_cluster: bool = False
     # Keys live under `<prefix>:{<prefix>}:…`; one hash tag so every script runs on Redis Cluster.
@@ -228,7 +281,7 @@ class Settings(BaseSettings):
     # Captcha (optional): sends then carry captcha_token, checked at the provider's siteverify.
     captcha_provider: Literal["turnstile", "hcaptcha", "recaptcha"] | None = None
     captcha_secret: SecretStr | None = None
-    captcha_verify_url: str | None = None
+    captcha_verify_url: HttpUrlSetting = None
     # always: every send needs a token; adaptive: only under attack (CONTRACT §6): from this share
     # of the global daily cap used, or from a subnet the low-conversion guard slows.
     captcha_mode: Literal["always", "adaptive"] = "always"
@@ -262,14 +315,14 @@ class Settings(BaseSettings):
     email_from: str = "OTP Service <noreply@example.com>"
     brand_name: str = "OTP Service"
     support_email: str = "support@example.com"
-    website_url: str = "https://example.com"
+    website_url: Annotated[str, AfterValidator(_check_http_url)] = "https://example.com"
 
     resend_api_key: SecretStr | None = None
-    resend_api_url: str = "https://api.resend.com"
+    resend_api_url: Annotated[str, AfterValidator(_check_http_url)] = "https://api.resend.com"
     resend_webhook_secret: SecretStr | None = None
 
     ses_region: str = "us-east-1"
-    ses_endpoint_url: str | None = None
+    ses_endpoint_url: HttpUrlSetting = None
     ses_configuration_set: str | None = None
 
     sns_topic_arns: list[str] = Field(default_factory=list)
@@ -338,7 +391,7 @@ class Settings(BaseSettings):
     # The email's link: `{email}` and `{code}` in the fragment, https only.
     verify_link_template: Annotated[str | None, AfterValidator(_check_verify_link)] = None
     # Events out: signed as Standard Webhooks with a `whsec_…` secret.
-    events_webhook_url: str | None = None
+    events_webhook_url: HttpUrlSetting = None
     events_webhook_secret: SecretStr | None = None
     # OTP_EMAIL_PROVIDER=smtp (or as the fallback).
     smtp_url: Annotated[SecretStr | None, AfterValidator(_check_smtp_url)] = None
@@ -378,11 +431,10 @@ class Settings(BaseSettings):
             raise ValueError("OTP_IPV6_SUBNET_PREFIX must not be longer than OTP_IPV6_CLIENT_PREFIX")
         if self.captcha_provider is not None and self.captcha_secret is None:
             raise ValueError("OTP_CAPTCHA_SECRET is required when OTP_CAPTCHA_PROVIDER is set")
-        for recipient, code in self.test_recipients.items():
+        for code in self.test_recipients.values():
             if len(code) != self.code_length or not code.isascii() or not code.isdigit():
                 raise ValueError(
-                    f"OTP_TEST_RECIPIENTS: the code for {recipient} must be {self.code_length} digits "
-                    "(OTP_CODE_LENGTH)"
+                    f"OTP_TEST_RECIPIENTS: each code must be {self.code_length} digits (OTP_CODE_LENGTH)"
                 )
         if "smtp" in (self.email_provider, self.email_fallback_provider) and self.smtp_url is None:
             raise ValueError("OTP_SMTP_URL is required when the smtp provider is used")
@@ -391,10 +443,8 @@ class Settings(BaseSettings):
         return self
 
     def _check_events_webhook(self) -> None:
-        url = urlsplit(self.events_webhook_url or "")
-        if url.scheme not in ("https", "http") or not url.hostname:
-            raise ValueError("OTP_EVENTS_WEBHOOK_URL must be an http(s) URL")
-        if url.scheme == "http" and not _is_loopback(url.hostname):
+        url = urlsplit(self.events_webhook_url or "")  # checked by _check_http_url
+        if url.scheme == "http" and not _is_loopback(url.hostname or ""):
             raise ValueError("OTP_EVENTS_WEBHOOK_URL must be https:// (http:// only on loopback hosts)")
         secret = self.events_webhook_secret.get_secret_value() if self.events_webhook_secret else ""
         if not secret.startswith("whsec_"):
@@ -451,7 +501,9 @@ class Settings(BaseSettings):
 class DatabaseSettings(BaseSettings):
     """What `otp-service migrate` needs, and nothing else (no secret, no Redis)."""
 
-    model_config = SettingsConfigDict(env_prefix="OTP_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="OTP_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     database_url: Annotated[str, AfterValidator(_check_database_url)] = EMBEDDED_DATABASE_URL
 

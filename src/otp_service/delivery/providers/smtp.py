@@ -19,12 +19,12 @@ import re
 import secrets
 import ssl
 from email.message import EmailMessage
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import aiosmtplib
 
 from otp_service.delivery.providers.base import OutgoingEmail, PermanentError, RetryableError
-from otp_service.settings import SMTP_SCHEMES
+from otp_service.settings import SMTP_SCHEMES, split_url
 
 _ACCOUNT_ERRORS = {530, 534, 535, 538}
 """Authentication required / failed: the configuration, not the message."""
@@ -34,8 +34,8 @@ class SmtpProvider:
     name = "smtp"
 
     def __init__(self, url: str, *, timeout: float, tls_context: ssl.SSLContext | None = None) -> None:
-        parts = urlsplit(url)
-        assert parts.scheme in SMTP_SCHEMES
+        # The check Settings made (OTP_SMTP_URL), whose errors never quote the URL's password.
+        parts = split_url(url, schemes=SMTP_SCHEMES)
         assert parts.hostname
         self._scheme = parts.scheme
         self._host = parts.hostname
