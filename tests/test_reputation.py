@@ -30,21 +30,27 @@ async def app(open_app: Callable[..., Any], make_settings: Callable[..., Setting
         yield client
 
 
-async def synthetic(app: Any, *, sent: int, bounces: int = 0, complaints: int = 0) -> None:
-    provider = app.provider
+async def synthetic(app: Any, *, sent: int, bounces: int = 0, complaints: int = 0, unmatched: int = 0) -> None:
+    """`sent` deliveries, each to a mailbox and from a /24 of its own; the first `bounces` of them
+    bounced, the next `complaints` complained (events matched by message id); and `unmatched`
+    bounces that name no delivery of ours."""
+    provider, tag = app.provider, secrets.token_hex(4)
     async with app.db.begin() as conn:
         for i in range(sent):
             await conn.execute(
-                text("INSERT INTO deliveries (job_id, email, outcome, provider) VALUES (:j, :e, 'sent', :p)"),
-                {"j": f"{provider}-{secrets.token_hex(6)}-{i}", "e": f"u{i}@example.org", "p": provider},
-            )
-        for kind, n in (("bounce", bounces), ("complaint", complaints)):
-            for _ in range(n):
-                await conn.execute(
-                    text("INSERT INTO webhook_events (provider, event_id, event_type, outcome, payload) "
-                         "VALUES (:p, :i, :t, 'suppressed', '{}')"),
-                    {"p": provider, "i": secrets.token_hex(8), "t": kind},
-                )  # fmt: skip
+                text("INSERT INTO deliveries (job_id, email, outcome, provider, provider_message_id, source_client, "
+                     "source_subnet) VALUES (:j, :e, 'sent', :p, :m, :c, :s)"),
+                {"j": f"{provider}-{tag}-{i}", "e": f"u{i}-{tag}@example.org", "p": provider, "m": f"{tag}-{i}",
+                 "c": f"10.{i // 250}.{i % 250}.1", "s": f"10.{i // 250}.{i % 250}.0/24"},
+            )  # fmt: skip
+        kinds = ["bounce"] * bounces + ["complaint"] * complaints
+        for i, kind in enumerate(kinds + ["bounce"] * unmatched):
+            await conn.execute(
+                text("INSERT INTO webhook_events (provider, event_id, event_type, outcome, payload, message_id) "
+                     "VALUES (:p, :i, :t, 'suppressed', '{}', :m)"),
+                {"p": provider, "i": secrets.token_hex(8), "t": kind,
+                 "m": f"{tag}-{i}" if i < len(kinds) else f"elsewhere-{tag}-{i}"},
+            )  # fmt: skip
 
 
 async def test_bounce_rate_over_threshold_pauses_and_sends_answer_503(app: Any) -> None:
@@ -69,7 +75,7 @@ async def test_bounce_rate_over_threshold_pauses_and_sends_answer_503(app: Any) 
 
 
 async def test_complaint_rate_over_threshold_pauses(app: Any) -> None:
-    await synthetic(app, sent=300, complaints=3)  # 1% > 0.08%, from 3 mailboxes
+    await synthetic(app, sent=300, complaints=5)  # 1.7% > 0.08%, from 5 mailboxes in 5 subnets
     [health] = await app.web.reputation.check()
     assert health.paused
     assert "complaint rate" in (health.reason or "")
@@ -163,3 +169,25 @@ async def test_the_guard_audits_its_pause_and_resumes_after_the_cooloff(
         audit = (await app.http.get("/api/v1/admin/audit", headers=AUTH)).json()["items"]
         mine = [(e["action"], e["key_fingerprint"]) for e in audit if e["target"] == app.provider]
         assert mine == [("reputation.resume", "reputation-guard"), ("reputation.pause", "reputation-guard")]
+
+
+async def test_events_that_match_no_delivery_count_nowhere(app: Any) -> None:
+    """A bounce or complaint whose message id names no delivery of ours is not evidence: anyone
+    can have a provider report anything about mail we never sent."""
+    await synthetic(app, sent=250, unmatched=40)  # 16% if they counted
+    [health] = await app.web.reputation.check()
+    assert not health.paused
+    assert (health.bounces, health.evidence.bounced_mailboxes) == (0, 0)
+
+
+async def test_bounces_from_fewer_subnets_than_the_minimum_do_not_pause(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(worker_enabled=False, reputation_min_sources=20)
+    async with open_app(settings) as app:
+        app.provider = f"console-{secrets.token_hex(3)}"
+        app.web.reputation.providers = [app.provider]
+        await synthetic(app, sent=250, bounces=15)  # 6%, 15 mailboxes, but 15 subnets < 20
+        [health] = await app.web.reputation.check()
+        assert not health.paused
+        assert health.evidence.bounced_subnets == 15

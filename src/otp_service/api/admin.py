@@ -8,6 +8,8 @@ from otp_service.api.admin_schemas import (
     NO_CONTROL,
     AuditOut,
     AuditPageOut,
+    BlockOut,
+    BlocksOut,
     DeliveryOut,
     DeliveryPageOut,
     LimitsOut,
@@ -107,6 +109,23 @@ async def resume_provider(
     await guard.resume(provider)
     await audit.record(actor=admin, action="reputation.resume", target=provider)
     return [ProviderHealthOut.of(h) for h in await guard.check()]
+
+
+@router.get("/blocks", summary="The clients and subnets the reputation guard blocked, newest first")
+async def list_blocks(guard: ReputationDep) -> BlocksOut:
+    return BlocksOut(items=[BlockOut.of(b) for b in await guard.blocks()])
+
+
+@router.delete(
+    "/blocks/{source:path}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Lift a block: the CIDR as listed, its / as is (DELETE /api/v1/admin/blocks/203.0.113.7/32)",
+    responses=problem_responses({404: ["not_found"]}),
+)
+async def lift_block(source: str, guard: ReputationDep, audit: AuditLogDep, admin: AdminDep) -> Response:
+    await guard.lift(source)
+    await audit.record(actor=admin, action="reputation.unblock", target=source)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(

@@ -1,6 +1,6 @@
 """The admin API's request and response bodies (api/admin.py)."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from otp_service.db.models import Suppression
 from otp_service.delivery.lookup import DeliveryView, MatchedEvent
 from otp_service.delivery.repository import DeliveryOutcome
-from otp_service.delivery.reputation import ProviderHealth
+from otp_service.delivery.reputation import Block, ProviderHealth
 from otp_service.delivery.usage import Usage
 
 
@@ -104,22 +104,57 @@ class ProviderHealthOut(BaseModel):
     max_bounce_rate: float
     max_complaint_rate: float
     min_volume: int
+    bounced_mailboxes: int = Field(description="Distinct mailboxes behind the counted bounces (CONTRACT §6)")
+    complained_mailboxes: int
+    bounced_subnets: int = Field(description="Distinct subnets that requested the bounced sends")
+    complained_subnets: int
 
     @classmethod
     def of(cls, h: ProviderHealth) -> "ProviderHealthOut":
+        e = h.evidence
         return cls(
             provider=h.provider, paused=h.paused, reason=h.reason, sent=h.sent, bounces=h.bounces,
             complaints=h.complaints, bounce_rate=h.bounce_rate, complaint_rate=h.complaint_rate,
             since=h.since.isoformat(), max_bounce_rate=h.max_bounce_rate,
             max_complaint_rate=h.max_complaint_rate, min_volume=h.min_volume,
+            bounced_mailboxes=e.bounced_mailboxes, complained_mailboxes=e.complained_mailboxes,
+            bounced_subnets=e.bounced_subnets, complained_subnets=e.complained_subnets,
         )  # fmt: skip
+
+
+class BlockOut(BaseModel):
+    source: str = Field(
+        description="The blocked client (an IPv4 address as its /32, an IPv6 client as its /64) or subnet, "
+        "as DELETE /api/v1/admin/blocks/{source} takes it"
+    )
+    kind: Literal["client", "subnet"]
+    events: int = Field(description="Bounces + complaints in 24 h traced to the sends it requested")
+    since: str
+    until: str
+
+    @classmethod
+    def of(cls, b: Block) -> "BlockOut":
+        return cls(
+            source=b.source, kind=b.kind.value, events=b.events, since=_at(b.since_ms), until=_at(b.until_ms)
+        )
+
+
+class BlocksOut(BaseModel):
+    items: list[BlockOut]
+
+
+def _at(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 class AuditOut(BaseModel):
     at: str
     key_fingerprint: str = Field(description="First 16 hex digits of the key's SHA-256; never the key")
-    action: str = Field(description="suppression.put | suppression.delete | reputation.resume")
-    target: str = Field(description="The address, or the provider resumed")
+    action: str = Field(
+        description="suppression.put | suppression.delete | reputation.pause | reputation.resume | "
+        "reputation.block | reputation.unblock"
+    )
+    target: str = Field(description="The address, the provider, or the blocked source (CIDR)")
     note: str | None
 
 
@@ -229,7 +264,11 @@ class ClientLimitsOut(_FromDomain):
     client_rate: WindowOut
     subnet_rate: WindowOut
     conversion: ConversionLimitsOut
-    blocked_for: int = Field(description="Seconds the reputation guard's block of the subnet has left")
+    blocked_for: int = Field(
+        description="Seconds the reputation guard's block of this client or its subnet has left"
+    )
+    client_blocked_for: int = Field(description="Seconds the block of this client has left (0: none)")
+    subnet_blocked_for: int = Field(description="Seconds the block of its subnet has left (0: none)")
     remembered_source: bool | None = Field(
         description="Whether (the address's mailbox, this subnet) is a remembered source; null without an "
         "address"
@@ -239,7 +278,11 @@ class ClientLimitsOut(_FromDomain):
 class LimitsOut(_FromDomain):
     address: AddressLimitsOut | None
     client: ClientLimitsOut | None
-    global_daily: WindowOut
+    global_daily: WindowOut = Field(
+        description="Against the share of the cap this source may use: all of it for a remembered source, "
+        "else the cap without its reserve"
+    )
+    global_reserve: int = Field(description="Sends of the global daily cap kept for remembered sources")
     sending_paused: bool
     would_refuse: str | None = Field(
         description="The code a send (without a captcha token) would be refused with now, or null: accepted "

@@ -84,7 +84,7 @@ def _stores(settings: Settings, redis: RedisClient, keys: RedisKeys, clock: Cloc
         codes=RedisCodeStore(redis, keys, clock=clock),
         throttle=RedisThrottle(redis, keys, clock=clock),
         queue=RedisJobQueue(redis, keys, clock=clock),
-        pauses=RedisPauseState(redis, keys),
+        pauses=RedisPauseState(redis, keys, clock=clock),
         send_rate=RedisSendRate(redis, keys, rate=settings.send_rate, clock=clock),
         workers=RedisWorkerRegistry(redis, keys, clock=clock),
         retention=RedisRetentionSlot(redis, keys),

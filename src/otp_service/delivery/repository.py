@@ -2,13 +2,12 @@
 (webhook_events) to the deliveries they answer: the evidence the reputation guard and the usage
 report count."""
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, distinct, func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -113,66 +112,84 @@ COMPLAINT_TYPES = tuple(event_type for (_, event_type), kind in KINDS.items() if
 
 
 @dataclass(frozen=True, slots=True)
-class Evidence:
-    """Bounces and complaints in a window, and how many distinct mailboxes they came from."""
+class Traced:
+    """Bounces or complaints (`count` of them, of one provider event type) matched to the sends
+    to one address that one client and subnet requested."""
 
-    bounces: int = 0
-    complaints: int = 0
-    bounced_mailboxes: int = 0
-    complained_mailboxes: int = 0
+    event_type: str
+    email: str
+    client: str | None
+    subnet: str | None
+    count: int
+
+    @property
+    def complaint(self) -> bool:
+        return self.event_type in COMPLAINT_TYPES
 
 
 def _suppressing(since: datetime) -> Any:
     """A bounce counts when it suppressed its recipient (a permanent bounce), as SES's
     reputation bounce rate counts hard bounces only; a transient bounce or a delay does not."""
-    return (WebhookEvent.received_at >= since) & (WebhookEvent.outcome == "suppressed")
+    return (
+        (WebhookEvent.received_at >= since)
+        & (WebhookEvent.outcome == "suppressed")
+        & WebhookEvent.event_type.in_((*BOUNCE_TYPES, *COMPLAINT_TYPES))
+    )
 
 
-async def bounces_and_complaints(
-    db: AsyncSession | AsyncConnection, since: datetime, provider: str | None = None,
-    *, exclude_sources: Sequence[str] = (),
-) -> Evidence:  # fmt: skip
-    """Bounces and complaints received since `since`: the one definition that the usage report
-    and the reputation guard share. Each is traced through the delivery it answers (the
-    provider's message id) to its mailbox and its source subnet; those of `exclude_sources`
-    (blocked subnets) do not count. An event no delivery matches is a mailbox of its own."""
-    bounce = WebhookEvent.event_type.in_(BOUNCE_TYPES)
-    complaint = WebhookEvent.event_type.in_(COMPLAINT_TYPES)
-    mailbox = func.coalesce(Delivery.email, WebhookEvent.event_id)
+_MATCHED = (Delivery.provider == WebhookEvent.provider) & (
+    Delivery.provider_message_id == WebhookEvent.message_id
+)
+"""An event answers the delivery whose provider and provider message id it names (CONTRACT §6:
+only those count; an event that matches no delivery the service made counts nowhere)."""
+
+
+async def traced(
+    db: AsyncSession | AsyncConnection, since: datetime, provider: str | None = None
+) -> list[Traced]:
+    """The bounces and complaints received since `since` (of one provider, or all), traced
+    through the delivery each answers to its address, client and subnet: the one definition of
+    the evidence that the usage report and the reputation guard share."""
     query = (
         select(
-            func.count(WebhookEvent.id).filter(bounce),
-            func.count(WebhookEvent.id).filter(complaint),
-            func.count(distinct(mailbox)).filter(bounce),
-            func.count(distinct(mailbox)).filter(complaint),
+            WebhookEvent.event_type, Delivery.email, Delivery.source_client, Delivery.source_subnet,
+            func.count(WebhookEvent.id),
         )
         .select_from(WebhookEvent)
-        .outerjoin(Delivery, Delivery.provider_message_id == WebhookEvent.message_id)
+        .join(Delivery, _MATCHED)
         .where(_suppressing(since))
-    )
+        .group_by(WebhookEvent.event_type, Delivery.email, Delivery.source_client, Delivery.source_subnet)
+    )  # fmt: skip
     if provider is not None:
         query = query.where(WebhookEvent.provider == provider)
-    if exclude_sources:
-        query = query.where(Delivery.source_subnet.is_(None) | Delivery.source_subnet.not_in(exclude_sources))
-    row = (await db.execute(query)).one()
-    return Evidence(*(int(v or 0) for v in row))
+    return [Traced(*row) for row in (await db.execute(query)).all()]
 
 
-async def sources_over(db: AsyncSession | AsyncConnection, since: datetime, limit: int) -> list[str]:
-    """The subnets whose sends drew at least `limit` bounces + complaints since `since`."""
+@dataclass(frozen=True, slots=True)
+class SourceEvents:
+    """A client, its subnet, and the bounces + complaints traced to its sends."""
+
+    client: str
+    subnet: str | None
+    events: int
+
+
+async def clients_over(
+    db: AsyncSession | AsyncConnection, since: datetime, limit: int, *, client: str | None = None
+) -> list[SourceEvents]:
+    """The clients (or the one given) whose sends drew at least `limit` bounces + complaints
+    received since `since`."""
     query = (
-        select(Delivery.source_subnet)
+        select(Delivery.source_client, Delivery.source_subnet, func.count(WebhookEvent.id))
         .select_from(WebhookEvent)
-        .join(Delivery, Delivery.provider_message_id == WebhookEvent.message_id)
-        .where(
-            _suppressing(since),
-            WebhookEvent.event_type.in_((*BOUNCE_TYPES, *COMPLAINT_TYPES)),
-            Delivery.source_subnet.is_not(None),
-        )
-        .group_by(Delivery.source_subnet)
+        .join(Delivery, _MATCHED)
+        .where(_suppressing(since), Delivery.source_client.is_not(None))
+        .group_by(Delivery.source_client, Delivery.source_subnet)
         .having(func.count(WebhookEvent.id) >= limit)
     )
-    return [str(s) for s in (await db.scalars(query)).all()]
+    if client is not None:
+        query = query.where(Delivery.source_client == client)
+    return [SourceEvents(str(c), s, int(n)) for c, s, n in (await db.execute(query)).all()]
 
 
 async def delete_older(db: AsyncSession | AsyncConnection, before: datetime, batch: int) -> int:

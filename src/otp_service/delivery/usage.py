@@ -1,5 +1,6 @@
 """The operators' usage report: sends against the caps, the send rate, what came back (bounces and
-complaints, by the one definition the reputation guard uses too), and the workers alive."""
+complaints matched to our deliveries, by the one definition the reputation guard uses too), and
+the workers alive."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -102,8 +103,9 @@ class UsageService:
         async with database_guard("usage"), self._engine.connect() as conn:
             delivered = await deliveries.count_sent(conn, day)
             last_minute = await deliveries.count_sent(conn, minute)
-            evidence = await deliveries.bounces_and_complaints(conn, day)
-            bounces, complaints = evidence.bounces, evidence.complaints
+            found = await deliveries.traced(conn, day)
+        complaints = sum(t.count for t in found if t.complaint)
+        bounces = sum(t.count for t in found) - complaints
         return Usage(
             sent, dict(self._limits), delivered, last_minute, self._send_rate, bounces, complaints, alive,
             self._test_recipients,

@@ -120,3 +120,15 @@ class RedisKeys:
     @property
     def send_bucket(self) -> str:
         return f"{self._base}:send-bucket"
+
+    @property
+    def blocks(self) -> str:
+        """Hash: source CIDR -> its block (JSON, delivery/reputation.py): the reputation guard's
+        blocks, listed without a SCAN; an entry outlives its block by at most a check."""
+        return f"{self._base}:blocks"
+
+    @property
+    def blocks_lifted(self) -> str:
+        """Hash: source CIDR -> ms an operator lifted its block (kept 24 h): the guard counts
+        only the source's events after it."""
+        return f"{self._base}:blocks-lifted"
