@@ -118,9 +118,8 @@ _ENCODE_USERINFO = "a user name or password holding '@', '/', '?' or '#' must be
 HTTP_SCHEMES = ("https", "http")
 
 
-def _check_http_url(value: str | None) -> str | None:
-    if value is not None:
-        split_url(value, schemes=HTTP_SCHEMES)
+def _check_http_url(value: str) -> str:
+    split_url(value, schemes=HTTP_SCHEMES)
     return value
 
 
@@ -239,7 +238,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-HttpUrlSetting = Annotated[str | None, AfterValidator(_check_http_url)]
+HttpUrlSetting = Annotated[str, AfterValidator(_check_http_url)]
 ProviderName = Literal["console", "resend", "ses", "smtp"]
 FallbackName = Literal["resend", "ses", "smtp"]
 
@@ -281,7 +280,7 @@ class Settings(BaseSettings):
     # Captcha (optional): sends then carry captcha_token, checked at the provider's siteverify.
     captcha_provider: Literal["turnstile", "hcaptcha", "recaptcha"] | None = None
     captcha_secret: SecretStr | None = None
-    captcha_verify_url: HttpUrlSetting = None
+    captcha_verify_url: HttpUrlSetting | None = None
     # always: every send needs a token; adaptive: only under attack (CONTRACT §6): from this share
     # of the global daily cap used, or from a subnet the low-conversion guard slows.
     captcha_mode: Literal["always", "adaptive"] = "always"
@@ -315,14 +314,14 @@ class Settings(BaseSettings):
     email_from: str = "OTP Service <noreply@example.com>"
     brand_name: str = "OTP Service"
     support_email: str = "support@example.com"
-    website_url: Annotated[str, AfterValidator(_check_http_url)] = "https://example.com"
+    website_url: HttpUrlSetting = "https://example.com"
 
     resend_api_key: SecretStr | None = None
-    resend_api_url: Annotated[str, AfterValidator(_check_http_url)] = "https://api.resend.com"
+    resend_api_url: HttpUrlSetting = "https://api.resend.com"
     resend_webhook_secret: SecretStr | None = None
 
     ses_region: str = "us-east-1"
-    ses_endpoint_url: HttpUrlSetting = None
+    ses_endpoint_url: HttpUrlSetting | None = None
     ses_configuration_set: str | None = None
 
     sns_topic_arns: list[str] = Field(default_factory=list)
@@ -391,7 +390,7 @@ class Settings(BaseSettings):
     # The email's link: `{email}` and `{code}` in the fragment, https only.
     verify_link_template: Annotated[str | None, AfterValidator(_check_verify_link)] = None
     # Events out: signed as Standard Webhooks with a `whsec_…` secret.
-    events_webhook_url: HttpUrlSetting = None
+    events_webhook_url: HttpUrlSetting | None = None
     events_webhook_secret: SecretStr | None = None
     # OTP_EMAIL_PROVIDER=smtp (or as the fallback).
     smtp_url: Annotated[SecretStr | None, AfterValidator(_check_smtp_url)] = None
