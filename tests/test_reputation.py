@@ -30,7 +30,9 @@ async def app(open_app: Callable[..., Any], make_settings: Callable[..., Setting
         yield client
 
 
-async def synthetic(app: Any, *, sent: int, bounces: int = 0, complaints: int = 0, unmatched: int = 0) -> None:
+async def synthetic(
+    app: Any, *, sent: int, bounces: int = 0, complaints: int = 0, unmatched: int = 0
+) -> None:
     """`sent` deliveries, each to a mailbox and from a /24 of its own; the first `bounces` of them
     bounced, the next `complaints` complained (events matched by message id); and `unmatched`
     bounces that name no delivery of ours."""

@@ -78,7 +78,8 @@ async def resend_app(
 
 
 async def send(app: Any, email: str, ip: str) -> httpx.Response:
-    return await app.http.post(SEND, json={"email": email}, headers={"x-forwarded-for": ip})
+    res: httpx.Response = await app.http.post(SEND, json={"email": email}, headers={"x-forwarded-for": ip})
+    return res
 
 
 async def report(app: Any, fake: Resend, kind: str, email: str) -> None:
