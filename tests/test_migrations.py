@@ -3,6 +3,7 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -100,3 +101,46 @@ async def test_cli_migrate_is_idempotent() -> None:
             assert "latest migration" in proc.stderr
     finally:
         await drop_database(name)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_suppressions_stop_matching_other_spellings_after_0007(backend: str, tmp_path: Path) -> None:
+    """A row written under 0005's rule carried the mailbox key beside the address its event
+    named; 0007 drops the key, and the row goes on naming (and suppressing) that address only."""
+    from alembic import command
+
+    from otp_service.db.migrate import alembic_config
+    from otp_service.suppression.repository import suppressed_among
+
+    name = f"otp_test_0007_{secrets.token_hex(4)}"
+    url = pg_url(name) if backend == "postgresql" else f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}"
+    if backend == "postgresql":
+        await create_database(name)
+    engine = create_engine(url)
+    try:
+
+        def to(revision: str) -> Any:
+            def run(connection: Any) -> None:
+                cfg = alembic_config()
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, revision)
+
+            return run
+
+        async with engine.begin() as conn:
+            await conn.run_sync(to("0006"))
+            await conn.execute(text("INSERT INTO suppressions (email, mailbox, reason, source) "
+                                    "VALUES ('victim+zz@yahoo.com', 'victim@yahoo.com', 'bounce', 'ses')"))  # fmt: skip
+        async with engine.begin() as conn:
+            await conn.run_sync(to("head"))
+        async with engine.connect() as conn:
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("suppressions")}
+            )
+            found = await suppressed_among(conn, ["victim+zz@yahoo.com", "victim@yahoo.com"])
+        assert "mailbox" not in columns
+        assert found == {"victim+zz@yahoo.com": False}
+    finally:
+        await engine.dispose()
+        if backend == "postgresql":
+            await drop_database(name)
