@@ -4,6 +4,11 @@ commands and the same Lua scripts as a Redis server, so the embedded default dec
 exactly as production does; there is no second implementation of any rule to keep in step
 (one line differs, and only as the server reads it: see `_scripted`).
 
+It is reached through fakeredis's public client, a redis-py `redis.asyncio.Redis` on an
+in-memory connection, so that any fakeredis release in pyproject's range will do (its private
+socket, a little quicker, changed under every release). redis-py's reply parsing is turned off:
+replies come back as the server's raw values, as from `PipelinedRedis`.
+
 A command runs to completion on the event loop's thread as it is called (a script takes about a
 millisecond or two), so the embedded default serves hundreds of sends a second, not thousands:
 for trying the service, integrators' CI and small single-process deployments (README, "The
@@ -11,27 +16,48 @@ embedded default"). A blocking read (XREADGROUP … BLOCK) waits on the loop wit
 Nothing survives a restart, as with a Redis that keeps nothing on disk.
 """
 
-import asyncio
 import hashlib
 from typing import Any
 
-from fakeredis import FakeServer
-from fakeredis._helpers import SimpleError
-from fakeredis._socket._async import AsyncFakeSocket
+from fakeredis import FakeAsyncRedis, FakeServer
+from redis import exceptions as redis_errors
 
 from otp_service.redisio.client import Arg, ReplyError
 
 REDIS_VERSION = (7, 2)
 """The Redis version the in-memory server reports and follows (XAUTOCLAIM needs 6.2)."""
 
+_STRIPPED_CODES: tuple[tuple[type[redis_errors.ResponseError], str], ...] = (
+    (redis_errors.NoScriptError, "NOSCRIPT"),
+    (redis_errors.OutOfMemoryError, "OOM"),
+    (redis_errors.ReadOnlyError, "READONLY"),
+    (redis_errors.ExecAbortError, "EXECABORT"),
+    (redis_errors.NoPermissionError, "NOPERM"),
+    (redis_errors.TryAgainError, "TRYAGAIN"),
+    (redis_errors.MasterDownError, "MASTERDOWN"),
+    (redis_errors.ClusterDownError, "CLUSTERDOWN"),
+)
+"""The error codes redis-py takes off an error reply's text and tells by its exception class
+instead (its parser's EXCEPTION_CLASSES; subclasses before their bases)."""
 
-class _Socket(AsyncFakeSocket):
-    """One client connection to the in-memory server."""
+_KEPT_CODES = frozenset(
+    {"WRONGTYPE", "BUSYGROUP", "NOGROUP", "UNBLOCKED", "BUSYKEY", "NOTBUSY", "NOPROTO", "BUSY", "NOREPLICAS",
+     "MISCONF"}
+)  # fmt: skip
+"""Error codes redis-py leaves on the text. Any other reply redis-py raises as a plain
+ResponseError was an ERR, whose code it took off."""
 
-    def _decode_error(self, error: SimpleError) -> ReplyError:  # type: ignore[override]
-        # The error reply's text as a Redis server sends it ("NOSCRIPT …", "BUSYGROUP …"), as
-        # PipelinedRedis raises it, not as redis-py's exception classes (which drop the code).
-        return ReplyError(error.value)
+
+def _reply_text(error: redis_errors.ResponseError) -> str:
+    """The error reply's text as a Redis server sends it ("NOSCRIPT …", "BUSYGROUP …"), as
+    PipelinedRedis raises it: the stores and the guard read its first word."""
+    message = str(error)
+    for kind, code in _STRIPPED_CODES:
+        if isinstance(error, kind):
+            return f"{code} {message}"
+    if message.split(" ", 1)[0] in _KEPT_CODES:
+        return message
+    return f"ERR {message}"
 
 
 def _field(arg: Arg) -> bytes:
@@ -78,28 +104,39 @@ class EmbeddedRedis:
 
     def __init__(self, server: _Server | None = None) -> None:
         self._server = server if server is not None else _Server()
-        self._socket: _Socket | None = None
+        self._client: FakeAsyncRedis | None = None
         self._closed = False
 
     def dedicated(self) -> "EmbeddedRedis":
         return EmbeddedRedis(self._server)
 
+    def _connect(self) -> FakeAsyncRedis:
+        # No socket timeout, which only sets a timer on every command here (`blocks_for` is a
+        # Redis server's allowance for the network); RESP2, as PipelinedRedis speaks it (redis-py
+        # would otherwise offer RESP3, whose maps and doubles come back in other shapes). A pool
+        # (of one connection, as no command here waits but a blocking read): redis-py warns of a
+        # single-connection client that is dropped without `aclose()`, as tests' stores are.
+        client = FakeAsyncRedis(
+            server=self._server.fake, version=REDIS_VERSION, socket_timeout=None, protocol=2
+        )
+        # The server's replies as they are (bytes, lists, None), not redis-py's per-command shapes.
+        client.response_callbacks.clear()
+        return client
+
     async def execute(self, *args: Arg, blocks_for: float = 0.0) -> Any:
         if self._closed:
             raise ConnectionError("client closed")
-        if self._socket is None:
-            self._socket = _Socket(self._server.fake, 0, None, EmbeddedRedis)
-        replies: asyncio.Queue[Any] = self._socket.responses
-        self._socket._process_command([_field(arg) for arg in _scripted(args, self._server)])
-        # A command that does not block has answered by now; a blocking one answers from a task
-        # of its own when it is served or times out.
-        reply = replies.get_nowait() if not replies.empty() else await replies.get()
-        if isinstance(reply, ReplyError):
-            raise reply
-        return reply
+        if self._client is None:
+            self._client = self._connect()
+        name, *fields = _scripted(args, self._server)
+        try:
+            reply = self._client.execute_command(name, *(_field(field) for field in fields))  # type: ignore[no-untyped-call]
+            return await reply
+        except redis_errors.ResponseError as exc:
+            raise ReplyError(_reply_text(exc)) from None
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
