@@ -115,7 +115,7 @@ async def test_three_spellings_of_one_mailbox_complaining_from_three_subnets_pau
         spellings = [f"att{id(app)}+{n}@outlook.com" for n in (1, 2, 3)]
         for n, email in enumerate(spellings, start=1):
             assert (await send(app, email, f"198.51.{n}.7")).status_code == 202
-        await drain(app)
+            await drain(app)  # each emailed before the next spelling's send
         for email in spellings:
             await report(app, fake, "email.complained", email)
         [health] = await app.web.reputation.check()
