@@ -19,6 +19,7 @@ import respx
 
 from otp_service.settings import Settings
 from tests.support import drain, unique_email
+from tests.test_remembered_sources import WIDE
 from tests.test_resend_webhooks import SECRET, signed
 
 SEND = "/api/v1/auth/otp/send"
@@ -27,8 +28,6 @@ EVENTS = "/api/v1/auth/resend-events/"
 PROXY = "203.0.113.7"  # the test client's address: the trusted proxy
 ADMIN_KEY = "blame-admin-key-0123456789-0123456789"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
-WIDE = {"otp_send": "1000/minute", "otp_verify": "1000/minute", "otp_send_subnet": "1000/minute",
-        "otp_verify_subnet": "1000/minute"}  # fmt: skip
 
 
 @pytest.fixture(params=["redis", "embedded"])

@@ -20,17 +20,16 @@ from otp_service.delivery.providers.resend import ResendProvider
 from otp_service.delivery.queue import CAPTCHA, EXPIRES_MS, PAYLOAD, REMEMBERED, RedisJobQueue
 from otp_service.delivery.repository import DeliveryOutcome
 from otp_service.delivery.sender import Deliverer
-from otp_service.delivery.worker import DeliveryWorker
 from otp_service.redisio import EmbeddedRedis, RedisClient, RedisKeys
 from otp_service.sealing import Sealer
 from otp_service.settings import Settings
 from tests.support import console_emails, drain, embedded_send_rate, redis_queue, unique_email
+from tests.test_remembered_sources import WIDE
+from tests.test_worker import one_job_worker
 
 SEND = "/api/v1/auth/otp/send"
 VERIFY = "/api/v1/auth/otp/verify"
 PROXY, HOME = "203.0.113.7", "198.51.100.23"
-WIDE = {"otp_send": "1000/minute", "otp_verify": "1000/minute", "otp_send_subnet": "1000/minute",
-        "otp_verify_subnet": "1000/minute"}  # fmt: skip
 
 
 @pytest.mark.parametrize("store", ["redis", "embedded"])
@@ -94,19 +93,12 @@ async def test_the_worker_routes_around_a_pause(
     sealer = JobSealer(Sealer(settings.secret))
     resend, out = FakeResend(), io.StringIO()
 
-    class Live:
-        async def is_current(self, address_id: str, code_hash: str) -> bool:
-            return True
-
     async with open_infrastructure(settings) as infra:
         deliverer = Deliverer(
             settings=settings, primary=resend.provider(), fallback=ConsoleProvider(out),
             send_rate=embedded_send_rate(100), healthy=lambda name: name in healthy,
         )  # fmt: skip
-        worker = DeliveryWorker(
-            queue=infra.stores.queue, sealer=sealer, codes=Live(), engine=infra.engine, deliverer=deliverer,
-            registry=infra.stores.workers, concurrency=1, visibility_timeout=30, db_timeout=2,
-        )  # fmt: skip
+        worker = one_job_worker(infra, deliverer)
         content = JobContent(
             email=unique_email(), code="123456", code_hash="h" * 64, address_id="a", locale="en"
         )

@@ -15,15 +15,14 @@ from sqlalchemy import text
 
 from otp_service.assembly import open_infrastructure
 from otp_service.delivery.jobs import JobContent, JobSealer
-from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.queue import Job
 from otp_service.delivery.repository import DeliveryOutcome
-from otp_service.delivery.sender import Deliverer
-from otp_service.delivery.worker import DeliveryWorker
 from otp_service.sealing import Sealer
 from otp_service.settings import Settings
-from tests.support import console_emails, drain, embedded_send_rate
+from tests.support import console_emails, drain
+from tests.test_remembered_sources import WIDE
 from tests.test_resend_webhooks import SECRET, event, signed
+from tests.test_worker import console_deliverer, one_job_worker
 
 SEND = "/api/v1/auth/otp/send"
 VERIFY = "/api/v1/auth/otp/verify"
@@ -31,8 +30,6 @@ EVENTS = "/api/v1/auth/resend-events/"
 ADMIN_KEY = "exact-admin-key-0123456789-0123456789"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 PROXY, HOME, ELSEWHERE = "203.0.113.7", "198.51.100.23", "192.0.2.9"
-WIDE = {"otp_send": "1000/minute", "otp_verify": "1000/minute", "otp_send_subnet": "1000/minute",
-        "otp_verify_subnet": "1000/minute"}  # fmt: skip
 
 
 @pytest.fixture(params=["redis", "embedded"])
@@ -132,10 +129,6 @@ async def test_the_workers_suppression_check_reads_the_jobs_remembered_flag(
     email = f"flag{secrets.token_hex(4)}@example.org"
     out = io.StringIO()
 
-    class Live:
-        async def is_current(self, address_id: str, code_hash: str) -> bool:
-            return True
-
     async with open_infrastructure(settings) as infra:
         async with infra.engine.begin() as conn:
             for reason, bounces, complaints in rows:
@@ -144,12 +137,7 @@ async def test_the_workers_suppression_check_reads_the_jobs_remembered_flag(
                          "VALUES (:e, :r, 'resend', :b, :c)"),
                     {"e": email, "r": reason, "b": bounces, "c": complaints},
                 )  # fmt: skip
-        worker = DeliveryWorker(
-            queue=infra.stores.queue, sealer=sealer, codes=Live(), engine=infra.engine,
-            deliverer=Deliverer(settings=settings, primary=ConsoleProvider(out), fallback=None,
-                                send_rate=embedded_send_rate(100)),
-            registry=infra.stores.workers, concurrency=1, visibility_timeout=30, db_timeout=2,
-        )  # fmt: skip
+        worker = one_job_worker(infra, console_deliverer(settings, out))
         content = JobContent(email=email, code="123456", code_hash="h" * 64, address_id="a", locale="en")
         job = Job("1-0", sealer.seal(content), int((time.time() + 60) * 1000), remembered=remembered)
         try:

@@ -78,6 +78,28 @@ async def test_a_crash_while_handling_a_job_is_retried_through_the_stream(
     assert 'otp_worker_crashes_total{where="job"}' in metrics
 
 
+class AlwaysCurrent:
+    """Every job's code is still live."""
+
+    async def is_current(self, address_id: str, code_hash: str) -> bool:
+        return True
+
+
+def one_job_worker(infra: Any, deliverer: Deliverer, codes: Any = None) -> DeliveryWorker:
+    """A worker on the infrastructure's stores, for calling `process` on one job directly;
+    `deliverer` by default through a console provider of its own."""
+    return DeliveryWorker(
+        queue=infra.stores.queue, sealer=infra.jobs, codes=codes or AlwaysCurrent(), engine=infra.engine,
+        deliverer=deliverer, registry=infra.stores.workers, concurrency=1, visibility_timeout=30, db_timeout=2,
+    )  # fmt: skip
+
+
+def console_deliverer(settings: Settings, out: io.StringIO) -> Deliverer:
+    return Deliverer(
+        settings=settings, primary=ConsoleProvider(out), fallback=None, send_rate=embedded_send_rate(100)
+    )
+
+
 class FlakyQueue:
     """A queue whose first read raises what no handler expects: a crash of the loop itself."""
 
@@ -232,12 +254,7 @@ async def test_a_code_store_down_until_expiry_records_the_job_expired(
     sealer = JobSealer(Sealer(settings.secret))
     content = JobContent(email=unique_email(), code="123456", code_hash="h" * 64, address_id="a", locale="en")
     async with open_infrastructure(settings) as infra:
-        worker = DeliveryWorker(
-            queue=infra.stores.queue, sealer=sealer, codes=DownCodes(), engine=infra.engine,
-            deliverer=Deliverer(settings=settings, primary=ConsoleProvider(io.StringIO()), fallback=None,
-                                send_rate=embedded_send_rate(100)),
-            registry=infra.stores.workers, concurrency=1, visibility_timeout=30, db_timeout=2,
-        )  # fmt: skip
+        worker = one_job_worker(infra, console_deliverer(settings, io.StringIO()), DownCodes())
         job = Job("1-0", sealer.seal(content), int((time.time() + 1.5) * 1000))
         try:
             outcome = await worker.process(job)
@@ -470,12 +487,7 @@ async def test_a_re_sent_code_is_read_from_the_job_kept_beside_it(
             return code_hash == "l" * 64
 
     async with open_infrastructure(settings) as infra:
-        worker = DeliveryWorker(
-            queue=infra.stores.queue, sealer=sealer, codes=Current(), engine=infra.engine,
-            deliverer=Deliverer(settings=settings, primary=ConsoleProvider(out), fallback=None,
-                                send_rate=embedded_send_rate(100)),
-            registry=infra.stores.workers, concurrency=1, visibility_timeout=30, db_timeout=2,
-        )  # fmt: skip
+        worker = one_job_worker(infra, console_deliverer(settings, out), Current())
         job = Job("1-0", sealer.seal(new), int((time.time() + 60) * 1000), reused_code=kept, lifetime_s=45)
         try:
             outcome = await worker.process(job)
