@@ -51,17 +51,35 @@ def run(*cmd: str, timeout: float = 300, check: bool = True) -> subprocess.Compl
     return done
 
 
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def base_tarball() -> Path:
+    """The Debian base as a tarball, made once and kept for later runs. Anything else at its
+    path (a directory an earlier version of this test left there, which `podman import`
+    refuses) is made again."""
+    if not CACHE.is_file():
+        remove(CACHE)
+        CACHE.parent.mkdir(parents=True, exist_ok=True)
+        # mmdebstrap picks its output's format from the name's ending (a directory without
+        # one): the format is given, and the name ends in .tar as well.
+        partial = CACHE.with_name(f"{CACHE.stem}.partial.tar")
+        remove(partial)  # an interrupted run's
+        run("mmdebstrap", "--variant=minbase", "--format=tar", "--include=python3,python3-venv,ca-certificates",
+            "bookworm", str(partial), timeout=600)  # fmt: skip
+        partial.rename(CACHE)
+    return CACHE
+
+
 def base_image() -> None:
-    """The Debian base as a local image: made once, its tarball kept for later runs."""
+    """The Debian base as a local image."""
     if run("podman", "image", "exists", BASE, check=False).returncode == 0:
         return
-    if not CACHE.exists():
-        CACHE.parent.mkdir(parents=True, exist_ok=True)
-        partial = CACHE.with_suffix(".partial")
-        run("mmdebstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates", "bookworm",
-            str(partial), timeout=600)  # fmt: skip
-        partial.rename(CACHE)
-    run("podman", "import", str(CACHE), BASE)
+    run("podman", "import", str(base_tarball()), BASE)
 
 
 @pytest.fixture(scope="module")
