@@ -202,3 +202,27 @@ async def test_adaptive_mode_asks_a_slowed_subnet_only(
         res = await send(app, None, ip="198.51.100.21")  # the same /24: slowed, so asked
         assert (res.status_code, res.json()["code"]) == (400, "captcha_required")
         assert (await send(app, None, ip="192.0.2.5")).status_code == 202  # anyone else: not asked
+
+
+@pytest.mark.parametrize("store", [{}, {"redis_url": None}], ids=["redis", "embedded"])
+@pytest.mark.parametrize("mode", ["always", "adaptive"])
+async def test_a_blocked_or_paused_source_is_asked_for_the_captcha_and_a_person_passes(
+    open_app: Callable[..., Any], captcha_settings: Callable[..., Settings], store: dict[str, Any], mode: str
+) -> None:
+    """CONTRACT §6: with a captcha provider, the reputation guard's block and a paused provider
+    ask for the widget rather than shut a person out; a valid token passes both."""
+    settings = captcha_settings(captcha_mode=mode, worker_enabled=False, throttle_rates={"otp_send": "100/minute"},
+                                **store)  # fmt: skip
+    async with open_app(settings) as app:
+        redis, keys = app.web.otp._store._redis, app.web.otp._store._keys  # as the guard writes them
+        await redis.execute("SET", keys.client_blocked("198.51.100.9"), "1", "PX", 3_600_000)
+        if mode == "adaptive":
+            res = await send(app, None)
+            assert (res.status_code, res.json()["code"]) == (400, "captcha_required")
+        assert (await send(app, "good")).status_code == 202
+        assert (await send(app, None, ip="192.0.2.5")).status_code == (202 if mode == "adaptive" else 400)
+        await redis.execute("SET", keys.sending_paused, "1")
+        if mode == "adaptive":
+            res = await send(app, None, ip="192.0.2.6")
+            assert (res.status_code, res.json()["code"]) == (400, "captcha_required")
+        assert (await send(app, "good", ip="192.0.2.7")).status_code == 202

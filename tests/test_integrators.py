@@ -48,7 +48,7 @@ async def usage(app: Any) -> dict[str, Any]:
     return body
 
 
-async def test_a_test_recipient_is_never_emailed_and_its_fixed_code_verifies(
+async def test_a_test_recipient_is_never_emailed_and_its_fixed_code_verifies_once(
     app: Any, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="otp_service")
@@ -69,50 +69,98 @@ async def test_a_test_recipient_is_never_emailed_and_its_fixed_code_verifies(
             await conn.scalar(text("SELECT count(*) FROM deliveries WHERE email = :e"), {"e": REVIEWER}) == 0
         )
 
-    for _ in range(2):  # a fixed code is never used up
-        ok = await app.http.post(VERIFY, json={"email": REVIEWER, "code": "123456"})
-        assert ok.status_code == 200, ok.text
-        claims = jwt.decode(ok.json()["token"], options={"verify_signature": False})
-        assert (claims["sub"], claims["test"]) == (REVIEWER, True)
+    # A wrong code is counted as for any address: the same answer, attempts going down.
     wrong = await app.http.post(VERIFY, json={"email": REVIEWER, "code": "000000"})
-    assert (wrong.status_code, wrong.json()["code"]) == (400, "invalid_code")
+    assert (wrong.status_code, wrong.json()["code"], wrong.json()["attempts_remaining"]) == (
+        400, "invalid_code", 4,
+    )  # fmt: skip
+    ok = await app.http.post(VERIFY, json={"email": REVIEWER, "code": "123456"})
+    assert ok.status_code == 200, ok.text
+    assert (ok.json()["status"], ok.json()["test"]) == ("approved", True)
+    claims = jwt.decode(ok.json()["token"], options={"verify_signature": False})
+    assert (claims["sub"], claims["test"]) == (REVIEWER, True)
+    again = await app.http.post(VERIFY, json={"email": REVIEWER, "code": "123456"})
+    assert (again.status_code, again.json()["code"]) == (400, "code_expired")  # used, as any code
+    real_ok = await app.http.post(VERIFY, json={"email": real, "code": "000000"})
+    assert "test" not in real_ok.json()
     uses = [r for r in caplog.records if r.getMessage() == "otp.test_recipient"]
-    assert [getattr(r, "action", None) for r in uses] == ["send", "verify", "verify", "verify"]
+    assert [getattr(r, "action", None) for r in uses] == ["send", "verify"]
     assert all(REVIEWER not in r.getMessage() and getattr(r, "email", "") != REVIEWER for r in uses)
 
 
-async def test_a_whole_domain_and_the_daily_cap_does_not_move(app: Any) -> None:
-    """Twelve sends over the per-address cap of 10 from different clients would be daily_limit
-    for a real address; a test recipient's counters do not move (the client rates still count)."""
+async def test_a_test_recipient_looks_like_any_address_to_a_guesser(app: Any) -> None:
+    """Guessing a test recipient's code: the cooldown and the wrong-attempt count hold as for any
+    address, so a code's lifetime allows at most OTP_MAX_ATTEMPTS guesses, from any clients."""
+    email = "build-7@ci.example.org"
+    assert (await app.http.post(SEND, json={"email": email})).status_code == 202
+    again = await app.http.post(SEND, json={"email": email}, headers={"x-forwarded-for": "198.51.100.1"})
+    assert (again.status_code, again.json()["code"]) == (429, "cooldown")
+    answers = []
+    for n in range(7):  # each guess from another client (one /48 holds 65,536 /64 clients)
+        res = await app.http.post(
+            VERIFY,
+            json={"email": email, "code": f"{n:06d}"},
+            headers={"x-forwarded-for": f"2001:db8:0:{n}::1"},
+        )
+        answers.append(res.json()["code"])
+    assert answers == ["invalid_code"] * 4 + ["max_attempts_reached"] + ["code_expired"] * 2
+    fixed = await app.http.post(VERIFY, json={"email": email, "code": "654321"})
+    assert (fixed.status_code, fixed.json()["code"]) == (400, "code_expired")  # burnt, as any code
+
+
+async def test_a_whole_domain_and_the_daily_cap_does_not_move(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Twelve sends over the per-address cap of 10 would be daily_limit for a real address; a test
+    recipient's counters do not move (its cooldown and the client rates still apply)."""
+    settings = make_settings(
+        test_recipients={"*@ci.example.org": "654321"}, rate_limit_ttl=0, trusted_proxies=["203.0.113.7/32"],
+        conversion_min_sends=1_000_000,
+    )  # fmt: skip
     email = "build-42@ci.example.org"
-    for n in range(12):
-        res = await app.http.post(SEND, json={"email": email}, headers={"x-forwarded-for": f"198.51.100.{n}"})
-        assert res.status_code == 202, res.text
-    ok = await app.http.post(VERIFY, json={"email": email, "code": "654321"})
-    assert ok.status_code == 200
-    # A real token only for the real code: the other entry's code does not open this domain.
-    assert (await app.http.post(VERIFY, json={"email": email, "code": "123456"})).status_code == 400
-    real = await app.http.post(VERIFY, json={"email": "build-42@other.example.org", "code": "654321"})
-    assert real.json()["code"] == "code_expired"
+    async with open_app(settings) as app:
+        for n in range(12):
+            headers = {"x-forwarded-for": f"198.51.100.{n}"}
+            res = await app.http.post(SEND, json={"email": email}, headers=headers)
+            assert res.status_code == 202, res.text
+        ok = await app.http.post(VERIFY, json={"email": email, "code": "654321"})
+        assert ok.status_code == 200
+        real = await app.http.post(VERIFY, json={"email": "build-42@other.example.org", "code": "654321"})
+        assert real.json()["code"] == "code_expired"
 
 
 async def test_the_client_rates_still_apply(app: Any) -> None:
-    answers = [(await app.http.post(SEND, json={"email": REVIEWER})).status_code for _ in range(4)]
-    assert answers == [202, 202, 202, 429]  # otp_send: 3/minute per client
-    verifies = [
-        (await app.http.post(VERIFY, json={"email": REVIEWER, "code": "000000"})).status_code
-        for _ in range(11)
+    answers = [
+        (await app.http.post(SEND, json={"email": f"build-{n}@ci.example.org"})).status_code for n in range(4)
     ]
-    assert verifies == [400] * 10 + [429]  # otp_verify: 10/minute per client bounds guessing
+    assert answers == [202, 202, 202, 429]  # otp_send: 3/minute per client
 
 
-def test_a_fixed_code_of_the_wrong_length_is_refused_at_start() -> None:
+def test_test_recipients_are_checked_at_start() -> None:
     with pytest.raises(SettingsError, match="must be 6 digits"):
         load_settings(test_recipients={REVIEWER: "12345"})
-    with pytest.raises(SettingsError, match=r"neither an address nor \*@domain"):
+    with pytest.raises(SettingsError, match=r"an address or \*@domain"):
         load_settings(test_recipients={"*.example.org": "123456"})
     with pytest.raises(SettingsError, match="must be 8 digits"):
         load_settings(code_length=8, test_recipients={REVIEWER: "123456"})
+    # Every gmail.com user would sign in with one fixed code.
+    for shared in ("*@gmail.com", "*@outlook.com"):
+        with pytest.raises(SettingsError, match="shared mail provider"):
+            load_settings(test_recipients={shared: "123456"})
+    with pytest.raises(SettingsError, match="shared mail provider"):
+        load_settings(
+            test_recipients={"*@corp.example": "123456"}, shared_mail_domains_extra=["corp.example"]
+        )
+
+
+async def test_start_up_warns_that_test_recipients_are_on(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="otp_service")
+    async with open_app(make_settings(test_recipients={REVIEWER: "123456", "*@ci.example.org": "654321"})):
+        pass
+    [warning] = [r for r in caplog.records if r.getMessage() == "otp.test_recipients_configured"]
+    assert (warning.levelno, getattr(warning, "count", None)) == (logging.WARNING, 2)
 
 
 def test_the_trust_page_counts_the_test_recipients() -> None:

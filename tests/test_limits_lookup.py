@@ -209,7 +209,9 @@ async def test_the_global_cap(
     tmp_path: Path,
     store: dict[str, Any],
 ) -> None:
-    settings = settings_for(make_settings, tmp_path, store, global_daily_limits={"email": 2})
+    settings = settings_for(
+        make_settings, tmp_path, store, global_daily_limits={"email": 2}, global_reserve=0
+    )
     async with open_app(settings) as app:
         for _ in range(2):
             assert (await send(app, unique_email(), HOME)).status_code == 202
@@ -284,7 +286,7 @@ REFUSALS: dict[str, tuple[dict[str, Any], Callable[[Any, str], Any], int, int]] 
     "cooldown": ({}, _cooldown, 429, 50),
     "daily_limit": ({"rate_limit_ttl": 0, "throttle_rates": WIDE}, _daily, 429, 86_000),
     "domain_limit": ({"domain_daily_limit": 2, "throttle_rates": WIDE}, _domain, 429, 86_000),
-    "global_limit": ({"global_daily_limits": {"email": 2}}, _global, 503, 86_000),
+    "global_limit": ({"global_daily_limits": {"email": 2}, "global_reserve": 0}, _global, 503, 86_000),
     "rate_limited by the client": ({}, _client_rate, 429, 50),
     "rate_limited by the subnet": (
         {"throttle_rates": {"otp_send": "10/minute", "otp_send_subnet": "2/minute"}},

@@ -150,7 +150,7 @@ async def test_hammered_address_gets_exactly_one_202_and_one_email(
     assert [e.to for e in console_emails(capsys.readouterr().out)] == [email]
 
 
-async def test_global_cap_accepts_exactly_the_cap(
+async def test_global_cap_accepts_exactly_the_cap_without_its_reserve(
     open_app: Callable[..., Any], make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = make_settings(
@@ -163,9 +163,9 @@ async def test_global_cap_accepts_exactly_the_cap(
         emails = [unique_email() for _ in range(250)]
         results = await asyncio.gather(*(app.http.post(SEND, json={"email": e}) for e in emails))
         statuses = [r.status_code for r in results]
-        assert statuses.count(202) == 40
+        assert statuses.count(202) == 36  # the last 10% (OTP_GLOBAL_RESERVE) is remembered sources'
         refused = [r for r in results if r.status_code == 503]
-        assert len(refused) == 210
+        assert len(refused) == 214
         assert {r.json()["code"] for r in refused} == {"global_limit"}
         assert all(int(r.headers["retry-after"]) > 80000 for r in refused)
         await drain(app)

@@ -30,7 +30,10 @@ def settings_for(make_settings: Callable[..., Settings], store: dict[str, Any], 
 def test_the_registrable_domain() -> None:
     assert registrable("a.b.example.co.uk") == "example.co.uk"
     assert registrable("mail.example.com") == "example.com"
-    assert registrable("user.github.io") == "user.github.io"  # a public suffix of its own
+    # The ICANN section only: anyone can take a name under a private suffix, so every free name
+    # there shares its service's one budget rather than getting one each.
+    for free in ("user.github.io", "x.duckdns.org", "a.b.github.io"):
+        assert registrable(free) in ("github.io", "duckdns.org"), free
     domains = RecipientDomains(limit=5, shared=frozenset({"gmail.com"}))
     assert domains.budget("x@mx.catchall.example") == "catchall.example"
     assert domains.budget("x@gmail.com") is None
@@ -86,3 +89,17 @@ def test_the_shared_providers_are_a_setting(make_settings: Callable[..., Setting
     extended = RecipientDomains.of(make_settings(shared_mail_domains_extra=["corp.example"]))
     assert extended.budget("a@corp.example") is None  # ...and the extra list adds to either
     assert extended.budget("a@gmail.com") is None
+
+
+@pytest.mark.parametrize("store", [{}, {"redis_url": None}], ids=["redis", "embedded"])
+async def test_free_names_under_a_private_suffix_share_one_budget(
+    store: dict[str, Any], make_settings: Callable[..., Settings], open_app: Callable[..., Any]
+) -> None:
+    """About fifty free `*.duckdns.org` names used to drain the global cap, each with a budget of
+    its own; under the ICANN section they are one recipient domain."""
+    async with open_app(settings_for(make_settings, store, 3)) as app:
+        answers = []
+        for n in range(5):
+            res = await app.http.post(SEND, json={"email": f"u@name{n}-{id(app)}.duckdns.org"})
+            answers.append(res.json().get("code", res.status_code))
+    assert answers == [202, 202, 202, "domain_limit", "domain_limit"]

@@ -105,3 +105,82 @@ async def test_without_a_verify_there_is_no_remembered_source(
     assert (await post(app, SEND, {"email": email}, HOME)).status_code == 202
     res = await post(app, SEND, {"email": email}, elsewhere(1))
     assert (res.status_code, res.json()["code"]) == (429, "cooldown")  # one cooldown for everyone
+
+
+# Remembered sources pass what strangers spent or caused (CONTRACT §6): a reputation block, a
+# paused provider, the recipient domain's budget, the global cap's reserve; and each remembered
+# (mailbox, subnet) pair has a budget of its own.
+
+
+async def guard_writes(app: Any, key: Callable[[Any], str], ms: int | None = 3_600_000) -> None:
+    """Write a key as the reputation guard does (a block with its TTL, or the pause flag)."""
+    store = app.web.otp._store  # the service's own Redis client and key builder
+    args = ("PX", ms) if ms is not None else ()
+    await store._redis.execute("SET", key(store._keys), "1", *args)
+
+
+async def test_a_remembered_source_passes_a_block_of_its_network_and_a_pause(
+    app: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    email = f"user-{secrets.token_hex(4)}@example.org"
+    await signed_in_once(app, email, capsys)
+    # Strangers on the user's /24 drew bounces: the subnet and one client are blocked.
+    await guard_writes(app, lambda k: k.source_blocked("198.51.100.0/24"))
+    await guard_writes(app, lambda k: k.client_blocked(HOME))
+    stranger = await post(app, SEND, {"email": f"other-{secrets.token_hex(4)}@example.org"}, "198.51.100.99")
+    assert (stranger.status_code, stranger.json()["code"]) == (429, "rate_limited")
+    await asyncio.sleep(2)  # the first code's cooldown
+    assert (await post(app, SEND, {"email": email}, HOME)).status_code == 202  # the user passes
+    # No healthy provider left: strangers are held back, the returning user is not.
+    await guard_writes(app, lambda k: k.sending_paused, None)
+    paused = await post(app, SEND, {"email": f"other-{secrets.token_hex(4)}@example.org"}, elsewhere(1))
+    assert (paused.status_code, paused.json()["code"]) == (503, "sending_paused")
+    await asyncio.sleep(2)
+    assert (await post(app, SEND, {"email": email}, HOME)).status_code == 202
+
+
+@pytest.mark.parametrize("store", [{}, {"redis_url": None}], ids=["redis", "embedded"])
+async def test_strangers_cannot_spend_a_company_domain_or_the_reserve_for_its_remembered_users(
+    store: dict[str, Any], open_app: Callable[..., Any], make_settings: Callable[..., Settings],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    settings = make_settings(trusted_proxies=[f"{PROXY}/32"], throttle_rates=WIDE, conversion_min_sends=1_000_000,
+                             domain_daily_limit=3, global_daily_limits={"email": 10}, global_reserve=0.2,
+                             **store)  # fmt: skip
+    async with open_app(settings) as app:
+        corp = f"corp-{secrets.token_hex(3)}.example"
+        user = f"ceo@{corp}"
+        await signed_in_once(app, user, capsys)  # 1 of the domain's 3, 1 of the cap's 10
+        answers = []
+        for n in range(10):  # strangers: the domain's budget, then the cap without its reserve
+            to = f"s{n}@{corp}" if n < 4 else f"s@x{n}-{secrets.token_hex(3)}.example"
+            answers.append((await post(app, SEND, {"email": to}, elsewhere(n))).json().get("code", 202))
+        assert answers == [202, 202, "domain_limit", "domain_limit", 202, 202, 202, 202, 202, "global_limit"]
+        await asyncio.sleep(2)
+        # 8 of 10 used, the other 2 kept for remembered sources: the user gets both.
+        assert (await post(app, SEND, {"email": user}, HOME)).status_code == 202
+        await drain(app)
+        capsys.readouterr()
+
+
+async def test_each_remembered_network_has_a_budget_of_its_own(
+    app: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Someone else behind a carrier NAT the user once signed in from cannot spend the user's
+    budget at home: each (mailbox, subnet) pair counts apart."""
+    email = f"user-{secrets.token_hex(4)}@example.org"
+    nat = "100.64.7.9"
+    await signed_in_once(app, email, capsys)
+    await asyncio.sleep(2)
+    assert (await post(app, SEND, {"email": email}, nat)).status_code == 202
+    await drain(app)
+    [sent] = console_emails(capsys.readouterr().out)
+    assert (await post(app, VERIFY, {"email": email, "code": sent.code}, nat)).status_code == 200
+    answers = []
+    for _ in range(11):  # someone on the NAT spends that pair's daily cap of 10
+        await asyncio.sleep(2.05)
+        answers.append((await post(app, SEND, {"email": email}, "100.64.7.10")).json().get("code", 202))
+    assert answers[-1] == "daily_limit"
+    assert (await post(app, SEND, {"email": email}, HOME)).status_code == 202  # home: its own budget
+    await drain(app)
+    capsys.readouterr()

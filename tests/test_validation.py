@@ -1,8 +1,9 @@
 import pytest
 
 from otp_service.errors import DisposableEmail, EmailTypo, InvalidEmail
+from otp_service.mail_providers import POPULAR_PROVIDERS
 from otp_service.validation.address import AddressValidator, normalize_email
-from otp_service.validation.typos import POPULAR_PROVIDERS, typo_map
+from otp_service.validation.typos import typo_map
 
 
 @pytest.fixture(scope="module")

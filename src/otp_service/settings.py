@@ -26,6 +26,7 @@ from svix.webhooks import Webhook
 
 from otp_service.keyring import load_signing_key
 from otp_service.locales import Locale
+from otp_service.mail_providers import POPULAR_PROVIDERS
 from otp_service.net import Prefixes
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./otp_service.db"
@@ -435,6 +436,10 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"OTP_TEST_RECIPIENTS: each code must be {self.code_length} digits (OTP_CODE_LENGTH)"
                 )
+        shared = self.shared_mail_providers()
+        if any(key.startswith("*@") and key[2:] in shared for key in self.test_recipients):
+            # Every address of a shared provider would sign in with one fixed code.
+            raise ValueError("OTP_TEST_RECIPIENTS: a *@domain must not be a shared mail provider's")
         if "smtp" in (self.email_provider, self.email_fallback_provider) and self.smtp_url is None:
             raise ValueError("OTP_SMTP_URL is required when the smtp provider is used")
         if self.events_webhook_url is not None:
@@ -478,6 +483,12 @@ class Settings(BaseSettings):
         if self.check_deliverability == "auto":
             return self.email_provider != "console"
         return self.check_deliverability == "true"
+
+    def shared_mail_providers(self) -> frozenset[str]:
+        """The domains whose users are unrelated people (CONTRACT §6): OTP_SHARED_MAIL_DOMAINS (by
+        default the popular providers the typo correction knows) plus the _EXTRA ones."""
+        base = POPULAR_PROVIDERS if self.shared_mail_domains is None else self.shared_mail_domains
+        return frozenset(d.strip().lower() for d in (*base, *self.shared_mail_domains_extra))
 
     def client_prefixes(self) -> Prefixes:
         return Prefixes(self.ipv6_client_prefix, self.ipv4_subnet_prefix, self.ipv6_subnet_prefix)

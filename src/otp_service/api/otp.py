@@ -105,10 +105,12 @@ async def send_code(
 )
 async def verify_code(body: VerifyIn, otp: OtpServiceDep, client: ClientDep) -> ApprovedOut:
     verified = await otp.verify(body.email, body.code, client)
+    test = True if verified.test else None  # only a test recipient's answer names it
     if verified.token is None:
-        return ApprovedOut(status="approved", email=verified.email)
+        return ApprovedOut(status="approved", test=test, email=verified.email)
     return ApprovedOut(
         status="approved",
+        test=test,
         email=verified.email,
         token=verified.token,
         token_type="Bearer",  # noqa: S106 - the token type, not a secret

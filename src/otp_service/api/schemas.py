@@ -49,6 +49,9 @@ class VerifyIn(BaseModel):
 
 class ApprovedOut(BaseModel):
     status: Literal["approved"]
+    test: Literal[True] | None = Field(
+        default=None, description="Only for a test recipient's fixed code (OTP_TEST_RECIPIENTS): true"
+    )
     email: str
     token: str | None = Field(
         default=None,

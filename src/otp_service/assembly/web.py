@@ -6,6 +6,8 @@ from otp_service.audit.keys import AdminKeys, MetricsAccess
 from otp_service.delivery import repository as deliveries
 from otp_service.delivery.lookup import DeliveryLookup
 from otp_service.delivery.usage import UsageService
+from otp_service.logs import get_logger
+from otp_service.mail_providers import POPULAR_PROVIDERS
 from otp_service.otp.codes import CodeCrypto
 from otp_service.otp.service import OtpService
 from otp_service.otp.tokens import TokenIssuer
@@ -16,10 +18,11 @@ from otp_service.suppression.service import SuppressionService
 from otp_service.validation.address import AddressValidator
 from otp_service.validation.captcha import CaptchaCheck
 from otp_service.validation.deliverability import DeliverabilityCheck, make_resolver
-from otp_service.validation.typos import POPULAR_PROVIDERS
 from otp_service.webhooks.resend import ResendWebhook
 from otp_service.webhooks.service import WebhookService
 from otp_service.webhooks.sns import SnsVerifier
+
+log = get_logger("assembly")
 
 
 def _captcha(infra: Infrastructure) -> CaptchaCheck | None:
@@ -51,6 +54,8 @@ def build_web(infra: Infrastructure) -> WebState:
     s, stores, sessions = infra.settings, infra.stores, infra.sessions
     tokens = _tokens(infra)
     resend_secret = s.resend_webhook_secret.get_secret_value() if s.resend_webhook_secret else None
+    if s.test_recipients:  # fixed codes sign in: an operator should see that they are on
+        log.warning("otp.test_recipients_configured", extra={"count": len(s.test_recipients)})
     otp = OtpService(
         settings=s,
         store=stores.codes,

@@ -34,6 +34,7 @@ from otp_service.otp.codes import CodeCrypto, generate_code
 from otp_service.otp.store import (
     SEND_SCOPE,
     VERIFY_SCOPE,
+    Captcha,
     ClaimStatus,
     CodeStore,
     Idempotency,
@@ -77,16 +78,19 @@ class Verified:
     email: str
     token: str | None = None
     token_expires_in: int | None = None
+    test: bool = False  # a test recipient's fixed code (CONTRACT §3)
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """What the send decision keys an address by (CONTRACT §6): its mailbox, the mailbox's id,
-    the recipient domain's budget (None: a shared mail provider) and the remembered-source id of
-    (mailbox, subnet) when the client is known."""
+    """What the send decision keys an address by (CONTRACT §6): the exact address's id (its code),
+    its mailbox and the mailbox's id (the cooldown and daily cap only), the recipient domain's
+    budget (None: a shared mail provider) and the remembered-source id of (mailbox, subnet) when
+    the client is known."""
 
-    mailbox: str
     address_id: str
+    mailbox: str
+    mailbox_id: str
     domain: str | None
     source_id: str | None
 
@@ -162,8 +166,6 @@ class OtpService:
         self, raw_email: str, client: Client, *, captcha_token: str | None = None,
         locale: Locale | None = None, idempotency_key: str | None = None,
     ) -> SendAccepted:  # fmt: skip
-        if self._test and (test_address := self._test_recipient(raw_email)) is not None:
-            return await self._send_to_test_recipient(test_address, client)
         idem = None
         if idempotency_key is not None:
             idem = await self._idempotency(
@@ -173,21 +175,23 @@ class OtpService:
             if replay is not None:
                 return self._answer(replay, None, client)
         try:
-            email = await self._admit(raw_email, client, captcha_token)
+            email, captcha = await self._admit(raw_email, client, captcha_token)
         except ServiceError as refused:
             if idem is not None:
                 await self._store.release(idem)
             if not isinstance(refused, Unavailable):  # the captcha provider down: nothing counted
                 await self.count_refused(client)
             raise refused from None
-        code = generate_code(self._s.code_length)
-        # Limits and the live code belong to the mailbox, whatever its spelling (CONTRACT §6);
-        # the email goes to the address as typed.
+        # The code belongs to the exact address; only the cooldown and daily cap count its mailbox,
+        # whatever its spelling (CONTRACT §6).
+        fixed = self._test.code_for(email) if self._test else None
+        code = fixed if fixed is not None else generate_code(self._s.code_length)
         ident = self.identity(email, client)
-        mailbox, address_id, domain = ident.mailbox, ident.address_id, ident.domain
-        code_hash = self._crypto.code_hash(mailbox, code)
-        payload = self._sealer.seal(
-            JobContent(
+        address_id, domain = ident.address_id, ident.domain
+        code_hash = self._crypto.code_hash(email, code)
+        payload = b""
+        if fixed is None:
+            content = JobContent(
                 email,
                 code,
                 address_id,
@@ -196,7 +200,9 @@ class OtpService:
                 client.subnet,
                 client.key,
             )
-        )
+            payload = self._sealer.seal(content)
+        else:
+            log.info("otp.test_recipient", extra={"email": mask_email(email), "action": "send"})
         decision = await self._store.decide_send(
             SendRequest(
                 client=client,
@@ -216,28 +222,21 @@ class OtpService:
                 idempotency=idem,
                 domain_id=self._crypto.domain_id(domain) if domain is not None else None,
                 domain_limit=self._domains.limit,
+                mailbox_id=ident.mailbox_id,
+                global_reserve=self._s.global_reserve,
+                captcha=captcha,
+                test=fixed is not None,
             )
         )
         return self._answer(decision, email, client)
 
-    def _test_recipient(self, raw_email: str) -> str | None:
-        """The normalised address when it is a test recipient, else None."""
-        try:
-            email = normalize_email(raw_email)
-        except ServiceError:
-            return None  # not an address: the usual path refuses it
-        return email if self._test.code_for(email) is not None else None
-
-    async def _send_to_test_recipient(self, email: str, client: Client) -> SendAccepted:
-        """The same 202 after the client's rates; nothing stored, queued, emailed or counted."""
-        await self.count_refused(client)  # the client's and subnet's rates: RateLimited when over
-        log.info("otp.test_recipient", extra={"email": mask_email(email), "action": "send"})
-        return self._accepted
-
     def identity(self, email: str, client: Client | None) -> Identity:
         mailbox = self._mailboxes.key(email)
         source = self._crypto.source_id(mailbox, client.subnet) if client is not None else None
-        return Identity(mailbox, self._crypto.address_id(mailbox), self._domains.budget(email), source)
+        return Identity(
+            self._crypto.address_id(email), mailbox, self._crypto.address_id(mailbox),
+            self._domains.budget(email), source,
+        )  # fmt: skip
 
     async def limits(self, email: str | None, client: Client | None) -> tuple[Identity | None, LimitsState]:
         """What the send decision would read now for this address and client (either may be
@@ -247,14 +246,17 @@ class OtpService:
         return ident, await self._store.limits(self._query(client, ident, adaptive=adaptive))
 
     def _query(self, client: Client | None, ident: Identity | None, *, adaptive: bool) -> LimitsQuery:
-        """A read-only question to the send decision (the limits look-up, the adaptive captcha)."""
+        """A read-only question to the send decision (the limits look-up, the adaptive captcha),
+        about a send without a captcha token."""
         return LimitsQuery(
             client=client, address_id=ident.address_id if ident else None,
-            source_id=ident.source_id if ident else None,
+            mailbox_id=ident.mailbox_id if ident else None, source_id=ident.source_id if ident else None,
             domain_id=self._crypto.domain_id(ident.domain) if ident and ident.domain else None,
             channel=CHANNEL, rates=self._send_rates, guard=self._guard,
             daily_limit=self._s.per_account_daily_limit, domain_limit=self._domains.limit,
-            global_limit=self._global_limit, captcha_share=self._s.captcha_escalation if adaptive else 0.0,
+            global_limit=self._global_limit, global_reserve=self._s.global_reserve,
+            captcha_share=self._s.captcha_escalation if adaptive else 0.0,
+            captcha=Captcha.MISSING if self._captcha is not None else None,
         )  # fmt: skip
 
     def check_address(self, raw_email: str) -> str:
@@ -278,6 +280,8 @@ class OtpService:
         refusal: ServiceError
         if decision.status is SendStatus.KEY_REUSED:
             refusal = IdempotencyKeyReused()
+        elif decision.status is SendStatus.CAPTCHA_REQUIRED:  # blocked or paused: a person passes
+            refusal = CaptchaRequired("Show the captcha and send again with captcha_token")
         elif decision.status is SendStatus.PAUSED:
             refusal = SendingPaused(retry_after=decision.retry_after_ms / 1000)
         else:  # counted and logged per interval by code (api/problems.REFUSALS), not a line each
@@ -316,23 +320,31 @@ class OtpService:
         assert claim.decision is not None
         return claim.decision
 
-    async def _admit(self, raw_email: str, client: Client, captcha_token: str | None) -> str:
+    async def _admit(
+        self, raw_email: str, client: Client, captcha_token: str | None
+    ) -> tuple[str, Captcha | None]:
         """The checks before the decision, cheapest first: the address (no network), the captcha
-        (when on), then whether the domain can receive mail (DNS, when on). The address, or a
-        refusal; nothing is stored or counted here."""
+        (when on), then whether the domain can receive mail (DNS, when on; not for a test
+        recipient, whose domain need not). The address and what the captcha says of the send, or
+        a refusal; nothing is stored or counted here."""
         email = self._validator.check(raw_email)
+        captcha = None
         if self._captcha is not None:
             if captcha_token is None and self._s.captcha_mode == "adaptive":
                 # Optional until the service is under attack; then the widget is shown.
                 if await self._store.captcha_needed(self._query(client, None, adaptive=True)):
                     raise CaptchaRequired("Show the captcha and send again with captcha_token")
+                captcha = Captcha.MISSING
             else:
                 await self._captcha.check(captcha_token, client.ip)
+                captcha = Captcha.PASSED
+        if self._test and self._test.code_for(email) is not None:
+            return email, captcha
         if self._deliverability is not None:
             domain = email.rpartition("@")[2]
             if await self._deliverability.verdict(domain) is Verdict.UNDELIVERABLE:
                 raise UndeliverableEmail()
-        return email
+        return email, captcha
 
     async def verify(self, raw_email: str, code: str, client: Client) -> Verified:
         if len(code) != self._s.code_length or not code.isascii() or not code.isdigit():
@@ -341,30 +353,34 @@ class OtpService:
             email = normalize_email(raw_email)
         except ServiceError:
             raise InvalidRequest("email: not a valid address") from None
-        fixed = self._test.code_for(email) if self._test else None
-        if fixed is not None:
-            return await self._verify_test_recipient(email, code, fixed, client)
+        # The code is the exact address's; the mailbox names its remembered sources (CONTRACT §6).
         mailbox = self._mailboxes.key(email)
         decision = await self._store.verify(
             VerifyRequest(
                 client=client,
-                address_id=self._crypto.address_id(mailbox),
+                address_id=self._crypto.address_id(email),
                 rates=self._verify_rates,
-                code_hash=self._crypto.code_hash(mailbox, code),
+                code_hash=self._crypto.code_hash(email, code),
                 max_attempts=self._s.max_attempts,
                 source_id=self._crypto.source_id(mailbox, client.subnet),
                 remember_ms=self._s.remember_days * DAY_MS,
+                mailbox_id=self._crypto.address_id(mailbox),
             )
         )
         match decision.status:
             case VerifyStatus.APPROVED:
-                log.info("otp.verify_approved", extra={"email": mask_email(email)})
+                test = bool(self._test) and self._test.code_for(email) is not None
+                if test:
+                    log.info("otp.test_recipient", extra={"email": mask_email(email), "action": "verify"})
+                else:
+                    log.info("otp.verify_approved", extra={"email": mask_email(email)})
                 _VERIFIES.inc()
                 if self._events is not None:  # CONTRACT §7: one XADD, never waits on the receiver
-                    await self._events.publish("otp.verified", verified_event(email))
+                    event = verified_event(email)
+                    await self._events.publish("otp.verified", {**event, "test": True} if test else event)
                 if self._tokens is None:
-                    return Verified(email)
-                return Verified(email, self._tokens.issue(email), self._tokens.ttl)
+                    return Verified(email, test=test)
+                return Verified(email, self._tokens.issue(email, test=test), self._tokens.ttl, test=test)
             case VerifyStatus.INVALID:  # refusals: counted per interval (api/problems.REFUSALS)
                 raise InvalidCode(decision.attempts_remaining)
             case VerifyStatus.MAX_ATTEMPTS:
@@ -373,21 +389,3 @@ class OtpService:
                 raise CodeExpired()
             case VerifyStatus.RATE_LIMITED:
                 raise RateLimited(retry_after=decision.retry_after_ms / 1000)
-
-    async def _verify_test_recipient(self, email: str, code: str, fixed: str, client: Client) -> Verified:
-        """The fixed code verifies, after the client's verify rates (which bound guessing it)."""
-        wait = await self._throttle.hit(self._verify_rates, client)
-        if wait:
-            raise RateLimited(retry_after=wait / 1000)
-        approved = TestRecipients.matches(fixed, code)
-        if approved and self._events is not None:
-            await self._events.publish("otp.verified", {**verified_event(email), "test": True})
-        log.info(
-            "otp.test_recipient", extra={"email": mask_email(email), "action": "verify", "approved": approved}
-        )
-        if not approved:
-            # A fixed code is never used up: wrong guesses leave the attempts where they were.
-            raise InvalidCode(self._s.max_attempts)
-        if self._tokens is None:
-            return Verified(email)
-        return Verified(email, self._tokens.issue(email, test=True), self._tokens.ttl)

@@ -7,6 +7,7 @@ address's cooldown and rolling-24 h cap and the service-wide rolling-24 h cap; o
 stores the code's hash and queues the sealed delivery job, all or nothing.
 """
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ class SendStatus(StrEnum):
     DOMAIN_LIMIT = "domain_limit"
     GLOBAL_LIMIT = "global_limit"
     PAUSED = "sending_paused"
+    CAPTCHA_REQUIRED = "captcha_required"
     KEY_REUSED = "idempotency_key_reused"
 
 
@@ -54,6 +56,14 @@ class Idempotency:
     lease_ms: int
 
 
+class Captcha(StrEnum):
+    """What a send's captcha says, for the checks a person passes with a valid token (a
+    reputation block, a paused provider: CONTRACT §6)."""
+
+    MISSING = "missing"  # a captcha provider is configured and the send has no token
+    PASSED = "passed"  # the send carried a valid token
+
+
 class VerifyStatus(StrEnum):
     APPROVED = "approved"
     INVALID = "invalid"
@@ -66,6 +76,7 @@ class VerifyStatus(StrEnum):
 class SendRequest:
     client: Client
     address_id: str
+    """The exact address's id: its code (CONTRACT §6, an address is its own identity)."""
     channel: str
     rates: Rates
     guard: ConversionGuard
@@ -86,6 +97,14 @@ class SendRequest:
     # The recipient's registrable domain's id and its daily limit; None: a shared mail provider.
     domain_id: str | None = None
     domain_limit: int = 0
+    mailbox_id: str | None = None
+    """The mailbox's id, which the cooldown and daily cap count (None: the address's own)."""
+    global_reserve: float = 0.0
+    """The share of the global cap kept for remembered sources."""
+    captcha: "Captcha | None" = None
+    """What the captcha says of this send (None: no captcha provider configured)."""
+    test: bool = False
+    """A test recipient (CONTRACT §3): the fixed code is stored; nothing is queued or counted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +141,7 @@ class VerifyRequest:
     max_attempts: int
     source_id: str | None = None
     remember_ms: int = 0  # how long a source that verifies is remembered; 0: not
+    mailbox_id: str | None = None  # whose remembered sources it joins (None: the address's own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +157,7 @@ class LimitsQuery:
 
     client: Client | None
     address_id: str | None
+    mailbox_id: str | None
     source_id: str | None
     domain_id: str | None
     channel: str
@@ -145,8 +166,11 @@ class LimitsQuery:
     daily_limit: int
     domain_limit: int
     global_limit: int
+    global_reserve: float = 0.0
     captcha_share: float = 0.0
     """OTP_CAPTCHA_MODE=adaptive's escalation (0: a send needs no token, or always sends one)."""
+    captcha: Captcha | None = None
+    """The send asked about: no token (MISSING) with a captcha provider, else None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +188,8 @@ class LimitsState:
     guard_verified: int
     guard_slows: int
     guard_recent: int
-    blocked: int
+    client_blocked: int
+    subnet_blocked: int
     paused: int
     cooldown: int
     daily: int
@@ -195,7 +220,8 @@ class DecisionKeys:
     client: str
     subnet: str
     conversion: str
-    blocked: str
+    subnet_blocked: str
+    client_blocked: str
     paused: str
     remembered: str
     cooldown: str
@@ -209,7 +235,7 @@ class DecisionKeys:
     @classmethod
     def of(
         cls, k: RedisKeys, rates: Rates, channel: str, client: Client | None, address_id: str | None,
-        source_id: str | None, domain_id: str | None,
+        mailbox_id: str | None, source_id: str | None, domain_id: str | None,
     ) -> "DecisionKeys":  # fmt: skip
         """None: the question does not concern it (the look-up may ask about an address or a
         client alone): its keys are RedisKeys.unused, which read empty."""
@@ -219,13 +245,14 @@ class DecisionKeys:
             client=client_log,
             subnet=subnet_log,
             conversion=k.conversion(client.subnet) if client is not None else none,
-            blocked=k.source_blocked(client.subnet) if client is not None else none,
+            subnet_blocked=k.source_blocked(client.subnet) if client is not None else none,
+            client_blocked=k.client_blocked(client.key) if client is not None else none,
             paused=k.sending_paused,
             remembered=k.remembered(source_id) if source_id is not None else none,
-            cooldown=k.cooldown(address_id) if address_id is not None else none,
-            daily=k.daily(address_id) if address_id is not None else none,
-            remembered_cooldown=k.remembered_cooldown(address_id) if address_id is not None else none,
-            remembered_daily=k.remembered_daily(address_id) if address_id is not None else none,
+            cooldown=k.cooldown(mailbox_id) if mailbox_id is not None else none,
+            daily=k.daily(mailbox_id) if mailbox_id is not None else none,
+            remembered_cooldown=k.remembered_cooldown(source_id) if source_id is not None else none,
+            remembered_daily=k.remembered_daily(source_id) if source_id is not None else none,
             domain=k.domain(domain_id) if domain_id is not None else none,
             global_sends=k.global_sends(channel),
             code=k.code(address_id) if address_id is not None else none,
@@ -245,25 +272,33 @@ class DecisionArgs:
     guard_window_ms: int
     daily_limit: int
     global_limit: int
+    global_strangers: int
+    """Of the global cap, what sources that are not remembered may use (the rest: the reserve)."""
     paused_wait_ms: int
     captcha_share: float
     """The share of the global cap from which a send needs a captcha token (0: never asked)."""
+    captcha: int
+    """0: no captcha provider; 1: one is configured and the send has no token; 2: a valid one."""
 
     @classmethod
     def of(
         cls, guard: ConversionGuard, *, daily_limit: int, global_limit: int, domain_limit: int,
-        captcha_share: float = 0.0,
+        global_reserve: float = 0.0, captcha_share: float = 0.0, captcha: Captcha | None = None,
     ) -> "DecisionArgs":  # fmt: skip
         window_ms = guard.rate.period_seconds * 1000
+        strangers = global_limit - math.ceil(global_limit * global_reserve)
         return cls(
             domain_limit, guard.min_sends, guard.min_ratio, guard.rate.limit, window_ms, daily_limit,
-            global_limit, PAUSE_RETRY_MS, captcha_share,
+            global_limit, strangers, PAUSE_RETRY_MS, captcha_share, _CAPTCHA_ARG[captcha],
         )  # fmt: skip
+
+
+_CAPTCHA_ARG = {None: 0, Captcha.MISSING: 1, Captcha.PASSED: 2}
 
 
 @dataclass(frozen=True, slots=True)
 class SendKeys:
-    """send.lua's own keys, KEYS[14..16]."""
+    """send.lua's own keys, KEYS[15..17]."""
 
     jobs: str
     idempotency: str
@@ -272,7 +307,7 @@ class SendKeys:
 
 @dataclass(frozen=True, slots=True)
 class SendArgs:
-    """send.lua's own arguments, ARGV[17..24]."""
+    """send.lua's own arguments, ARGV[19..27]."""
 
     cooldown_ms: int
     code_hash: str
@@ -282,6 +317,7 @@ class SendArgs:
     reuse_min_left_ms: int
     fingerprint: str
     idempotency_keep_ms: int
+    test: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,18 +449,21 @@ class RedisCodeStore:
     async def decide_send(self, req: SendRequest) -> SendDecision:
         k, idem = self._keys, req.idempotency
         decision = DecisionKeys.of(
-            k, req.rates, req.channel, req.client, req.address_id, req.source_id, req.domain_id
-        )
+            k, req.rates, req.channel, req.client, req.address_id, req.mailbox_id or req.address_id,
+            req.source_id, req.domain_id,
+        )  # fmt: skip
         own_keys = SendKeys(
             k.jobs, k.idempotency(idem.key_id) if idem else k.unused, k.slowed(req.client.subnet)
         )
         rules = DecisionArgs.of(
             req.guard, daily_limit=req.daily_limit, global_limit=req.global_limit,
-            domain_limit=req.domain_limit if req.domain_id else 0,
+            domain_limit=req.domain_limit if req.domain_id else 0, global_reserve=req.global_reserve,
+            captcha=req.captcha,
         )  # fmt: skip
         own_args = SendArgs(
             req.cooldown_ms, req.code_hash, req.code_ttl_ms, req.job_payload, "1" if req.reuse else "0",
             req.reuse_min_left_ms, idem.fingerprint if idem else "", idem.keep_ms if idem else 0,
+            "1" if req.test else "0",
         )  # fmt: skip
         keys = (*positional(decision), *positional(own_keys))
         args = (
@@ -441,7 +480,8 @@ class RedisCodeStore:
         client_log, subnet_log = req.rates.keys(k, req.client)
         keys = VerifyKeys(
             client_log, subnet_log, k.code(req.address_id), k.conversion(req.client.subnet),
-            k.remembered(req.source_id) if req.source_id else k.unused, k.remembered_sources(req.address_id),
+            k.remembered(req.source_id) if req.source_id else k.unused,
+            k.remembered_sources(req.mailbox_id or req.address_id),
         )  # fmt: skip
         own_args = VerifyArgs(
             req.code_hash, req.max_attempts, req.remember_ms if req.source_id else 0, req.source_id or ""
@@ -472,7 +512,7 @@ class RedisCodeStore:
 
     async def limits(self, query: LimitsQuery) -> LimitsState:
         k = self._keys
-        sources = k.remembered_sources(query.address_id) if query.address_id else k.unused
+        sources = k.remembered_sources(query.mailbox_id) if query.mailbox_id else k.unused
         async with redis_guard("limits"):
             reply = await self._decision(self._LIMITS, query, sources)
         return LimitsState.parse(reply)
@@ -480,12 +520,13 @@ class RedisCodeStore:
     async def _decision(self, script: Script, query: LimitsQuery, *more_keys: str) -> Any:
         """Run a read-only script over the send decision's keys and arguments."""
         decision = DecisionKeys.of(
-            self._keys, query.rates, query.channel, query.client, query.address_id, query.source_id,
-            query.domain_id,
+            self._keys, query.rates, query.channel, query.client, query.address_id, query.mailbox_id,
+            query.source_id, query.domain_id,
         )  # fmt: skip
         rules = DecisionArgs.of(
             query.guard, daily_limit=query.daily_limit, global_limit=query.global_limit,
-            domain_limit=query.domain_limit if query.domain_id else 0, captcha_share=query.captcha_share,
+            domain_limit=query.domain_limit if query.domain_id else 0, global_reserve=query.global_reserve,
+            captcha_share=query.captcha_share, captcha=query.captcha,
         )  # fmt: skip
         args = (*throttle_args(self._clock, query.rates, "-"), *positional(rules))
         return await script(self._redis, (*positional(decision), *more_keys), args)

@@ -3,6 +3,7 @@ for an address and a client IP, read from the same keys the send decision reads 
 a no-writes script) and the suppression table, and which refusal a send would get now: the send
 decision's own (otp/lua/_decide.lua), run read-only. Nothing in it changes any counter."""
 
+import math
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -67,7 +68,9 @@ class ClientLimits:
     subnet_rate: Window
     conversion: ConversionLimits
     blocked_for: int
-    """Seconds the reputation guard's block of the subnet has left (0: not blocked)."""
+    """Seconds the reputation guard's block of this client or its subnet has left (0: none)."""
+    client_blocked_for: int
+    subnet_blocked_for: int
     remembered_source: bool | None
     """Whether (the address's mailbox, this subnet) is a remembered source; None without an address."""
 
@@ -77,6 +80,10 @@ class LimitsReport:
     address: AddressLimits | None
     client: ClientLimits | None
     global_daily: Window
+    """Against the share of the cap this source may use: all of it for a remembered source, else
+    the cap without its reserve."""
+    global_reserve: int
+    """Sends of the global cap kept for remembered sources."""
     sending_paused: bool
     would_refuse: str | None
     """The code a send would be refused with now (considering only what was asked about), or
@@ -122,7 +129,7 @@ class LimitsLookup:
         if address is None or ident is None:
             return None
         async with database_session(self._sessions) as session:
-            row = await suppressions.find(session, address, ident.mailbox)
+            row = await suppressions.find(session, address)
         return row.reason if row is not None else None
 
     def _report(
@@ -132,7 +139,9 @@ class LimitsLookup:
         s = self._s
         send, subnet = s.rate("otp_send"), s.rate("otp_send_subnet")
         global_limit = s.global_daily_limits.get(CHANNEL, 0)
-        glob = Window(st.global_sends, global_limit, _seconds(st.global_wait))
+        reserve = math.ceil(global_limit * s.global_reserve)
+        usable = global_limit if st.remembered else global_limit - reserve
+        glob = Window(st.global_sends, usable, _seconds(st.global_wait))
         address = None
         remembered = bool(st.remembered) if ident is not None and client is not None else None
         if email is not None and ident is not None:
@@ -160,9 +169,12 @@ class LimitsLookup:
                     min_ratio=self._guard.min_ratio, slows_subnet=bool(st.guard_slows),
                     guard_rate=str(self._guard.rate), subnet_sends_in_guard_window=st.guard_recent,
                 ),
-                blocked_for=_seconds(st.blocked), remembered_source=remembered,
+                blocked_for=_seconds(max(st.client_blocked, st.subnet_blocked)),
+                client_blocked_for=_seconds(st.client_blocked),
+                subnet_blocked_for=_seconds(st.subnet_blocked),
+                remembered_source=remembered,
             )  # fmt: skip
         # The address's own refusal comes first (the send refuses it before any limit); else the
         # send decision's own verdict (otp/lua/_decide.lua, run read-only).
         refusal, wait = (check, 0) if check is not None else (st.refusal, _seconds(st.wait))
-        return LimitsReport(address, client_limits, glob, bool(st.paused), refusal, wait)
+        return LimitsReport(address, client_limits, glob, reserve, bool(st.paused), refusal, wait)

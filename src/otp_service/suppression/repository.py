@@ -117,7 +117,6 @@ async def upsert(
     await session.execute(stmt)
 
 
-async def find(session: AsyncSession, email: str, mailbox: str | None = None) -> Suppression | None:
-    """The row that suppresses this address: its own only (CONTRACT §6). `mailbox` is not
-    compared; it stays until otp/why.py stops passing it."""
+async def find(session: AsyncSession, email: str) -> Suppression | None:
+    """The row that suppresses this address: its own only (CONTRACT §6)."""
     return await get(session, email)

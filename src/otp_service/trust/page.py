@@ -18,11 +18,11 @@ from otp_service.delivery.templates import (
     render_template,
     verify_link,
 )
+from otp_service.mail_providers import POPULAR_PROVIDERS
 from otp_service.otp.service import IDEMPOTENCY_KEEP_MS, REUSE_MIN_LEFT_MS
 from otp_service.settings import Rate, Settings
 from otp_service.validation.address import AddressValidator
 from otp_service.validation.families import FAMILIES
-from otp_service.validation.typos import POPULAR_PROVIDERS
 from otp_service.webhooks.resend import SVIX_TOLERANCE
 from otp_service.webhooks.sns import MAX_SKEW as SNS_MAX_SKEW
 

@@ -8,8 +8,9 @@ import disposable_email_domains
 from email_validator import EmailNotValidError, validate_email
 
 from otp_service.errors import DisposableEmail, EmailTypo, InvalidEmail
+from otp_service.mail_providers import POPULAR_PROVIDERS
 from otp_service.validation import families
-from otp_service.validation.typos import POPULAR_PROVIDERS, typo_map
+from otp_service.validation.typos import typo_map
 
 MAX_LENGTH = 320  # RFC 3696 errata 1690: 64 + 1 + 255
 

@@ -2,7 +2,7 @@
 
 An attacker with a catch-all domain receives, and verifies, every code, so no conversion rule
 stops them draining the service-wide cap from many networks. Each registrable domain
-(`a.b.example.co.uk` is `example.co.uk`, by the public suffix list) gets at most
+(`a.b.example.co.uk` is `example.co.uk`, by the public suffix list's ICANN section) gets at most
 OTP_DOMAIN_DAILY_LIMIT sends per rolling 24 h; shared mail providers, whose users are unrelated
 people, are exempt (their mailboxes have their own limits).
 """
@@ -12,9 +12,11 @@ from functools import lru_cache
 from publicsuffixlist import PublicSuffixList
 
 from otp_service.settings import Settings
-from otp_service.validation.typos import POPULAR_PROVIDERS
 
-_PSL = PublicSuffixList()  # the list the package ships: no network
+# The list the package ships (no network), its ICANN section only: the private section names
+# services where anyone can take a name (`x.duckdns.org`, `y.github.io`), and each such name
+# would otherwise get a budget of its own (CONTRACT §6).
+_PSL = PublicSuffixList(only_icann=True)
 
 
 @lru_cache(maxsize=65536)
@@ -31,9 +33,7 @@ class RecipientDomains:
 
     @classmethod
     def of(cls, settings: Settings) -> "RecipientDomains":
-        base = POPULAR_PROVIDERS if settings.shared_mail_domains is None else settings.shared_mail_domains
-        shared = {d.strip().lower() for d in (*base, *settings.shared_mail_domains_extra)}
-        return cls(limit=settings.domain_daily_limit, shared=frozenset(shared))
+        return cls(limit=settings.domain_daily_limit, shared=settings.shared_mail_providers())
 
     def budget(self, email: str) -> str | None:
         """The registrable domain whose daily budget this address counts against, or None for a

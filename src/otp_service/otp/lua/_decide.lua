@@ -4,32 +4,38 @@
 -- _code.lua. A check that passes writes nothing; with `tidy` (send.lua only) the logs it reads
 -- drop what has left their windows.
 --
--- The decision's keys, KEYS[1..13] of every script that runs it (otp/store.py, DecisionKeys).
+-- The decision's keys, KEYS[1..14] of every script that runs it (otp/store.py, DecisionKeys).
 -- A key the question does not concern is RedisKeys.unused, which nothing writes: it reads empty.
 --   1 client send log (zset)        2 subnet send log (zset, kept for the guard's window too)
 --   3 subnet conversion (hash, _prelude.lua)   4 subnet blocked by the reputation guard (PX)
---   5 sending-paused flag           6 remembered source: this (mailbox, subnet) verified before
---   7 address cooldown (string: until when, ms; PX)   8 address daily log (zset)
---   9, 10 the same two for the address's remembered sources   11 recipient domain's daily log
---   12 channel global daily log     13 the address's code (hash, _code.lua)
--- Its arguments, ARGV[8..16] after throttle_args (otp/store.py, DecisionArgs):
+--   5 client blocked by the reputation guard (PX)   6 sending-paused flag
+--   7 remembered source: this (mailbox, subnet) verified a code before (PX)
+--   8 the mailbox's cooldown (string: until when, ms; PX)   9 the mailbox's daily log (zset)
+--   10, 11 the same two for this remembered source (mailbox, subnet): its own budget
+--   12 recipient domain's daily log   13 channel global daily log
+--   14 the exact address's code (hash, _code.lua)
+-- Its arguments, ARGV[8..18] after throttle_args (otp/store.py, DecisionArgs):
 --   8 the recipient domain's limit per 24 h (0: not counted, a shared mail provider)
 --   9 guard: min sends   10 guard: min verified/sent   11 guard: limit   12 guard: window (ms)
---   13 daily limit per address   14 global daily limit   15 a sending_paused answer's wait (ms)
---   16 adaptive captcha: the share of the global cap from which a send needs a token (0: off)
+--   13 daily limit per mailbox   14 global daily limit   15 of it, the sends other than remembered
+--   sources' (the rest is their reserve)   16 a sending_paused answer's wait (ms)
+--   17 adaptive captcha: the share of the global cap from which a send needs a token (0: off)
+--   18 the captcha: 0 no provider configured, 1 configured and this send has no token, 2 this
+--   send carried a valid token
 local function decision_keys()
   return {
-    client = KEYS[1], subnet = KEYS[2], conversion = KEYS[3], blocked = KEYS[4], paused = KEYS[5],
-    remembered = KEYS[6], cooldown = KEYS[7], daily = KEYS[8], remembered_cooldown = KEYS[9],
-    remembered_daily = KEYS[10], domain = KEYS[11], global = KEYS[12], code = KEYS[13],
+    client = KEYS[1], subnet = KEYS[2], conversion = KEYS[3], subnet_blocked = KEYS[4],
+    client_blocked = KEYS[5], paused = KEYS[6], remembered = KEYS[7], cooldown = KEYS[8], daily = KEYS[9],
+    remembered_cooldown = KEYS[10], remembered_daily = KEYS[11], domain = KEYS[12], global = KEYS[13],
+    code = KEYS[14],
   }
 end
 
 local DOMAIN_LIMIT = tonumber(ARGV[8])
 local GUARD_MIN_SENDS, GUARD_MIN_RATIO = tonumber(ARGV[9]), tonumber(ARGV[10])
 local GUARD_LIMIT, GUARD_WINDOW = tonumber(ARGV[11]), tonumber(ARGV[12])
-local DAILY_LIMIT, GLOBAL_LIMIT = tonumber(ARGV[13]), tonumber(ARGV[14])
-local PAUSED_WAIT, CAPTCHA_SHARE = tonumber(ARGV[15]), tonumber(ARGV[16])
+local DAILY_LIMIT, GLOBAL_LIMIT, GLOBAL_STRANGERS = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+local PAUSED_WAIT, CAPTCHA_SHARE, CAPTCHA = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
 
 -- A log's hits in the window; with `tidy`, what has left the window is dropped first.
 local function counted(key, window, tidy)
@@ -52,8 +58,8 @@ local function guard_slows(conversion_key, tidy)
   return sent >= GUARD_MIN_SENDS and verified < GUARD_MIN_RATIO * sent, sent, verified
 end
 
--- A remembered source (CONTRACT §6) has its own cooldown and daily cap, which requests from
--- anywhere else cannot use up. Returns whether it is one, and the cooldown and daily keys.
+-- A remembered source (CONTRACT §6) has its own cooldown and daily cap, which no request from
+-- anywhere else can use up. Returns whether it is one, and the cooldown and daily keys.
 local function address_keys(k)
   if redis.call('EXISTS', k.remembered) == 1 then return true, k.remembered_cooldown, k.remembered_daily end
   return false, k.cooldown, k.daily
@@ -67,15 +73,27 @@ local function needs_captcha(k)
   return (guard_slows(k.conversion, false))
 end
 
--- The source's checks, in order: the client's and subnet's rates, the reputation guard's block,
--- the low-conversion guard (the subnet's whole log in the guard's window against its rate).
--- Returns nil when they pass, else the refusal, its wait (ms) and which check refused
--- ('rate', 'blocked' or 'guard').
+-- What holds back a source that is not remembered (a reputation block, a paused provider): with
+-- a captcha provider, a person passes with a valid token, and is asked for one without it.
+-- Returns nil when the send passes, else the refusal and its wait.
+local function held_back(refusal, wait)
+  if CAPTCHA == 2 then return nil, 0 end
+  if CAPTCHA == 1 then return 'captcha_required', 0 end
+  return refusal, wait
+end
+
+-- The source's checks, in order: the client's and subnet's rates, the reputation guard's block
+-- of the client or its subnet (a remembered source passes it), the low-conversion guard (the
+-- subnet's whole log in the guard's window against its rate). Returns nil when they pass, else
+-- the refusal, its wait (ms) and which check refused ('rate', 'blocked' or 'guard').
 local function decide_source(k, tidy)
   local wait = pair_wait(k.client, k.subnet)
   if wait > 0 then return 'rate_limited', wait, 'rate' end
-  local blocked = redis.call('PTTL', k.blocked)
-  if blocked > 0 then return 'rate_limited', blocked, 'blocked' end
+  local blocked = math.max(redis.call('PTTL', k.client_blocked), redis.call('PTTL', k.subnet_blocked))
+  if blocked > 0 and redis.call('EXISTS', k.remembered) == 0 then
+    local refusal, refusal_wait = held_back('rate_limited', blocked)
+    if refusal then return refusal, refusal_wait, 'blocked' end
+  end
   if guard_slows(k.conversion, tidy) then
     local recent = log_count(k.subnet, NOW, GUARD_WINDOW)
     if recent >= GUARD_LIMIT then
@@ -86,20 +104,24 @@ local function decide_source(k, tidy)
 end
 
 -- The address's and the service's checks, in order: paused sending, the cooldown and daily cap
--- (a remembered source's own), the recipient domain's budget, the global cap. Returns nil when
--- they pass, else the refusal and its wait (ms).
+-- (a remembered source's own), the recipient domain's budget, the global cap (its reserve kept
+-- for remembered sources). A remembered source passes a pause and the domain's budget. Returns
+-- nil when they pass, else the refusal and its wait (ms).
 local function decide_address(k, tidy)
-  if redis.call('EXISTS', k.paused) == 1 then return 'sending_paused', PAUSED_WAIT end
-  local _, cooldown_key, daily_key = address_keys(k)
+  local remembered, cooldown_key, daily_key = address_keys(k)
+  if not remembered and redis.call('EXISTS', k.paused) == 1 then
+    local refusal, wait = held_back('sending_paused', PAUSED_WAIT)
+    if refusal then return refusal, wait end
+  end
   local cooldown_until = tonumber(redis.call('GET', cooldown_key) or 0) or 0
   if cooldown_until > NOW then return 'cooldown', cooldown_until - NOW end
   local wait = over(daily_key, DAY, DAILY_LIMIT, tidy)
   if wait > 0 then return 'daily_limit', wait end
-  if DOMAIN_LIMIT > 0 then
+  if DOMAIN_LIMIT > 0 and not remembered then
     wait = over(k.domain, DAY, DOMAIN_LIMIT, tidy)
     if wait > 0 then return 'domain_limit', wait end
   end
-  wait = over(k.global, DAY, GLOBAL_LIMIT, tidy)
+  wait = over(k.global, DAY, remembered and GLOBAL_LIMIT or GLOBAL_STRANGERS, tidy)
   if wait > 0 then return 'global_limit', wait end
   return nil, 0
 end

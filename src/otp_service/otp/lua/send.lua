@@ -1,29 +1,33 @@
 -- One decision per send request, all or nothing (after limits/lua/_prelude.lua, _code.lua,
 -- _idempotency.lua and _decide.lua, which holds the checks; this script orders them with the
 -- Idempotency-Key and writes).
--- KEYS[1..13] the decision's keys (_decide.lua)   KEYS[14] delivery stream
--- KEYS[15] Idempotency-Key record (idempotency.lua claimed it; RedisKeys.unused without one)
--- KEYS[16] subnet slowed (string, PX: the guard's log line is written once per window)
--- ARGV[1..7] throttle_args   ARGV[8..16] the decision's arguments (_decide.lua)
--- ARGV[17] cooldown (ms)   ARGV[18] the new code's hash   ARGV[19] code TTL (ms)
--- ARGV[20] the sealed job (delivery/jobs.py: it holds the code, so it is also what is kept
--- beside the hash when the code may be emailed again)
--- ARGV[21] '1' under OTP_RESEND_STRATEGY=reuse   ARGV[22] reuse: the least time a live code must
--- have left to be emailed again (ms)   ARGV[23] the body's fingerprint ('' = no Idempotency-Key)
--- ARGV[24] how long an Idempotency-Key's answer is kept (ms)
+-- KEYS[1..14] the decision's keys (_decide.lua)   KEYS[15] delivery stream
+-- KEYS[16] Idempotency-Key record (idempotency.lua claimed it; RedisKeys.unused without one)
+-- KEYS[17] subnet slowed (string, PX: the guard's log line is written once per window)
+-- ARGV[1..7] throttle_args   ARGV[8..18] the decision's arguments (_decide.lua)
+-- ARGV[19] cooldown (ms)   ARGV[20] the new code's hash   ARGV[21] code TTL (ms)
+-- ARGV[22] the sealed job (delivery/jobs.py: it holds the exact address and the code, so it is
+-- also what is kept beside the hash when the code may be emailed again)
+-- ARGV[23] '1' under OTP_RESEND_STRATEGY=reuse   ARGV[24] reuse: the least time a live code must
+-- have left to be emailed again (ms)   ARGV[25] the body's fingerprint ('' = no Idempotency-Key)
+-- ARGV[26] how long an Idempotency-Key's answer is kept (ms)
+-- ARGV[27] '1' for a test recipient (CONTRACT §3): the code is stored as any other, and nothing
+-- is queued and no daily, domain or global counter moves
 -- A job on the stream (delivery/queue.py reads it): p = the sealed job, x = when its code
 -- expires (ms); when a live code is emailed again, also c = the sealed job kept with that code
--- (the code to send) and l = the seconds it has left (the email states them).
+-- (the code to send, to the address it was sealed for) and l = the seconds it has left (the
+-- email states them); r = '1' when a remembered source requested it, v = '1' when the request
+-- carried a valid captcha token (either passes a provider pause, CONTRACT §6).
 -- Returns {status, wait ms or job id, 1 when the guard first slowed this subnet in its window
 -- else 0}: status is ok | rate_limited | cooldown | daily_limit | domain_limit | global_limit |
 -- sending_paused; or {'replay', status, value} / {'idempotency_key_reused', 0, 0} for a key
 -- another request answered.
 -- Beyond the client's and subnet's rate logs (and a key's answer), only 'ok' writes anything.
 local K = decision_keys()
-local STREAM, IDEM_KEY, SLOWED = KEYS[14], KEYS[15], KEYS[16]
-local COOLDOWN, CODE_HASH, CODE_TTL = tonumber(ARGV[17]), ARGV[18], tonumber(ARGV[19])
-local JOB, REUSE, REUSE_MIN_LEFT = ARGV[20], ARGV[21] == '1', tonumber(ARGV[22])
-local FINGERPRINT, IDEM_KEEP = ARGV[23], tonumber(ARGV[24])
+local STREAM, IDEM_KEY, SLOWED = KEYS[15], KEYS[16], KEYS[17]
+local COOLDOWN, CODE_HASH, CODE_TTL = tonumber(ARGV[19]), ARGV[20], tonumber(ARGV[21])
+local JOB, REUSE, REUSE_MIN_LEFT = ARGV[22], ARGV[23] == '1', tonumber(ARGV[24])
+local FINGERPRINT, IDEM_KEEP, TEST = ARGV[25], tonumber(ARGV[26]), ARGV[27] == '1'
 local IDEM = FINGERPRINT ~= ''
 
 -- The answer, kept under the request's Idempotency-Key when it is the address's or the code's
@@ -59,6 +63,14 @@ if refusal then return answer(refusal, wait) end
 
 local remembered, cooldown_key, daily_key = address_keys(K)
 if COOLDOWN > 0 then redis.call('SET', cooldown_key, NOW + COOLDOWN, 'PX', COOLDOWN) end
+if TEST then  -- the fixed code is the live code; nothing is queued or counted
+  redis.call('DEL', K.code)
+  redis.call('HSET', K.code, 'h', CODE_HASH, 'n', 0, 'x', NOW + CODE_TTL)
+  redis.call('PEXPIRE', K.code, CODE_TTL)
+  return answer('ok', 'test')
+end
+local flags = {}  -- what passes a provider pause (the worker reads it)
+if remembered then flags = {'r', '1'} elseif CAPTCHA == 2 then flags = {'v', '1'} end
 log_add(daily_key, NOW, DAY, MEMBER)
 log_add(K.global, NOW, DAY, MEMBER)
 if DOMAIN_LIMIT > 0 then log_add(K.domain, NOW, DAY, MEMBER) end
@@ -72,7 +84,7 @@ if live then
   local left = expires - NOW
   if stored and ((REUSE and left >= REUSE_MIN_LEFT) or (protected == '1' and not remembered)) then
     local id = redis.call('XADD', STREAM, '*', 'p', JOB, 'x', tostring(expires), 'c', stored,
-      'l', tostring(math.floor(left / 1000)))
+      'l', tostring(math.floor(left / 1000)), unpack(flags))
     return answer('ok', id)
   end
 end
@@ -83,5 +95,5 @@ redis.call('HSET', K.code, 'h', CODE_HASH, 'n', 0, 'x', NOW + CODE_TTL)
 if REUSE or remembered then redis.call('HSET', K.code, 's', JOB) end
 if remembered then redis.call('HSET', K.code, 'r', '1') end
 redis.call('PEXPIRE', K.code, CODE_TTL)
-local id = redis.call('XADD', STREAM, '*', 'p', JOB, 'x', tostring(NOW + CODE_TTL))
+local id = redis.call('XADD', STREAM, '*', 'p', JOB, 'x', tostring(NOW + CODE_TTL), unpack(flags))
 return answer('ok', id)
