@@ -233,10 +233,9 @@ class OtpService:
     def identity(self, email: str, client: Client | None) -> Identity:
         mailbox = self._mailboxes.key(email)
         source = self._crypto.source_id(mailbox, client.subnet) if client is not None else None
-        return Identity(
-            self._crypto.address_id(email), mailbox, self._crypto.address_id(mailbox),
-            self._domains.budget(email), source,
-        )  # fmt: skip
+        address_id = self._crypto.address_id(email)
+        mailbox_id = address_id if mailbox == email else self._crypto.address_id(mailbox)
+        return Identity(address_id, mailbox, mailbox_id, self._domains.budget(email), source)
 
     async def limits(self, email: str | None, client: Client | None) -> tuple[Identity | None, LimitsState]:
         """What the send decision would read now for this address and client (either may be
@@ -355,16 +354,17 @@ class OtpService:
             raise InvalidRequest("email: not a valid address") from None
         # The code is the exact address's; the mailbox names its remembered sources (CONTRACT §6).
         mailbox = self._mailboxes.key(email)
+        address_id = self._crypto.address_id(email)
         decision = await self._store.verify(
             VerifyRequest(
                 client=client,
-                address_id=self._crypto.address_id(email),
+                address_id=address_id,
                 rates=self._verify_rates,
                 code_hash=self._crypto.code_hash(email, code),
                 max_attempts=self._s.max_attempts,
                 source_id=self._crypto.source_id(mailbox, client.subnet),
                 remember_ms=self._s.remember_days * DAY_MS,
-                mailbox_id=self._crypto.address_id(mailbox),
+                mailbox_id=address_id if mailbox == email else self._crypto.address_id(mailbox),
             )
         )
         match decision.status:

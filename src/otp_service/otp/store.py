@@ -7,6 +7,7 @@ address's cooldown and rolling-24 h cap and the service-wide rolling-24 h cap; o
 stores the code's hash and queues the sealed delivery job, all or nothing.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -296,6 +297,20 @@ class DecisionArgs:
 _CAPTCHA_ARG = {None: 0, Captcha.MISSING: 1, Captcha.PASSED: 2}
 
 
+@functools.lru_cache(maxsize=64)
+def _decision_args(
+    guard: ConversionGuard, daily_limit: int, global_limit: int, domain_limit: int, global_reserve: float,
+    captcha_share: float, captcha: Captcha | None,
+) -> tuple[Arg, ...]:  # fmt: skip
+    """DecisionArgs in the script's order: the same few combinations on every request (a service's
+    settings, a domain counted or not, the captcha's three states), built once each."""
+    rules = DecisionArgs.of(
+        guard, daily_limit=daily_limit, global_limit=global_limit, domain_limit=domain_limit,
+        global_reserve=global_reserve, captcha_share=captcha_share, captcha=captcha,
+    )  # fmt: skip
+    return positional(rules)
+
+
 @dataclass(frozen=True, slots=True)
 class SendKeys:
     """send.lua's own keys, KEYS[15..17]."""
@@ -455,10 +470,9 @@ class RedisCodeStore:
         own_keys = SendKeys(
             k.jobs, k.idempotency(idem.key_id) if idem else k.unused, k.slowed(req.client.subnet)
         )
-        rules = DecisionArgs.of(
-            req.guard, daily_limit=req.daily_limit, global_limit=req.global_limit,
-            domain_limit=req.domain_limit if req.domain_id else 0, global_reserve=req.global_reserve,
-            captcha=req.captcha,
+        rules = _decision_args(
+            req.guard, req.daily_limit, req.global_limit, req.domain_limit if req.domain_id else 0,
+            req.global_reserve, 0.0, req.captcha,
         )  # fmt: skip
         own_args = SendArgs(
             req.cooldown_ms, req.code_hash, req.code_ttl_ms, req.job_payload, "1" if req.reuse else "0",
@@ -468,7 +482,7 @@ class RedisCodeStore:
         keys = (*positional(decision), *positional(own_keys))
         args = (
             *throttle_args(self._clock, req.rates, self._member()),
-            *positional(rules),
+            *rules,
             *positional(own_args),
         )
         async with redis_guard("send"):
@@ -523,10 +537,9 @@ class RedisCodeStore:
             self._keys, query.rates, query.channel, query.client, query.address_id, query.mailbox_id,
             query.source_id, query.domain_id,
         )  # fmt: skip
-        rules = DecisionArgs.of(
-            query.guard, daily_limit=query.daily_limit, global_limit=query.global_limit,
-            domain_limit=query.domain_limit if query.domain_id else 0, global_reserve=query.global_reserve,
-            captcha_share=query.captcha_share, captcha=query.captcha,
+        rules = _decision_args(
+            query.guard, query.daily_limit, query.global_limit, query.domain_limit if query.domain_id else 0,
+            query.global_reserve, query.captcha_share, query.captcha,
         )  # fmt: skip
-        args = (*throttle_args(self._clock, query.rates, "-"), *positional(rules))
+        args = (*throttle_args(self._clock, query.rates, "-"), *rules)
         return await script(self._redis, (*positional(decision), *more_keys), args)

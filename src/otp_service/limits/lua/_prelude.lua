@@ -31,11 +31,16 @@ local function log_tidy(key, now, keep)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - keep)
 end
 
+-- Record a hit in a log that was just tidied.
+local function log_push(key, now, keep, member)
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, keep)
+end
+
 -- Record a hit, dropping what is older than `keep` (at least the window any rule reads it over).
 local function log_add(key, now, keep, member)
   log_tidy(key, now, keep)
-  redis.call('ZADD', key, now, member)
-  redis.call('PEXPIRE', key, keep)
+  log_push(key, now, keep, member)
 end
 
 -- ARGV[1..7] of every throttling script (limits/throttle.py, throttle_args): now, unique member,

@@ -37,10 +37,12 @@ local GUARD_LIMIT, GUARD_WINDOW = tonumber(ARGV[11]), tonumber(ARGV[12])
 local DAILY_LIMIT, GLOBAL_LIMIT, GLOBAL_STRANGERS = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
 local PAUSED_WAIT, CAPTCHA_SHARE, CAPTCHA = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
 
--- A log's hits in the window; with `tidy`, what has left the window is dropped first.
+-- A log's hits in the window; with `tidy`, what has left the window is dropped first (and what
+-- is left is the count).
 local function counted(key, window, tidy)
-  if tidy then log_tidy(key, NOW, window) end
-  return log_count(key, NOW, window)
+  if not tidy then return log_count(key, NOW, window) end
+  log_tidy(key, NOW, window)
+  return redis.call('ZCARD', key)
 end
 
 local function over(key, window, limit, tidy)
@@ -58,11 +60,13 @@ local function guard_slows(conversion_key, tidy)
   return sent >= GUARD_MIN_SENDS and verified < GUARD_MIN_RATIO * sent, sent, verified
 end
 
--- A remembered source (CONTRACT §6) has its own cooldown and daily cap, which no request from
--- anywhere else can use up. Returns whether it is one, and the cooldown and daily keys.
-local function address_keys(k)
-  if redis.call('EXISTS', k.remembered) == 1 then return true, k.remembered_cooldown, k.remembered_daily end
-  return false, k.cooldown, k.daily
+-- Who is asking for the address: a remembered source (CONTRACT §6) has its own cooldown and
+-- daily cap, which no request from anywhere else can use up. {remembered, cooldown key, daily key}
+local function asker(k)
+  if redis.call('EXISTS', k.remembered) == 1 then
+    return {remembered = true, cooldown = k.remembered_cooldown, daily = k.remembered_daily}
+  end
+  return {remembered = false, cooldown = k.cooldown, daily = k.daily}
 end
 
 -- OTP_CAPTCHA_MODE=adaptive: a send without a token needs one while the service is under attack
@@ -105,23 +109,23 @@ end
 
 -- The address's and the service's checks, in order: paused sending, the cooldown and daily cap
 -- (a remembered source's own), the recipient domain's budget, the global cap (its reserve kept
--- for remembered sources). A remembered source passes a pause and the domain's budget. Returns
--- nil when they pass, else the refusal and its wait (ms).
-local function decide_address(k, tidy)
-  local remembered, cooldown_key, daily_key = address_keys(k)
-  if not remembered and redis.call('EXISTS', k.paused) == 1 then
+-- for remembered sources). A remembered source passes a pause and the domain's budget. `who` is
+-- asker(k). Returns nil when they pass, else the refusal and its wait (ms); with `tidy`, the
+-- daily and global logs it read are tidied (the domain's only when it was read).
+local function decide_address(k, who, tidy)
+  if not who.remembered and redis.call('EXISTS', k.paused) == 1 then
     local refusal, wait = held_back('sending_paused', PAUSED_WAIT)
     if refusal then return refusal, wait end
   end
-  local cooldown_until = tonumber(redis.call('GET', cooldown_key) or 0) or 0
+  local cooldown_until = tonumber(redis.call('GET', who.cooldown) or 0) or 0
   if cooldown_until > NOW then return 'cooldown', cooldown_until - NOW end
-  local wait = over(daily_key, DAY, DAILY_LIMIT, tidy)
+  local wait = over(who.daily, DAY, DAILY_LIMIT, tidy)
   if wait > 0 then return 'daily_limit', wait end
-  if DOMAIN_LIMIT > 0 and not remembered then
+  if DOMAIN_LIMIT > 0 and not who.remembered then
     wait = over(k.domain, DAY, DOMAIN_LIMIT, tidy)
     if wait > 0 then return 'domain_limit', wait end
   end
-  wait = over(k.global, DAY, remembered and GLOBAL_LIMIT or GLOBAL_STRANGERS, tidy)
+  wait = over(k.global, DAY, who.remembered and GLOBAL_LIMIT or GLOBAL_STRANGERS, tidy)
   if wait > 0 then return 'global_limit', wait end
   return nil, 0
 end

@@ -12,7 +12,7 @@ local k = decision_keys()
 local refusal, wait = nil, 0
 if needs_captcha(k) then refusal = 'captcha_required' end
 if not refusal then refusal, wait = decide_source(k, false) end
-if not refusal then refusal, wait = decide_address(k, false) end
+if not refusal then refusal, wait = decide_address(k, asker(k), false) end
 
 local function figure(key, window, limit)
   return log_count(key, NOW, window), over(key, window, limit, false)

@@ -58,11 +58,12 @@ if IDEM then  -- a request with the same key was answered meanwhile: its answer 
   if state and state[1] == 'replay' then return state end
 end
 
-refusal, wait = decide_address(K, true)
+local who = asker(K)
+refusal, wait = decide_address(K, who, true)
 if refusal then return answer(refusal, wait) end
 
-local remembered, cooldown_key, daily_key = address_keys(K)
-if COOLDOWN > 0 then redis.call('SET', cooldown_key, NOW + COOLDOWN, 'PX', COOLDOWN) end
+local remembered = who.remembered
+if COOLDOWN > 0 then redis.call('SET', who.cooldown, NOW + COOLDOWN, 'PX', COOLDOWN) end
 if TEST then  -- the fixed code is the live code; nothing is queued or counted
   redis.call('DEL', K.code)
   redis.call('HSET', K.code, 'h', CODE_HASH, 'n', 0, 'x', NOW + CODE_TTL)
@@ -71,9 +72,11 @@ if TEST then  -- the fixed code is the live code; nothing is queued or counted
 end
 local flags = {}  -- what passes a provider pause (the worker reads it)
 if remembered then flags = {'r', '1'} elseif CAPTCHA == 2 then flags = {'v', '1'} end
-log_add(daily_key, NOW, DAY, MEMBER)
-log_add(K.global, NOW, DAY, MEMBER)
-if DOMAIN_LIMIT > 0 then log_add(K.domain, NOW, DAY, MEMBER) end
+log_push(who.daily, NOW, DAY, MEMBER)  -- both tidied by the decision
+log_push(K.global, NOW, DAY, MEMBER)
+if DOMAIN_LIMIT > 0 then  -- counted for a remembered source too, which the decision did not read
+  if remembered then log_add(K.domain, NOW, DAY, MEMBER) else log_push(K.domain, NOW, DAY, MEMBER) end
+end
 count_conversion(K.conversion, NOW, 's')
 -- The live code is emailed again, sealed as stored, its lifetime and wrong attempts as they
 -- are: under reuse, while it has enough time left; and whatever the strategy, when a remembered
