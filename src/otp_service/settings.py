@@ -130,6 +130,27 @@ def _check_redis_url(value: str | None) -> str | None:
     return value
 
 
+def parse_sentinel(entry: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `host` (Sentinel's port, 26379): (host, port)."""
+    text = entry.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or "26379"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, "26379"
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("each sentinel must be like 10.0.0.5:26379 or sentinel-1:26379")
+    return host, int(port)
+
+
+def _check_sentinels(value: list[str]) -> list[str]:
+    for entry in value:
+        parse_sentinel(entry)
+    return value
+
+
 def _check_database_url(value: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -256,6 +277,14 @@ class Settings(BaseSettings):
     redis_cluster: bool = False
     # Keys live under `<prefix>:{<prefix>}:…`; one hash tag so every script runs on Redis Cluster.
     redis_key_prefix: str = Field(default="otp", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Redis Sentinel: the primary is asked of these sentinels under the master's name, and asked
+    # again after every lost connection or READONLY; OTP_REDIS_URL gives scheme, password, database.
+    redis_sentinels: Annotated[list[str], AfterValidator(_check_sentinels)] = []
+    redis_sentinel_master: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Replicas that hold a write before the service answers for it (WAIT), and the wait's bound
+    # (seconds); 0: no wait, and a failover may lose the last writes (README, "Redis in production").
+    redis_min_replicas: int = Field(default=0, ge=0, le=16)
+    redis_replica_timeout: float = Field(default=0.2, gt=0, le=10)
     secret_key: SecretStr | None = None
 
     code_length: int = Field(default=6, ge=4, le=10)
@@ -445,6 +474,29 @@ class Settings(BaseSettings):
         if self.events_webhook_url is not None:
             self._check_events_webhook()
         return self
+
+    @model_validator(mode="after")
+    def _check_redis_layout(self) -> "Settings":
+        if bool(self.redis_sentinels) != (self.redis_sentinel_master is not None):
+            raise ValueError("OTP_REDIS_SENTINELS and OTP_REDIS_SENTINEL_MASTER are set together")
+        if self.redis_sentinels:
+            if self.redis_url is None or self.redis_url.startswith("unix:"):
+                raise ValueError(
+                    "OTP_REDIS_SENTINELS needs OTP_REDIS_URL, redis:// or rediss://, for the password "
+                    "and database (its host is not used)"
+                )
+            if self.redis_cluster:
+                raise ValueError("OTP_REDIS_SENTINELS and OTP_REDIS_CLUSTER cannot be used together")
+        if self.redis_min_replicas and self.redis_url is None:
+            # A no-op would promise a durability the in-memory Redis cannot give.
+            raise ValueError(
+                "OTP_REDIS_MIN_REPLICAS needs a Redis server (OTP_REDIS_URL): the embedded default's "
+                "in-memory Redis has no replicas"
+            )
+        return self
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [parse_sentinel(entry) for entry in self.redis_sentinels]
 
     def _check_events_webhook(self) -> None:
         url = urlsplit(self.events_webhook_url or "")  # checked by _check_http_url

@@ -92,13 +92,15 @@ def _stores(settings: Settings, redis: RedisClient, keys: RedisKeys, clock: Cloc
 
 
 def open_redis_client(settings: Settings, keys: RedisKeys) -> RedisClient:
-    """OTP_REDIS_URL's server, or without one the embedded default's in-memory Redis (the same
-    scripts and commands, in this process)."""
+    """OTP_REDIS_URL's server (or the primary OTP_REDIS_SENTINELS name), or without one the
+    embedded default's in-memory Redis (the same scripts and commands, in this process)."""
     if settings.redis_url is None:
         return EmbeddedRedis()
     return open_redis(
-        settings.redis_url, keys, timeout=settings.dependency_timeout, cluster=settings.redis_cluster
-    )
+        settings.redis_url, keys, timeout=settings.dependency_timeout, cluster=settings.redis_cluster,
+        sentinels=settings.sentinel_addresses(), sentinel_master=settings.redis_sentinel_master,
+        min_replicas=settings.redis_min_replicas, replica_timeout=settings.redis_replica_timeout,
+    )  # fmt: skip
 
 
 def provider_names(settings: Settings) -> list[str]:

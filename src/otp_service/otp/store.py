@@ -428,11 +428,17 @@ def _send_decision(reply: list[Any]) -> SendDecision:
 
 
 class RedisCodeStore:
-    _SEND = Script(PRELUDE, _CODE, _IDEMPOTENCY, _DECIDE, ("otp_service.otp", "send"))
-    _VERIFY = Script(PRELUDE, _CODE, ("otp_service.otp", "verify"))
-    _CLAIM = Script(PRELUDE, _IDEMPOTENCY, ("otp_service.otp", "idempotency"))
+    _SEND = Script(PRELUDE, _CODE, _IDEMPOTENCY, _DECIDE, ("otp_service.otp", "send"), durable=True)
+    _VERIFY = Script(PRELUDE, _CODE, ("otp_service.otp", "verify"), durable=True)
+    _CLAIM = Script(
+        PRELUDE, _IDEMPOTENCY, ("otp_service.otp", "idempotency"), durable=True,
+        durable_unless=(b"new", b"pending"),  # the send decides and waits; or another request answers
+    )  # fmt: skip
     _CAPTCHA = Script(PRELUDE, _CODE, _DECIDE, ("otp_service.otp", "captcha_needed"), reads_only=True)
-    _READ = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_read"), reads_only=True)
+    _READ = Script(
+        _IDEMPOTENCY, ("otp_service.otp", "idempotency_read"), reads_only=True, durable=True,
+        durable_unless=(b"none", b"pending"),  # a kept answer is on the replicas before it is repeated
+    )  # fmt: skip
     _RELEASE = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_release"), allow_oom=True)
     _LIMITS = Script(PRELUDE, _CODE, _DECIDE, ("otp_service.otp", "limits"), reads_only=True)
     _CURRENT = Script(_CODE, ("otp_service.otp", "code_current"), reads_only=True)

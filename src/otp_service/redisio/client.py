@@ -14,7 +14,21 @@ class ReplyError(Exception):
     """Redis answered this command with an error reply (-ERR, -NOSCRIPT, -BUSYGROUP, …)."""
 
 
+class Replicas(Protocol):
+    async def wait(self) -> None:
+        """Returns once the required replicas hold every write the server applied so far;
+        raises TimeoutError (NotReplicated) when they do not in time (replication.py)."""
+        ...
+
+
 class RedisClient(Protocol):
+    @property
+    def replicas(self) -> Replicas | None:
+        """What a write the service answers for waits on (OTP_REDIS_MIN_REPLICAS); None: it
+        waits for nothing (the setting's default, and the embedded default's, which has no
+        replicas)."""
+        ...
+
     async def execute(self, *args: Arg, blocks_for: float = 0.0) -> Any:
         """One command; `blocks_for` (seconds) extends the deadline of a blocking command.
         Raises ReplyError for an error reply, OSError (ConnectionError, TimeoutError) when the

@@ -102,6 +102,9 @@ def _scripted(args: tuple[Arg, ...], server: _Server) -> tuple[Arg, ...]:
 class EmbeddedRedis:
     """One connection to an in-memory Redis server; `dedicated()` opens another to the same one."""
 
+    replicas: None = None
+    """No replicas: settings.py refuses OTP_REDIS_MIN_REPLICAS without OTP_REDIS_URL."""
+
     def __init__(self, server: _Server | None = None) -> None:
         self._server = server if server is not None else _Server()
         self._client: FakeAsyncRedis | None = None

@@ -13,7 +13,11 @@ connection on which the oldest call is past its deadline (`timeout`, plus the bl
 blocking read) fails every pending call with TimeoutError and is dropped. One watchdog timer per
 connection, not one per call. Both are OSError subclasses, which `redis_guard` turns into 503.
 
-Plain TCP, TLS (`rediss://`) and unix sockets (`unix://`); Redis Cluster through cluster.py.
+Plain TCP, TLS (`rediss://`) and unix sockets (`unix://`); Redis Cluster through cluster.py; the
+primary named by Redis Sentinel through sentinel.py, found again on every reconnect. A READONLY
+reply (the server was demoted to a replica by a failover) drops the connection too, so the next
+call goes to the primary of now. With OTP_REDIS_MIN_REPLICAS, `replicas` is the wait a durable
+script makes after its write (replication.py), on a connection of its own.
 """
 
 import asyncio
@@ -30,6 +34,8 @@ import hiredis
 from otp_service.redisio.client import Arg, ReplyError
 from otp_service.redisio.cluster import key_slot, redirection, slot_owner
 from otp_service.redisio.keys import RedisKeys
+from otp_service.redisio.replication import ReplicaWait, mark_key
+from otp_service.redisio.sentinel import NoPrimary, Sentinels, is_primary
 
 MAX_REDIRECTIONS = 5
 """MOVED/ASK replies followed for one call: a slot's nodes disagree only briefly while it moves."""
@@ -147,6 +153,7 @@ class PipelinedRedis:
         tls: ssl_module.SSLContext | None = None,
         unix_path: str | None = None,
         cluster_slot: int | None = None,
+        sentinels: Sentinels | None = None,
     ) -> None:
         self._seed = (host, port)
         self._target = (host, port)
@@ -154,6 +161,9 @@ class PipelinedRedis:
         self._tls = tls
         self._unix_path = unix_path
         self._cluster_slot = cluster_slot
+        self._sentinels = sentinels
+        self.replicas: ReplicaWait | None = None
+        """Set by open_redis with OTP_REDIS_MIN_REPLICAS; a dedicated() client has none."""
         self._options = {"db": db, "username": username, "password": password}
         self._handshake: list[tuple[Arg, ...]] = []
         if password is not None:
@@ -166,9 +176,12 @@ class PipelinedRedis:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float, cluster_key: str | None = None) -> "PipelinedRedis":
+    def from_url(
+        cls, url: str, *, timeout: float, cluster_key: str | None = None, sentinels: Sentinels | None = None
+    ) -> "PipelinedRedis":
         """`redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS, verified as usual),
-        `unix:///path?db=N`. With `cluster_key`, the node owning that key's slot is used."""
+        `unix:///path?db=N`. With `cluster_key`, the node owning that key's slot is used; with
+        `sentinels`, the primary they name (the URL's host is then not used)."""
         parts = urlsplit(url)
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
@@ -189,6 +202,7 @@ class PipelinedRedis:
             password=password,
             tls=ssl_module.create_default_context() if parts.scheme == "rediss" else None,
             cluster_slot=key_slot(cluster_key) if cluster_key is not None else None,
+            sentinels=sentinels,
         )
 
     def dedicated(self) -> "PipelinedRedis":
@@ -196,7 +210,8 @@ class PipelinedRedis:
         so that nothing queues behind them."""
         other = PipelinedRedis(
             *self._seed, timeout=self._timeout, tls=self._tls, unix_path=self._unix_path,
-            cluster_slot=self._cluster_slot, **self._options,  # type: ignore[arg-type]
+            cluster_slot=self._cluster_slot, sentinels=self._sentinels,
+            **self._options,  # type: ignore[arg-type]
         )  # fmt: skip
         other._target = self._target
         return other
@@ -219,6 +234,8 @@ class PipelinedRedis:
             except ReplyError as exc:
                 redirect = redirection(str(exc))
                 if redirect is None:
+                    if str(exc).startswith("READONLY"):
+                        self._drop(conn)  # a demoted primary: the next call finds the new one
                     raise
             # Redis Cluster: a redirection is followed for this call alone; the calls in flight
             # on the shared connection are answered there, each following its own.
@@ -234,6 +251,13 @@ class PipelinedRedis:
                     old.retire()
             conn = self._conn if self._conn is not None and not self._conn.closed else await self._connect()
         raise ConnectionError(f"Redis Cluster redirected a call {MAX_REDIRECTIONS} times")
+
+    def _drop(self, conn: _Connection) -> None:
+        """No more calls on `conn` (its pending ones are still answered); the next call connects
+        again, through the sentinels when there are some."""
+        if self._conn is conn:
+            self._conn = None
+            conn.retire()
 
     async def _side_connection(self, node: tuple[str, int]) -> "_Connection":
         """A connection to another node, for ASK redirections (kept until the client closes);
@@ -281,8 +305,14 @@ class PipelinedRedis:
         return conn
 
     async def _open(self) -> _Connection:
+        if self._sentinels is not None:  # each sentinel asked is bounded by the timeout itself
+            self._target = await self._sentinels.primary()
         async with asyncio.timeout(self._timeout):
             conn = await self._dial(*self._target)
+            if self._sentinels is not None and not is_primary(await conn.call(_pack(("ROLE",)))):
+                # A sentinel that has not seen the failover yet: never write to a replica.
+                conn.abort(ConnectionError("not the primary"))
+                raise NoPrimary("the server the sentinels named is not the primary (yet)")
             if self._cluster_slot is not None and self._target == self._seed:
                 slots = await conn.call(_pack(("CLUSTER", "SLOTS")))
                 owner = slot_owner(slots, self._cluster_slot, self._seed[0])
@@ -295,6 +325,8 @@ class PipelinedRedis:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self.replicas is not None:
+            await self.replicas.aclose()
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             with contextlib.suppress(BaseException):
@@ -312,5 +344,20 @@ class PipelinedRedis:
         self._side.clear()
 
 
-def open_redis(url: str, keys: RedisKeys, *, timeout: float, cluster: bool) -> PipelinedRedis:
-    return PipelinedRedis.from_url(url, timeout=timeout, cluster_key=keys.jobs if cluster else None)
+def open_redis(
+    url: str, keys: RedisKeys, *, timeout: float, cluster: bool = False,
+    sentinels: list[tuple[str, int]] | None = None, sentinel_master: str | None = None,
+    min_replicas: int = 0, replica_timeout: float = 0.2,
+) -> PipelinedRedis:  # fmt: skip
+    """The service's client: OTP_REDIS_URL's server (or the primary the sentinels name), and with
+    `min_replicas` the replicas its durable scripts wait for."""
+    client = PipelinedRedis.from_url(
+        url, timeout=timeout, cluster_key=keys.jobs if cluster else None,
+        sentinels=Sentinels(sentinels, sentinel_master, timeout=timeout)
+        if sentinels and sentinel_master else None,
+    )  # fmt: skip
+    if min_replicas:
+        client.replicas = ReplicaWait(
+            client.dedicated(), mark_key(keys), replicas=min_replicas, timeout=replica_timeout
+        )
+    return client
