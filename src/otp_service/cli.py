@@ -1,4 +1,4 @@
-"""`otp-service serve | migrate | worker | trust-page`."""
+"""`otp-service serve | migrate | worker | doctor | trust-page`."""
 
 import argparse
 import asyncio
@@ -141,6 +141,27 @@ async def run_worker(settings: Settings, *, concurrency: int | None = None) -> N
         log.info("worker.stopping", extra={"consumer": built.worker.name})
 
 
+def _doctor(_args: argparse.Namespace) -> int:
+    return asyncio.run(run_doctor(_settings_or_exit()))
+
+
+async def run_doctor(settings: Settings) -> int:
+    """The sender check (CONTRACT §9) for OTP_EMAIL_FROM and each configured provider, printed;
+    1 when a check fails."""
+    import contextlib
+
+    from otp_service.assembly.infrastructure import provider_names
+    from otp_service.assembly.providers import build_provider
+    from otp_service.sender.dns import DnsReader
+    from otp_service.sender.doctor import check_sender, render
+
+    async with contextlib.AsyncExitStack() as stack:
+        providers = [await build_provider(name, settings, stack) for name in provider_names(settings)]
+        report = await check_sender(settings.email_from, providers, DnsReader.of(settings))
+    sys.stdout.write(render(report))
+    return 1 if report.failed else 0
+
+
 def _trust_page(args: argparse.Namespace) -> int:
     from otp_service.trust.page import render_trust_page
 
@@ -170,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=int, default=None, help="jobs handled at once (OTP_WORKER_CONCURRENCY)"
     )
     worker.set_defaults(func=_worker)
+    doctor = sub.add_parser(
+        "doctor",
+        help="check that mail from OTP_EMAIL_FROM will be accepted (SPF, DKIM, DMARC); exit 1 on a failure",
+    )
+    doctor.set_defaults(func=_doctor)
     trust = sub.add_parser(
         "trust-page", help='print the "Trust & email sending practices" page, from the effective settings'
     )

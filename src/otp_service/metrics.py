@@ -42,3 +42,8 @@ SERVER_ERRORS = Counter("otp_http_server_errors_total", "Responses with a 5xx st
 RETENTION_DELETED = Counter(
     "otp_retention_deleted_total", "Rows deleted for being older than OTP_RETENTION_DAYS, by table", ["table"]
 )
+SENDER_CHECK = Gauge(
+    "otp_sender_check",
+    "Sender check (CONTRACT §9, otp-service doctor) by check: 1 passing for every provider, 0 failing",
+    ["check"],
+)

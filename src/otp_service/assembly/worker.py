@@ -1,5 +1,6 @@
 """The worker's four background tasks (background.py), built and run: the delivery worker, the
-reputation guard, retention and, with OTP_EVENTS_WEBHOOK_URL, the events sender."""
+reputation guard, retention and, with OTP_EVENTS_WEBHOOK_URL, the events sender; and, with a
+provider other than the console, the sender check (sender/periodic.py)."""
 
 import asyncio
 import contextlib
@@ -15,6 +16,8 @@ from otp_service.delivery.sender import Deliverer
 from otp_service.delivery.worker import FORGET_IDLE_MS, DeliveryWorker, Outcome
 from otp_service.events.outbox import EventSender
 from otp_service.retention import Retention
+from otp_service.sender.dns import DnsReader
+from otp_service.sender.periodic import SenderCheck
 from otp_service.tasks import cancel_and_wait
 
 
@@ -24,6 +27,7 @@ class WorkerComponents:
     guard: ReputationGuard
     retention: Retention
     events: EventSender | None = None
+    sender: SenderCheck | None = None
 
     def tasks(self) -> dict[str, Background]:
         """Each background task by the name its asyncio task carries."""
@@ -34,6 +38,8 @@ class WorkerComponents:
         }
         if self.events is not None:
             named["events-out"] = self.events
+        if self.sender is not None:
+            named["sender-check"] = self.sender
         return named
 
 
@@ -87,7 +93,11 @@ async def build_worker(
             clock=infra.clock,
         )  # fmt: skip
         stack.push_async_callback(sender.aclose)
-    return WorkerComponents(worker, guard, retention, sender)
+    sending = [p for p in (primary, fallback) if p is not None and p.name != "console"]
+    check = None
+    if sending:  # the console sends nothing a mailbox provider could refuse
+        check = SenderCheck(sender=s.email_from, providers=sending, dns=DnsReader.of(s), clock=infra.clock)
+    return WorkerComponents(worker, guard, retention, sender, check)
 
 
 STOP_GRACE = 10.0

@@ -7,6 +7,9 @@ Error mapping (https://resend.com/docs/api-reference/errors):
 - 400 / 422: PermanentError (the message itself is refused).
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import httpx
 
 from otp_service.delivery.providers.base import (
@@ -15,6 +18,7 @@ from otp_service.delivery.providers.base import (
     RateLimitedError,
     RetryableError,
 )
+from otp_service.sender.identity import AMAZON_SES_SPF, DnsRecord, IdentityUnavailable, SenderIdentity
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -74,3 +78,59 @@ class ResendProvider:
         if status in (400, 422):
             raise PermanentError(self.name, reason)
         raise RetryableError(self.name, reason, retry_after=_retry_after(response))
+
+    async def sender_identity(self, candidates: Sequence[str]) -> SenderIdentity:
+        """The sender check's question (CONTRACT §9): GET /domains, then GET /domains/{id} for the
+        first of `candidates` listed, whose records are the DKIM key Resend signs with and the SPF
+        and MX of its envelope domain (`send.<domain>`). Resend sends through Amazon SES."""
+        listed = {d.get("name"): d for d in (await self._get_json("/domains")).get("data") or []}
+        name = next((c for c in candidates if c in listed), None)
+        if name is None:
+            return SenderIdentity(
+                provider=self.name, domain=None, verified=False, dkim=(), envelope=None, spf=AMAZON_SES_SPF
+            )
+        domain = await self._get_json(f"/domains/{listed[name].get('id')}")
+        records, dkim, envelope = [], [], None
+        for r in domain.get("records") or []:
+            host = str(r.get("name") or "@")
+            fqdn = (
+                name
+                if host == "@"
+                else host
+                if host == name or host.endswith("." + name)
+                else f"{host}.{name}"
+            )
+            value = (
+                f"{r.get('priority', 10)} {r.get('value')}" if r.get("type") == "MX" else str(r.get("value"))
+            )
+            record = DnsRecord(name=fqdn, type=str(r.get("type")), value=value)
+            records.append(record)
+            if r.get("record") == "DKIM":
+                dkim.append(record)
+            elif r.get("record") == "SPF" and record.type == "TXT":
+                envelope = fqdn
+        return SenderIdentity(
+            provider=self.name, domain=name, verified=domain.get("status") == "verified", dkim=tuple(dkim),
+            envelope=envelope, spf=AMAZON_SES_SPF, records=tuple(records),
+        )  # fmt: skip
+
+    async def _get_json(self, path: str) -> dict[str, Any]:
+        url = self._url.removesuffix("/emails") + path
+        try:
+            response = await self._http.get(
+                url, headers={"Authorization": f"Bearer {self._key}"}, timeout=self._timeout
+            )
+        except httpx.HTTPError as exc:
+            raise IdentityUnavailable(f"resend: GET {path}: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            hint = (
+                " (a sending-only API key cannot read domains)" if response.status_code in (401, 403) else ""
+            )
+            raise IdentityUnavailable(f"resend: GET {path} answered {response.status_code}{hint}")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise IdentityUnavailable(f"resend: GET {path}: malformed answer")
+        return body

@@ -1,0 +1,76 @@
+"""The worker's sender check (CONTRACT §9): at start, then every 6 h, each check's verdict as
+`otp_sender_check{check}` (1 passing, 0 failing), which the OtpSenderCheckFailing alert watches
+(deploy/prometheus/alerts.yml), and a `sender.check_failing` log line per failure naming the
+record to publish."""
+
+from collections.abc import Sequence
+
+from otp_service.background import Background
+from otp_service.clock import Clock
+from otp_service.delivery.providers.base import EmailProvider
+from otp_service.logs import get_logger
+from otp_service.metrics import SENDER_CHECK
+from otp_service.sender.dns import DnsReader
+from otp_service.sender.doctor import Report, check_sender
+from otp_service.supervise import Loop
+
+log = get_logger("sender")
+
+RUN_EVERY = 6 * 3600.0
+"""Seconds between checks (CONTRACT §9)."""
+RETRY_FAILED = 1800.0
+"""Seconds before a failing check is looked at again: the alert clears within half an hour of a
+fix, or of the end of a DNS outage, instead of six hours."""
+CHECK_EVERY = 60.0
+"""Seconds between the loop's wake-ups: each is a heartbeat (OtpLoopStalled expects one within
+5 minutes), and a check runs when due."""
+
+
+class SenderCheck(Background):
+    def __init__(
+        self,
+        *,
+        sender: str,
+        providers: Sequence[EmailProvider],
+        dns: DnsReader,
+        clock: Clock,
+        check_every: float = CHECK_EVERY,
+        run_every: float = RUN_EVERY,
+        retry_failed: float = RETRY_FAILED,
+    ) -> None:
+        self._sender = sender
+        self._providers = tuple(providers)
+        self._dns = dns
+        self._clock = clock
+        self._check_every = check_every
+        self._run_every = run_every
+        self._retry_failed = retry_failed
+        self._due = float("-inf")  # at start
+        super().__init__()
+
+    def loops(self) -> dict[str, Loop]:
+        return {"sender_check": self.every(self._check_every, self.run_if_due, failed="sender.unavailable")}
+
+    async def run_if_due(self) -> Report | None:
+        if self._clock() < self._due:
+            return None
+        return await self.run_once()
+
+    async def run_once(self) -> Report:
+        report = await check_sender(self._sender, self._providers, self._dns)
+        for check, passed in report.by_check().items():
+            SENDER_CHECK.labels(check=check).set(1 if passed else 0)
+        for r in report.failed:
+            log.warning(
+                "sender.check_failing",
+                extra={
+                    "check": r.check,
+                    "provider": r.provider,
+                    "detail": r.detail,
+                    "publish": list(r.publish),
+                },
+            )
+        if not report.failed:
+            log.info("sender.checks_passed", extra={"domain": report.domain})
+        self._due = self._clock() + (self._retry_failed if report.failed else self._run_every)
+        return report
