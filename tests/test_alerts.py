@@ -32,7 +32,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_rules_are_valid() -> None:
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
 
 
 @needs_promtool
@@ -61,6 +61,7 @@ def test_each_alert_fires_and_stays_quiet_as_its_unit_tests_say() -> None:
         ('outcome=~"rejected_.*"', 'outcome=~".*"'),
         ("increase(otp_http_server_errors_total[5m])", "increase(otp_http_server_errors_total[30m])"),
         ("otp_loop_last_success_timestamp_seconds) > 300", "otp_loop_last_success_timestamp_seconds) > 3000"),
+        ("min by (check) (otp_sender_check) == 0", "max by (check) (otp_sender_check) == 0"),
     ],
 )
 def test_the_unit_tests_catch_a_broken_rule(tmp_path: Path, original: str, broken: str) -> None:
