@@ -223,3 +223,79 @@ class Proxy:
         for w in self._conns:
             w.close()
         self._conns.clear()
+
+
+class DelayedLink:
+    """A TCP link in front of a server that holds every chunk `delay` seconds each way, in order:
+    a replication link across a network (a replica `--replicaof` its port). stall() holds
+    everything (a replica that stops acknowledging), resume() lets it go; cut() closes every
+    connection and drops what the link held, as a host that dies takes its unsent data with it."""
+
+    def __init__(self, host: str, port: int, *, delay: float) -> None:
+        self.upstream = (host, port)
+        self.delay = delay
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        held: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def forward() -> None:
+            while True:
+                due, data = await held.get()
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+
+        forwarding = asyncio.ensure_future(forward())
+        try:
+            while data := await reader.read(65536):
+                held.put_nowait((loop.time() + self.delay, data))
+            while not held.empty():  # the peer closed: what was held still arrives
+                await asyncio.sleep(self.delay)
+        except Exception:  # noqa: S110 - a cut link ends its pipes
+            pass
+        finally:
+            forwarding.cancel()
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        task = asyncio.ensure_future(
+            asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        )
+        self._tasks.add(task)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        for w in self._writers:
+            w.transport.abort()
+        self._writers.clear()
