@@ -20,9 +20,10 @@ local function log_wait(key, now, window, count, limit)
   return math.max(1, tonumber(nth[2]) + window - now)
 end
 
--- 0 when the log admits one more hit under `limit`, else the ms to wait.
-local function log_over(key, now, window, limit)
-  local count = log_count(key, now, window)
+-- 0 when the log admits one more hit under `limit`, else the ms to wait (`count`: the hits in the
+-- window, when the caller has counted them).
+local function log_over(key, now, window, limit, count)
+  count = count or log_count(key, now, window)
   if count >= limit then return log_wait(key, now, window, count, limit) end
   return 0
 end

@@ -46,9 +46,7 @@ local function counted(key, window, tidy)
 end
 
 local function over(key, window, limit, tidy)
-  local count = counted(key, window, tidy)
-  if count >= limit then return log_wait(key, NOW, window, count, limit) end
-  return 0
+  return log_over(key, NOW, window, limit, counted(key, window, tidy))
 end
 
 -- The low-conversion guard's predicate: the subnet's codes are rarely verified. Also returns
