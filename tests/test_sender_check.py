@@ -288,3 +288,16 @@ def test_doctor_prints_each_check_and_exits_0_or_1(
     assert "FAIL  dkim       ses     " in failed
     assert failed.splitlines()[-1] == "2 of 5 checks failed"
     assert "fix the dkim check: ses signs as d=nodkim.example" in failed
+
+
+async def test_an_unexpected_exception_asking_the_provider_is_a_failed_check(nameserver: str) -> None:
+    import httpx
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a transport bug")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(broken)) as http:
+        provider = ResendProvider(http, api_url="https://api.resend.test", api_key="re_full", timeout=2)
+        report = await check_sender("noreply@rs.example", [provider], reader(nameserver))
+    assert failing(report) == {"spf", "dkim", "alignment", "verified"}
+    assert report.failed[0].detail == "resend: asking for the identity failed: RuntimeError"

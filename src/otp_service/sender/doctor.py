@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 
 from otp_service.delivery.providers.base import EmailProvider
+from otp_service.logs import get_logger
 from otp_service.sender.checks import (
     Check,
     DmarcPolicy,
@@ -21,6 +22,8 @@ from otp_service.sender.checks import (
 )
 from otp_service.sender.dns import DnsReader
 from otp_service.sender.identity import IdentityProvider, IdentityUnavailable
+
+log = get_logger("sender")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +63,24 @@ async def _provider_checks(
     try:
         identity = await provider.sender_identity(names)
     except IdentityUnavailable as exc:
-        return [
-            Result(check=c, status=Status.FAIL, provider=provider.name, detail=str(exc),
-                   publish=(f"make {provider.name} answer, then run `otp-service doctor` again",))
-            for c in (Check.SPF, Check.DKIM, Check.ALIGNMENT, Check.VERIFIED)
-        ]  # fmt: skip
-    spf = await check_spf(
-        dns, domain=identity.envelope or domain, mechanism=identity.spf, provider=provider.name
-    )
-    dkim = await check_dkim(dns, identity)
-    alignment = check_alignment(domain, identity, spf=spf, dkim=dkim, policy=policy)
-    return [spf, dkim, alignment, check_verified(identity, names)]
+        problem = str(exc)
+    except Exception as exc:
+        # A diagnostic: whatever the provider's client raises (an exception its transport does not
+        # wrap, an answer of a shape never seen) is this check failing, logged with its traceback,
+        # not a loop restarted every 30 s until the next deployment.
+        log.warning("sender.provider_query_failed", exc_info=True, extra={"provider": provider.name})
+        problem = f"{provider.name}: asking for the identity failed: {type(exc).__name__}"
+    else:
+        envelope = identity.envelope or domain
+        spf = await check_spf(dns, domain=envelope, mechanism=identity.spf, provider=provider.name)
+        dkim = await check_dkim(dns, identity)
+        alignment = check_alignment(domain, identity, spf=spf, dkim=dkim, policy=policy)
+        return [spf, dkim, alignment, check_verified(identity, names)]
+    return [
+        Result(check=c, status=Status.FAIL, provider=provider.name, detail=problem,
+               publish=(f"make {provider.name} answer, then run `otp-service doctor` again",))
+        for c in (Check.SPF, Check.DKIM, Check.ALIGNMENT, Check.VERIFIED)
+    ]  # fmt: skip
 
 
 async def check_sender(sender: str, providers: Sequence[EmailProvider], dns: DnsReader) -> Report:
