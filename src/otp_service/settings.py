@@ -239,6 +239,16 @@ def _check_verify_link(value: str | None) -> str | None:
     return value
 
 
+def _check_public_url(value: str | None) -> str | None:
+    """The service's own public base URL, https: the "not me" link (CONTRACT §4) is built on it."""
+    if value is None:
+        return None
+    url = split_url(value, schemes=("https",))
+    if url.query or url.fragment:
+        raise ValueError("must be a base URL like https://otp.example.com, without '?' or '#'")
+    return value.rstrip("/")
+
+
 SMTP_SCHEMES = {"smtp": 587, "smtps": 465, "smtp+insecure": 25}
 
 
@@ -419,6 +429,10 @@ class Settings(BaseSettings):
     )
     # The email's link: `{email}` and `{code}` in the fragment, https only.
     verify_link_template: Annotated[str | None, AfterValidator(_check_verify_link)] = None
+    # The "Didn't ask for this?" link (CONTRACT §4): the service's public https base URL, which
+    # serves /not-me; and how long a report keeps the address to its remembered sources.
+    public_url: Annotated[str | None, AfterValidator(_check_public_url)] = None
+    not_me_hours: int = Field(default=24, ge=1, le=8760)
     # Events out: signed as Standard Webhooks with a `whsec_…` secret.
     events_webhook_url: HttpUrlSetting | None = None
     events_webhook_secret: SecretStr | None = None

@@ -13,6 +13,7 @@ from otp_service.db.engine import create_engine, create_sessionmaker
 from otp_service.db.migrate import upgrade_engine
 from otp_service.delivery.heartbeat import RedisWorkerRegistry, WorkerRegistry
 from otp_service.delivery.jobs import JobSealer
+from otp_service.delivery.not_me import NotMeSealer
 from otp_service.delivery.queue import JobQueue, RedisJobQueue
 from otp_service.delivery.reputation import PauseState, RedisPauseState, ReputationGuard
 from otp_service.delivery.sender import SendRateLimiter
@@ -54,6 +55,8 @@ class Infrastructure:
     """Sends seal jobs with it, the worker opens them."""
     event_seal: EventSeal
     """Events out, sealed by the outbox and opened by the sender: under the jobs' one Sealer."""
+    not_me: NotMeSealer
+    """The "Didn't ask for this?" tokens: sealed by the worker, opened by POST not-me."""
     mailboxes: Mailboxes
     audit: AuditLog
     providers: list[str]
@@ -141,6 +144,6 @@ async def open_infrastructure(
         yield Infrastructure(
             settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, keys=keys,
             stores=stores, clock=clock, jobs=JobSealer(sealer), event_seal=event_seal,
-            mailboxes=Mailboxes.of(settings), audit=audit, providers=providers, reputation=guard,
-            events=events,
+            not_me=NotMeSealer(sealer), mailboxes=Mailboxes.of(settings), audit=audit, providers=providers,
+            reputation=guard, events=events,
         )  # fmt: skip

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from otp_service.assembly.infrastructure import Infrastructure
 from otp_service.assembly.providers import build_provider
 from otp_service.background import Background
+from otp_service.delivery.not_me import NotMeLinks
 from otp_service.delivery.queue import JobQueue
 from otp_service.delivery.reputation import ReputationGuard
 from otp_service.delivery.sender import Deliverer
@@ -80,6 +81,7 @@ async def build_worker(
         forget_idle_after=options.forget_idle_after or FORGET_IDLE_MS / 1000,
         on_outcome=options.on_outcome,
         events=infra.events,
+        not_me=NotMeLinks(infra.not_me, s.public_url, clock=infra.clock) if s.public_url else None,
     )
     retention = Retention(
         engine=infra.engine, slot=stores.retention, days=s.retention_days, owner=worker.name,

@@ -33,6 +33,8 @@ _CODE_SLOT = "CODESLOT" + secrets.token_hex(8)
 """Stands for the code in a template rendered once: letters and digits, which no escaping alters."""
 _LINK_SLOT = "LINKSLOT" + secrets.token_hex(8)
 """Stands for the verify link (its address differs per email) the same way."""
+_NOT_ME_SLOT = "NOTMESLOT" + secrets.token_hex(8)
+"""Stands for the "Didn't ask for this?" link (its token differs per email) the same way."""
 
 # Exponential backoff from 0.5 s, capped at 30 s, with full jitter (AWS architecture blog,
 # "Exponential Backoff and Jitter").
@@ -126,9 +128,9 @@ class Deliverer:
         self._clock = clock
         # The reputation guard's view: a paused provider is skipped (the fallback takes over).
         self._healthy = healthy
-        self._rendered: dict[tuple[str, Locale], RenderedEmail] = {}
+        self._rendered: dict[tuple[str, Locale, bool], RenderedEmail] = {}
 
-    def _context(self, code: str, wording: Wording, link: str | None) -> dict[str, Any]:
+    def _context(self, code: str, wording: Wording, link: str | None, not_me: str | None) -> dict[str, Any]:
         # Everything but the code, the link and the wording is fixed by the settings.
         lifetime = self._s.code_ttl if wording.lifetime_seconds is None else wording.lifetime_seconds
         return email_context(
@@ -141,27 +143,33 @@ class Deliverer:
             locale=wording.locale,
             repeated=wording.repeated,
             verify_link=link,
+            not_me_link=not_me,
+            not_me_hours=self._s.not_me_hours,
         )
 
     def build(
-        self, template_id: str, to: str, code: str, idempotency_key: str, wording: Wording = PLAIN
-    ) -> OutgoingEmail:
+        self, template_id: str, to: str, code: str, idempotency_key: str, wording: Wording = PLAIN,
+        not_me_link: str | None = None,
+    ) -> OutgoingEmail:  # fmt: skip
+        """`not_me_link`: this send's "Didn't ask for this?" link (delivery/not_me.py), or None."""
         template = self._s.verify_link_template
         link = verify_link(template, to, code) if template is not None else None
         if code.isascii() and code.isdigit() and wording.lifetime_seconds is None and not wording.repeated:
             # Rendered once per template and language with placeholders for the code and the
-            # link; digits need no escaping in either part, and the link is escaped for HTML here
-            # as the template would, so putting them in their places gives what rendering would.
-            rendered = self._rendered.get((template_id, wording.locale))
+            # links; digits need no escaping in either part, and the links are escaped for HTML
+            # here as the template would, so putting them in their places gives what rendering would.
+            shape = (template_id, wording.locale, not_me_link is not None)
+            rendered = self._rendered.get(shape)
             if rendered is None:
-                rendered = self._rendered[(template_id, wording.locale)] = render_template(
-                    template_id, self._context(_CODE_SLOT, wording, _LINK_SLOT if link else None)
-                )
+                rendered = self._rendered[shape] = render_template(template_id, self._context(
+                    _CODE_SLOT, wording, _LINK_SLOT if link else None, _NOT_ME_SLOT if not_me_link else None
+                ))  # fmt: skip
             text, html = rendered.text.replace(_CODE_SLOT, code), rendered.html.replace(_CODE_SLOT, code)
-            if link is not None:
-                text, html = text.replace(_LINK_SLOT, link), html.replace(_LINK_SLOT, str(escape(link)))
+            for slot, value in ((_LINK_SLOT, link), (_NOT_ME_SLOT, not_me_link)):
+                if value is not None:
+                    text, html = text.replace(slot, value), html.replace(slot, str(escape(value)))
         else:  # a re-sent code states its own time left: rendered for it
-            rendered = render_template(template_id, self._context(code, wording, link))
+            rendered = render_template(template_id, self._context(code, wording, link, not_me_link))
             text, html = rendered.text, rendered.html
         return OutgoingEmail(
             to=to,
@@ -198,13 +206,14 @@ class Deliverer:
         wording: Wording = PLAIN,
         current: CurrentCheck = _always_current,
         passes_pause: bool = False,
+        not_me_link: str | None = None,
     ) -> Delivered:
         """The one entry point that sends: only allowlisted templates, until `deadline` (epoch s).
         `current` is asked before every provider attempt, retries included: Superseded when the
         code was replaced meanwhile. A paused provider is skipped for a healthy one; with every
         provider paused the email waits, unless it `passes_pause` (a remembered source's, or a
         captcha-vouched one: CONTRACT §6), which goes through the preferred provider regardless."""
-        email = self.build(template_id, to, code, idempotency_key, wording)
+        email = self.build(template_id, to, code, idempotency_key, wording, not_me_link)
         attempt = 0
         last: ProviderError | None = None
         while True:

@@ -2,7 +2,8 @@
 
 No caller passes a subject or a body; the context holds values the templates escape
 (autoescape on for HTML). No tracking pixels, no remote images, no links but the website, the
-support address and, when configured, the verify link (its code in the URL fragment).
+support address and, when configured, the verify link (its code in the URL fragment) and the
+"Didn't ask for this?" link (its token in the fragment: delivery/not_me.py).
 """
 
 from dataclasses import dataclass
@@ -54,10 +55,13 @@ def email_context(
     locale: Locale = "bilingual",
     repeated: bool = False,
     verify_link: str | None = None,
+    not_me_link: str | None = None,
+    not_me_hours: int = 24,
 ) -> dict[str, Any]:
     """Everything the template reads, from the settings and the one code. `repeated`: the code
     was emailed before (OTP_RESEND_STRATEGY=reuse), and `lifetime_seconds` is its time left.
-    `verify_link`: OTP_VERIFY_LINK_TEMPLATE filled in (verify_link below)."""
+    `verify_link`: OTP_VERIFY_LINK_TEMPLATE filled in (verify_link below). `not_me_link`: this
+    send's "Didn't ask for this?" link (OTP_PUBLIC_URL), `not_me_hours` what it does."""
     if locale not in LOCALES:
         raise ValueError(f"unknown locale {locale!r}")
     return {
@@ -72,6 +76,8 @@ def email_context(
         "chinese": locale in ("zh-CN", "bilingual"),
         "repeated": repeated,
         "verify_link": verify_link,
+        "not_me_link": not_me_link,
+        "not_me_hours": not_me_hours,
     }
 
 

@@ -28,6 +28,7 @@ from otp_service.clock import Clock, system_clock
 from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, HEARTBEAT_TTL, WorkerRegistry
 from otp_service.delivery.jobs import JobContent, JobSealer
 from otp_service.delivery.ledger import Ledger
+from otp_service.delivery.not_me import NotMeLinks
 from otp_service.delivery.queue import Job, JobQueue, queued_at
 from otp_service.delivery.repository import DeliveryOutcome, DeliveryRecord
 from otp_service.delivery.sender import Delivered, Deliverer, DeliveryFailed, Superseded, Wording, backoff
@@ -92,8 +93,10 @@ class DeliveryWorker(Background):
         forget_idle_after: float = FORGET_IDLE_MS / 1000,
         on_outcome: Callable[[Outcome], None] | None = None,
         events: EventOutbox | None = None,
+        not_me: NotMeLinks | None = None,
     ) -> None:
         self.name = name or consumer_name()
+        self._not_me = not_me  # OTP_PUBLIC_URL: each email's "Didn't ask for this?" link
         self._events = events
         self._queue = queue
         self._sealer = sealer
@@ -313,10 +316,13 @@ class DeliveryWorker(Background):
                 deadline, "code_lookup", lambda: self._codes.is_current(content.address_id, code_hash)
             )
 
+        not_me = None
+        if self._not_me is not None:  # names this send and who requested it (CONTRACT §4)
+            not_me = self._not_me.link(job.id, email, content.client, content.subnet)
         try:
             sent = await self._deliverer.send_template(
                 "email_otp", email, code, idempotency_key=f"otp-{job.id}", deadline=deadline, wording=wording,
-                current=current, passes_pause=job.passes_pause,
+                current=current, passes_pause=job.passes_pause, not_me_link=not_me,
             )  # fmt: skip
         except Superseded:
             # A newer send replaced this code (or it was used, or it expired), perhaps while an
