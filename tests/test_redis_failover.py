@@ -61,8 +61,9 @@ async def replicated(workdir: Path, delay: float = 0.002) -> AsyncIterator[Repli
         await link.start()
         try:
             with redis_server(
-                workdir / "replica", "--replicaof", "127.0.0.1", str(link.port), start=False
-            ) as replica:
+                workdir / "replica", "--replicaof", "127.0.0.1", str(link.port),
+                "--repl-diskless-sync-delay", "0", start=False,  # it may be a primary in turn
+            ) as replica:  # fmt: skip
                 replica.start()
                 await linked(replica)
                 yield Replicated(primary, replica, link)
