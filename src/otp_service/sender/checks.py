@@ -58,6 +58,10 @@ def _fail(check: Check, provider: str | None, *, detail: str, publish: tuple[str
     return Result(check=check, status=Status.FAIL, provider=provider, detail=detail, publish=publish)
 
 
+def _pass(check: Check, provider: str | None, detail: str) -> Result:
+    return Result(check=check, status=Status.PASS, provider=provider, detail=detail)
+
+
 def organisational(domain: str) -> str:
     return registrable(domain)
 
@@ -152,7 +156,7 @@ async def check_spf(dns: DnsReader, *, domain: str, mechanism: str | None, provi
             detail=f"{domain}: {record!r} does not authorise {provider} ({mechanism})",
             publish=(f'{domain}. TXT "{_with_mechanism(record, mechanism)}"',),
         )
-    return Result(check=Check.SPF, status=Status.PASS, provider=provider, detail=f"{domain}: {record}")
+    return _pass(Check.SPF, provider, f"{domain}: {record}")
 
 
 def _matches(record: DnsRecord, answer: Answer) -> bool:
@@ -184,7 +188,7 @@ async def check_dkim(dns: DnsReader, identity: SenderIdentity) -> Result:
     if wrong:
         return _fail(Check.DKIM, identity.provider, detail="; ".join(wrong), publish=tuple(publish))
     names = ", ".join(r.name for r in identity.dkim)
-    return Result(check=Check.DKIM, status=Status.PASS, provider=identity.provider, detail=names)
+    return _pass(Check.DKIM, identity.provider, names)
 
 
 async def _dmarc_at(dns: DnsReader, domain: str) -> tuple[Answer, list[str]]:
@@ -218,9 +222,7 @@ async def check_dmarc(dns: DnsReader, domain: str) -> tuple[Result, DmarcPolicy 
                 strict_dkim=tags.get("adkim", "r").lower() == "s",
                 strict_spf=tags.get("aspf", "r").lower() == "s",
             )
-            return Result(
-                check=Check.DMARC, status=Status.PASS, detail=f"_dmarc.{at}{inherited}: {records[0]}"
-            ), policy
+            return _pass(Check.DMARC, None, f"_dmarc.{at}{inherited}: {records[0]}"), policy
         seen.append(f"_dmarc.{at}: {answer.missing or 'no v=DMARC1 record'}")
     return _fail(Check.DMARC, None, detail="; ".join(seen), publish=publish), None
 
@@ -239,11 +241,8 @@ def check_alignment(
     reasons: list[str] = []
     if identity.domain is not None and aligned(identity.domain, from_domain, strict=policy.strict_dkim):
         if dkim.status is Status.PASS:
-            return Result(
-                check=Check.ALIGNMENT,
-                status=Status.PASS,
-                provider=identity.provider,
-                detail=f"DKIM d={identity.domain} aligns with {from_domain}",
+            return _pass(
+                Check.ALIGNMENT, identity.provider, f"DKIM d={identity.domain} aligns with {from_domain}"
             )
         reasons.append(f"DKIM d={identity.domain} would align, but its records are not all published")
     else:
@@ -254,11 +253,8 @@ def check_alignment(
     elif not aligned(identity.envelope, from_domain, strict=policy.strict_spf):
         reasons.append(f"the envelope domain {identity.envelope} does not align with {from_domain}")
     elif spf.status is Status.PASS:
-        return Result(
-            check=Check.ALIGNMENT,
-            status=Status.PASS,
-            provider=identity.provider,
-            detail=f"SPF envelope {identity.envelope} aligns with {from_domain}",
+        return _pass(
+            Check.ALIGNMENT, identity.provider, f"SPF envelope {identity.envelope} aligns with {from_domain}"
         )
     else:
         reasons.append(f"the envelope domain {identity.envelope} would align, but its SPF fails")
@@ -298,9 +294,4 @@ def check_verified(identity: SenderIdentity, names: list[str]) -> Result:
                 f"then verify {identity.domain} in {identity.provider}",
             ),
         )
-    return Result(
-        check=Check.VERIFIED,
-        status=Status.PASS,
-        provider=identity.provider,
-        detail=f"{identity.provider} reports {identity.domain} verified",
-    )
+    return _pass(Check.VERIFIED, identity.provider, f"{identity.provider} reports {identity.domain} verified")
