@@ -21,7 +21,9 @@ local remembered = redis.call('EXISTS', KEYS[5]) == 1
 local code = redis.call('HMGET', KEYS[3], 'r', 'n')
 local protected = code[1] == '1'  -- a remembered source requested it
 local shielded = protected and not remembered  -- this attempt comes from elsewhere
-if shielded and (tonumber(code[2]) or 0) >= max then return {'max_attempts', 0} end
+-- Past its count from elsewhere the code answers as a burnt one does (code_expired), so the
+-- answers do not tell a remembered user's code from anyone else's.
+if shielded and (tonumber(code[2]) or 0) >= max then return {'expired', 0} end
 
 if same_hash(stored, ARGV[8]) then  -- in constant time
   redis.call('DEL', KEYS[3])
