@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 
-from otp_service.delivery.providers.base import EmailProvider
 from otp_service.logs import get_logger
 from otp_service.sender.checks import (
     Check,
@@ -21,7 +20,7 @@ from otp_service.sender.checks import (
     check_verified,
 )
 from otp_service.sender.dns import DnsReader
-from otp_service.sender.identity import IdentityProvider, IdentityUnavailable
+from otp_service.sender.identity import IdentityProvider, IdentityUnavailable, Named
 
 log = get_logger("sender")
 
@@ -50,7 +49,7 @@ def from_domain(sender: str) -> str:
 
 
 async def _provider_checks(
-    dns: DnsReader, domain: str, provider: EmailProvider, policy: DmarcPolicy | None
+    dns: DnsReader, domain: str, provider: Named, policy: DmarcPolicy | None
 ) -> list[Result]:
     names = candidates(domain)
     if not isinstance(provider, IdentityProvider):
@@ -83,7 +82,7 @@ async def _provider_checks(
     ]  # fmt: skip
 
 
-async def check_sender(sender: str, providers: Sequence[EmailProvider], dns: DnsReader) -> Report:
+async def check_sender(sender: str, providers: Sequence[Named], dns: DnsReader) -> Report:
     domain = from_domain(sender)
     dmarc, policy = await check_dmarc(dns, domain)
     results = [dmarc]

@@ -52,6 +52,14 @@ class IdentityUnavailable(Exception):
     key); the message is what the operator is told."""
 
 
+class Named(Protocol):
+    """Any email provider (delivery/providers/base.EmailProvider): this package only needs its
+    name, and asks it for its identity when it is an IdentityProvider. (The providers import this
+    module, so it imports none of theirs.)"""
+
+    name: str
+
+
 @runtime_checkable
 class IdentityProvider(Protocol):
     name: str

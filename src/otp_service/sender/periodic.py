@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 from otp_service.background import Background
 from otp_service.clock import Clock
-from otp_service.delivery.providers.base import EmailProvider
 from otp_service.logs import get_logger
 from otp_service.metrics import SENDER_CHECK
 from otp_service.sender.dns import DnsReader
 from otp_service.sender.doctor import Report, check_sender
+from otp_service.sender.identity import Named
 from otp_service.supervise import Loop
 
 log = get_logger("sender")
@@ -31,7 +31,7 @@ class SenderCheck(Background):
         self,
         *,
         sender: str,
-        providers: Sequence[EmailProvider],
+        providers: Sequence[Named],
         dns: DnsReader,
         clock: Clock,
         check_every: float = CHECK_EVERY,
