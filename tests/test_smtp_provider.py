@@ -153,6 +153,8 @@ async def test_starttls_and_auth_deliver_both_parts_with_the_headers(
     assert box.logins  # authenticated, after STARTTLS (auth_require_tls)
     assert message["Message-ID"] == f"<{message_id}>"
     assert message["Auto-Submitted"] == "auto-generated"
+    assert message["Date"] is not None  # CONTRACT §9: Message-ID, Date, no List-Unsubscribe
+    assert message["List-Unsubscribe"] is None
     assert message["Subject"] == "OTP Service verification code / 验证码"
     plain, html = message.get_body(("plain",)), message.get_body(("html",))
     assert plain is not None

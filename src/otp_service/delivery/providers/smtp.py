@@ -15,6 +15,7 @@ A connection per email: a one-time code is one message, and an idle pooled conne
 closed by most servers within a minute; the worker's concurrency bounds the connections.
 """
 
+import email.utils as email_utils
 import re
 import secrets
 import ssl
@@ -56,6 +57,7 @@ class SmtpProvider:
         local = re.sub(r"[^A-Za-z0-9.\-]", ".", email.idempotency_key)
         message_id = f"<{local}.{secrets.token_hex(6)}@{domain or 'otp-service.invalid'}>"
         message["Message-ID"] = message_id
+        message["Date"] = email_utils.formatdate(usegmt=True)  # an API provider adds its own
         for name, value in email.headers.items():
             message[name] = value
         message.set_content(email.text, charset="utf-8")
