@@ -3,7 +3,7 @@ endpoint (the stack's ceiling) and a FastAPI + slowapi/limits peer (bench/peer_a
 on loopback. Run by hand (not a test); the test extra installs the peer's slowapi and limits:
 
     .venv/bin/python -m bench.run [--duration 10] [--connections 32] [--rounds 3] [--workers 1 2]
-        [--also embedded plain-routes] [--log-level INFO]
+        [--also embedded plain-routes replica] [--log-level INFO]
 
 Every round also measures the floor (bench/floor_app.py: the bare endpoint plus one Lua call
 through the service's Redis client), and the report holds each path against it (issue 23).
@@ -244,6 +244,16 @@ def measure(
             "/docs",
         ),
     }
+    stack_outer = contextlib.ExitStack()
+    if "replica" in also:  # the service on a primary with one replica: MIN_REPLICAS 0, then 1
+        primary = stack_outer.enter_context(replicated_redis())
+        also = [name for name in also if name != "replica"] + ["replica0", "replica1"]
+        for n in (0, 1):
+            commands[f"replica{n}"] = (
+                [sys.executable, "-m", "otp_service", "serve", "--port", "0"],
+                {**env, "OTP_REDIS_URL": f"redis://127.0.0.1:{primary}/0", "OTP_REDIS_MIN_REPLICAS": str(n)},
+                "/readyz",
+            )  # fmt: skip
     for extra in also:
         ports[extra] = free_port()
         base[extra] = f"http://127.0.0.1:{ports[extra]}"
@@ -259,8 +269,11 @@ def measure(
             [sys.executable, "-m", "otp_service", "serve", "--port", str(ports["embedded"])],
             embedded_env, "/readyz",
         )  # fmt: skip
+    for extra in ("replica0", "replica1"):
+        if extra in commands:
+            commands[extra][0][-1] = str(ports[extra])
     pids: dict[str, int] = {}
-    with contextlib.ExitStack() as stack:
+    with stack_outer, contextlib.ExitStack() as stack:
         for name, (cmd, child_env, ready) in commands.items():
             pids[name] = stack.enter_context(server(cmd, child_env, base[name] + ready))
         for name in ("service", "peer", *also):
@@ -289,6 +302,35 @@ def measure(
             httpx.post(base["peer"] + "/api/v1/auth/otp/send", json={"email": "bench-cooldown@example.org"})
             results.append(row)
     return results
+
+
+@contextlib.contextmanager
+def replicated_redis() -> Iterator[int]:
+    """A redis-server primary and a replica of it (no persistence), of this run's own: the
+    primary's port."""
+    ports = (free_port(), free_port())
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"]
+    procs = [subprocess.Popen(["redis-server", "--port", str(ports[0]), *common], stdout=subprocess.DEVNULL)]
+    try:
+        time.sleep(0.3)
+        procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(ports[1]), "--replicaof", "127.0.0.1", str(ports[0]), *common],
+            stdout=subprocess.DEVNULL,
+        ))  # fmt: skip
+        deadline = time.monotonic() + 20
+        while (
+            "master_link_status:up"
+            not in subprocess.run(
+                ["redis-cli", "-p", str(ports[1]), "INFO", "replication"], capture_output=True, text=True
+            ).stdout
+        ):
+            assert time.monotonic() < deadline, "the bench's replica never synchronised"
+            time.sleep(0.1)
+        yield ports[0]
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def report(workers: int, rounds: list[dict[str, Row]]) -> None:
@@ -323,7 +365,11 @@ def report(workers: int, rounds: list[dict[str, Row]]) -> None:
             f"| {path} | {median(to_bare):.2f} ({' / '.join(f'{x:.2f}' for x in to_bare)}) | {peer_cell} | {redis_us:.0f} |"
         )
     for extra in sorted(
-        {k.split(" ", 1)[0] for k in rounds[0] if k.split(" ", 1)[0] in ("embedded", "plain-routes")}
+        {
+            k.split(" ", 1)[0]
+            for k in rounds[0]
+            if k.split(" ", 1)[0] in ("embedded", "plain-routes", "replica0", "replica1")
+        }
     ):
         print(
             f"\n| path | {extra}: req/s ÷ the service's (median, each round) | server CPU µs/req, {extra} vs the service (median) |"
@@ -336,6 +382,19 @@ def report(workers: int, rounds: list[dict[str, Row]]) -> None:
             print(
                 f"| {path} | {median(ratios):.2f} ({' / '.join(f'{x:.2f}' for x in ratios)}) | {mine:.0f} vs {theirs:.0f} |"
             )
+    if "replica1 send (accepted)" in rounds[0]:
+        print(
+            "\n| path (primary + 1 replica) | req/s MIN_REPLICAS=1 ÷ =0 (median, each round) | p50 ms 0 → 1 | p99 ms 0 → 1 |"
+        )
+        print("|---|---:|---:|---:|")
+        for path in EXTRA_PATHS:
+            ratios = [
+                float(r[f"replica1 {path}"]["rps"]) / float(r[f"replica0 {path}"]["rps"]) for r in rounds
+            ]
+            p50 = [median([float(r[f"replica{n} {path}"]["p50_ms"]) for r in rounds]) for n in (0, 1)]
+            p99 = [median([float(r[f"replica{n} {path}"]["p99_ms"]) for r in rounds]) for n in (0, 1)]
+            print(f"| {path} | {median(ratios):.2f} ({' / '.join(f'{x:.2f}' for x in ratios)}) | "
+                  f"{p50[0]:.2f} → {p50[1]:.2f} | {p99[0]:.2f} → {p99[1]:.2f} |")  # fmt: skip
     floor_report(rounds)
     keyed = [
         float(r["send (accepted, Idempotency-Key)"]["server_us_per_req"])
@@ -401,8 +460,9 @@ def main() -> int:
         help="the service's OTP_LOG_LEVEL (INFO is the production default; WARNING leaves logging out)",
     )  # fmt: skip
     parser.add_argument(
-        "--also", nargs="*", default=[], choices=["embedded", "plain-routes"],
-        help="more servers in the same rounds: the embedded default, the service with plain APIRoutes",
+        "--also", nargs="*", default=[], choices=["embedded", "plain-routes", "replica"],
+        help="more servers in the same rounds: the embedded default, the service with plain APIRoutes, "
+        "the service on a primary with a replica (OTP_REDIS_MIN_REPLICAS 0 and 1)",
     )  # fmt: skip
     args = parser.parse_args()
 

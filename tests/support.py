@@ -225,23 +225,18 @@ class Proxy:
         self._conns.clear()
 
 
-class DelayedLink:
-    """A TCP link in front of a server that holds every chunk `delay` seconds each way, in order:
-    a replication link across a network (a replica `--replicaof` its port). stall() holds
-    everything (a replica that stops acknowledging), resume() lets it go; cut() closes every
-    connection and drops what the link held, as a host that dies takes its unsent data with it."""
+class DelayedLink(Proxy):
+    """A Proxy that holds every chunk `delay` seconds each way, in order: a replication link across
+    a network (a replica `--replicaof` its port). stall() holds everything (a replica that stops
+    acknowledging); cut() also drops what the link held, as a host that dies takes its unsent data
+    with it."""
 
     def __init__(self, host: str, port: int, *, delay: float) -> None:
-        self.upstream = (host, port)
+        super().__init__(host, port)
         self.delay = delay
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Future[Any]] = set()
-        self._flowing = asyncio.Event()
-        self._flowing.set()
+        self._pipes: set[asyncio.Task[None]] = set()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool) -> None:
         loop = asyncio.get_running_loop()
         held: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -255,47 +250,20 @@ class DelayedLink:
                 await writer.drain()
 
         forwarding = asyncio.ensure_future(forward())
-        try:
+        self._pipes.add(forwarding)
+        with contextlib.suppress(Exception):
             while data := await reader.read(65536):
                 held.put_nowait((loop.time() + self.delay, data))
             while not held.empty():  # the peer closed: what was held still arrives
                 await asyncio.sleep(self.delay)
-        except Exception:  # noqa: S110 - a cut link ends its pipes
-            pass
-        finally:
-            forwarding.cancel()
-            writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-        task = asyncio.ensure_future(
-            asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        )
-        self._tasks.add(task)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    def stall(self) -> None:
-        self._flowing.clear()
-
-    def resume(self) -> None:
-        self._flowing.set()
+        forwarding.cancel()
+        self._pipes.discard(forwarding)
+        writer.close()
 
     async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for task in self._tasks:
-            task.cancel()
-        self._tasks.clear()
-        for w in self._writers:
-            w.transport.abort()
-        self._writers.clear()
+        for forwarding in self._pipes:
+            forwarding.cancel()
+        self._pipes.clear()
+        for w in self._conns:
+            w.transport.abort()  # not close(): nothing held is flushed
+        await super().cut()
