@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from otp_service.api import admin, health, metrics, otp, webhooks
+from otp_service.api import admin, health, metrics, not_me, otp, webhooks
 from otp_service.api.context import RequestContext
 from otp_service.api.discovery import install_discovery
 from otp_service.api.docs import install_docs, install_openapi
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     install_openapi(app)
     app.include_router(otp.router)
+    app.include_router(not_me.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(health.router)

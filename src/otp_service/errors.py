@@ -14,6 +14,7 @@ ServiceError
 │   ├── MaxAttemptsReached    400 max_attempts_reached
 │   └── CodeExpired           400 code_expired
 ├── WebhookRejected           400 webhook_rejected (+ reason)
+├── InvalidToken              400 invalid_token
 ├── Unauthorized              401 unauthorized
 ├── NotFound                  404 not_found
 ├── TooManyRequests           429 (always Retry-After)
@@ -142,6 +143,12 @@ class WebhookRejected(ServiceError):
     def __init__(self, reason: str, detail: str | None = None) -> None:
         super().__init__(detail or reason.replace("_", " "), reason=reason)
         self.reason = reason
+
+
+class InvalidToken(ServiceError):
+    status = 400
+    code = "invalid_token"
+    title = "This link is not valid: it was altered, has expired, or was used already"
 
 
 class Unauthorized(ServiceError):

@@ -38,6 +38,12 @@ DELIVERABILITY_CHECKS = Counter(
     "otp_deliverability_checks_total", "Deliverability lookups (DNS) by verdict", ["verdict"]
 )
 CAPTCHA_CHECKS = Counter("otp_captcha_checks_total", "Captcha siteverify calls by result", ["result"])
+NOT_ME = Counter(
+    "otp_not_me_total",
+    '"Didn\'t ask for this?" (CONTRACT §4) by event: reported (a report accepted), invalid_token (a bad, '
+    "expired or reused token), withheld (a send accepted and emailed nothing because of a report)",
+    ["event"],
+)
 SERVER_ERRORS = Counter("otp_http_server_errors_total", "Responses with a 5xx status, by status", ["status"])
 RETENTION_DELETED = Counter(
     "otp_retention_deleted_total", "Rows deleted for being older than OTP_RETENTION_DAYS, by table", ["table"]

@@ -245,6 +245,10 @@ class AddressLimitsOut(_FromDomain):
         description="The registrable recipient domain; null for a shared mail provider"
     )
     domain_daily: WindowOut | None
+    reported_for: int = Field(
+        description='Seconds a "not me" report still holds (0: none): meanwhile only the address\'s '
+        "remembered sources' sends are emailed; others get the usual 202 and no email"
+    )
 
 
 class ConversionLimitsOut(_FromDomain):
@@ -289,3 +293,7 @@ class LimitsOut(_FromDomain):
         "(a suppressed address still gets the 202, with no email)"
     )
     retry_after: int = Field(description="The Retry-After that refusal would carry (seconds)")
+    would_withhold: bool = Field(
+        description='Accepted and emailed nothing: the address was reported "not me" and this client is '
+        "not one of its remembered sources"
+    )

@@ -14,6 +14,7 @@ from otp_service.api.context import CLIENT_KEY
 from otp_service.api.state import web_state
 from otp_service.audit.service import AuditLog
 from otp_service.delivery.lookup import DeliveryLookup
+from otp_service.delivery.not_me import NotMeService
 from otp_service.delivery.reputation import ReputationGuard
 from otp_service.delivery.usage import UsageService
 from otp_service.net import Client
@@ -70,6 +71,10 @@ async def get_limits_lookup(request: Request) -> LimitsLookup:
     return web_state(request).limits
 
 
+async def get_not_me(request: Request) -> NotMeService:
+    return web_state(request).not_me
+
+
 async def require_admin(request: Request) -> str:
     """The calling key's fingerprint, or 401 (FastAPI solves it once per request)."""
     return web_state(request).admin_keys.check(request.headers.get("authorization", ""))
@@ -91,4 +96,5 @@ ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
 AuditLogDep = Annotated[AuditLog, Depends(get_audit_log)]
 DeliveryLookupDep = Annotated[DeliveryLookup, Depends(get_delivery_lookup)]
 LimitsLookupDep = Annotated[LimitsLookup, Depends(get_limits_lookup)]
+NotMeDep = Annotated[NotMeService, Depends(get_not_me)]
 AdminDep = Annotated[str, Depends(require_admin)]

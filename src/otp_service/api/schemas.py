@@ -47,6 +47,10 @@ class VerifyIn(BaseModel):
     code: str = Field(min_length=1, max_length=10, pattern=r"^[0-9]+$")
 
 
+class NotMeIn(BaseModel):
+    token: str = Field(min_length=1, max_length=2048, description="The `t` of the link's fragment")
+
+
 class ApprovedOut(BaseModel):
     status: Literal["approved"]
     test: Literal[True] | None = Field(

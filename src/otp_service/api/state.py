@@ -8,6 +8,7 @@ from starlette.requests import Request
 from otp_service.audit.keys import AdminKeys, MetricsAccess
 from otp_service.audit.service import AuditLog
 from otp_service.delivery.lookup import DeliveryLookup
+from otp_service.delivery.not_me import NotMeService
 from otp_service.delivery.reputation import ReputationGuard
 from otp_service.delivery.usage import UsageService
 from otp_service.otp.service import OtpService
@@ -34,6 +35,7 @@ class WebState:
     admin_keys: AdminKeys
     metrics_access: MetricsAccess
     limits: LimitsLookup
+    not_me: NotMeService
 
 
 def web_state(request: Request) -> WebState:

@@ -5,6 +5,7 @@ from otp_service.assembly.infrastructure import Infrastructure
 from otp_service.audit.keys import AdminKeys, MetricsAccess
 from otp_service.delivery import repository as deliveries
 from otp_service.delivery.lookup import DeliveryLookup
+from otp_service.delivery.not_me import NotMeService, RedisReports
 from otp_service.delivery.usage import UsageService
 from otp_service.logs import get_logger
 from otp_service.mail_providers import POPULAR_PROVIDERS
@@ -73,6 +74,15 @@ def build_web(infra: Infrastructure) -> WebState:
     return WebState(
         otp=otp,
         limits=LimitsLookup(settings=s, otp=otp, sessions=sessions),
+        not_me=NotMeService(
+            tokens=infra.not_me,
+            reports=RedisReports(infra.redis, infra.keys),
+            sessions=sessions,
+            hold_hours=s.not_me_hours,
+            retention_days=s.retention_days,
+            clock=infra.clock,
+            events=infra.events,
+        ),
         suppressions=SuppressionService(sessions=sessions),
         webhooks=WebhookService(
             sessions=sessions,

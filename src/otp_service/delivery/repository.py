@@ -1,17 +1,18 @@
 """Every SQL statement on the deliveries table, among them those that match the provider events
 (webhook_events) to the deliveries they answer: the evidence the reputation guard and the usage
-report count."""
+report count; and the "not me" reports (CONTRACT §4), kept as events of their own kind matched to
+the delivery they report, which count toward the requesting client's block and nothing else."""
 
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from otp_service.db.engine import delete_batch, dialect_name
+from otp_service.db.engine import delete_batch, dialect_insert, dialect_name
 from otp_service.db.models import Delivery, WebhookEvent
 from otp_service.webhooks.events import KINDS
 
@@ -143,6 +144,33 @@ _MATCHED = (Delivery.provider == WebhookEvent.provider) & (
 """An event answers the delivery whose provider and provider message id it names (CONTRACT §6:
 only those count; an event that matches no delivery the service made counts nowhere)."""
 
+REPORTS = "not-me"
+"""webhook_events.provider of the "not me" reports: no provider's name, so no provider's rates
+(traced(), which matches a delivery's own provider) ever count one."""
+REPORTED = "reported"
+
+_REPORT_MATCHED = (WebhookEvent.provider == REPORTS) & (Delivery.job_id == WebhookEvent.message_id)
+"""A report names its send by the job id (its token's), the delivery row's `job_id`."""
+
+
+async def record_report(session: AsyncSession, job_id: str) -> bool:
+    """Keep a "not me" report of one send, once: False when that send was reported already (the
+    unique (provider, event_id) of webhook_events makes a token work once)."""
+    row = {"provider": REPORTS, "event_id": job_id, "event_type": REPORTED, "outcome": REPORTED,
+           "payload": {}, "message_id": job_id}  # fmt: skip
+    stmt = (
+        dialect_insert(session, WebhookEvent)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+        .returning(WebhookEvent.id)
+    )
+    return await session.scalar(stmt) is not None
+
+
+async def delivery_of_job(db: AsyncSession | AsyncConnection, job_id: str) -> Delivery | None:
+    query = select(Delivery).where(Delivery.job_id == job_id)
+    return (await db.execute(query.limit(1))).scalars().first()
+
 
 async def traced(
     db: AsyncSession | AsyncConnection, since: datetime, provider: str | None = None
@@ -177,18 +205,25 @@ class SourceEvents:
 async def clients_over(
     db: AsyncSession | AsyncConnection, since: datetime, limit: int, *, client: str | None = None
 ) -> list[SourceEvents]:
-    """The clients (or the one given) whose sends drew at least `limit` bounces + complaints
-    received since `since`."""
+    """The clients (or the one given) whose sends drew at least `limit` bounces + complaints +
+    "not me" reports received since `since`."""
+
+    def events(matched: Any, counted: Any) -> Any:
+        query = (
+            select(Delivery.source_client, Delivery.source_subnet)
+            .select_from(WebhookEvent)
+            .join(Delivery, matched)
+            .where(counted, Delivery.source_client.is_not(None))
+        )
+        return query if client is None else query.where(Delivery.source_client == client)
+
+    reported = (WebhookEvent.provider == REPORTS) & (WebhookEvent.received_at >= since)
+    found = union_all(events(_MATCHED, _suppressing(since)), events(_REPORT_MATCHED, reported)).subquery()
     query = (
-        select(Delivery.source_client, Delivery.source_subnet, func.count(WebhookEvent.id))
-        .select_from(WebhookEvent)
-        .join(Delivery, _MATCHED)
-        .where(_suppressing(since), Delivery.source_client.is_not(None))
-        .group_by(Delivery.source_client, Delivery.source_subnet)
-        .having(func.count(WebhookEvent.id) >= limit)
+        select(found.c.source_client, found.c.source_subnet, func.count())
+        .group_by(found.c.source_client, found.c.source_subnet)
+        .having(func.count() >= limit)
     )
-    if client is not None:
-        query = query.where(Delivery.source_client == client)
     return [SourceEvents(str(c), s, int(n)) for c, s, n in (await db.execute(query)).all()]
 
 

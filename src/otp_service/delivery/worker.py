@@ -318,7 +318,7 @@ class DeliveryWorker(Background):
 
         not_me = None
         if self._not_me is not None:  # names this send and who requested it (CONTRACT §4)
-            not_me = self._not_me.link(job.id, email, content.client, content.subnet)
+            not_me = self._not_me.link(job.id, content)
         try:
             sent = await self._deliverer.send_template(
                 "email_otp", email, code, idempotency_key=f"otp-{job.id}", deadline=deadline, wording=wording,

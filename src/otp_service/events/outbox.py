@@ -46,6 +46,7 @@ EventType = Literal[
     "otp.bounced",
     "otp.complained",
     "otp.verified",
+    "otp.reported",
 ]
 GROUP = "senders"
 RETRY_DELAYS_S = (5, 15, 60, 300, 1800)

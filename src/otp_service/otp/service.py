@@ -28,7 +28,7 @@ from otp_service.events.outbox import EventOutbox
 from otp_service.limits.throttle import ConversionGuard, Rates, Throttle
 from otp_service.locales import Locale
 from otp_service.logs import get_logger, mask_email, mask_subnet
-from otp_service.metrics import REQUESTS
+from otp_service.metrics import NOT_ME, REQUESTS
 from otp_service.net import Client
 from otp_service.otp.codes import CodeCrypto, generate_code
 from otp_service.otp.store import (
@@ -71,6 +71,7 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 _SENDS = REQUESTS.labels("send")
 _VERIFIES = REQUESTS.labels("verify")
+_WITHHELD = NOT_ME.labels("withheld")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +274,8 @@ class OtpService:
             # accepted send a fifth of its server CPU: README, "Performance").
             log.debug("otp.send_accepted", extra={"email": mask_email(email or ""), "job": decision.job_id})
             _SENDS.inc()
+            if decision.withheld:  # a "not me" report holds: the same answer, no email (otp/not_me.py)
+                _WITHHELD.inc()
             return self._accepted
         if decision.slowed:
             log.warning("abuse.subnet_slowed", extra={"subnet": mask_subnet(client.subnet)})

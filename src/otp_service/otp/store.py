@@ -117,6 +117,8 @@ class SendDecision:
     """The low-conversion guard refused the subnet for the first time in its window."""
     replayed: bool = False
     """The answer of an earlier request with the same Idempotency-Key."""
+    withheld: bool = False
+    """Accepted and counted, but nothing stored or queued: a "not me" report holds (send.lua)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,10 @@ class LimitsState:
     global_sends: int
     global_wait: int
     code_left: int
+    reported: int
+    """How long the address's "not me" report holds (0: none)."""
+    withheld: int
+    """1: the send would be answered 202 and emailed nothing (reported, not a remembered source)."""
 
     @classmethod
     def parse(cls, reply: list[Any]) -> "LimitsState":
@@ -215,7 +221,7 @@ class LimitsState:
 
 @dataclass(frozen=True, slots=True)
 class DecisionKeys:
-    """The send decision's keys: KEYS[1..13] of send.lua, limits.lua and captcha_needed.lua, in
+    """The send decision's keys: KEYS[1..15] of send.lua, limits.lua and captcha_needed.lua, in
     the order of otp/lua/_decide.lua's header."""
 
     client: str
@@ -232,6 +238,8 @@ class DecisionKeys:
     domain: str
     global_sends: str
     code: str
+    reported: str
+    """The exact address's "not me" report (otp/not_me.py)."""
 
     @classmethod
     def of(
@@ -257,6 +265,7 @@ class DecisionKeys:
             domain=k.domain(domain_id) if domain_id is not None else none,
             global_sends=k.global_sends(channel),
             code=k.code(address_id) if address_id is not None else none,
+            reported=k.reported(address_id) if address_id is not None else none,
         )
 
 
@@ -313,7 +322,7 @@ def _decision_args(
 
 @dataclass(frozen=True, slots=True)
 class SendKeys:
-    """send.lua's own keys, KEYS[15..17]."""
+    """send.lua's own keys, KEYS[16..18]."""
 
     jobs: str
     idempotency: str
@@ -415,13 +424,15 @@ def _claim_of(reply: list[Any]) -> Claim | None:
 
 
 def _send_decision(reply: list[Any]) -> SendDecision:
-    """send.lua's reply (its header): {status, wait ms or job id[, 1 when the guard first slowed
-    the subnet]}, or {'replay', kept status, kept value}."""
+    """send.lua's reply (its header): {status, wait ms or job id (or 'withheld')[, 1 when the guard
+    first slowed the subnet]}, or {'replay', kept status, kept value}."""
     status = reply[0]
     if status == b"replay":
         return _kept(reply[1].decode(), reply[2])
     decided = SendStatus(status.decode())
     if decided is SendStatus.OK:
+        if reply[1] == b"withheld":
+            return SendDecision(decided, withheld=True)
         return SendDecision(decided, job_id=reply[1].decode())
     first_slowed = len(reply) > 2 and reply[2] == 1
     return SendDecision(decided, retry_after_ms=int(reply[1]), slowed=first_slowed)

@@ -46,6 +46,9 @@ class AddressLimits:
     domain: str | None
     """The registrable recipient domain, or None for a shared mail provider (exempt)."""
     domain_daily: Window | None
+    reported_for: int = 0
+    """Seconds a "not me" report still holds (0: none): meanwhile only its remembered sources'
+    sends are emailed (CONTRACT §4)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,9 @@ class LimitsReport:
     """The code a send would be refused with now (considering only what was asked about), or
     None: it would be accepted (a suppressed address still gets the 202, with no email)."""
     retry_after: int
+    would_withhold: bool = False
+    """Accepted, and emailed nothing: the address was reported "not me" and the client is not one
+    of its remembered sources (the send decision's own verdict, run read-only)."""
 
 
 def _seconds(ms: int) -> int:
@@ -157,6 +163,7 @@ class LimitsLookup:
                 remembered_daily=Window(st.remembered_daily, s.per_account_daily_limit,
                                         _seconds(st.remembered_daily_wait)),
                 code_expires_in=_seconds(st.code_left), domain=ident.domain, domain_daily=domain_daily,
+                reported_for=_seconds(st.reported),
             )  # fmt: skip
         client_limits = None
         if client is not None:
@@ -177,4 +184,5 @@ class LimitsLookup:
         # The address's own refusal comes first (the send refuses it before any limit); else the
         # send decision's own verdict (otp/lua/_decide.lua, run read-only).
         refusal, wait = (check, 0) if check is not None else (st.refusal, _seconds(st.wait))
-        return LimitsReport(address, client_limits, glob, reserve, bool(st.paused), refusal, wait)
+        withhold = refusal is None and bool(st.withheld)
+        return LimitsReport(address, client_limits, glob, reserve, bool(st.paused), refusal, wait, withhold)

@@ -43,6 +43,11 @@ class RedisKeys:
     def code(self, address_id: str) -> str:
         return f"{self._base}:code:{address_id}"
 
+    def reported(self, address_id: str) -> str:
+        """String with a TTL (OTP_NOT_ME_HOURS): the exact address was reported "not me"; until it
+        lapses only its remembered sources' sends are emailed (CONTRACT §4)."""
+        return f"{self._base}:reported:{address_id}"
+
     def idempotency(self, key_id: str) -> str:
         """Hash with a TTL: a send's Idempotency-Key, its body's fingerprint and first answer."""
         return f"{self._base}:idem:{key_id}"

@@ -155,6 +155,14 @@ def controls(s: Settings, validator: AddressValidator) -> list[Control]:
                 "the send and verify endpoints"),
         Control("No enumeration", "a suppressed, unknown or known address gets the same answer and the same limits",
                 "the send endpoint"),
+        Control("\"Didn't ask for this?\"",
+                ("every email links to a page where its recipient reports a code they did not request (a button, "
+                 "never the visit, which link scanners make): for "
+                 f"{s.not_me_hours} hours the address then receives codes only from the networks it verified from "
+                 "before, every other sender getting the usual answer and no email, and the network that asked "
+                 "counts one bounce-like event toward its block; a link works once, for 7 days")
+                if s.public_url else "off (OTP_PUBLIC_URL not set)",
+                "the email, the send decision and the reputation guard"),
         Control("Reputation guard",
                 f"sending pauses above a {s.reputation_max_bounce_rate:.2%} bounce or "
                 f"{s.reputation_max_complaint_rate:.2%} complaint rate (after {s.reputation_min_volume} sends, from at "
@@ -181,6 +189,7 @@ def render_trust_page(settings: Settings, fmt: Format = "markdown") -> str:
             website_url=s.website_url, support_email=s.support_email, locale=s.default_locale,
             verify_link=verify_link(s.verify_link_template, SAMPLE_ADDRESS, SAMPLE_CODE)
             if s.verify_link_template else None,
+            not_me_link=f"{s.public_url}/not-me#t=…" if s.public_url else None, not_me_hours=s.not_me_hours,
         ),
     )  # fmt: skip
     providers = [_PROVIDER_NAMES[s.email_provider]]

@@ -4,7 +4,7 @@
 -- _code.lua. A check that passes writes nothing; with `tidy` (send.lua only) the logs it reads
 -- drop what has left their windows.
 --
--- The decision's keys, KEYS[1..14] of every script that runs it (otp/store.py, DecisionKeys).
+-- The decision's keys, KEYS[1..15] of every script that runs it (otp/store.py, DecisionKeys).
 -- A key the question does not concern is RedisKeys.unused, which nothing writes: it reads empty.
 --   1 client send log (zset)        2 subnet send log (zset, kept for the guard's window too)
 --   3 subnet conversion (hash, _prelude.lua)   4 subnet blocked by the reputation guard (PX)
@@ -14,6 +14,7 @@
 --   10, 11 the same two for this remembered source (mailbox, subnet): its own budget
 --   12 recipient domain's daily log   13 channel global daily log
 --   14 the exact address's code (hash, _code.lua)
+--   15 the exact address was reported "not me" (string, PX OTP_NOT_ME_HOURS; otp/lua/report.lua)
 -- Its arguments, ARGV[8..18] after throttle_args (otp/store.py, DecisionArgs):
 --   8 the recipient domain's limit per 24 h (0: not counted, a shared mail provider)
 --   9 guard: min sends   10 guard: min verified/sent   11 guard: limit   12 guard: window (ms)
@@ -27,7 +28,7 @@ local function decision_keys()
     client = KEYS[1], subnet = KEYS[2], conversion = KEYS[3], subnet_blocked = KEYS[4],
     client_blocked = KEYS[5], paused = KEYS[6], remembered = KEYS[7], cooldown = KEYS[8], daily = KEYS[9],
     remembered_cooldown = KEYS[10], remembered_daily = KEYS[11], domain = KEYS[12], global = KEYS[13],
-    code = KEYS[14],
+    code = KEYS[14], reported = KEYS[15],
   }
 end
 
@@ -65,6 +66,13 @@ local function asker(k)
     return {remembered = true, cooldown = k.remembered_cooldown, daily = k.remembered_daily}
   end
   return {remembered = false, cooldown = k.cooldown, daily = k.daily}
+end
+
+-- A send that passes every check but is emailed nothing (CONTRACT §4): the address was reported
+-- "not me" in the last OTP_NOT_ME_HOURS and the asker is not one of its remembered sources. It is
+-- answered and counted as any accepted send, so that nothing tells it from one. `who` is asker(k).
+local function withheld(k, who)
+  return not who.remembered and redis.call('EXISTS', k.reported) == 1
 end
 
 -- OTP_CAPTCHA_MODE=adaptive: a send without a token needs one while the service is under attack

@@ -1,8 +1,8 @@
 -- Why a send would be refused now (GET /api/v1/admin/limits, CONTRACT §3): the send decision
 -- itself (_decide.lua), run read-only, and the figures it reads. After limits/lua/_prelude.lua,
 -- _code.lua and _decide.lua; a no-writes script.
--- KEYS[1..14] the decision's keys (_decide.lua; RedisKeys.unused where the question does not
--- concern them: no client, no address)   KEYS[15] the mailbox's remembered sources (zset:
+-- KEYS[1..15] the decision's keys (_decide.lua; RedisKeys.unused where the question does not
+-- concern them: no client, no address)   KEYS[16] the mailbox's remembered sources (zset:
 -- source id -> remembered until, ms)
 -- ARGV[1..7] throttle_args (the send rates)   ARGV[8..18] the decision's arguments (_decide.lua)
 -- Returns name/value pairs (otp/store.py, LimitsState): the refusal a send without a captcha
@@ -10,9 +10,10 @@
 -- would be admitted, else the ms until it is.
 local k = decision_keys()
 local refusal, wait = nil, 0
+local who = asker(k)
 if needs_captcha(k) then refusal = 'captcha_required' end
 if not refusal then refusal, wait = decide_source(k, false) end
-if not refusal then refusal, wait = decide_address(k, asker(k), false) end
+if not refusal then refusal, wait = decide_address(k, who, false) end
 
 local function figure(key, window, limit)
   return log_count(key, NOW, window), over(key, window, limit, false)
@@ -42,8 +43,10 @@ return {
   'cooldown', left_until(k.cooldown), 'daily', daily, 'daily_wait', daily_wait,
   'remembered_cooldown', left_until(k.remembered_cooldown), 'remembered_daily', r_daily,
   'remembered_daily_wait', r_daily_wait,
-  'remembered_sources', redis.call('ZCOUNT', KEYS[15], '(' .. NOW, '+inf'),
+  'remembered_sources', redis.call('ZCOUNT', KEYS[16], '(' .. NOW, '+inf'),
   'remembered', remembered, 'domain', domain, 'domain_wait', domain_wait,
   'global_sends', global, 'global_wait', global_wait,
   'code_left', code_expires and code_expires - NOW or 0,
+  'reported', math.max(0, redis.call('PTTL', k.reported)),
+  'withheld', (not refusal and withheld(k, who)) and 1 or 0,
 }

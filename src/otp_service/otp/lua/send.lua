@@ -1,9 +1,9 @@
 -- One decision per send request, all or nothing (after limits/lua/_prelude.lua, _code.lua,
 -- _idempotency.lua and _decide.lua, which holds the checks; this script orders them with the
 -- Idempotency-Key and writes).
--- KEYS[1..14] the decision's keys (_decide.lua)   KEYS[15] delivery stream
--- KEYS[16] Idempotency-Key record (idempotency.lua claimed it; RedisKeys.unused without one)
--- KEYS[17] subnet slowed (string, PX: the guard's log line is written once per window)
+-- KEYS[1..15] the decision's keys (_decide.lua)   KEYS[16] delivery stream
+-- KEYS[17] Idempotency-Key record (idempotency.lua claimed it; RedisKeys.unused without one)
+-- KEYS[18] subnet slowed (string, PX: the guard's log line is written once per window)
 -- ARGV[1..7] throttle_args   ARGV[8..18] the decision's arguments (_decide.lua)
 -- ARGV[19] cooldown (ms)   ARGV[20] the new code's hash   ARGV[21] code TTL (ms)
 -- ARGV[22] the sealed job (delivery/jobs.py: it holds the exact address and the code, so it is
@@ -20,11 +20,12 @@
 -- carried a valid captcha token (either passes a provider pause, CONTRACT §6).
 -- Returns {status, wait ms or job id, 1 when the guard first slowed this subnet in its window
 -- else 0}: status is ok | rate_limited | cooldown | daily_limit | domain_limit | global_limit |
--- sending_paused; or {'replay', status, value} / {'idempotency_key_reused', 0, 0} for a key
+-- sending_paused; for an accepted send withheld after a "not me" report (_decide.lua, withheld),
+-- {'ok', 'withheld', 0}; or {'replay', status, value} / {'idempotency_key_reused', 0, 0} for a key
 -- another request answered.
 -- Beyond the client's and subnet's rate logs (and a key's answer), only 'ok' writes anything.
 local K = decision_keys()
-local STREAM, IDEM_KEY, SLOWED = KEYS[15], KEYS[16], KEYS[17]
+local STREAM, IDEM_KEY, SLOWED = KEYS[16], KEYS[17], KEYS[18]
 local COOLDOWN, CODE_HASH, CODE_TTL = tonumber(ARGV[19]), ARGV[20], tonumber(ARGV[21])
 local JOB, REUSE, REUSE_MIN_LEFT = ARGV[22], ARGV[23] == '1', tonumber(ARGV[24])
 local FINGERPRINT, IDEM_KEEP, TEST = ARGV[25], tonumber(ARGV[26]), ARGV[27] == '1'
@@ -78,6 +79,10 @@ if DOMAIN_LIMIT > 0 then  -- counted for a remembered source too, which the deci
   if remembered then log_add(K.domain, NOW, DAY, MEMBER) else log_push(K.domain, NOW, DAY, MEMBER) end
 end
 count_conversion(K.conversion, NOW, 's')
+-- Reported "not me", asked from elsewhere: every counter above moved as for any accepted send (a
+-- later send meets the same cooldown and caps, the asker's subnet the same conversion), but no
+-- code is stored or replaced and nothing is queued.
+if withheld(K, who) then return answer('ok', 'withheld') end
 -- The live code is emailed again, sealed as stored, its lifetime and wrong attempts as they
 -- are: under reuse, while it has enough time left; and whatever the strategy, when a remembered
 -- source requested it and this send comes from elsewhere, which may never replace it.
