@@ -3,15 +3,20 @@ parts of every email in every locale, its token sealed under a purpose of its ow
 send; the page the service serves (a strict CSP, nothing reported on load); and the report's
 effects, each on Redis and on the embedded default where the rule lives in Lua."""
 
+import asyncio
 import base64
+import hashlib
 import html
 import re
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from cryptography.exceptions import InvalidTag
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
@@ -25,6 +30,7 @@ from otp_service.settings import Settings, SettingsError, load_settings
 from tests.conftest import METRICS_AUTH
 from tests.support import console_emails, drain, embedded_send_rate, unique_email
 from tests.test_events_out import EVENTS_SECRET, Receiver
+from tests.test_verify_link import Chromium
 
 PUBLIC = "https://otp.example"
 LINK = re.compile(r"https://otp\.example/not-me#t=([A-Za-z0-9_-]+)")
@@ -315,3 +321,81 @@ async def reports_of(app: Any, job_id: str) -> int:
             )
         )
     return int(count or 0)
+
+
+async def test_the_page_is_self_contained_under_a_strict_policy(app: Any) -> None:
+    res = await app.http.get("/not-me")
+    assert res.status_code == 200
+    assert res.headers["content-type"].startswith("text/html")
+    policy = dict(part.strip().split(" ", 1) for part in res.headers["content-security-policy"].split(";"))
+    assert policy["default-src"] == "'none'"
+    assert (policy["connect-src"], policy["base-uri"], policy["form-action"], policy["frame-ancestors"]) == (
+        "'self'", "'none'", "'none'", "'none'")  # fmt: skip
+    [script] = re.findall(r"<script>(.*?)</script>", res.text, re.S)
+    [style] = re.findall(r"<style>(.*?)</style>", res.text, re.S)
+    for source, directive in ((script, "script-src"), (style, "style-src")):
+        digest = base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()
+        assert policy[directive] == f"'sha256-{digest}'"
+    assert not re.search(r"\b(src|href)=", res.text)  # loads nothing from anywhere
+    assert res.headers["referrer-policy"] == "no-referrer"
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)"
+)
+async def test_opening_the_link_reports_nothing_until_the_button_is_pressed(
+    app: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The service's page, behind a local origin standing in for OTP_PUBLIC_URL (aiohttp passing
+    GET /not-me and the POST to the service with their headers, CSP included, as a reverse proxy
+    would). Chromium opens the delivered link: first as a link scanner does (loads, runs the
+    scripts, presses nothing), which must change nothing; then as the person does."""
+    email, attacker = unique_email(), bomber()
+    assert (await post(app, SEND, {"email": email}, attacker)).status_code == 202
+    [(_, token)] = await emailed(app, capsys)
+    posted: list[int] = []
+
+    async def page(request: web.Request) -> web.Response:
+        res = await app.http.get("/not-me")
+        headers = {
+            k: v for k, v in res.headers.items() if k.lower() not in ("content-length", "content-type")
+        }
+        return web.Response(text=res.text, content_type="text/html", headers=headers)
+
+    async def report(request: web.Request) -> web.Response:
+        res = await app.http.post(NOT_ME, content=await request.read(),
+                                  headers={"content-type": request.headers.get("content-type", "")})  # fmt: skip
+        posted.append(res.status_code)
+        return web.Response(body=res.content, status=res.status_code)
+
+    site = web.Application()
+    site.router.add_get("/not-me", page)
+    site.router.add_post(NOT_ME, report)
+    runner = web.AppRunner(site, access_log=None)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    local = f"http://127.0.0.1:{port}/not-me#t={token}"
+    try:
+        async with Chromium.launch(tmp_path / "chrome") as chromium:
+            scanner = await chromium.open(local)
+            await asyncio.sleep(2)  # its scripts have run; a scanner presses nothing
+            assert posted == []
+            shown = "[document.querySelectorAll('button:not([hidden])').length, document.body.innerText]"
+            buttons, text = await chromium.evaluate(scanner, shown)
+            assert buttons == 1  # the script ran (its hash is allowed) and shows the one button
+            assert "Didn't ask for this?" in text
+            assert (await limits(app, email, attacker))["address"]["reported_for"] == 0
+            info = await chromium.call("Target.getTargetInfo", scanner)
+            await chromium.call("Target.closeTarget", targetId=info["targetInfo"]["targetId"])
+
+            person = await chromium.open(local)
+            await chromium.press(person, "#go")
+            await chromium.until(
+                person, "document.getElementById('status').textContent.startsWith('Thank you')"
+            )
+    finally:
+        await runner.cleanup()
+    assert posted == [204]
+    assert (await limits(app, email, attacker))["address"]["reported_for"] > 0
