@@ -3,6 +3,7 @@ in-process ones (the same cases): a repeat answers what the first answered and h
 effect; a different body is 422; concurrent repeats give one code and one email."""
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -83,7 +84,7 @@ async def test_the_same_key_with_another_body_is_422(app: Any) -> None:
     key = str(uuid.uuid4())
     email = unique_email()
     assert (await send(app, {"email": email}, key)).status_code == 202
-    for body in ({"email": email, "locale": "en"}, {"email": email.upper()}):
+    for body in ({"email": email, "locale": "en"}, {"email": email, "captcha_token": "x"}):
         res = await send(app, body, key)
         assert (res.status_code, res.json()["code"]) == (422, "idempotency_key_reused"), body
         assert "idempotent-replayed" not in res.headers
@@ -147,3 +148,13 @@ async def test_repeats_still_count_against_the_clients_rate(
         assert statuses == [202, 202, 202, 429]
         limited = await send(app, {"email": email}, key)
         assert (limited.json()["code"], "idempotent-replayed" in limited.headers) == ("rate_limited", False)
+
+
+async def test_a_key_belongs_to_the_address_whatever_its_case(app: Any) -> None:
+    """`IDV@…` and `idv@…` are one address (§3: addresses are normalised): the same key and the
+    same address in another case is a replay, not a reused key (found from outside)."""
+    email = f"idv-{secrets.token_hex(4)}@example.org"
+    first = await send(app, {"email": email}, "case-1")
+    again = await send(app, {"email": email.upper()}, "case-1")
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.headers.get("idempotent-replayed") == "true"

@@ -215,3 +215,24 @@ async def test_the_default_discovery_document(client: Any) -> None:
     # Public: no credentials asked, unlike /metrics.
     assert (await client.http.get("/metrics")).status_code == 401
     assert (await client.http.get("/metrics", headers=METRICS_AUTH)).status_code == 200
+
+
+async def test_a_domains_fixed_code_cannot_be_guessed_through_its_many_addresses(app: Any) -> None:
+    """Every address of `*@ci.example.org` shares one fixed code: fresh addresses must not give a
+    guesser fresh attempts. Wrong guesses count together across them (found from outside: 200
+    addresses x 5 guesses had opened the code in 15 s)."""
+    answers = []
+    for n in range(6):  # one wrong guess at each of six addresses, from six clients
+        email = f"guess-{n}@ci.example.org"
+        ip = {"x-forwarded-for": f"198.51.{100 + n}.9"}
+        assert (await app.http.post(SEND, json={"email": email}, headers=ip)).status_code == 202
+        res = await app.http.post(VERIFY, json={"email": email, "code": f"{n:06d}"}, headers=ip)
+        answers.append(res.json()["code"])
+    assert answers == ["invalid_code"] * 4 + ["max_attempts_reached", "code_expired"]
+    fresh = "guess-new@ci.example.org"
+    assert (await app.http.post(SEND, json={"email": fresh})).status_code == 202
+    right = await app.http.post(VERIFY, json={"email": fresh, "code": "654321"})
+    assert (right.status_code, right.json()["code"]) == (400, "code_expired")  # burnt for its lifetime
+    # Another entry's code is untouched.
+    assert (await app.http.post(SEND, json={"email": REVIEWER})).status_code == 202
+    assert (await app.http.post(VERIFY, json={"email": REVIEWER, "code": "123456"})).status_code == 200

@@ -336,3 +336,17 @@ async def test_the_lookup_names_the_next_sends_refusal_and_its_wait(
         assert (refused.status_code, refused.json()["code"]) == (status, code), refused.text
         assert abs(int(refused.headers.get("retry-after", 0)) - report["retry_after"]) <= 1
         assert fake.posts == []  # nobody sent a token
+
+
+async def test_a_blocked_client_over_its_rate_is_told_to_wait_for_the_block(app: Any) -> None:
+    """Over its rate and blocked: the Retry-After is the block's, not the rate's minute (a client
+    told a minute is refused again at once; found from outside)."""
+    for _ in range(3):  # otp_send: 3/minute per client
+        assert (await send(app, unique_email(), ELSEWHERE)).status_code == 202
+    assert await app.web.reputation._pauses.block_source("192.0.2.0/24", 3_600_000)
+    report = await limits(app, ip=ELSEWHERE)
+    assert (report["would_refuse"], report["client"]["subnet_blocked_for"] > 3_500) == ("rate_limited", True)
+    assert report["retry_after"] > 3_500
+    refused = await send(app, unique_email(), ELSEWHERE)
+    assert (refused.status_code, refused.json()["code"]) == (429, "rate_limited")
+    assert abs(int(refused.headers["retry-after"]) - report["retry_after"]) <= 1

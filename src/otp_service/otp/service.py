@@ -112,6 +112,14 @@ _SEND_REJECTIONS: dict[SendStatus, type[RateLimited | Cooldown | DailyLimit | Do
 }
 
 
+def _normalised_or_raw(raw_email: str) -> str:
+    """The address as the send reads it, or as given when it is not one (the send refuses it)."""
+    try:
+        return normalize_email(raw_email)
+    except ServiceError:
+        return raw_email
+
+
 def verified_event(email: str) -> dict[str, str | None]:
     return {"email": email, "job_id": None, "provider": None, "message_id": None}
 
@@ -169,9 +177,9 @@ class OtpService:
     ) -> SendAccepted:  # fmt: skip
         idem = None
         if idempotency_key is not None:
-            idem = await self._idempotency(
-                idempotency_key, client, raw_email, raw_email, captcha_token, locale
-            )
+            # The key belongs to the address as the service reads it: `IDV@` and `idv@` are one.
+            address = _normalised_or_raw(raw_email)
+            idem = await self._idempotency(idempotency_key, client, address, address, captcha_token, locale)
             replay = await self._claim(idem, client)
             if replay is not None:
                 return self._answer(replay, None, client)
@@ -358,6 +366,7 @@ class OtpService:
         # The code is the exact address's; the mailbox names its remembered sources (CONTRACT §6).
         mailbox = self._mailboxes.key(email)
         address_id = self._crypto.address_id(email)
+        entry = self._test.entry_for(email) if self._test else None
         decision = await self._store.verify(
             VerifyRequest(
                 client=client,
@@ -368,11 +377,13 @@ class OtpService:
                 source_id=self._crypto.source_id(mailbox, client.subnet),
                 remember_ms=self._s.remember_days * DAY_MS,
                 mailbox_id=address_id if mailbox == email else self._crypto.address_id(mailbox),
+                test_entry_id=self._crypto.address_id(entry[0]) if entry is not None else None,
+                test_guesses_ms=self._s.code_ttl * 1000,
             )
         )
         match decision.status:
             case VerifyStatus.APPROVED:
-                test = bool(self._test) and self._test.code_for(email) is not None
+                test = entry is not None
                 if test:
                     log.info("otp.test_recipient", extra={"email": mask_email(email), "action": "verify"})
                 else:

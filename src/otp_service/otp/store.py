@@ -145,6 +145,9 @@ class VerifyRequest:
     source_id: str | None = None
     remember_ms: int = 0  # how long a source that verifies is remembered; 0: not
     mailbox_id: str | None = None  # whose remembered sources it joins (None: the address's own)
+    test_entry_id: str | None = None
+    """A test recipient's entry (its address or `*@domain`), whose guesses count together."""
+    test_guesses_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,17 +357,20 @@ class VerifyKeys:
     conversion: str
     remembered: str
     remembered_sources: str
+    test_guesses: str
 
 
 @dataclass(frozen=True, slots=True)
 class VerifyArgs:
-    """verify.lua's own arguments, ARGV[8..11]."""
+    """verify.lua's own arguments, ARGV[8..12]."""
 
     code_hash: str
     max_attempts: int
     remember_ms: int
     """How long a source that verifies is remembered (0: not)."""
     source_id: str
+    test_guesses_ms: int
+    """A test recipient's: how long its fixed code's wrong guesses count together (0: not one)."""
 
 
 class CodeStore(Protocol):
@@ -513,10 +519,12 @@ class RedisCodeStore:
             client_log, subnet_log, k.code(req.address_id), k.conversion(req.client.subnet),
             k.remembered(req.source_id) if req.source_id else k.unused,
             k.remembered_sources(req.mailbox_id or req.address_id),
+            k.test_guesses(req.test_entry_id) if req.test_entry_id else k.unused,
         )  # fmt: skip
         own_args = VerifyArgs(
-            req.code_hash, req.max_attempts, req.remember_ms if req.source_id else 0, req.source_id or ""
-        )
+            req.code_hash, req.max_attempts, req.remember_ms if req.source_id else 0, req.source_id or "",
+            req.test_guesses_ms if req.test_entry_id else 0,
+        )  # fmt: skip
         args = (*throttle_args(self._clock, req.rates, self._member()), *positional(own_args))
         async with redis_guard("verify"):
             status, value = await self._VERIFY(self._redis, positional(keys), args)

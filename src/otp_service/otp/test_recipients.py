@@ -1,9 +1,8 @@
 """Test recipients (OTP_TEST_RECIPIENTS, CONTRACT §3): addresses, or every address of a
 `*@domain`, that app-store reviewers and CI suites sign in with. A send answers the same 202 and
-counts against the client's rates, but nothing is stored, queued or emailed and no daily or global
-counter moves; the configured fixed code verifies (constant-time), any number of times."""
-
-import hmac
+makes the fixed code the address's live code (lifetime, single use, wrong attempts as any code's;
+an entry's wrong guesses are counted together across all its addresses), but nothing is queued
+or emailed and no daily, domain or global counter moves (otp/lua/send.lua, verify.lua)."""
 
 
 class TestRecipients:
@@ -18,13 +17,17 @@ class TestRecipients:
 
     def code_for(self, email: str) -> str | None:
         """The fixed code of a normalised address, or None when it is not a test recipient."""
+        entry = self.entry_for(email)
+        return None if entry is None else entry[1]
+
+    def entry_for(self, email: str) -> tuple[str, str] | None:
+        """The entry (`OTP_TEST_RECIPIENTS`'s key: the address, or `*@domain`) and its fixed code,
+        or None when the address is not a test recipient."""
         if not self:
             return None
         code = self._addresses.get(email)
-        if code is None:
-            code = self._domains.get(email.rpartition("@")[2])
-        return code
-
-    @staticmethod
-    def matches(fixed: str, code: str) -> bool:
-        return hmac.compare_digest(fixed.encode(), code.encode())
+        if code is not None:
+            return email, code
+        domain = email.rpartition("@")[2]
+        code = self._domains.get(domain)
+        return None if code is None else (f"*@{domain}", code)

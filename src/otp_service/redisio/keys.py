@@ -103,6 +103,11 @@ class RedisKeys:
         """String with a 24 h TTL: the reputation guard blocked this subnet from sending."""
         return f"{self._base}:source-blocked:{subnet}"
 
+    def test_guesses(self, entry_id: str) -> str:
+        """String with a TTL: wrong guesses at a test recipient's fixed code, across every address
+        it serves (the code's lifetime from the first)."""
+        return f"{self._base}:test-guesses:{entry_id}"
+
     def client_blocked(self, client: str) -> str:
         """String with a 24 h TTL: the reputation guard blocked this client (§2a) from sending."""
         return f"{self._base}:client-blocked:{client}"

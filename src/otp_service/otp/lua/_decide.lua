@@ -98,11 +98,14 @@ end
 -- the refusal, its wait (ms) and which check refused ('rate', 'blocked' or 'guard').
 local function decide_source(k, tidy)
   local wait = pair_wait(k.client, k.subnet)
-  if wait > 0 then return 'rate_limited', wait, 'rate' end
   local blocked = math.max(redis.call('PTTL', k.client_blocked), redis.call('PTTL', k.subnet_blocked))
-  if blocked > 0 and redis.call('EXISTS', k.remembered) == 0 then
+  local block = nil  -- what the block answers, when it holds this source back
+  if blocked > 0 and redis.call('EXISTS', k.remembered) == 0 then block = held_back('rate_limited', blocked) end
+  -- Over its rate and blocked: told to come back when both have passed, not when the rate has.
+  if wait > 0 then return 'rate_limited', block == 'rate_limited' and math.max(wait, blocked) or wait, 'rate' end
+  if block then
     local refusal, refusal_wait = held_back('rate_limited', blocked)
-    if refusal then return refusal, refusal_wait, 'blocked' end
+    return refusal, refusal_wait, 'blocked'
   end
   if guard_slows(k.conversion, tidy) then
     local recent = log_count(k.subnet, NOW, GUARD_WINDOW)

@@ -6,6 +6,11 @@
 -- source that verifies is remembered (ms; 0: not remembered)
 -- KEYS[6] the address's remembered sources (zset: source id -> remembered until, ms), which the
 -- admin API counts   ARGV[11] this source's id
+-- KEYS[7] a test recipient's wrong guesses, across every address its fixed code serves (string,
+-- PX; RedisKeys.unused for any other address)   ARGV[12] how long they count (ms: the code's
+-- lifetime from the first; 0 for any other address). A fixed code is the same for all of a
+-- `*@domain`'s addresses, so its guesses are counted together: at most max wrong attempts per
+-- code's lifetime, whichever addresses and clients guess (CONTRACT §3).
 -- A code a remembered source requested (r = 1) counts wrong attempts from elsewhere apart (n)
 -- from its source's (m): guesses from elsewhere can refuse elsewhere, never burn the code.
 -- Returns {status, n}: approved | expired | rate_limited (n = wait ms)
@@ -17,6 +22,11 @@ if wait > 0 then return {'rate_limited', wait} end
 local stored = live_code(KEYS[3], NOW)
 if not stored then return {'expired', 0} end
 local max = tonumber(ARGV[9])
+local guesses_for = tonumber(ARGV[12])
+if guesses_for > 0 and (tonumber(redis.call('GET', KEYS[7])) or 0) >= max then
+  redis.call('DEL', KEYS[3])  -- burnt for its lifetime, under any of its addresses
+  return {'expired', 0}
+end
 local remembered = redis.call('EXISTS', KEYS[5]) == 1
 local code = redis.call('HMGET', KEYS[3], 'r', 'n')
 local protected = code[1] == '1'  -- a remembered source requested it
@@ -39,6 +49,11 @@ if same_hash(stored, ARGV[8]) then  -- in constant time
 end
 
 local wrong = redis.call('HINCRBY', KEYS[3], (protected and remembered) and 'm' or 'n', 1)
+if guesses_for > 0 then
+  local shared = redis.call('INCR', KEYS[7])
+  if shared == 1 then redis.call('PEXPIRE', KEYS[7], guesses_for) end
+  wrong = math.max(wrong, shared)
+end
 if wrong >= max then
   if not shielded then redis.call('DEL', KEYS[3]) end
   return {'max_attempts', 0}
