@@ -23,7 +23,9 @@ Scenarios and targets:
   (i) one complaint and nine bounces from one attacker subnet, once the provider has sent the
       guard's minimum volume (200; the old guard paused at one complaint between 200 and 1,249
       sends): the events come back as Svix-signed Resend webhooks; sending is never paused (the
-      admin API's reputation report, read every second), the guard blocks the attacker's subnet;
+      admin API's reputation report, read every second); each of the attacker's ten clients
+      requested one of the sends, under OTP_REPUTATION_SOURCE_LIMIT, so nothing is blocked (§6 blocks
+      clients first) and the evidence minimums (one subnet, nine mailboxes) keep the provider running;
   (j) +tag spellings at a company domain: the attacker asks for codes for alice+<n>@corp-j.example
       (it reads every email to a +tag spelling: a catch-all for tags it controls), now and then for
       alice@ itself (so that she has a live code it cannot read), tries every code it reads against
@@ -358,7 +360,8 @@ def lockout_judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str,
 
 
 def metrics_judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str, bool]:
-    return f"scrapes answered {dict((k, v) for k, v in s.seen.items())}", set(s.seen) == {"scrape 401"}
+    scrapes = {k: v for k, v in s.seen.items() if k.startswith("scrape ")}
+    return f"scrapes answered {scrapes}", set(scrapes) == {"scrape 401"}
 
 
 async def catchall_verifier(
@@ -470,15 +473,16 @@ async def complaint_and_bounces(
             for message_id in provider.ids.get(email, []):
                 kind = "email.complained" if email == own else "email.bounced"
                 s.seen[f"{kind} {await provider_event(http, kind, email, message_id)}"] += 1
-        # The guard's next check (every 30 s by default) blocks the subnet: its next send is refused
-        # for about a day.
+        # Each of the ten clients requested one of the sends behind the events, under
+        # OTP_REPUTATION_SOURCE_LIMIT (3): §6 blocks a client at its limit and a subnet only once
+        # OTP_REPUTATION_SUBNET_CLIENTS of its clients are, so nothing is blocked, and only the
+        # evidence minimums (one subnet, nine bounced mailboxes) keep the provider running. The
+        # block list is read after each of the guard's checks (every 30 s) until the end.
         while not stop.is_set():
-            res = await http.post(SEND, json={"email": "atk-i-later@attacker.example"},
-                                  headers={"x-forwarded-for": f"{ATTACKER_NET}.99"})  # fmt: skip
-            if res.status_code == 429 and int(res.headers.get("retry-after", 0)) > 80_000:
-                s.seen["attacker subnet blocked"] = 1
-                break
-            await asyncio.sleep(2)
+            res = await http.get("/api/v1/admin/blocks", headers=ADMIN)
+            for item in res.json()["items"]:
+                s.seen[f"blocked {item['kind']} {item['source']}"] = 1
+            await pause(stop, 5)
         await stop.wait()
     finally:
         watching.cancel()
@@ -486,12 +490,13 @@ async def complaint_and_bounces(
 
 def reputation_judge(s: Scenario, provider: Provider, minutes: float) -> tuple[str, bool]:
     seen = s.seen
+    blocked = sorted(k[len("blocked ") :] for k in seen if k.startswith("blocked "))
     text = (f"{seen['email.bounced 200']} bounces and {seen['email.complained 200']} complaint accepted after "
             f"{seen['volume before the attack']} emails; paused in {seen['paused reports']} of {seen['reports']} "
             f"reputation reports (last: {seen['last sent']} sent, {seen['last bounces']} bounces and "
-            f"{seen['last complaints']} complaints counted); attacker subnet "
-            f"{'blocked' if seen['attacker subnet blocked'] else 'NOT blocked'}")  # fmt: skip
-    ok = (seen["paused reports"] == 0 and seen["reports"] > 0 and seen["attacker subnet blocked"] == 1
+            f"{seen['last complaints']} complaints counted); blocked: {', '.join(blocked) or 'nothing'} (one event "
+            f"per client, under OTP_REPUTATION_SOURCE_LIMIT)")  # fmt: skip
+    ok = (seen["paused reports"] == 0 and seen["reports"] > 0 and not blocked
           and seen["email.bounced 200"] == 9 and seen["email.complained 200"] == 1)  # fmt: skip
     return text, ok
 
@@ -518,7 +523,7 @@ async def plus_tag_takeover(
     async def sender() -> None:
         n = 0
         while not stop.is_set():
-            email = ALICE if n % 10 == 0 else f"alice+{n}@{CORP_J}"
+            email = ALICE if n % 10 == 5 else f"alice+{n}@{CORP_J}"
             ip = f"{J_NETS[n % 4]}.{1 + (n // 4) % 100}"
             res = await http.post(SEND, json={"email": email}, headers={"x-forwarded-for": ip})
             answer = str(res.status_code) + (
