@@ -32,7 +32,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_rules_are_valid() -> None:
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
 
 
 @needs_promtool
@@ -62,6 +62,16 @@ def test_each_alert_fires_and_stays_quiet_as_its_unit_tests_say() -> None:
         ("increase(otp_http_server_errors_total[5m])", "increase(otp_http_server_errors_total[30m])"),
         ("otp_loop_last_success_timestamp_seconds) > 300", "otp_loop_last_success_timestamp_seconds) > 3000"),
         ("min by (check) (otp_sender_check) == 0", "max by (check) (otp_sender_check) == 0"),
+        (
+            "rate(otp_accepted_to_sent_seconds_bucket[5m]))) > 30\n        for: 10m",
+            "rate(otp_accepted_to_sent_seconds_bucket[5m]))) > 30\n        for: 2m",
+        ),
+        (
+            "(rate(otp_accepted_to_sent_seconds_bucket[5m]))) > 30",
+            "(rate(otp_accepted_to_sent_seconds_bucket[5m]))) > 60",
+        ),
+        ("< 0.5 * (", "< 0.2 * ("),
+        ('outcome="sent"}[30m])) >= 20', 'outcome="sent"}[30m])) >= 0'),
     ],
 )
 def test_the_unit_tests_catch_a_broken_rule(tmp_path: Path, original: str, broken: str) -> None:
@@ -74,10 +84,19 @@ def test_the_unit_tests_catch_a_broken_rule(tmp_path: Path, original: str, broke
     assert result.returncode != 0, f"a broken rule passed its unit tests: {broken}"
 
 
-async def test_every_metric_the_rules_read_is_exported(client: Any) -> None:
-    text = (await client.http.get("/metrics", headers=METRICS_AUTH)).text
+def exported_names(text: str) -> set[str]:
+    """Every series name a /metrics page can carry: a counter's `_total`, a histogram's `_bucket`,
+    `_sum` and `_count` (declared before its first observation, labelled series are not printed)."""
     exported = set(re.findall(r"^# TYPE (\w+)", text, re.M)) | set(re.findall(r"^(otp_\w+)[{ ]", text, re.M))
     exported |= {f"{name}_total" for name in exported}
+    for name in re.findall(r"^# TYPE (\w+) histogram", text, re.M):
+        exported |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return exported
+
+
+async def test_every_metric_the_rules_read_is_exported(client: Any) -> None:
+    text = (await client.http.get("/metrics", headers=METRICS_AUTH)).text
+    exported = exported_names(text)
     used = set(re.findall(r"\b(otp_[a-z0-9_]+)", RULES.read_text()))
     assert used, "no metric found in the rules"
     assert used <= exported, used - exported

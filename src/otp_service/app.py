@@ -17,6 +17,7 @@ from otp_service.api.docs import install_docs, install_openapi
 from otp_service.api.problems import REFUSALS, install_problem_handlers
 from otp_service.api.state import STATE_KEY
 from otp_service.assembly import build_web, open_infrastructure, running_worker
+from otp_service.delivery.timing import SentToVerified
 from otp_service.logs import configure_logging
 from otp_service.settings import Settings, SettingsError, load_settings
 
@@ -50,7 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
             infra = await stack.enter_async_context(open_infrastructure(settings))
-            web = build_web(infra)
+            sent_to_verified = SentToVerified(sessions=infra.sessions, timeout=settings.dependency_timeout)
+            stack.push_async_callback(sent_to_verified.aclose)  # before the engine is disposed
+            web = build_web(infra, sent_to_verified=sent_to_verified)
             if settings.worker_enabled:
                 await stack.enter_async_context(running_worker(infra))
             # Everything built so far lives as long as the process (FastAPI's routes and models,

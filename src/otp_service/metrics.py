@@ -53,3 +53,25 @@ SENDER_CHECK = Gauge(
     "Sender check (CONTRACT §9, otp-service doctor) by check: 1 passing for every provider, 0 failing",
     ["check"],
 )
+
+# Time to inbox (issue 31), labelled by provider name only (a handful of values), so the series
+# stay bounded. Buckets span the queue's normal second or two to the 5-minute code lifetime
+# (OTP_CODE_TTL's default), the longest any stage can matter.
+_TIME_TO_INBOX_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300)
+ACCEPTED_TO_SENT = Histogram(
+    "otp_accepted_to_sent_seconds",
+    "From a send accepted (its job queued) to its email handed to the provider, by provider",
+    ["provider"],
+    buckets=_TIME_TO_INBOX_BUCKETS,
+)
+SENT_TO_DELIVERED = Histogram(
+    "otp_sent_to_delivered_seconds",
+    "From an email handed to the provider to the provider's delivered event, by provider",
+    ["provider"],
+    buckets=_TIME_TO_INBOX_BUCKETS,
+)
+SENT_TO_VERIFIED = Histogram(
+    "otp_sent_to_verified_seconds",
+    "From a code's latest email handed to a provider to the code verified",
+    buckets=(*_TIME_TO_INBOX_BUCKETS, 600, 900),
+)

@@ -6,6 +6,7 @@ from otp_service.audit.keys import AdminKeys, MetricsAccess
 from otp_service.delivery import repository as deliveries
 from otp_service.delivery.lookup import DeliveryLookup
 from otp_service.delivery.not_me import NotMeService, RedisReports
+from otp_service.delivery.timing import SentToVerified
 from otp_service.delivery.usage import UsageService
 from otp_service.logs import get_logger
 from otp_service.mail_providers import POPULAR_PROVIDERS
@@ -51,7 +52,7 @@ def _tokens(infra: Infrastructure) -> TokenIssuer | None:
     )
 
 
-def build_web(infra: Infrastructure) -> WebState:
+def build_web(infra: Infrastructure, *, sent_to_verified: SentToVerified | None = None) -> WebState:
     s, stores, sessions = infra.settings, infra.stores, infra.sessions
     tokens = _tokens(infra)
     resend_secret = s.resend_webhook_secret.get_secret_value() if s.resend_webhook_secret else None
@@ -70,6 +71,7 @@ def build_web(infra: Infrastructure) -> WebState:
         captcha=_captcha(infra),
         deliverability=_deliverability(infra),
         events=infra.events,
+        sent_to_verified=sent_to_verified,
     )
     return WebState(
         otp=otp,

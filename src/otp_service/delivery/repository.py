@@ -230,3 +230,15 @@ async def clients_over(
 async def delete_older(db: AsyncSession | AsyncConnection, before: datetime, batch: int) -> int:
     """Retention: delete up to `batch` records older than `before`; how many went."""
     return await delete_batch(db, Delivery.id, Delivery.created_at, before, batch)
+
+
+async def last_sent_at(db: AsyncSession | AsyncConnection, email: str) -> datetime | None:
+    """When the address's latest email was handed to a provider (its row is written then), on
+    ix_deliveries_email_id: the email of the code a verify has just approved."""
+    query = (
+        select(Delivery.created_at)
+        .where(Delivery.email == email, Delivery.outcome == DeliveryOutcome.SENT)
+        .order_by(Delivery.id.desc())
+        .limit(1)
+    )
+    return await db.scalar(query)

@@ -35,7 +35,7 @@ from otp_service.delivery.sender import Delivered, Deliverer, DeliveryFailed, Su
 from otp_service.errors import Unavailable
 from otp_service.events.outbox import EventOutbox, EventType
 from otp_service.logs import get_logger, mask_email
-from otp_service.metrics import DELIVERIES, WORKER_CRASHES
+from otp_service.metrics import ACCEPTED_TO_SENT, DELIVERIES, WORKER_CRASHES
 from otp_service.supervise import Beat, Loop
 
 log = get_logger("delivery")
@@ -237,6 +237,8 @@ class DeliveryWorker(Background):
         finally:
             self._inflight.pop(job.id, None)
         DELIVERIES.labels(outcome.status, outcome.provider or "none").inc()
+        if outcome.status is DeliveryOutcome.SENT and outcome.provider and (queued := queued_at(job.id)):
+            ACCEPTED_TO_SENT.labels(outcome.provider).observe(max(0.0, self._clock() - queued.timestamp()))
         if self._on_outcome is not None:
             self._on_outcome(outcome)
         return outcome

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from otp_service.clock import DAY_MS
 from otp_service.delivery.jobs import JobContent, JobSealer
+from otp_service.delivery.timing import SentToVerified
 from otp_service.errors import (
     CaptchaRequired,
     CodeExpired,
@@ -138,8 +139,10 @@ class OtpService:
         captcha: CaptchaCheck | None = None,
         deliverability: DeliverabilityCheck | None = None,
         events: EventOutbox | None = None,
+        sent_to_verified: SentToVerified | None = None,
     ) -> None:
         self._s = settings
+        self._sent_to_verified = sent_to_verified
         self._events = events
         self._store = store
         self._throttle = throttle
@@ -388,6 +391,8 @@ class OtpService:
                     log.info("otp.test_recipient", extra={"email": mask_email(email), "action": "verify"})
                 else:
                     log.info("otp.verify_approved", extra={"email": mask_email(email)})
+                    if self._sent_to_verified is not None:  # in the background, never awaited
+                        self._sent_to_verified.verified(email)
                 _VERIFIES.inc()
                 if self._events is not None:  # CONTRACT §7: one XADD, never waits on the receiver
                     event = verified_event(email)

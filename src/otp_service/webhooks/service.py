@@ -1,6 +1,7 @@
 """Webhook handling: verify, normalise, apply once, count."""
 
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -11,7 +12,7 @@ from otp_service.db.models import Delivery
 from otp_service.errors import Unavailable, WebhookRejected
 from otp_service.events.outbox import EventOutbox, EventType
 from otp_service.logs import get_logger, mask_email
-from otp_service.metrics import WEBHOOK_EVENTS
+from otp_service.metrics import SENT_TO_DELIVERED, WEBHOOK_EVENTS
 from otp_service.suppression import repository as suppressions
 from otp_service.webhooks import repository as events
 from otp_service.webhooks.events import ProviderEvent, kind_of
@@ -53,6 +54,19 @@ async def apply_event(session: AsyncSession, event: ProviderEvent) -> tuple[Outc
     return "accepted", len(to_suppress)
 
 
+def _observe_delivered(event: ProviderEvent, delivery: Delivery) -> None:
+    """Sent to delivered: the delivery row is written as the provider accepts the email, so its
+    created_at is the sent time; the provider's own time of delivery when it names one (a
+    retried webhook arrives late), else now. Counted once: a duplicate event is not accepted."""
+    sent = delivery.created_at
+    if sent.tzinfo is None:  # SQLite keeps no zone; the column is written in UTC
+        sent = sent.replace(tzinfo=UTC)
+    at = event.occurred_at or datetime.now(UTC)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    SENT_TO_DELIVERED.labels(event.provider).observe(max(0.0, (at - sent).total_seconds()))
+
+
 class WebhookService:
     def __init__(
         self, *, sessions: async_sessionmaker[AsyncSession], resend: ResendWebhook, sns: SnsVerifier,
@@ -72,7 +86,9 @@ class WebhookService:
                 session_scope(self._sessions) as session,
             ):
                 outcome, suppressed = await apply_event(session, event)
-                if self._events is not None and outcome == "accepted" and event.message_id is not None:
+                delivered = kind_of(event.provider, event.type) == "delivered"
+                wanted = self._events is not None or delivered  # delivered: for its time to inbox
+                if wanted and outcome == "accepted" and event.message_id is not None:
                     delivery = await self._delivery_for(session, event.provider, event.message_id)
         except Unavailable as exc:
             WEBHOOK_EVENTS.labels(event.provider, event.type, "unavailable").inc()
@@ -89,6 +105,8 @@ class WebhookService:
                    "suppressed": suppressed, "recipients": recipients},
         )  # fmt: skip
         if outcome == "accepted":
+            if delivered and delivery is not None:
+                _observe_delivered(event, delivery)
             await self._publish(event, delivery)
         return outcome
 
