@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from otp_service.api import otp
-from otp_service.api.routing import FastRoute
+from otp_service.api.routing import FastRoute, LimitedRoute
 from otp_service.app import create_app
 from otp_service.logs import configure_logging
 from otp_service.settings import load_settings
@@ -23,11 +23,12 @@ def plain_routes(app: FastAPI) -> None:
     ]
     reference = APIRouter(route_class=APIRoute)
     for route in otp.router.routes:
-        assert isinstance(route, FastRoute)
+        assert isinstance(route, LimitedRoute)  # FastRoutes, and the body-less status look-up
         reference.add_api_route(
             route.path, route.endpoint, methods=list(route.methods or ()), status_code=route.status_code,
             response_model=route.response_model, responses=route.responses,
             response_model_exclude_none=route.response_model_exclude_none,
+            route_class_override=APIRoute if isinstance(route, FastRoute) else type(route),
         )  # fmt: skip
         reference.routes[-1].refusal = route.refusal  # type: ignore[attr-defined]
     app.include_router(reference)

@@ -35,7 +35,9 @@ async def test_send_then_verify_with_the_emailed_code(wide: Any, capsys: pytest.
     email = unique_email()
     res = await wide.http.post(SEND, json={"email": email.upper()})
     assert res.status_code == 202
-    assert res.json() == {"status": "pending", "expires_in": 300, "resend_after": 60}
+    body = res.json()
+    assert len(body.pop("send_id")) == 22  # 128 random bits, URL-safe (CONTRACT §3)
+    assert body == {"status": "pending", "expires_in": 300, "resend_after": 60}
     await drain(wide)
     [sent] = console_emails(capsys.readouterr().out)
     assert sent.to == email
@@ -186,7 +188,9 @@ async def test_suppressed_address_gets_identical_answers_and_no_email(
     first = [await wide.http.post(SEND, json={"email": e}) for e in (suppressed, normal)]
     second = [await wide.http.post(SEND, json={"email": e}) for e in (suppressed, normal)]
     assert first[0].status_code == first[1].status_code == 202
-    assert first[0].content == first[1].content
+    # The same bytes but for each send's own random id, of the same length.
+    ids = [res.json()["send_id"] for res in first]
+    assert first[0].content.replace(ids[0].encode(), b"-") == first[1].content.replace(ids[1].encode(), b"-")
     assert first[0].headers["content-length"] == first[1].headers["content-length"]
     assert second[0].status_code == second[1].status_code == 429
     assert second[0].json()["code"] == second[1].json()["code"] == "cooldown"

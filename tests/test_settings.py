@@ -26,6 +26,7 @@ def test_defaults_match_the_contract() -> None:
         "otp_verify": "10/minute",
         "otp_send_subnet": "30/minute",
         "otp_verify_subnet": "100/minute",
+        "otp_status": "60/minute",
     }
     assert (s.ipv6_client_prefix, s.ipv4_subnet_prefix, s.ipv6_subnet_prefix) == (64, 24, 48)
     assert (s.conversion_min_sends, s.conversion_min_ratio, s.conversion_guard_rate) == (20, 0.1, "6/hour")
@@ -45,6 +46,7 @@ def test_rates_left_out_keep_their_defaults() -> None:
         "otp_verify": "10/minute",
         "otp_send_subnet": "30/minute",
         "otp_verify_subnet": "7/second",
+        "otp_status": "60/minute",
     }
 
 

@@ -62,6 +62,7 @@ DEFAULT_RATES = {
     "otp_verify": "10/minute",
     "otp_send_subnet": "30/minute",
     "otp_verify_subnet": "100/minute",
+    "otp_status": "60/minute",
 }
 """Per client and per subnet (CONTRACT §2a); a key left out of OTP_THROTTLE_RATES keeps its default."""
 

@@ -1,6 +1,7 @@
 """Send and verify. Both are FastRoutes (api/routing.py): declared once here, for the OpenAPI
 document and for every request."""
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response, status
@@ -8,8 +9,15 @@ from fastapi.responses import JSONResponse
 
 from otp_service.api.deps import ClientDep, OtpServiceDep, get_client, get_otp_service
 from otp_service.api.problems import REPLAYED_HEADER
-from otp_service.api.routing import FastRoute, Refusal, refuses
-from otp_service.api.schemas import ApprovedOut, PendingOut, SendIn, VerifyIn, problem_responses
+from otp_service.api.routing import FastRoute, LimitedRoute, Refusal, refuses
+from otp_service.api.schemas import (
+    ApprovedOut,
+    PendingOut,
+    SendIn,
+    SendStatusOut,
+    VerifyIn,
+    problem_responses,
+)
 from otp_service.errors import InvalidEmail
 
 PREFIX = "/api/v1/auth/otp"
@@ -87,10 +95,36 @@ async def send_code(
         locale=body.locale,
         idempotency_key=idempotency_key,
     )
-    pending = PendingOut(status="pending", expires_in=accepted.expires_in, resend_after=accepted.resend_after)
+    pending = PendingOut(
+        status="pending", expires_in=accepted.expires_in, resend_after=accepted.resend_after,
+        send_id=accepted.send_id,
+    )  # fmt: skip
     if accepted.replayed:
         return JSONResponse(pending.model_dump(mode="json"), 202, headers={REPLAYED_HEADER: "true"})
     return pending
+
+
+async def send_status(send_id: str, otp: OtpServiceDep, client: ClientDep) -> SendStatusOut:
+    state = await otp.send_status(send_id, client)
+    updated = datetime.fromtimestamp(state.updated_ms / 1000, UTC)
+    return SendStatusOut(status=state.status.value, updated_at=updated.isoformat(timespec="milliseconds"))
+
+
+# No body, so not a FastRoute: a plain (size-limited) route in the same table.
+router.add_api_route(
+    "/sends/{send_id}",
+    send_status,
+    methods=["GET"],
+    route_class_override=LimitedRoute,
+    response_model=SendStatusOut,
+    summary='What became of one send (a "didn\'t get it?" screen)',
+    description=(
+        "For the client holding the send_id of a 202: queued, sent, delivered, delayed, "
+        "undeliverable, failed or superseded. Poll every few seconds while the screen is open. "
+        "Kept for the code's lifetime plus an hour; then 404 not_found."
+    ),
+    responses=problem_responses({404: ["not_found"], 429: ["rate_limited"], 503: ["unavailable"]}),
+)
 
 
 @router.post(

@@ -32,11 +32,29 @@ class SendIn(BaseModel):
 
 class PendingOut(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"status": "pending", "expires_in": 300, "resend_after": 60}]}
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "pending",
+                    "expires_in": 300,
+                    "resend_after": 60,
+                    "send_id": "q1dL3x8_n2VtcYwZb7RkA",
+                }
+            ]
+        }
     )
     status: Literal["pending"]
     expires_in: int = Field(description="Seconds the code lives")
     resend_after: int = Field(description="Seconds before another code can be requested")
+    send_id: str = Field(description="This send's id, for GET /api/v1/auth/otp/sends/{send_id}")
+
+
+class SendStatusOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "delivered", "updated_at": "2026-12-02T09:30:12.345Z"}]}
+    )
+    status: Literal["queued", "sent", "delivered", "delayed", "undeliverable", "failed", "superseded"]
+    updated_at: str = Field(description="When the status last changed (RFC 3339, UTC)")
 
 
 class VerifyIn(BaseModel):

@@ -21,6 +21,7 @@ class JobContent:
     locale: Locale = "bilingual"
     subnet: str | None = None  # the requesting client's subnet (§2a)
     client: str | None = None  # the requesting client (§2a): what the reputation guard blames
+    send_id: str | None = None  # the send's id (CONTRACT §3): whose status the worker moves
 
 
 class JobSealer:
@@ -37,6 +38,8 @@ class JobSealer:
             plain["s"] = job.subnet
         if job.client is not None:
             plain["k"] = job.client
+        if job.send_id is not None:
+            plain["i"] = job.send_id
         return self._sealer.seal(plain, self.PURPOSE)
 
     def open(self, sealed: bytes) -> JobContent:
@@ -45,4 +48,6 @@ class JobSealer:
         locale = data["l"]
         if locale not in LOCALES:
             raise ValueError(f"unknown locale {locale!r}")
-        return JobContent(data["e"], data["c"], data["a"], data["h"], locale, data.get("s"), data.get("k"))
+        return JobContent(
+            data["e"], data["c"], data["a"], data["h"], locale, data.get("s"), data.get("k"), data.get("i")
+        )

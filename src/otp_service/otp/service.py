@@ -1,7 +1,9 @@
 """Send and verify: validate, one store decision, map the outcome to the contract."""
 
 import asyncio
+import dataclasses
 import re
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ from otp_service.errors import (
     InvalidCode,
     InvalidRequest,
     MaxAttemptsReached,
+    NotFound,
     RateLimited,
     SendingPaused,
     ServiceError,
@@ -43,13 +46,14 @@ from otp_service.otp.store import (
     LimitsState,
     SendDecision,
     SendRequest,
+    SendState,
     SendStatus,
     VerifyRequest,
     VerifyStatus,
 )
 from otp_service.otp.test_recipients import TestRecipients
 from otp_service.otp.tokens import TokenIssuer
-from otp_service.settings import Settings
+from otp_service.settings import Rate, Settings
 from otp_service.validation.address import AddressValidator, normalize_email
 from otp_service.validation.captcha import CaptchaCheck
 from otp_service.validation.deliverability import DeliverabilityCheck, Verdict
@@ -65,6 +69,11 @@ IDEMPOTENCY_KEEP_MS = 600_000
 CLAIM_POLL_FIRST = 0.01
 CLAIM_POLL_CAP = 0.5
 """Seconds between polls of a pending Idempotency-Key: doubling from 10 ms, at most 500 ms."""
+STATUS_SCOPE = "otp_status"
+STATUS_KEEP_EXTRA_MS = 3_600_000
+"""A send's status outlives its code by an hour (CONTRACT §3)."""
+SEND_ID_BYTES = 16
+"""128 random bits (CONTRACT §3: at least 128, URL-safe)."""
 IDEMPOTENCY_LEASE_MS = 15_000
 """How long a claimed key waits for its request's answer (the slowest admission: a captcha
 siteverify and a DNS lookup, each with its own timeout) before a retry decides afresh."""
@@ -102,6 +111,7 @@ class SendAccepted:
     expires_in: int
     resend_after: int
     replayed: bool = False  # the answer of an earlier request with the same Idempotency-Key
+    send_id: str = ""  # CONTRACT §3: GET /api/v1/auth/otp/sends/{send_id}
 
 
 _SEND_REJECTIONS: dict[SendStatus, type[RateLimited | Cooldown | DailyLimit | DomainLimit | GlobalLimit]] = {
@@ -159,6 +169,13 @@ class OtpService:
         # The subnet's send log is kept for the guard's window too: the guard counts it.
         self._send_rates = Rates.of(settings, SEND_SCOPE, keep_s=self._guard.rate.period_seconds)
         self._verify_rates = Rates.of(settings, VERIFY_SCOPE)
+        # CONTRACT §2a names no subnet rate for the status look-up: ten clients' worth, the ratio
+        # of the send and verify defaults (3 -> 30, 10 -> 100).
+        status_rate = settings.rate(STATUS_SCOPE)
+        self._status_rates = Rates(
+            STATUS_SCOPE, status_rate, Rate(status_rate.limit * 10, status_rate.period_seconds),
+            status_rate.period_seconds * 1000,
+        )  # fmt: skip
         self._global_limit = settings.global_daily_limits.get(CHANNEL, 0)
         self._accepted = SendAccepted(settings.code_ttl, settings.rate_limit_ttl)
         self._replayed = SendAccepted(settings.code_ttl, settings.rate_limit_ttl, replayed=True)
@@ -201,6 +218,7 @@ class OtpService:
         ident = self.identity(email, client)
         address_id, domain = ident.address_id, ident.domain
         code_hash = self._crypto.code_hash(email, code)
+        send_id = secrets.token_urlsafe(SEND_ID_BYTES)
         payload = b""
         if fixed is None:
             content = JobContent(
@@ -211,6 +229,7 @@ class OtpService:
                 locale or self._s.default_locale,
                 client.subnet,
                 client.key,
+                send_id,
             )
             payload = self._sealer.seal(content)
         else:
@@ -238,9 +257,23 @@ class OtpService:
                 global_reserve=self._s.global_reserve,
                 captcha=captcha,
                 test=fixed is not None,
+                send_id=send_id,
+                status_keep_ms=self._s.code_ttl * 1000 + STATUS_KEEP_EXTRA_MS,
             )
         )
         return self._answer(decision, email, client)
+
+    async def send_status(self, send_id: str, client: Client) -> SendState:
+        """What became of one send (CONTRACT §3), for the client that holds its id: counted
+        against the client's `otp_status` rate first; NotFound when unknown or expired."""
+        wait = await self._throttle.hit(self._status_rates, client)
+        if wait:
+            raise RateLimited(retry_after=wait / 1000)
+        # token_urlsafe(16) is 22 characters; anything far off is no id of ours.
+        state = await self._store.send_status(send_id) if 0 < len(send_id) <= 64 else None
+        if state is None:
+            raise NotFound("No such send, or it expired")
+        return state
 
     def identity(self, email: str, client: Client | None) -> Identity:
         mailbox = self._mailboxes.key(email)
@@ -280,14 +313,14 @@ class OtpService:
             log.info("otp.send_replayed", extra={"status": decision.status})
         if decision.status is SendStatus.OK:
             if decision.replayed:
-                return self._replayed
+                return dataclasses.replace(self._replayed, send_id=decision.send_id)
             # DEBUG: the worker's `delivery.sent` is the line per email (the INFO line here cost an
             # accepted send a fifth of its server CPU: README, "Performance").
             log.debug("otp.send_accepted", extra={"email": mask_email(email or ""), "job": decision.job_id})
             _SENDS.inc()
             if decision.withheld:  # a "not me" report holds: the same answer, no email (otp/not_me.py)
                 _WITHHELD.inc()
-            return self._accepted
+            return dataclasses.replace(self._accepted, send_id=decision.send_id)
         if decision.slowed:
             log.warning("abuse.subnet_slowed", extra={"subnet": mask_subnet(client.subnet)})
         refusal: ServiceError

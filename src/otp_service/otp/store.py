@@ -106,6 +106,10 @@ class SendRequest:
     """What the captcha says of this send (None: no captcha provider configured)."""
     test: bool = False
     """A test recipient (CONTRACT §3): the fixed code is stored; nothing is queued or counted."""
+    send_id: str = ""
+    """The send's id (CONTRACT §3), under which an accepted send's status is kept."""
+    status_keep_ms: int = 0
+    """How long that status is kept: the code's lifetime plus an hour."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,26 @@ class SendDecision:
     """The answer of an earlier request with the same Idempotency-Key."""
     withheld: bool = False
     """Accepted and counted, but nothing stored or queued: a "not me" report holds (send.lua)."""
+    send_id: str = ""
+    """An accepted send's id; a replay's is the first answer's."""
+
+
+class DeliveryStatus(StrEnum):
+    """What became of one accepted send (CONTRACT §3, GET /api/v1/auth/otp/sends/{send_id})."""
+
+    QUEUED = "queued"
+    SENT = "sent"  # the provider took it
+    DELIVERED = "delivered"  # the provider reported delivery
+    DELAYED = "delayed"  # the provider reported a temporary failure and keeps trying
+    UNDELIVERABLE = "undeliverable"  # hard bounce, or suppressed by an earlier bounce
+    FAILED = "failed"  # the service gave up
+    SUPERSEDED = "superseded"  # a newer send replaced this code
+
+
+@dataclass(frozen=True, slots=True)
+class SendState:
+    status: DeliveryStatus
+    updated_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +151,11 @@ class Claim:
     decision: SendDecision | None = None  # REPLAY: the first answer; RATE_LIMITED: the wait
 
 
-def _kept(status: str, value: bytes | str | None) -> SendDecision:
+def _kept(status: str, value: bytes | str | None, send_id: bytes | None = None) -> SendDecision:
     """A kept answer as a replayed decision."""
     decided = SendStatus(status)
     if decided is SendStatus.OK:
-        return SendDecision(decided, job_id=text(value or b""), replayed=True)
+        return SendDecision(decided, job_id=text(value or b""), replayed=True, send_id=text(send_id or b""))
     return SendDecision(decided, retry_after_ms=int(value or 0), replayed=True)
 
 
@@ -325,16 +349,17 @@ def _decision_args(
 
 @dataclass(frozen=True, slots=True)
 class SendKeys:
-    """send.lua's own keys, KEYS[16..18]."""
+    """send.lua's own keys, KEYS[16..19]."""
 
     jobs: str
     idempotency: str
     slowed: str
+    send_status: str
 
 
 @dataclass(frozen=True, slots=True)
 class SendArgs:
-    """send.lua's own arguments, ARGV[19..27]."""
+    """send.lua's own arguments, ARGV[19..29]."""
 
     cooldown_ms: int
     code_hash: str
@@ -345,6 +370,8 @@ class SendArgs:
     fingerprint: str
     idempotency_keep_ms: int
     test: str
+    send_id: str
+    status_keep_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +435,10 @@ class CodeStore(Protocol):
         """What the send decision would read now, read only."""
         ...
 
+    async def send_status(self, send_id: str) -> "SendState | None":
+        """One send's status (GET /api/v1/auth/otp/sends/{send_id}); None: unknown or expired."""
+        ...
+
 
 _CODE = ("otp_service.otp", "_code")
 """The code record's helpers, shared by the send and verify scripts."""
@@ -423,23 +454,24 @@ def _claim_of(reply: list[Any]) -> Claim | None:
         return None
     status = ClaimStatus(reply[0].decode())
     if status is ClaimStatus.REPLAY:
-        return Claim(status, _kept(reply[1].decode(), reply[2]))
+        return Claim(status, _kept(reply[1].decode(), reply[2], reply[3] if len(reply) > 3 else None))
     if status is ClaimStatus.RATE_LIMITED:
         return Claim(status, SendDecision(SendStatus.RATE_LIMITED, retry_after_ms=int(reply[1])))
     return Claim(status)
 
 
-def _send_decision(reply: list[Any]) -> SendDecision:
+def _send_decision(reply: list[Any], send_id: str) -> SendDecision:
     """send.lua's reply (its header): {status, wait ms or job id (or 'withheld')[, 1 when the guard
-    first slowed the subnet]}, or {'replay', kept status, kept value}."""
+    first slowed the subnet]}, or {'replay', kept status, kept value, kept send_id}. An accepted
+    send's id is the request's own (`send_id`)."""
     status = reply[0]
     if status == b"replay":
-        return _kept(reply[1].decode(), reply[2])
+        return _kept(reply[1].decode(), reply[2], reply[3] if len(reply) > 3 else None)
     decided = SendStatus(status.decode())
     if decided is SendStatus.OK:
         if reply[1] == b"withheld":
-            return SendDecision(decided, withheld=True)
-        return SendDecision(decided, job_id=reply[1].decode())
+            return SendDecision(decided, withheld=True, send_id=send_id)
+        return SendDecision(decided, job_id=reply[1].decode(), send_id=send_id)
     first_slowed = len(reply) > 2 and reply[2] == 1
     return SendDecision(decided, retry_after_ms=int(reply[1]), slowed=first_slowed)
 
@@ -491,8 +523,9 @@ class RedisCodeStore:
             req.source_id, req.domain_id,
         )  # fmt: skip
         own_keys = SendKeys(
-            k.jobs, k.idempotency(idem.key_id) if idem else k.unused, k.slowed(req.client.subnet)
-        )
+            k.jobs, k.idempotency(idem.key_id) if idem else k.unused, k.slowed(req.client.subnet),
+            k.send(req.send_id) if req.send_id else k.unused,
+        )  # fmt: skip
         rules = _decision_args(
             req.guard, req.daily_limit, req.global_limit, req.domain_limit if req.domain_id else 0,
             req.global_reserve, 0.0, req.captcha,
@@ -500,7 +533,7 @@ class RedisCodeStore:
         own_args = SendArgs(
             req.cooldown_ms, req.code_hash, req.code_ttl_ms, req.job_payload, "1" if req.reuse else "0",
             req.reuse_min_left_ms, idem.fingerprint if idem else "", idem.keep_ms if idem else 0,
-            "1" if req.test else "0",
+            "1" if req.test else "0", req.send_id, req.status_keep_ms,
         )  # fmt: skip
         keys = (*positional(decision), *positional(own_keys))
         args = (
@@ -510,7 +543,7 @@ class RedisCodeStore:
         )
         async with redis_guard("send"):
             reply = await self._SEND(self._redis, keys, args)
-        return _send_decision(reply)
+        return _send_decision(reply, req.send_id)
 
     async def verify(self, req: VerifyRequest) -> VerifyDecision:
         k = self._keys
@@ -548,6 +581,13 @@ class RedisCodeStore:
         args: list[Arg] = [now_ms(self._clock), code_hash]
         async with redis_guard("code.current"):
             return bool(await self._CURRENT(self._redis, [self._keys.code(address_id)], args))
+
+    async def send_status(self, send_id: str) -> "SendState | None":
+        async with redis_guard("send.status"):
+            status, updated = await self._redis.execute("HMGET", self._keys.send(send_id), "s", "t")
+        if status is None or updated is None:
+            return None
+        return SendState(DeliveryStatus(text(status)), int(updated))
 
     async def limits(self, query: LimitsQuery) -> LimitsState:
         k = self._keys

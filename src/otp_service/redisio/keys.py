@@ -52,6 +52,11 @@ class RedisKeys:
         """Hash with a TTL: a send's Idempotency-Key, its body's fingerprint and first answer."""
         return f"{self._base}:idem:{key_id}"
 
+    def send(self, send_id: str) -> str:
+        """Hash with a TTL (the code's lifetime plus an hour): one send's status for
+        GET /api/v1/auth/otp/sends/{send_id}, s = status, t = when it last changed (ms)."""
+        return f"{self._base}:send:{send_id}"
+
     def worker(self, name: str) -> str:
         """String with a TTL: a delivery worker's heartbeat."""
         return f"{self._base}:worker:{name}"

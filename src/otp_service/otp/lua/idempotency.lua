@@ -4,7 +4,7 @@
 -- ARGV[1..7] throttle_args  ARGV[8] body fingerprint  ARGV[9] claim lease (ms)
 -- Returns {'rate_limited', wait_ms} | {'new'} (claimed: the caller goes on to send.lua, which
 -- counts the rates and writes the answer) | {'reused'} | {'pending'} (a request with this key is
--- still being answered) | {'replay', status, value}.
+-- still being answered) | {'replay', status, value, send_id}.
 -- A repeated request counts against the client's and subnet's rates like any other.
 local wait = pair_wait(KEYS[1], KEYS[2])
 if wait > 0 then return {'rate_limited', wait} end

@@ -4,6 +4,7 @@
 -- KEYS[1..15] the decision's keys (_decide.lua)   KEYS[16] delivery stream
 -- KEYS[17] Idempotency-Key record (idempotency.lua claimed it; RedisKeys.unused without one)
 -- KEYS[18] subnet slowed (string, PX: the guard's log line is written once per window)
+-- KEYS[19] the send's status (hash: s = status, t = updated ms; GET /api/v1/auth/otp/sends/{id})
 -- ARGV[1..7] throttle_args   ARGV[8..18] the decision's arguments (_decide.lua)
 -- ARGV[19] cooldown (ms)   ARGV[20] the new code's hash   ARGV[21] code TTL (ms)
 -- ARGV[22] the sealed job (delivery/jobs.py: it holds the exact address and the code, so it is
@@ -13,6 +14,8 @@
 -- ARGV[26] how long an Idempotency-Key's answer is kept (ms)
 -- ARGV[27] '1' for a test recipient (CONTRACT §3): the code is stored as any other, and nothing
 -- is queued and no daily, domain or global counter moves
+-- ARGV[28] the send's id (CONTRACT §3)   ARGV[29] how long its status is kept (ms: the code's
+-- lifetime plus an hour)
 -- A job on the stream (delivery/queue.py reads it): p = the sealed job, x = when its code
 -- expires (ms); when a live code is emailed again, also c = the sealed job kept with that code
 -- (the code to send, to the address it was sealed for) and l = the seconds it has left (the
@@ -21,7 +24,7 @@
 -- Returns {status, wait ms or job id, 1 when the guard first slowed this subnet in its window
 -- else 0}: status is ok | rate_limited | cooldown | daily_limit | domain_limit | global_limit |
 -- sending_paused; for an accepted send withheld after a "not me" report (_decide.lua, withheld),
--- {'ok', 'withheld', 0}; or {'replay', status, value} / {'idempotency_key_reused', 0, 0} for a key
+-- {'ok', 'withheld', 0}; or {'replay', status, value, send_id} / {'idempotency_key_reused', 0, 0} for a key
 -- another request answered.
 -- Beyond the client's and subnet's rate logs (and a key's answer), only 'ok' writes anything.
 local K = decision_keys()
@@ -30,6 +33,14 @@ local COOLDOWN, CODE_HASH, CODE_TTL = tonumber(ARGV[19]), ARGV[20], tonumber(ARG
 local JOB, REUSE, REUSE_MIN_LEFT = ARGV[22], ARGV[23] == '1', tonumber(ARGV[24])
 local FINGERPRINT, IDEM_KEEP, TEST = ARGV[25], tonumber(ARGV[26]), ARGV[27] == '1'
 local IDEM = FINGERPRINT ~= ''
+local SEND_STATUS, SEND_ID, STATUS_KEEP = KEYS[19], ARGV[28], tonumber(ARGV[29])
+
+-- An accepted send's first status: every accepted send has one, a withheld "not me" send and a
+-- suppressed address (which the worker finds) as any other, so that nothing tells them apart.
+local function accepted(status)
+  redis.call('HSET', SEND_STATUS, 's', status, 't', NOW)
+  redis.call('PEXPIRE', SEND_STATUS, STATUS_KEEP)
+end
 
 -- The answer, kept under the request's Idempotency-Key when it is the address's or the code's
 -- (ok, cooldown, daily_limit); otherwise (the client's rate, a 503) the claim is given up, so a
@@ -38,6 +49,7 @@ local function answer(status, value, slowed)
   if IDEM then
     if status == 'ok' or status == 'cooldown' or status == 'daily_limit' then
       redis.call('HSET', IDEM_KEY, 'f', FINGERPRINT, 's', status, 'v', value)
+      if status == 'ok' then redis.call('HSET', IDEM_KEY, 'i', SEND_ID) end
       redis.call('PEXPIRE', IDEM_KEY, IDEM_KEEP)
     else
       idempotency_release(IDEM_KEY, FINGERPRINT)
@@ -69,6 +81,7 @@ if TEST then  -- the fixed code is the live code; nothing is queued or counted
   redis.call('DEL', K.code)
   redis.call('HSET', K.code, 'h', CODE_HASH, 'n', 0, 'x', NOW + CODE_TTL)
   redis.call('PEXPIRE', K.code, CODE_TTL)
+  accepted('delivered')  -- CONTRACT §3: a test recipient shows delivered
   return answer('ok', 'test')
 end
 local flags = {}  -- what passes a provider pause (the worker reads it)
@@ -82,7 +95,12 @@ count_conversion(K.conversion, NOW, 's')
 -- Reported "not me", asked from elsewhere: every counter above moved as for any accepted send (a
 -- later send meets the same cooldown and caps, the asker's subnet the same conversion), but no
 -- code is stored or replaced and nothing is queued.
-if withheld(K, who) then return answer('ok', 'withheld') end
+-- Its status reads `sent` at once, as an ordinary send's does once the worker hands it over.
+if withheld(K, who) then
+  accepted('sent')
+  return answer('ok', 'withheld')
+end
+accepted('queued')
 -- The live code is emailed again, sealed as stored, its lifetime and wrong attempts as they
 -- are: under reuse, while it has enough time left; and whatever the strategy, when a remembered
 -- source requested it and this send comes from elsewhere, which may never replace it.
