@@ -14,6 +14,7 @@ from otp_service.api.admin_schemas import (
     DeliveryPageOut,
     LimitsOut,
     ProviderHealthOut,
+    StatsOut,
     SuppressionIn,
     SuppressionOut,
     SuppressionPage,
@@ -23,6 +24,7 @@ from otp_service.api.deps import (
     AdminDep,
     AuditLogDep,
     DeliveryLookupDep,
+    DeliveryStatsDep,
     LimitsLookupDep,
     ReputationDep,
     SuppressionServiceDep,
@@ -86,6 +88,14 @@ async def put_suppression(
 async def delete_suppression(email: str, suppressions: SuppressionServiceDep, admin: AdminDep) -> Response:
     await suppressions.delete(email, actor=admin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/stats", summary="Sends, deliveries, verifications and time to inbox in a window (CONTRACT §3)")
+async def stats(
+    service: DeliveryStatsDep,
+    hours: Annotated[int, Query(ge=1, le=24 * 30, description="The window, in hours")] = 24,
+) -> StatsOut:
+    return StatsOut.of(await service.stats(hours))
 
 
 @router.get("/usage", summary="Sends against the caps, send rate, bounces, complaints (24 h), workers alive")

@@ -9,6 +9,7 @@ from otp_service.db.models import Suppression
 from otp_service.delivery.lookup import DeliveryView, MatchedEvent
 from otp_service.delivery.repository import DeliveryOutcome
 from otp_service.delivery.reputation import Block, ProviderHealth
+from otp_service.delivery.stats import Stats, Tally
 from otp_service.delivery.usage import Usage
 
 
@@ -297,3 +298,52 @@ class LimitsOut(_FromDomain):
         description='Accepted and emailed nothing: the address was reported "not me" and this client is '
         "not one of its remembered sources"
     )
+
+
+class StagePercentiles(BaseModel):
+    p50: float | None = Field(description="Seconds; null when nothing was measured")
+    p95: float | None
+
+
+class StatsCounts(BaseModel):
+    accepted: int = Field(description="Sends whose job the worker handled in the window")
+    sent: int
+    delivered: int
+    bounced: int
+    complained: int
+    verified: int
+    conversion: float | None = Field(description="verified / sent; null when nothing was sent")
+    accepted_to_sent: StagePercentiles
+    sent_to_delivered: StagePercentiles
+    sent_to_verified: StagePercentiles
+
+    @classmethod
+    def of(cls, t: Tally) -> "StatsCounts":
+        def stage(name: str) -> StagePercentiles:
+            p50, p95 = t.percentiles(name)
+            return StagePercentiles(p50=p50, p95=p95)
+
+        return cls(
+            accepted=t.accepted, sent=t.sent, delivered=t.delivered, bounced=t.bounced,
+            complained=t.complained, verified=t.verified, conversion=t.conversion,
+            accepted_to_sent=stage("accepted_to_sent"), sent_to_delivered=stage("sent_to_delivered"),
+            sent_to_verified=stage("sent_to_verified"),
+        )  # fmt: skip
+
+
+class StatsOut(BaseModel):
+    hours: int
+    since: datetime
+    total: StatsCounts
+    by_provider: dict[str, StatsCounts] = Field(description='"none": sends never handed to a provider')
+    by_domain: dict[str, StatsCounts] = Field(
+        description="The 20 largest recipient domains, the rest as other"
+    )
+
+    @classmethod
+    def of(cls, s: Stats) -> "StatsOut":
+        return cls(
+            hours=s.hours, since=s.since, total=StatsCounts.of(s.total),
+            by_provider={k: StatsCounts.of(v) for k, v in s.by_provider.items()},
+            by_domain={k: StatsCounts.of(v) for k, v in s.by_domain.items()},
+        )  # fmt: skip

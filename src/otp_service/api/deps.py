@@ -16,6 +16,7 @@ from otp_service.audit.service import AuditLog
 from otp_service.delivery.lookup import DeliveryLookup
 from otp_service.delivery.not_me import NotMeService
 from otp_service.delivery.reputation import ReputationGuard
+from otp_service.delivery.stats import DeliveryStats
 from otp_service.delivery.usage import UsageService
 from otp_service.net import Client
 from otp_service.otp.service import OtpService
@@ -45,6 +46,10 @@ async def get_webhook_service(request: Request) -> WebhookService:
 
 async def get_usage_service(request: Request) -> UsageService:
     return web_state(request).usage
+
+
+async def get_delivery_stats(request: Request) -> DeliveryStats:
+    return web_state(request).stats
 
 
 async def get_reputation_guard(request: Request) -> ReputationGuard:
@@ -90,6 +95,7 @@ OtpServiceDep = Annotated[OtpService, Depends(get_otp_service)]
 SuppressionServiceDep = Annotated[SuppressionService, Depends(get_suppression_service)]
 WebhookServiceDep = Annotated[WebhookService, Depends(get_webhook_service)]
 UsageServiceDep = Annotated[UsageService, Depends(get_usage_service)]
+DeliveryStatsDep = Annotated[DeliveryStats, Depends(get_delivery_stats)]
 ReputationDep = Annotated[ReputationGuard, Depends(get_reputation_guard)]
 TokensDep = Annotated[TokenIssuer | None, Depends(get_tokens)]
 ReadinessDep = Annotated[Readiness, Depends(get_readiness)]

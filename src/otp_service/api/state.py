@@ -10,6 +10,7 @@ from otp_service.audit.service import AuditLog
 from otp_service.delivery.lookup import DeliveryLookup
 from otp_service.delivery.not_me import NotMeService
 from otp_service.delivery.reputation import ReputationGuard
+from otp_service.delivery.stats import DeliveryStats
 from otp_service.delivery.usage import UsageService
 from otp_service.otp.service import OtpService
 from otp_service.otp.tokens import TokenIssuer
@@ -36,6 +37,7 @@ class WebState:
     metrics_access: MetricsAccess
     limits: LimitsLookup
     not_me: NotMeService
+    stats: DeliveryStats
 
 
 def web_state(request: Request) -> WebState:

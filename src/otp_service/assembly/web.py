@@ -6,6 +6,7 @@ from otp_service.audit.keys import AdminKeys, MetricsAccess
 from otp_service.delivery import repository as deliveries
 from otp_service.delivery.lookup import DeliveryLookup
 from otp_service.delivery.not_me import NotMeService, RedisReports
+from otp_service.delivery.stats import DeliveryStats
 from otp_service.delivery.timing import SentToVerified
 from otp_service.delivery.usage import UsageService
 from otp_service.logs import get_logger
@@ -115,6 +116,7 @@ def build_web(infra: Infrastructure, *, sent_to_verified: SentToVerified | None 
         readiness=Readiness(engine=infra.engine, redis=infra.redis, timeout=s.dependency_timeout),
         audit=infra.audit,
         deliveries=DeliveryLookup(sessions=sessions),
+        stats=DeliveryStats(sessions=sessions),
         admin_keys=AdminKeys([k.get_secret_value() for k in s.admin_api_keys]),
         metrics_access=MetricsAccess(s.metrics_token.get_secret_value() if s.metrics_token else None),
     )

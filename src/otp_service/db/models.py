@@ -105,6 +105,10 @@ class Delivery(Base):
     # traced to them (CONTRACT §6). Null in rows from before migrations 0006 and 0008.
     source_subnet: Mapped[str | None] = mapped_column(String(64), default=None)
     source_client: Mapped[str | None] = mapped_column(String(64), default=None)
+    # When the provider reported it delivered, and when its code was verified (issue 31, the
+    # admin stats): null until then, and in rows from before migration 0009.
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class AuditEntry(Base):

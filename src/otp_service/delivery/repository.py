@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, union_all
+from sqlalchemy import bindparam, case, func, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -232,13 +232,104 @@ async def delete_older(db: AsyncSession | AsyncConnection, before: datetime, bat
     return await delete_batch(db, Delivery.id, Delivery.created_at, before, batch)
 
 
-async def last_sent_at(db: AsyncSession | AsyncConnection, email: str) -> datetime | None:
-    """When the address's latest email was handed to a provider (its row is written then), on
-    ix_deliveries_email_id: the email of the code a verify has just approved."""
+STAGE_BOUNDS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+"""Upper bounds (seconds) of the buckets the admin stats count each stage's durations in: a
+quantile is interpolated within its bucket (as Prometheus's histogram_quantile), so one scan
+answers every group and groups add up exactly (the 20 largest domains and `other`)."""
+
+STAGES = ("accepted_to_sent", "sent_to_delivered", "sent_to_verified")
+
+
+@dataclass(frozen=True, slots=True)
+class StatsGroup:
+    """The window's deliveries of one provider ("none": never handed to one) to one recipient
+    domain: how many of each, and per stage the cumulative counts under each bound of
+    STAGE_BOUNDS, then the total measured."""
+
+    provider: str
+    domain: str
+    accepted: int
+    sent: int
+    delivered: int
+    verified: int
+    buckets: dict[str, list[int]]
+
+
+def _seconds(db: AsyncSession | AsyncConnection, later: Any, earlier: Any) -> Any:
+    if dialect_name(db) == "sqlite":  # timestamps are ISO text there
+        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+    return func.extract("epoch", later - earlier)
+
+
+def _domain(db: AsyncSession | AsyncConnection) -> Any:
+    if dialect_name(db) == "sqlite":
+        return func.substr(Delivery.email, func.instr(Delivery.email, "@") + 1)
+    return func.split_part(Delivery.email, "@", 2)
+
+
+async def stats_groups(db: AsyncSession | AsyncConnection, since: datetime) -> list[StatsGroup]:
+    """One pass over the window's rows (ix_deliveries_created_at), grouped by provider and
+    recipient domain (the address's domain part)."""
+    sent = Delivery.outcome == DeliveryOutcome.SENT
+    d = Delivery
+    stage_of = {
+        "accepted_to_sent": (sent & d.queued_at.is_not(None), _seconds(db, d.created_at, d.queued_at)),
+        "sent_to_delivered": (d.delivered_at.is_not(None), _seconds(db, d.delivered_at, d.created_at)),
+        "sent_to_verified": (d.verified_at.is_not(None), _seconds(db, d.verified_at, d.created_at)),
+    }
+    columns: list[Any] = []
+    for stage in STAGES:
+        measured, seconds = stage_of[stage]
+        columns += [func.sum(case((measured & (seconds <= bound), 1), else_=0)) for bound in STAGE_BOUNDS]
+        columns.append(func.sum(case((measured, 1), else_=0)))
+    provider, domain = func.coalesce(Delivery.provider, "none"), _domain(db)
     query = (
-        select(Delivery.created_at)
+        select(
+            provider, domain, func.count(), func.sum(case((sent, 1), else_=0)),
+            func.count(Delivery.delivered_at), func.count(Delivery.verified_at), *columns,
+        )
+        .where(Delivery.created_at >= since)
+        .group_by(provider, domain)
+    )  # fmt: skip
+    per_stage = len(STAGE_BOUNDS) + 1
+    groups = []
+    for row in (await db.execute(query)).all():
+        counts = [int(v or 0) for v in row[6:]]
+        buckets = {s: counts[i * per_stage : (i + 1) * per_stage] for i, s in enumerate(STAGES)}
+        groups.append(StatsGroup(str(row[0]), str(row[1]), int(row[2]), int(row[3] or 0), int(row[4]),
+                                 int(row[5]), buckets))  # fmt: skip
+    return groups
+
+
+async def mark_verified(db: AsyncSession | AsyncConnection, email: str, at: datetime) -> datetime | None:
+    """Mark the address's latest sent delivery verified (its code was just approved); when it
+    was sent, or None when no email of it is recorded (a test recipient's)."""
+    latest = (
+        select(Delivery.id)
         .where(Delivery.email == email, Delivery.outcome == DeliveryOutcome.SENT)
         .order_by(Delivery.id.desc())
         .limit(1)
+        .scalar_subquery()
     )
-    return await db.scalar(query)
+    stmt = update(Delivery).where(Delivery.id == latest).values(verified_at=at).returning(Delivery.created_at)
+    return (await db.execute(stmt)).scalar()
+
+
+async def stats_events(
+    db: AsyncSession | AsyncConnection, since: datetime
+) -> list[tuple[str, str, str, int]]:
+    """Bounces and complaints received since `since`, matched to their deliveries: (provider,
+    recipient domain, "bounced" or "complained", count). Few rows: it starts from the events
+    (ix_webhook_events_received_at) and finds each delivery by its message id."""
+    kind = case((WebhookEvent.event_type.in_(COMPLAINT_TYPES), "complained"), else_="bounced")
+    domain = _domain(db)
+    query = (
+        select(Delivery.provider, domain, kind, func.count())
+        .select_from(WebhookEvent)
+        .join(Delivery, _MATCHED)
+        .where(
+            WebhookEvent.received_at >= since, WebhookEvent.event_type.in_((*BOUNCE_TYPES, *COMPLAINT_TYPES))
+        )
+        .group_by(Delivery.provider, domain, kind)
+    )
+    return [(str(p), str(d), str(k), int(n)) for p, d, k, n in (await db.execute(query)).all()]

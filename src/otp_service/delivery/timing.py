@@ -1,9 +1,10 @@
-"""Sent to verified (otp_sent_to_verified_seconds): a verify approved in Redis is matched to the
-address's latest email in the deliveries table, off the verify's path.
+"""Sent to verified (otp_sent_to_verified_seconds, and the admin stats' verified): a verify
+approved in Redis marks the address's latest email in the deliveries table verified, off the
+verify's path, and observes the time since it was sent.
 
 Why a database read and not a sent time kept beside the code in Redis: the deliveries row is
 already written at the send and is the one durable record of it, the look-up is one indexed row
-(ix_deliveries_email_id) per approved verify (a fraction of the requests), and it is never
+(ix_deliveries_email_id) updated per approved verify (a fraction of the requests), and it is never
 awaited by the request, so the verify's single Redis round trip stays its only wait. Keeping
 the time in Redis would mean a second write per email from the worker into the code's keys.
 Under rotate the live code is the latest send's; under reuse the latest email carried the same
@@ -38,7 +39,7 @@ class SentToVerified:
     async def observe(self, email: str, at: datetime) -> None:
         try:
             async with asyncio.timeout(self._timeout), session_scope(self._sessions) as session:
-                sent = await deliveries.last_sent_at(session, email)
+                sent = await deliveries.mark_verified(session, email, at)
         except FAILURES as exc:  # (TimeoutError among them) a metric is not worth an error
             log.warning("delivery.sent_time_unavailable", extra={"error": type(exc).__name__})
             return

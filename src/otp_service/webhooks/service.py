@@ -54,6 +54,12 @@ async def apply_event(session: AsyncSession, event: ProviderEvent) -> tuple[Outc
     return "accepted", len(to_suppress)
 
 
+def _delivered_at(event: ProviderEvent) -> datetime:
+    """The provider's own time of delivery when it names one (a retried webhook arrives late)."""
+    at = event.occurred_at or datetime.now(UTC)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def _observe_delivered(event: ProviderEvent, delivery: Delivery) -> None:
     """Sent to delivered: the delivery row is written as the provider accepts the email, so its
     created_at is the sent time; the provider's own time of delivery when it names one (a
@@ -61,9 +67,7 @@ def _observe_delivered(event: ProviderEvent, delivery: Delivery) -> None:
     sent = delivery.created_at
     if sent.tzinfo is None:  # SQLite keeps no zone; the column is written in UTC
         sent = sent.replace(tzinfo=UTC)
-    at = event.occurred_at or datetime.now(UTC)
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
+    at = _delivered_at(event)
     SENT_TO_DELIVERED.labels(event.provider).observe(max(0.0, (at - sent).total_seconds()))
 
 
@@ -90,6 +94,8 @@ class WebhookService:
                 wanted = self._events is not None or delivered  # delivered: for its time to inbox
                 if wanted and outcome == "accepted" and event.message_id is not None:
                     delivery = await self._delivery_for(session, event.provider, event.message_id)
+                    if delivered and delivery is not None and delivery.delivered_at is None:
+                        delivery.delivered_at = _delivered_at(event)  # the admin stats read it
         except Unavailable as exc:
             WEBHOOK_EVENTS.labels(event.provider, event.type, "unavailable").inc()
             log.warning(
