@@ -1,17 +1,21 @@
 """GET /api/v1/auth/otp/sends/{send_id} (CONTRACT §3, issue 31) through the HTTP API, on Redis
 and PostgreSQL and on the embedded default: each status reached through the real paths."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import respx
 from redis.asyncio import Redis
+from sqlalchemy import text
 
 from otp_service.redisio import RedisKeys
 from otp_service.settings import Settings
-from tests.support import unique_email
+from tests.support import drain, unique_email
 
 SEND = "/api/v1/auth/otp/send"
 SENDS = "/api/v1/auth/otp/sends"
@@ -107,3 +111,96 @@ async def test_the_otp_status_rate_applies(
         res = await app.http.get(f"{SENDS}/{send_id}")
         assert (res.status_code, res.json()["code"]) == (429, "rate_limited")
         assert int(res.headers["retry-after"]) >= 1
+
+
+def resend_settings(make_settings: Callable[..., Settings], store: dict[str, Any], **more: Any) -> Settings:
+    return make_settings(
+        email_provider="resend", resend_api_key="re_test", resend_api_url="https://api.resend.test",
+        conversion_min_sends=1_000_000, throttle_rates=WIDE, **store, **more,
+    )  # fmt: skip
+
+
+async def suppress(app: Any, email: str, reason: str) -> None:
+    async with app.db.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO suppressions (email, reason, source) VALUES (:e, :r, 'test')"),
+            {"e": email, "r": reason},
+        )
+
+
+async def test_the_worker_moves_each_status(
+    store: dict[str, Any], open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """A provider that accepts: sent; one that refuses the message: failed (the worker gives up);
+    a bounce-suppressed address: undeliverable; a complaint- or operator-suppressed one: sent,
+    as an address the provider reports nothing about."""
+    ok, refused, bounced, complained, blocked = (unique_email() for _ in range(5))
+    with respx.mock(assert_all_called=False, using="httpx") as mock:
+        mock.route(host="otp.test").pass_through()
+
+        def provider(request: httpx.Request) -> httpx.Response:
+            if refused.encode() in request.content:
+                return httpx.Response(422, json={"name": "validation_error", "message": "no"})
+            return httpx.Response(200, json={"id": "re-1"})
+
+        mock.post("https://api.resend.test/emails").mock(side_effect=provider)
+        async with open_app(resend_settings(make_settings, store)) as app:
+            await suppress(app, bounced, "bounce")
+            await suppress(app, complained, "complaint")
+            await suppress(app, blocked, "manual")
+            ids = {email: await send(app, email) for email in (ok, refused, bounced, complained, blocked)}
+            await drain(app)
+            got = {email: await status_of(app, send_id) for email, send_id in ids.items()}
+    assert got == {
+        ok: "sent",
+        refused: "failed",
+        bounced: "undeliverable",
+        complained: "sent",
+        blocked: "sent",
+    }
+
+
+async def test_a_newer_send_supersedes_one_whose_first_attempt_failed(
+    store: dict[str, Any], open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """The provider answers 503; the address sends again; the provider recovers: the first send's
+    retry finds its code replaced."""
+    email = unique_email()
+    healthy, failed = asyncio.Event(), asyncio.Event()
+
+    async def provider(request: httpx.Request) -> httpx.Response:
+        if not healthy.is_set():
+            failed.set()
+            return httpx.Response(503, json={"statusCode": 503, "name": "unavailable", "message": "down"})
+        return httpx.Response(200, json={"id": "re-ok"})
+
+    with respx.mock(assert_all_called=False, using="httpx") as mock:
+        mock.route(host="otp.test").pass_through()
+        mock.post("https://api.resend.test/emails").mock(side_effect=provider)
+        async with open_app(resend_settings(make_settings, store, rate_limit_ttl=0)) as app:
+            first = await send(app, email)
+            await asyncio.wait_for(failed.wait(), 5)
+            second = await send(app, email)
+            healthy.set()
+            await drain(app, timeout=15)
+            assert (await status_of(app, first), await status_of(app, second)) == ("superseded", "sent")
+
+
+async def test_no_enumeration_a_complaint_suppressed_address_answers_as_any_other(
+    store: dict[str, Any], open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """With a provider that reports no delivery: the same statuses at the same points (accepted,
+    not yet handled; handled)."""
+    with respx.mock(assert_all_called=False, using="httpx") as mock:
+        mock.route(host="otp.test").pass_through()
+        mock.post("https://api.resend.test/emails").mock(
+            return_value=httpx.Response(200, json={"id": "re-2"})
+        )
+        for worker, expected in ((False, "queued"), (True, "sent")):
+            plain, complained = unique_email(), unique_email()
+            async with open_app(resend_settings(make_settings, store, worker_enabled=worker)) as app:
+                await suppress(app, complained, "complaint")
+                ids = [await send(app, e) for e in (plain, complained)]
+                if worker:
+                    await drain(app)
+                assert [await status_of(app, i) for i in ids] == [expected, expected]

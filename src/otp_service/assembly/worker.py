@@ -81,6 +81,7 @@ async def build_worker(
         forget_idle_after=options.forget_idle_after or FORGET_IDLE_MS / 1000,
         on_outcome=options.on_outcome,
         events=infra.events,
+        statuses=stores.codes,
         not_me=NotMeLinks(infra.not_me, s.public_url, clock=infra.clock) if s.public_url else None,
     )
     retention = Retention(

@@ -5,13 +5,14 @@ the next one, on one long-lived connection in autocommit."""
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from otp_service.db.guard import database_guard
 from otp_service.delivery.repository import DeliveryRecord, record_outcomes
-from otp_service.suppression.repository import suppressed_among
+from otp_service.suppression.repository import suppressions_among
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -59,6 +60,10 @@ class Ledger:
     async def suppressed(self, email: str, *, remembered: bool = False) -> bool:
         """Whether this exact address is suppressed for a job (CONTRACT §6): a remembered source's
         job still reaches an address that only complaints suppressed."""
+        return await self._suppressed((email, remembered)) is not None
+
+    async def suppression(self, email: str, *, remembered: bool = False) -> "Held | None":
+        """As suppressed(), and by what when it is: None when the job may be emailed."""
         return await self._suppressed((email, remembered))
 
     async def close(self) -> None:
@@ -77,9 +82,24 @@ class Ledger:
                 await conn.close()
 
 
-async def _suppressed_batch(conn: AsyncConnection, asked: list[tuple[str, bool]]) -> list[bool]:
-    found = await suppressed_among(conn, [email for email, _ in asked])
-    return [email in found and not (remembered and found[email]) for email, remembered in asked]
+class Held(StrEnum):
+    """Why a job's address is not emailed: a bounce suppressed it (its send shows
+    `undeliverable`, CONTRACT §3), or a complaint or an operator did (it shows `sent`)."""
+
+    BOUNCED = "bounced"
+    OTHER = "other"
+
+
+async def _suppressed_batch(conn: AsyncConnection, asked: list[tuple[str, bool]]) -> list[Held | None]:
+    found = await suppressions_among(conn, [email for email, _ in asked])
+    held: list[Held | None] = []
+    for email, remembered in asked:
+        row = found.get(email)
+        if row is None or (remembered and row[0]):
+            held.append(None)
+        else:
+            held.append(Held.BOUNCED if row[1] else Held.OTHER)
+    return held
 
 
 async def _record_batch(conn: AsyncConnection, records: list[DeliveryRecord]) -> list[None]:

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from otp_service.background import Background, failure
 from otp_service.clock import Clock, system_clock
 from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, HEARTBEAT_TTL, WorkerRegistry
-from otp_service.delivery.jobs import JobContent, JobSealer
-from otp_service.delivery.ledger import Ledger
+from otp_service.delivery.jobs import DeliveryStatus, JobContent, JobSealer
+from otp_service.delivery.ledger import Held, Ledger
 from otp_service.delivery.not_me import NotMeLinks
 from otp_service.delivery.queue import Job, JobQueue, queued_at
 from otp_service.delivery.repository import DeliveryOutcome, DeliveryRecord
@@ -40,6 +40,8 @@ from otp_service.supervise import Beat, Loop
 
 log = get_logger("delivery")
 
+T = TypeVar("T")
+
 FORGET_IDLE_MS = 3_600_000
 """A consumer (a worker process) that has held nothing and read nothing for an hour is gone."""
 FORGET_EVERY_S = 300.0
@@ -50,6 +52,22 @@ class CurrentCode(Protocol):
 
     async def is_current(self, address_id: str, code_hash: str) -> bool: ...
 
+
+class SendStatuses(Protocol):
+    """Each send's status for GET /api/v1/auth/otp/sends/{send_id} (otp/store.py answers)."""
+
+    async def mark_send(self, send_id: str, status: DeliveryStatus) -> bool: ...
+
+
+_STATUS_OF: dict[DeliveryOutcome, DeliveryStatus] = {
+    DeliveryOutcome.SENT: DeliveryStatus.SENT,
+    # A complaint or an operator's entry shows what a provider that reports no delivery shows
+    # (CONTRACT §3); a bounce shows undeliverable (Outcome.held).
+    DeliveryOutcome.SUPPRESSED: DeliveryStatus.SENT,
+    DeliveryOutcome.FAILED: DeliveryStatus.FAILED,
+    DeliveryOutcome.EXPIRED: DeliveryStatus.FAILED,
+    DeliveryOutcome.SUPERSEDED: DeliveryStatus.SUPERSEDED,
+}
 
 _EVENT_OF: dict[DeliveryOutcome, EventType] = {
     DeliveryOutcome.SENT: "otp.sent",
@@ -73,6 +91,8 @@ class Outcome:
     attempts: int = 0  # provider calls made for the job
     subnet: str | None = None  # the subnet that requested the send
     client: str | None = None  # the client that requested it (§2a): what the reputation guard blames
+    send_id: str | None = None  # the send's id (CONTRACT §3), when the job could be opened
+    held: Held | None = None  # SUPPRESSED: by a bounce, or by a complaint or an operator
 
 
 class DeliveryWorker(Background):
@@ -94,8 +114,10 @@ class DeliveryWorker(Background):
         on_outcome: Callable[[Outcome], None] | None = None,
         events: EventOutbox | None = None,
         not_me: NotMeLinks | None = None,
+        statuses: SendStatuses | None = None,
     ) -> None:
         self.name = name or consumer_name()
+        self._statuses = statuses
         self._not_me = not_me  # OTP_PUBLIC_URL: each email's "Didn't ask for this?" link
         self._events = events
         self._queue = queue
@@ -225,6 +247,7 @@ class DeliveryWorker(Background):
         try:
             outcome = await self.process(job)
             await self._record(outcome)
+            await self._mark(outcome)
             await self._publish(outcome)
             await self._ack(job)
         except asyncio.CancelledError:
@@ -243,6 +266,18 @@ class DeliveryWorker(Background):
             self._on_outcome(outcome)
         return outcome
 
+    async def _mark(self, outcome: Outcome) -> None:
+        """The send's status (CONTRACT §3). Redis down: the status stays behind, the job does not."""
+        status = _STATUS_OF.get(outcome.status)
+        if self._statuses is None or outcome.send_id is None or status is None:
+            return
+        if outcome.held is Held.BOUNCED:
+            status = DeliveryStatus.UNDELIVERABLE
+        try:
+            await self._statuses.mark_send(outcome.send_id, status)
+        except Unavailable as exc:
+            log.warning("delivery.status_failed", extra={"job": outcome.job_id, "error": failure(exc)})
+
     async def _publish(self, outcome: Outcome) -> None:
         """Events out (CONTRACT §7): sent, suppressed, failed. The webhook-id is the job's and the
         outcome's, so a job handled again after a crash repeats the same event, not a new one."""
@@ -250,7 +285,8 @@ class DeliveryWorker(Background):
         if self._events is None or kind is None or outcome.email is None:
             return
         data = {"email": outcome.email, "job_id": outcome.job_id, "provider": outcome.provider,
-                "message_id": outcome.message_id, "outcome": str(outcome.status)}  # fmt: skip
+                "message_id": outcome.message_id, "outcome": str(outcome.status),
+                "send_id": outcome.send_id}  # fmt: skip
         await self._events.publish(kind, data, event_id=f"{outcome.job_id}_{outcome.status}")
 
     async def _ack(self, job: Job) -> None:
@@ -262,9 +298,7 @@ class DeliveryWorker(Background):
                 await asyncio.sleep(backoff(attempt + 1))
         log.error("delivery.ack_failed", extra={"job": job.id})
 
-    async def _retry_until(
-        self, deadline: float, what: str, check: Callable[[], Awaitable[bool]]
-    ) -> bool | None:
+    async def _retry_until(self, deadline: float, what: str, check: Callable[[], Awaitable[T]]) -> T | None:
         """`check()`, retried while its store is down; None once the code would expire first."""
         attempt = 0
         while True:
@@ -296,22 +330,30 @@ class DeliveryWorker(Background):
             return Outcome(job.id, DeliveryOutcome.UNDECRYPTABLE)
         email, masked = content.email, mask_email(content.email)
 
-        def outcome(status: DeliveryOutcome, sent: Delivered | None = None, attempts: int = 0) -> Outcome:
+        def outcome(
+            status: DeliveryOutcome,
+            sent: Delivered | None = None,
+            attempts: int = 0,
+            held: Held | None = None,
+        ) -> Outcome:
             provider, message_id = (sent.provider, sent.message_id) if sent is not None else (None, None)
             return Outcome(
-                job.id, status, provider, message_id, email, attempts, content.subnet, content.client
-            )
+                job.id, status, provider, message_id, email, attempts, content.subnet, content.client,
+                content.send_id, held,
+            )  # fmt: skip
 
         # A database that is down holds the job until the code expires.
-        suppressed = await self._retry_until(
-            deadline, "suppression_lookup", lambda: self._ledger.suppressed(email, remembered=job.remembered)
-        )
-        if suppressed is None:
+        async def suppression() -> tuple[Held | None]:  # a tuple: None is the lookup's expiry
+            return (await self._ledger.suppression(email, remembered=job.remembered),)
+
+        looked_up = await self._retry_until(deadline, "suppression_lookup", suppression)
+        if looked_up is None:
             log.warning("delivery.expired", extra={"job": job.id, "email": masked})
             return outcome(DeliveryOutcome.EXPIRED)
-        if suppressed:
+        (held,) = looked_up
+        if held is not None:
             log.info("delivery.suppressed", extra={"job": job.id, "email": masked})
-            return outcome(DeliveryOutcome.SUPPRESSED)
+            return outcome(DeliveryOutcome.SUPPRESSED, held=held)
 
         async def current() -> bool | None:
             return await self._retry_until(

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from otp_service.clock import DAY_MS, Clock, now_ms
+from otp_service.delivery.jobs import DeliveryStatus
 from otp_service.limits.throttle import PRELUDE, ConversionGuard, Members, Rates, throttle_args
 from otp_service.net import Client
 from otp_service.redisio import Arg, RedisClient, RedisKeys, Script, positional, redis_guard, text
@@ -125,18 +126,6 @@ class SendDecision:
     """Accepted and counted, but nothing stored or queued: a "not me" report holds (send.lua)."""
     send_id: str = ""
     """An accepted send's id; a replay's is the first answer's."""
-
-
-class DeliveryStatus(StrEnum):
-    """What became of one accepted send (CONTRACT §3, GET /api/v1/auth/otp/sends/{send_id})."""
-
-    QUEUED = "queued"
-    SENT = "sent"  # the provider took it
-    DELIVERED = "delivered"  # the provider reported delivery
-    DELAYED = "delayed"  # the provider reported a temporary failure and keeps trying
-    UNDELIVERABLE = "undeliverable"  # hard bounce, or suppressed by an earlier bounce
-    FAILED = "failed"  # the service gave up
-    SUPERSEDED = "superseded"  # a newer send replaced this code
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +424,10 @@ class CodeStore(Protocol):
         """What the send decision would read now, read only."""
         ...
 
+    async def mark_send(self, send_id: str, status: DeliveryStatus) -> bool:
+        """Move one send's status forward (otp/lua/send_status.lua): whether it moved."""
+        ...
+
     async def send_status(self, send_id: str) -> "SendState | None":
         """One send's status (GET /api/v1/auth/otp/sends/{send_id}); None: unknown or expired."""
         ...
@@ -491,6 +484,7 @@ class RedisCodeStore:
     _RELEASE = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_release"), allow_oom=True)
     _LIMITS = Script(PRELUDE, _CODE, _DECIDE, ("otp_service.otp", "limits"), reads_only=True)
     _CURRENT = Script(_CODE, ("otp_service.otp", "code_current"), reads_only=True)
+    _MARK = Script(("otp_service.otp", "send_status"))
 
     def __init__(self, redis: RedisClient, keys: RedisKeys, *, clock: Clock) -> None:
         self._redis = redis
@@ -581,6 +575,13 @@ class RedisCodeStore:
         args: list[Arg] = [now_ms(self._clock), code_hash]
         async with redis_guard("code.current"):
             return bool(await self._CURRENT(self._redis, [self._keys.code(address_id)], args))
+
+    async def mark_send(self, send_id: str, status: DeliveryStatus) -> bool:
+        async with redis_guard("send.mark"):
+            moved = await self._MARK(
+                self._redis, [self._keys.send(send_id)], [status.value, now_ms(self._clock)]
+            )
+        return bool(moved)
 
     async def send_status(self, send_id: str) -> "SendState | None":
         async with redis_guard("send.status"):

@@ -15,7 +15,11 @@ COMPLAINTS_ONLY = (Suppression.reason == "complaint") & (Suppression.bounce_coun
 request (CONTRACT §6: the complaint may have been about codes someone else asked for). A bounce,
 before or after the complaint, or an operator's entry suppresses everything."""
 
-_SUPPRESSED_AMONG = select(Suppression.email, COMPLAINTS_ONLY).where(
+BOUNCED = (Suppression.reason == "bounce") | (Suppression.bounce_count > 0)
+"""A row a bounce made (or joined): its address shows `undeliverable` (CONTRACT §3), as a fresh
+hard bounce would."""
+
+_SUPPRESSED_AMONG = select(Suppression.email, COMPLAINTS_ONLY, BOUNCED).where(
     Suppression.email.in_(bindparam("emails", expanding=True))
 )
 """Built once: the worker runs it for every batch of emails."""
@@ -24,8 +28,16 @@ _SUPPRESSED_AMONG = select(Suppression.email, COMPLAINTS_ONLY).where(
 async def suppressed_among(db: AsyncSession | AsyncConnection, emails: list[str]) -> dict[str, bool]:
     """The suppressed among these addresses, each with whether its remembered sources still
     reach it (COMPLAINTS_ONLY): one statement for a batch."""
+    return {email: found[0] for email, found in (await suppressions_among(db, emails)).items()}
+
+
+async def suppressions_among(
+    db: AsyncSession | AsyncConnection, emails: list[str]
+) -> dict[str, tuple[bool, bool]]:
+    """The suppressed among these addresses, each with (COMPLAINTS_ONLY, BOUNCED): one statement
+    for a batch."""
     rows = (await db.execute(_SUPPRESSED_AMONG, {"emails": sorted(set(emails))})).all()
-    return {email: bool(complaints_only) for email, complaints_only in rows}
+    return {email: (bool(complaints_only), bool(bounced)) for email, complaints_only, bounced in rows}
 
 
 async def get(session: AsyncSession, email: str) -> Suppression | None:
