@@ -190,7 +190,9 @@ async def test_bounced_address_then_gets_the_normal_202_and_no_email(
     assert (await app.http.post(URL, content=body, headers=headers)).status_code == 200
     answers = [await app.http.post("/api/v1/auth/otp/send", json={"email": e}) for e in (bounced, other)]
     assert [a.status_code for a in answers] == [202, 202]
-    assert answers[0].content == answers[1].content
+    # The same bytes but for each send's own random id, of the same length.
+    masked = [a.content.replace(a.json()["send_id"].encode(), b"-") for a in answers]
+    assert masked[0] == masked[1]
     await drain(app)
     assert [e.to for e in console_emails(capsys.readouterr().out)] == [other]
 

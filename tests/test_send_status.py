@@ -2,6 +2,7 @@
 and PostgreSQL and on the embedded default: each status reached through the real paths."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -16,9 +17,11 @@ from sqlalchemy import text
 from otp_service.redisio import RedisKeys
 from otp_service.settings import Settings
 from tests.support import drain, unique_email
+from tests.test_resend_webhooks import SECRET, event, signed
 
 SEND = "/api/v1/auth/otp/send"
 SENDS = "/api/v1/auth/otp/sends"
+RESEND_EVENTS = "/api/v1/auth/resend-events/"
 REVIEWER = "app-review@example.org"
 STORES = [{}, {"redis_url": None}]
 WIDE = {"otp_send": "1000/minute", "otp_send_subnet": "1000/minute"}
@@ -204,3 +207,53 @@ async def test_no_enumeration_a_complaint_suppressed_address_answers_as_any_othe
                 if worker:
                     await drain(app)
                 assert [await status_of(app, i) for i in ids] == [expected, expected]
+
+
+async def test_signed_provider_events_move_the_status(
+    store: dict[str, Any], open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Resend took each email under its own id; then a signed delivered event, a delayed one and
+    a hard bounce arrive: delivered, delayed (then delivered: never back), undeliverable."""
+    delivered, delayed, bounced = (unique_email() for _ in range(3))
+    message_of = {delivered: "re-delivered", delayed: "re-delayed", bounced: "re-bounced"}
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        to = json.loads(request.content)["to"]
+        address = to[0] if isinstance(to, list) else to
+        return httpx.Response(200, json={"id": f"{message_of[address]}-{id(store)}"})
+
+    def resend_event(kind: str, email: str) -> tuple[bytes, dict[str, str]]:
+        payload = event(kind, email)
+        payload["data"]["email_id"] = f"{message_of[email]}-{id(store)}"
+        return signed(payload)
+
+    with respx.mock(assert_all_called=False, using="httpx") as mock:
+        mock.route(host="otp.test").pass_through()
+        mock.post("https://api.resend.test/emails").mock(side_effect=provider)
+        settings = resend_settings(make_settings, store, resend_webhook_secret=SECRET, rate_limit_ttl=0)
+        async with open_app(settings) as app:
+            ids = {email: await send(app, email) for email in message_of}
+            await drain(app)
+            assert {await status_of(app, i) for i in ids.values()} == {"sent"}
+            for kind, email in [
+                ("email.delivered", delivered),
+                ("email.delivery_delayed", delayed),
+                ("email.bounced", bounced),
+            ]:
+                body, headers = resend_event(kind, email)
+                res = await app.http.post(RESEND_EVENTS, content=body, headers=headers)
+                assert res.status_code < 300, res.text
+            got = {email: await status_of(app, send_id) for email, send_id in ids.items()}
+            assert got == {delivered: "delivered", delayed: "delayed", bounced: "undeliverable"}
+            body, headers = resend_event("email.delivered", delayed)
+            assert (await app.http.post(RESEND_EVENTS, content=body, headers=headers)).status_code < 300
+            body, headers = resend_event("email.delivery_delayed", delivered)
+            assert (await app.http.post(RESEND_EVENTS, content=body, headers=headers)).status_code < 300
+            assert (await status_of(app, ids[delayed]), await status_of(app, ids[delivered])) == (
+                "delivered",
+                "delivered",
+            )
+            # A later send to the address the bounce suppressed: undeliverable, as the bounce was.
+            resent = await send(app, bounced)
+            await drain(app)
+            assert await status_of(app, resent) == "undeliverable"

@@ -89,6 +89,7 @@ def build_web(infra: Infrastructure, *, sent_to_verified: SentToVerified | None 
         suppressions=SuppressionService(sessions=sessions),
         webhooks=WebhookService(
             sessions=sessions,
+            statuses=infra.stores.codes,
             resend=ResendWebhook(resend_secret),
             sns=SnsVerifier(
                 infra.http,

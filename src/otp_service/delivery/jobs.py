@@ -7,7 +7,6 @@ hash (OTP_RESEND_STRATEGY=reuse, remembered sources) is the sealed job that sent
 """
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from otp_service.locales import LOCALES, Locale
 from otp_service.sealing import Sealer
@@ -23,18 +22,6 @@ class JobContent:
     subnet: str | None = None  # the requesting client's subnet (§2a)
     client: str | None = None  # the requesting client (§2a): what the reputation guard blames
     send_id: str | None = None  # the send's id (CONTRACT §3): whose status the worker moves
-
-
-class DeliveryStatus(StrEnum):
-    """What became of one accepted send (CONTRACT §3, GET /api/v1/auth/otp/sends/{send_id})."""
-
-    QUEUED = "queued"
-    SENT = "sent"  # the provider took it
-    DELIVERED = "delivered"  # the provider reported delivery
-    DELAYED = "delayed"  # the provider reported a temporary failure and keeps trying
-    UNDELIVERABLE = "undeliverable"  # hard bounce, or suppressed by an earlier bounce
-    FAILED = "failed"  # the service gave up
-    SUPERSEDED = "superseded"  # a newer send replaced this code
 
 
 class JobSealer:

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from otp_service.background import Background, failure
 from otp_service.clock import Clock, system_clock
 from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, HEARTBEAT_TTL, WorkerRegistry
-from otp_service.delivery.jobs import DeliveryStatus, JobContent, JobSealer
+from otp_service.delivery.jobs import JobContent, JobSealer
 from otp_service.delivery.ledger import Held, Ledger
 from otp_service.delivery.not_me import NotMeLinks
 from otp_service.delivery.queue import Job, JobQueue, queued_at
@@ -36,6 +36,7 @@ from otp_service.errors import Unavailable
 from otp_service.events.outbox import EventOutbox, EventType
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import ACCEPTED_TO_SENT, DELIVERIES, WORKER_CRASHES
+from otp_service.sends import DeliveryStatus
 from otp_service.supervise import Beat, Loop
 
 log = get_logger("delivery")
@@ -56,7 +57,9 @@ class CurrentCode(Protocol):
 class SendStatuses(Protocol):
     """Each send's status for GET /api/v1/auth/otp/sends/{send_id} (otp/store.py answers)."""
 
-    async def mark_send(self, send_id: str, status: DeliveryStatus) -> bool: ...
+    async def mark_send(
+        self, send_id: str, status: DeliveryStatus, *, message: tuple[str, str] | None = None
+    ) -> bool: ...
 
 
 _STATUS_OF: dict[DeliveryOutcome, DeliveryStatus] = {
@@ -273,8 +276,11 @@ class DeliveryWorker(Background):
             return
         if outcome.held is Held.BOUNCED:
             status = DeliveryStatus.UNDELIVERABLE
+        message = None
+        if outcome.provider is not None and outcome.message_id is not None:
+            message = (outcome.provider, outcome.message_id)
         try:
-            await self._statuses.mark_send(outcome.send_id, status)
+            await self._statuses.mark_send(outcome.send_id, status, message=message)
         except Unavailable as exc:
             log.warning("delivery.status_failed", extra={"job": outcome.job_id, "error": failure(exc)})
 

@@ -14,10 +14,10 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from otp_service.clock import DAY_MS, Clock, now_ms
-from otp_service.delivery.jobs import DeliveryStatus
 from otp_service.limits.throttle import PRELUDE, ConversionGuard, Members, Rates, throttle_args
 from otp_service.net import Client
 from otp_service.redisio import Arg, RedisClient, RedisKeys, Script, positional, redis_guard, text
+from otp_service.sends import DeliveryStatus
 
 PAUSE_RETRY_MS = 300_000
 """Retry-After of a send refused while sending is paused: only an operator resumes, so clients
@@ -424,8 +424,16 @@ class CodeStore(Protocol):
         """What the send decision would read now, read only."""
         ...
 
-    async def mark_send(self, send_id: str, status: DeliveryStatus) -> bool:
-        """Move one send's status forward (otp/lua/send_status.lua): whether it moved."""
+    async def mark_send(
+        self, send_id: str, status: DeliveryStatus, *, message: tuple[str, str] | None = None
+    ) -> bool:
+        """Move one send's status forward (otp/lua/send_status.lua): whether it moved. `message`:
+        (provider, message id) of the email it sent, which the provider's events name."""
+        ...
+
+    async def mark_message(self, provider: str, message_id: str, status: DeliveryStatus) -> str | None:
+        """Move the status of the send whose email the provider took under `message_id`: its
+        send_id, or None when none is known (not ours, or expired)."""
         ...
 
     async def send_status(self, send_id: str) -> "SendState | None":
@@ -576,12 +584,24 @@ class RedisCodeStore:
         async with redis_guard("code.current"):
             return bool(await self._CURRENT(self._redis, [self._keys.code(address_id)], args))
 
-    async def mark_send(self, send_id: str, status: DeliveryStatus) -> bool:
+    async def mark_send(
+        self, send_id: str, status: DeliveryStatus, *, message: tuple[str, str] | None = None
+    ) -> bool:
+        k = self._keys
+        keys = [k.send(send_id), k.sent_message(*message) if message else k.unused]
+        args: list[Arg] = [status.value, now_ms(self._clock), send_id if message else ""]
         async with redis_guard("send.mark"):
-            moved = await self._MARK(
-                self._redis, [self._keys.send(send_id)], [status.value, now_ms(self._clock)]
-            )
+            moved = await self._MARK(self._redis, keys, args)
         return bool(moved)
+
+    async def mark_message(self, provider: str, message_id: str, status: DeliveryStatus) -> str | None:
+        async with redis_guard("send.message"):
+            found = await self._redis.execute("GET", self._keys.sent_message(provider, message_id))
+        if found is None:
+            return None
+        send_id = text(found)
+        await self.mark_send(send_id, status)
+        return send_id
 
     async def send_status(self, send_id: str) -> "SendState | None":
         async with redis_guard("send.status"):

@@ -57,6 +57,11 @@ class RedisKeys:
         GET /api/v1/auth/otp/sends/{send_id}, s = status, t = when it last changed (ms)."""
         return f"{self._base}:send:{send_id}"
 
+    def sent_message(self, provider: str, message_id: str) -> str:
+        """String with the send's TTL: the send_id of the email a provider took under this
+        message id, for the provider's events about it (webhooks/service.py)."""
+        return f"{self._base}:message:{provider}:{message_id}"
+
     def worker(self, name: str) -> str:
         """String with a TTL: a delivery worker's heartbeat."""
         return f"{self._base}:worker:{name}"

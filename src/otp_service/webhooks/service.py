@@ -2,7 +2,7 @@
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -13,6 +13,7 @@ from otp_service.errors import Unavailable, WebhookRejected
 from otp_service.events.outbox import EventOutbox, EventType
 from otp_service.logs import get_logger, mask_email
 from otp_service.metrics import SENT_TO_DELIVERED, WEBHOOK_EVENTS
+from otp_service.sends import DeliveryStatus
 from otp_service.suppression import repository as suppressions
 from otp_service.webhooks import repository as events
 from otp_service.webhooks.events import ProviderEvent, kind_of
@@ -25,6 +26,29 @@ _EVENT_OF: dict[str, EventType] = {"delivered": "otp.delivered", "bounced": "otp
                                    "complained": "otp.complained"}  # fmt: skip
 
 Outcome = Literal["accepted", "duplicate"]
+
+
+class SendStatuses(Protocol):
+    """Each send's status for GET /api/v1/auth/otp/sends/{send_id} (otp/store.py answers)."""
+
+    async def mark_message(self, provider: str, message_id: str, status: DeliveryStatus) -> str | None: ...
+
+
+_STATUS_OF: dict[str, DeliveryStatus] = {
+    "delivered": DeliveryStatus.DELIVERED,
+    "delayed": DeliveryStatus.DELAYED,  # Resend email.delivery_delayed, SES DeliveryDelay
+}
+"""A provider's event as the send's status (CONTRACT §3); a hard bounce (a recipient it
+suppresses) is `undeliverable`, a transient one changes nothing."""
+
+
+def _status_of(event: ProviderEvent) -> DeliveryStatus | None:
+    kind = kind_of(event.provider, event.type)
+    if kind == "bounced":
+        hard = any(r.suppress == "bounce" for r in event.recipients)
+        return DeliveryStatus.UNDELIVERABLE if hard else None
+    return _STATUS_OF.get(kind)
+
 
 AGAIN_LATER = "The database is not answering; deliver the event again later"
 
@@ -74,8 +98,9 @@ def _observe_delivered(event: ProviderEvent, delivery: Delivery) -> None:
 class WebhookService:
     def __init__(
         self, *, sessions: async_sessionmaker[AsyncSession], resend: ResendWebhook, sns: SnsVerifier,
-        delivery_for: DeliveryFor, events: EventOutbox | None = None,
+        delivery_for: DeliveryFor, events: EventOutbox | None = None, statuses: SendStatuses | None = None,
     ) -> None:  # fmt: skip
+        self._statuses = statuses
         self._sessions = sessions
         self._delivery_for = delivery_for
         self._events = events
@@ -113,10 +138,30 @@ class WebhookService:
         if outcome == "accepted":
             if delivered and delivery is not None:
                 _observe_delivered(event, delivery)
-            await self._publish(event, delivery)
+            send_id = await self._mark(event)
+            await self._publish(event, delivery, send_id)
         return outcome
 
-    async def _publish(self, event: ProviderEvent, delivery: Delivery | None) -> None:
+    async def _mark(self, event: ProviderEvent) -> str | None:
+        """The send's status, found through the provider's message id; its send_id (None: not
+        one of ours, or expired). Redis down: the status stays behind, the event is not refused
+        (it is recorded, and a repeat would be a duplicate)."""
+        if self._statuses is None or event.message_id is None:
+            return None
+        status = _status_of(event)
+        if status is None:
+            return None
+        try:
+            return await self._statuses.mark_message(event.provider, event.message_id, status)
+        except Unavailable as exc:
+            log.warning(
+                "webhook.status_failed", extra={"provider": event.provider, "error": type(exc).__name__}
+            )
+            return None
+
+    async def _publish(
+        self, event: ProviderEvent, delivery: Delivery | None, send_id: str | None = None
+    ) -> None:
         """Events out (CONTRACT §7): delivered, bounced, complained, matched to the send through
         the provider's message id. The webhook-id follows the provider's event id: a provider
         that delivers its event twice (processed once here) cannot make two."""
@@ -128,6 +173,7 @@ class WebhookService:
             data = {
                 "email": email, "job_id": delivery.job_id if delivery is not None else None,
                 "provider": event.provider, "message_id": event.message_id, "provider_event": event.type,
+                "send_id": send_id,
             }  # fmt: skip
             event_id = f"{event.provider}_{event.event_id}_{n}"
             await self._events.publish(kind, data, event_id=event_id)
