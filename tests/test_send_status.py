@@ -17,7 +17,10 @@ from sqlalchemy import text
 from otp_service.redisio import RedisKeys
 from otp_service.settings import Settings
 from tests.support import drain, unique_email
+from tests.test_delivery import moto_url, ses_client  # noqa: F401 - fixtures
+from tests.test_reputation_sources import sns_event
 from tests.test_resend_webhooks import SECRET, event, signed
+from tests.test_sns_webhooks import CERT_PEM, CERT_URL, TOPIC, notification, sign
 
 SEND = "/api/v1/auth/otp/send"
 SENDS = "/api/v1/auth/otp/sends"
@@ -257,3 +260,38 @@ async def test_signed_provider_events_move_the_status(
             resent = await send(app, bounced)
             await drain(app)
             assert await status_of(app, resent) == "undeliverable"
+
+
+async def test_ses_delivery_delay_over_sns_becomes_delayed(
+    store: dict[str, Any], open_app: Callable[..., Any], make_settings: Callable[..., Settings],
+    moto_url: str, ses_client: Any,  # noqa: F811
+) -> None:  # fmt: skip
+    """SES (a real moto server) takes the email; a genuinely signed DeliveryDelay, then a
+    Delivery, arrive over SNS."""
+    settings = make_settings(
+        email_provider="ses", ses_endpoint_url=moto_url, sns_topic_arns=[TOPIC], conversion_min_sends=1_000_000,
+        throttle_rates=WIDE, **store,
+    )  # fmt: skip
+    email = unique_email()
+    with respx.mock(assert_all_called=False, using="httpx") as mock:
+        mock.route(host="otp.test").pass_through()
+        mock.get(CERT_URL).mock(return_value=httpx.Response(200, content=CERT_PEM))
+        async with open_app(settings) as app:
+            send_id = await send(app, email)
+            await drain(app)
+            assert await status_of(app, send_id) == "sent"
+            async with app.db.connect() as conn:
+                query = text("SELECT provider_message_id FROM deliveries WHERE email = :e")
+                message_id = await conn.scalar(query, {"e": email})
+            for kind, body, expected in [
+                ("DeliveryDelay", {"delayType": "MailboxFull", "delayedRecipients": [{"emailAddress": email}]},
+                 "delayed"),
+                ("Delivery", {"recipients": [email]}, "delivered"),
+            ]:  # fmt: skip
+                res = await app.http.post(
+                    "/api/v1/auth/ses-events/",
+                    content=json.dumps(sign(notification(sns_event(kind, message_id, email, **body)))).encode(),
+                    headers={"content-type": "text/plain", "x-amz-sns-message-type": "Notification"},
+                )  # fmt: skip
+                assert res.status_code == 200, res.text
+                assert await status_of(app, send_id) == expected
