@@ -283,11 +283,12 @@ async def test_ses_delivery_delay_over_sns_becomes_delayed(
             async with app.db.connect() as conn:
                 query = text("SELECT provider_message_id FROM deliveries WHERE email = :e")
                 message_id = await conn.scalar(query, {"e": email})
-            for kind, body, expected in [
+            events: list[tuple[str, dict[str, Any], str]] = [
                 ("DeliveryDelay", {"delayType": "MailboxFull", "delayedRecipients": [{"emailAddress": email}]},
                  "delayed"),
                 ("Delivery", {"recipients": [email]}, "delivered"),
-            ]:  # fmt: skip
+            ]  # fmt: skip
+            for kind, body, expected in events:
                 res = await app.http.post(
                     "/api/v1/auth/ses-events/",
                     content=json.dumps(sign(notification(sns_event(kind, message_id, email, **body)))).encode(),
