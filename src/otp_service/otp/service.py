@@ -6,10 +6,10 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from otp_service.clock import DAY_MS
 from otp_service.delivery.jobs import JobContent, JobSealer
-from otp_service.delivery.timing import SentToVerified
 from otp_service.errors import (
     CaptchaRequired,
     CodeExpired,
@@ -123,6 +123,13 @@ _SEND_REJECTIONS: dict[SendStatus, type[RateLimited | Cooldown | DailyLimit | Do
 }
 
 
+class VerifiedObserver(Protocol):
+    """Told of each approved verify, never awaited (delivery/timing.py: the time from the email
+    to the sign-in); a protocol, so that otp needs nothing of delivery but the jobs' format."""
+
+    def verified(self, email: str) -> None: ...
+
+
 def _normalised_or_raw(raw_email: str) -> str:
     """The address as the send reads it, or as given when it is not one (the send refuses it)."""
     try:
@@ -149,7 +156,7 @@ class OtpService:
         captcha: CaptchaCheck | None = None,
         deliverability: DeliverabilityCheck | None = None,
         events: EventOutbox | None = None,
-        sent_to_verified: SentToVerified | None = None,
+        sent_to_verified: VerifiedObserver | None = None,
     ) -> None:
         self._s = settings
         self._sent_to_verified = sent_to_verified
