@@ -2,14 +2,17 @@
 
 import asyncio
 import contextlib
+import json
+import random
 import re
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hiredis
+from aiohttp import web
 
 from otp_service.delivery.queue import RedisJobQueue
 from otp_service.limits.send_rate import RedisSendRate
@@ -71,6 +74,75 @@ async def redis_queue(key_prefix: str) -> AsyncIterator[RedisJobQueue]:
 def embedded_send_rate(rate: int) -> RedisSendRate:
     """The service-wide send-rate bucket on an in-memory Redis of its own (the embedded default's)."""
     return RedisSendRate(EmbeddedRedis(), RedisKeys("sendrate"), rate=rate)
+
+
+@dataclass(frozen=True)
+class ProviderCall:
+    """One POST /emails the provider fake answered."""
+
+    to: str
+    status: int
+    message_id: str | None  # the id it answered with (None for a failure)
+    code: str | None  # the code the email's text carried
+
+
+@dataclass
+class ProviderFake:
+    """Resend's POST /emails on a real HTTP server on loopback (aiohttp), which the service's own
+    provider client calls (OTP_RESEND_API_URL = `url`): the provider at its HTTP boundary.
+
+    `failing`: every call answers 503 (Resend's `unavailable`, retryable, no Retry-After) until
+    recover() (never, for a provider that keeps failing until the worker gives up). `latency`:
+    each answer waits a uniform draw from this range (s), as a real provider's does. Every call
+    is kept in `calls`; `failed` is set at the first failed answer."""
+
+    failing: bool = False
+    latency: tuple[float, float] = (0.0, 0.0)
+    calls: list[ProviderCall] = field(default_factory=list)
+    failed: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    def recover(self) -> None:
+        self.failing = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _emails(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        to = body["to"][0] if isinstance(body["to"], list) else body["to"]
+        found = re.search(r"Your verification code is: (\d+)", body.get("text", ""))
+        if (wait := random.uniform(*self.latency)) > 0:
+            await asyncio.sleep(wait)
+        if self.failing:
+            self.calls.append(ProviderCall(to, 503, None, found[1] if found else None))
+            self.failed.set()
+            return web.json_response(
+                {"statusCode": 503, "name": "unavailable", "message": "down"}, status=503
+            )
+        message_id = f"re-{secrets.token_hex(8)}"
+        self.calls.append(ProviderCall(to, 200, message_id, found[1] if found else None))
+        return web.json_response({"id": message_id})
+
+    def sent_to(self, email: str) -> list[ProviderCall]:
+        """The calls for `email` that the provider took."""
+        return [c for c in self.calls if c.to == email and c.status == 200]
+
+    async def __aenter__(self) -> "ProviderFake":
+        app = web.Application()
+        app.router.add_post("/emails", self._emails)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", free_port())
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
 
 def unique_email(domain: str = "example.org") -> str:

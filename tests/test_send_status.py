@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from otp_service.redisio import RedisKeys
 from otp_service.settings import Settings
-from tests.support import drain, unique_email
+from tests.support import ProviderFake, drain, unique_email
 from tests.test_delivery import moto_url, ses_client  # noqa: F401 - fixtures
 from tests.test_reputation_sources import sns_event
 from tests.test_resend_webhooks import SECRET, event, signed
@@ -121,8 +121,8 @@ async def test_the_otp_status_rate_applies(
 
 def resend_settings(make_settings: Callable[..., Settings], store: dict[str, Any], **more: Any) -> Settings:
     return make_settings(
-        email_provider="resend", resend_api_key="re_test", resend_api_url="https://api.resend.test",
-        conversion_min_sends=1_000_000, throttle_rates=WIDE, **store, **more,
+        **{"email_provider": "resend", "resend_api_key": "re_test", "resend_api_url": "https://api.resend.test",
+           "conversion_min_sends": 1_000_000, "throttle_rates": WIDE, **store, **more},
     )  # fmt: skip
 
 
@@ -172,22 +172,13 @@ async def test_a_newer_send_supersedes_one_whose_first_attempt_failed(
     """The provider answers 503; the address sends again; the provider recovers: the first send's
     retry finds its code replaced."""
     email = unique_email()
-    healthy, failed = asyncio.Event(), asyncio.Event()
-
-    async def provider(request: httpx.Request) -> httpx.Response:
-        if not healthy.is_set():
-            failed.set()
-            return httpx.Response(503, json={"statusCode": 503, "name": "unavailable", "message": "down"})
-        return httpx.Response(200, json={"id": "re-ok"})
-
-    with respx.mock(assert_all_called=False, using="httpx") as mock:
-        mock.route(host="otp.test").pass_through()
-        mock.post("https://api.resend.test/emails").mock(side_effect=provider)
-        async with open_app(resend_settings(make_settings, store, rate_limit_ttl=0)) as app:
+    async with ProviderFake(failing=True) as provider:
+        settings = resend_settings(make_settings, store, resend_api_url=provider.url, rate_limit_ttl=0)
+        async with open_app(settings) as app:
             first = await send(app, email)
-            await asyncio.wait_for(failed.wait(), 5)
+            await asyncio.wait_for(provider.failed.wait(), 5)
             second = await send(app, email)
-            healthy.set()
+            provider.recover()
             await drain(app, timeout=15)
             assert (await status_of(app, first), await status_of(app, second)) == ("superseded", "sent")
 

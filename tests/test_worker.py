@@ -29,7 +29,15 @@ from otp_service.metrics import LOOP_LAST_SUCCESS, LOOP_RESTARTS
 from otp_service.sealing import Sealer
 from otp_service.settings import Settings
 from tests.conftest import METRICS_AUTH
-from tests.support import ServiceProcess, console_emails, drain, embedded_send_rate, service_env, unique_email
+from tests.support import (
+    ProviderFake,
+    ServiceProcess,
+    console_emails,
+    drain,
+    embedded_send_rate,
+    service_env,
+    unique_email,
+)
 
 SEND = "/api/v1/auth/otp/send"
 KEY = "admin-key-0123456789-0123456789-01"
@@ -43,8 +51,8 @@ WIDE = {
 
 def resend_settings(make_settings: Callable[..., Settings], **overrides: Any) -> Settings:
     return make_settings(
-        email_provider="resend", resend_api_key="re_test", resend_api_url="https://api.resend.test",
-        conversion_min_sends=1_000_000, throttle_rates=WIDE, **overrides,
+        **{"email_provider": "resend", "resend_api_key": "re_test", "resend_api_url": "https://api.resend.test",
+           "conversion_min_sends": 1_000_000, "throttle_rates": WIDE, **overrides},
     )  # fmt: skip
 
 
@@ -215,27 +223,16 @@ async def test_a_code_replaced_while_its_first_attempt_failed_is_never_emailed(
     """The provider answers 503; the address sends again meanwhile; the provider recovers. The
     first job's retry must not email the replaced code (the check runs before every attempt)."""
     caplog.set_level(logging.INFO, logger="otp_service.delivery")
-    settings = resend_settings(make_settings, rate_limit_ttl=0)
     email = unique_email()
-    healthy, failed = asyncio.Event(), asyncio.Event()
-
-    async def provider(request: httpx.Request) -> httpx.Response:
-        if not healthy.is_set():
-            failed.set()
-            return httpx.Response(503, json={"statusCode": 503, "name": "unavailable", "message": "down"})
-        return httpx.Response(200, json={"id": "re-ok"})
-
-    with respx.mock(using="httpx") as mock:
-        mock.route(host="otp.test").pass_through()  # the test's own client to the app
-        route = mock.post("https://api.resend.test/emails").mock(side_effect=provider)
+    async with ProviderFake(failing=True) as provider:
+        settings = resend_settings(make_settings, resend_api_url=provider.url, rate_limit_ttl=0)
         async with open_app(settings) as app:
             assert (await app.http.post(SEND, json={"email": email})).status_code == 202
-            await asyncio.wait_for(failed.wait(), 5)  # the first code's first attempt failed
+            await asyncio.wait_for(provider.failed.wait(), 5)  # the first code's first attempt failed
             assert (await app.http.post(SEND, json={"email": email})).status_code == 202
-            healthy.set()
+            provider.recover()
             await drain(app, timeout=15)
-        delivered = [c for c in route.calls if c.response is not None and c.response.status_code == 200]
-    assert len(delivered) == 1
+    assert len(provider.sent_to(email)) == 1
     assert [r.getMessage() for r in caplog.records].count("delivery.superseded") == 1
 
 
