@@ -239,10 +239,40 @@ async def test_concurrent_waits_share_rounds(tmp_path: Path) -> None:
             await client.aclose()
 
 
+async def test_a_wait_does_not_queue_behind_a_round_in_flight(tmp_path: Path) -> None:
+    """A write that comes back while another round is waiting for the replica starts its own
+    round at once on another connection: its added latency is one replication round trip, not
+    the rest of the earlier round plus its own."""
+    async with replicated(tmp_path, delay=0.1) as pair:
+        client = open_redis(
+            pair.primary.url, RedisKeys("overlap"), timeout=2, min_replicas=1, replica_timeout=2
+        )
+        try:
+            replicas = client.replicas
+            assert replicas is not None
+
+            async def write_then_wait(n: int) -> None:
+                await client.execute("SET", f"overlap:{{overlap}}:{n}", n)
+                await replicas.wait()
+
+            first = asyncio.create_task(write_then_wait(1))
+            await asyncio.sleep(0.05)  # the first round is waiting for the replica (>= 0.2 s)
+            assert replicas.rounds == 1
+            assert not first.done()
+            second = asyncio.create_task(write_then_wait(2))
+            await asyncio.sleep(0.02)
+            assert replicas.rounds == 2
+            assert not first.done()
+            await asyncio.gather(first, second)
+            assert pair.replica.cli("GET", "overlap:{overlap}:2") == "2"
+        finally:
+            await client.aclose()
+
+
 async def test_a_wait_times_out_as_not_replicated(tmp_path: Path) -> None:
     with redis_server(tmp_path / "alone") as alone:  # no replica at all
         conn = PipelinedRedis.from_url(alone.url, timeout=2)
-        waits = ReplicaWait(conn, "alone:{alone}:mark", replicas=1, timeout=0.05)
+        waits = ReplicaWait([conn], "alone:{alone}:mark", replicas=1, timeout=0.05)
         try:
             started = time.monotonic()
             results = await asyncio.gather(*(waits.wait() for _ in range(5)), return_exceptions=True)

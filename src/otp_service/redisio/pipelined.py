@@ -34,7 +34,7 @@ import hiredis
 from otp_service.redisio.client import Arg, ReplyError
 from otp_service.redisio.cluster import key_slot, redirection, slot_owner
 from otp_service.redisio.keys import RedisKeys
-from otp_service.redisio.replication import ReplicaWait, mark_key
+from otp_service.redisio.replication import WAIT_CONNECTIONS, ReplicaWait, mark_key
 from otp_service.redisio.sentinel import NoPrimary, Sentinels, is_primary
 
 MAX_REDIRECTIONS = 5
@@ -252,6 +252,22 @@ class PipelinedRedis:
             conn = self._conn if self._conn is not None and not self._conn.closed else await self._connect()
         raise ConnectionError(f"Redis Cluster redirected a call {MAX_REDIRECTIONS} times")
 
+    async def pipeline(self, *commands: Sequence[Arg], blocks_for: float = 0.0) -> list[Any]:
+        """Several commands in one write, in order, on this client's connection; their replies
+        (an error reply raises ReplyError, after every reply has come back). No Cluster
+        redirection is followed: for a connection of its own (`dedicated()`)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connect()
+        calls = [conn.call(_pack(command), blocks_for) for command in commands]
+        replies = await asyncio.gather(*calls, return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, ReplyError) and str(reply).startswith("READONLY"):
+                self._drop(conn)
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
+
     def _drop(self, conn: _Connection) -> None:
         """No more calls on `conn` (its pending ones are still answered); the next call connects
         again, through the sentinels when there are some."""
@@ -358,6 +374,7 @@ def open_redis(
     )  # fmt: skip
     if min_replicas:
         client.replicas = ReplicaWait(
-            client.dedicated(), mark_key(keys), replicas=min_replicas, timeout=replica_timeout
-        )
+            [client.dedicated() for _ in range(WAIT_CONNECTIONS)], mark_key(keys),
+            replicas=min_replicas, timeout=replica_timeout,
+        )  # fmt: skip
     return client

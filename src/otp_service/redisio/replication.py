@@ -9,10 +9,12 @@ commands behind it; so the waits run on a connection of their own, which makes a
 its own first (MARK: an INCR of one key) and then WAITs. Replication is one ordered stream, so the
 mark's offset covers every write the server applied before it, whichever connection made it.
 
-One round (mark, WAIT) answers every caller that was waiting when it began: a caller's write had
-its reply, so it was applied before the mark. Callers that arrive during a round join the next
-one (their write may have come after that round's mark). A send's added latency is therefore one
-replication round trip, two at most, and the number of WAITs does not grow with the traffic.
+One round (mark and WAIT, in one write) answers every caller that was waiting when it began: a
+caller's write had its reply, so it was applied before the mark. Callers that arrive during a
+round start the next one at once on another of the waits' connections (WAIT_CONNECTIONS of
+them), so a send's added latency is one replication round trip, not the rest of a round begun
+before it plus its own; when every connection is busy they join the first round to start, and the
+number of WAITs in flight stays bounded whatever the traffic.
 
 Outcomes: every caller of a round returns once N replicas acknowledged; `NotReplicated` (a
 TimeoutError, so `redis_guard` answers 503 with Retry-After) when fewer did within
@@ -22,9 +24,20 @@ failover) when it failed, each caller raising an exception of its own.
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from otp_service.redisio.client import RedisClient, ReplyError
+from otp_service.redisio.client import Arg, ReplyError
 from otp_service.redisio.keys import RedisKeys
+
+WAIT_CONNECTIONS = 4
+"""Rounds in flight at once at most (each holds a connection of its own while it WAITs)."""
+
+
+class Pipeline(Protocol):
+    async def pipeline(self, *commands: Sequence[Arg], blocks_for: float = 0.0) -> list[Any]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class NotReplicated(TimeoutError):
@@ -52,52 +65,68 @@ def _again(outcome: Exception) -> Exception:
 class ReplicaWait:
     """`await wait()` after a write: it returns once `replicas` replicas hold it."""
 
-    def __init__(self, connection: RedisClient, key: str, *, replicas: int, timeout: float) -> None:
-        """`connection`: a client of its own (`dedicated()`), which nothing else uses."""
+    def __init__(self, connections: Sequence[Pipeline], key: str, *, replicas: int, timeout: float) -> None:
+        """`connections`: clients of their own (`dedicated()`), which nothing else uses."""
         if replicas < 1:
             raise ValueError("replicas must be at least 1")
-        self._conn = connection
+        if not connections:
+            raise ValueError("the waits need a connection")
+        self._connections = list(connections)
+        self._idle = list(connections)
         self._key = key
         self.replicas = replicas
         self._timeout = timeout
         self._timeout_ms = max(1, round(timeout * 1000))  # WAIT's 0 would wait for ever
         self._waiting: list[asyncio.Future[Exception | None]] = []
-        self._rounds: asyncio.Task[None] | None = None
+        self._starting = False
+        self._running: set[asyncio.Task[None]] = set()
         self.rounds = 0
         """Rounds run so far (tests read it: the waits coalesce)."""
 
     async def wait(self) -> None:
         future: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self._waiting.append(future)
-        if self._rounds is None:
-            self._rounds = asyncio.get_running_loop().create_task(self._run())
+        self._start_soon()
         outcome = await future
         if outcome is not None:
             raise _again(outcome)
 
-    async def _run(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    outcome = await self._round()
-                except BaseException:  # cancelled (aclose): no caller is left waiting
-                    for future in batch:
-                        future.cancel()
-                    raise
-                for future in batch:
-                    if not future.done():  # else its caller went away
-                        future.set_result(outcome)
-        finally:
-            self._rounds = None
+    def _start_soon(self) -> None:
+        """A round at the end of this turn of the event loop (every caller of the turn joins
+        it), if a connection is free; else the first round to end starts the next."""
+        if not self._starting and self._idle and self._waiting:
+            self._starting = True
+            asyncio.get_running_loop().call_soon(self._start)
 
-    async def _round(self) -> Exception | None:
+    def _start(self) -> None:
+        self._starting = False
+        if not self._waiting or not self._idle:
+            return
+        batch, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._run(self._idle.pop(), batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, conn: Pipeline, batch: list[asyncio.Future[Exception | None]]) -> None:
+        try:
+            outcome = await self._round(conn)
+        except BaseException:  # cancelled (aclose): no caller is left waiting
+            for future in batch:
+                future.cancel()
+            raise
+        finally:
+            self._idle.append(conn)
+        for future in batch:
+            if not future.done():  # else its caller went away
+                future.set_result(outcome)
+        self._start_soon()
+
+    async def _round(self, conn: Pipeline) -> Exception | None:
         self.rounds += 1
         try:
-            # In turn, not pipelined: the WAIT must follow the mark on this connection.
-            await self._conn.execute("INCR", self._key)
-            acked = await self._conn.execute(
-                "WAIT", self.replicas, self._timeout_ms, blocks_for=self._timeout
+            # One write; the WAIT follows the mark on this connection, so it waits for the mark.
+            _, acked = await conn.pipeline(
+                ("INCR", self._key), ("WAIT", self.replicas, self._timeout_ms), blocks_for=self._timeout
             )
         except (OSError, ReplyError) as exc:
             return exc
@@ -108,11 +137,12 @@ class ReplicaWait:
         return None
 
     async def aclose(self) -> None:
-        if self._rounds is not None:
-            self._rounds.cancel()
+        for task in list(self._running):
+            task.cancel()
             with contextlib.suppress(BaseException):
-                await self._rounds
+                await task
         for future in self._waiting:
             future.cancel()
         self._waiting.clear()
-        await self._conn.aclose()
+        for conn in self._connections:
+            await conn.aclose()
