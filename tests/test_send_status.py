@@ -183,6 +183,26 @@ async def test_a_newer_send_supersedes_one_whose_first_attempt_failed(
             assert (await status_of(app, first), await status_of(app, second)) == ("superseded", "sent")
 
 
+async def test_a_provider_that_keeps_failing_until_the_worker_gives_up_shows_failed(
+    store: dict[str, Any], open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Resend answers 503 to every attempt (retryable, no Retry-After): the send reads queued while
+    the worker retries with backoff, and failed once it gives up, when the next attempt would
+    come after the code expired. OTP_CODE_TTL=30, the shortest the settings allow, is the retry
+    window: the worker gives up within 30 s."""
+    email = unique_email()
+    async with ProviderFake(failing=True) as provider:
+        settings = resend_settings(make_settings, store, resend_api_url=provider.url, code_ttl=30)
+        async with open_app(settings) as app:
+            send_id = await send(app, email)
+            await asyncio.wait_for(provider.failed.wait(), 5)
+            assert await status_of(app, send_id) == "queued"
+            await drain(app, timeout=40)
+            assert await status_of(app, send_id) == "failed"
+    assert len(provider.calls) >= 2  # retried
+    assert {c.status for c in provider.calls} == {503}
+
+
 async def test_no_enumeration_a_complaint_suppressed_address_answers_as_any_other(
     store: dict[str, Any], open_app: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
