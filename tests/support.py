@@ -84,6 +84,8 @@ class ProviderCall:
     status: int
     message_id: str | None  # the id it answered with (None for a failure)
     code: str | None  # the code the email's text carried
+    sender: str = ""  # the email's From
+    text: str = ""  # the email's text part
 
 
 @dataclass
@@ -123,7 +125,9 @@ class ProviderFake:
                 {"statusCode": 503, "name": "unavailable", "message": "down"}, status=503
             )
         message_id = f"re-{secrets.token_hex(8)}"
-        self.calls.append(ProviderCall(to, 200, message_id, found[1] if found else None))
+        self.calls.append(
+            ProviderCall(to, 200, message_id, found[1] if found else None, body["from"], body.get("text", ""))
+        )
         return web.json_response({"id": message_id})
 
     def sent_to(self, email: str) -> list[ProviderCall]:

@@ -183,6 +183,36 @@ async def test_a_newer_send_supersedes_one_whose_first_attempt_failed(
             assert (await status_of(app, first), await status_of(app, second)) == ("superseded", "sent")
 
 
+async def test_a_newer_send_supersedes_an_earlier_one_already_sent_or_delivered(
+    store: dict[str, Any], open_app: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """CONTRACT §3: superseded when a newer send replaced this code, whatever became of its email
+    (the provider took it; the provider reported it delivered). A send whose code was used is not
+    superseded by a later one: nothing replaced its code."""
+    sent, delivered, used = (unique_email() for _ in range(3))
+    async with ProviderFake() as provider:
+        settings = resend_settings(
+            make_settings, store, resend_api_url=provider.url, resend_webhook_secret=SECRET, rate_limit_ttl=0
+        )
+        async with open_app(settings) as app:
+            first = {email: await send(app, email) for email in (sent, delivered, used)}
+            await drain(app)
+            assert {await status_of(app, i) for i in first.values()} == {"sent"}
+            payload = event("email.delivered", delivered)
+            payload["data"]["email_id"] = provider.sent_to(delivered)[0].message_id
+            body, headers = signed(payload)
+            assert (await app.http.post(RESEND_EVENTS, content=body, headers=headers)).status_code < 300
+            assert await status_of(app, first[delivered]) == "delivered"
+            code = provider.sent_to(used)[0].code
+            verified = await app.http.post("/api/v1/auth/otp/verify", json={"email": used, "code": code})
+            assert verified.status_code == 200, verified.text
+            newer = {email: await send(app, email) for email in (sent, delivered, used)}
+            got = {email: await status_of(app, send_id) for email, send_id in first.items()}
+            assert got == {sent: "superseded", delivered: "superseded", used: "sent"}
+            await drain(app)
+            assert {await status_of(app, i) for i in newer.values()} == {"sent"}
+
+
 async def test_a_provider_that_keeps_failing_until_the_worker_gives_up_shows_failed(
     store: dict[str, Any], open_app: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:

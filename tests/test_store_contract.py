@@ -26,6 +26,7 @@ from otp_service.otp.store import (
     VerifyStatus,
 )
 from otp_service.redisio import EmbeddedRedis, RedisClient, RedisKeys, open_redis
+from otp_service.sends import DeliveryStatus
 from otp_service.settings import Rate
 from tests.conftest import REDIS_URL
 from tests.support import FakeClock
@@ -316,6 +317,44 @@ async def test_new_code_replaces_the_previous_and_resets_attempts(env: Env) -> N
     assert (await env.store.verify(verify_req())).status is VerifyStatus.INVALID
     assert (await env.store.verify(verify_req(code_hash="b" * 64))).attempts_remaining == 3
     assert (await env.store.verify(verify_req(code_hash="c" * 64))).status is VerifyStatus.APPROVED
+
+
+async def test_a_new_code_supersedes_the_send_that_emailed_the_previous_one(env: Env) -> None:
+    """The code names the send that emailed it: a newer code moves that send to superseded
+    (from sent or delivered as from queued; a final status stays), and an approved verify
+    answers it. A used code's send is not superseded by the next send: nothing replaced it. Under
+    reuse, the send that emails the live code again is the one the code names, and the earlier
+    stays as it was (its code still stands)."""
+
+    async def send(send_id: str, code_hash: str, reuse: bool = False) -> None:
+        req = send_req(
+            cooldown_ms=0, send_id=send_id, code_hash=code_hash, status_keep_ms=3_900_000, reuse=reuse
+        )
+        assert (await env.store.decide_send(req)).status is SendStatus.OK
+
+    async def status(send_id: str) -> DeliveryStatus:
+        state = await env.store.send_status(send_id)
+        assert state is not None
+        return state.status
+
+    await send("send-1", "a" * 64)
+    assert await env.store.mark_send("send-1", DeliveryStatus.DELIVERED)
+    await send("send-2", "b" * 64)
+    assert (await status("send-1"), await status("send-2")) == (
+        DeliveryStatus.SUPERSEDED,
+        DeliveryStatus.QUEUED,
+    )
+    assert await env.store.mark_send("send-2", DeliveryStatus.FAILED)
+    await send("send-3", "c" * 64)
+    assert await status("send-2") is DeliveryStatus.FAILED  # final: never moves
+    approved = await env.store.verify(verify_req(code_hash="c" * 64))
+    assert (approved.status, approved.send_id) == (VerifyStatus.APPROVED, "send-3")
+    await send("send-4", "d" * 64, reuse=True)
+    assert await status("send-3") is DeliveryStatus.QUEUED
+    await send("send-5", "e" * 64, reuse=True)  # the live code "d" is emailed again
+    assert await status("send-4") is DeliveryStatus.QUEUED
+    approved = await env.store.verify(verify_req(code_hash="d" * 64))
+    assert (approved.status, approved.send_id) == (VerifyStatus.APPROVED, "send-5")
 
 
 async def test_wrong_attempts_never_extend_the_lifetime(env: Env) -> None:

@@ -92,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     install_discovery(app, settings)
+    if settings.app_ids:  # CONTRACT §8: after every unprefixed route, so those match first
+        app.include_router(otp.apps_router)
     install_docs(app)
     return app
 

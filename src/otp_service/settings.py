@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -276,6 +277,32 @@ ProviderName = Literal["console", "resend", "ses", "smtp"]
 FallbackName = Literal["resend", "ses", "smtp"]
 
 
+APP_ID = re.compile(r"[a-z0-9-]{1,32}")
+"""An application's id (CONTRACT §8): it stands in paths, keys' derivations and metric labels."""
+
+APP_OVERRIDES = {
+    "brand_name": "brand_name",
+    "email_from": "email_from",
+    "support_email": "support_email",
+    "website_url": "website_url",
+    "default_locale": "default_locale",
+    "code_length": "code_length",
+    "code_ttl": "code_ttl",
+    "max_attempts": "max_attempts",
+    "rate_limit_ttl": "rate_limit_ttl",
+    "per_account_daily_limit": "per_account_daily_limit",
+    "resend_strategy": "resend_strategy",
+    "verify_link_template": "verify_link_template",
+    "test_recipients": "test_recipients",
+    "events_webhook_url": "events_webhook_url",
+    "events_webhook_secret": "events_webhook_secret",
+    "token_audience": "jwt_audience",
+    "captcha_mode": "captcha_mode",
+}
+"""What an application may set for itself (CONTRACT §8), and the service-wide field each falls
+back to; everything else (rates, limits, providers, the reputation guard) is shared."""
+
+
 class Settings(BaseSettings):
     # hide_input_in_errors: a ValidationError's text quotes no value (CONTRACT §6).
     model_config = SettingsConfigDict(
@@ -439,8 +466,13 @@ class Settings(BaseSettings):
     events_webhook_secret: SecretStr | None = None
     # OTP_EMAIL_PROVIDER=smtp (or as the fallback).
     smtp_url: Annotated[SecretStr | None, AfterValidator(_check_smtp_url)] = None
+    # Applications (CONTRACT §8): id -> its overrides of APP_OVERRIDES; each is checked as the
+    # service-wide setting it overrides is (Settings.app builds the application's view).
+    apps: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     _secret: bytes = PrivateAttr(default=b"")
+    _app: str = PrivateAttr(default="")
+    _apps: "dict[str, Settings]" = PrivateAttr(default_factory=dict)
 
     @field_validator("disposable_domains_extra", "disposable_domains_allow")
     @classmethod
@@ -456,6 +488,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _require_secrets(self) -> "Settings":
+        return self._check_combined()
+
+    def _check_combined(self) -> "Settings":
+        """The checks across fields, run for the service's settings and each application's view."""
         if self.secret_key is None:
             if not self.is_embedded:
                 raise ValueError(
@@ -509,6 +545,68 @@ class Settings(BaseSettings):
                 "in-memory Redis has no replicas"
             )
         return self
+
+    @model_validator(mode="after")
+    def _build_apps(self) -> "Settings":
+        views: dict[str, Settings] = {}
+        for app, overrides in self.apps.items():
+            if not APP_ID.fullmatch(app):
+                raise ValueError(f"OTP_APPS: application id {app!r}: must be 1-32 of a-z, 0-9 and '-'")
+            unknown = sorted(set(overrides) - set(APP_OVERRIDES))
+            if unknown:
+                raise ValueError(
+                    f"OTP_APPS: application {app!r}: unknown key(s) {', '.join(map(repr, unknown))} "
+                    f"(an application may set {', '.join(APP_OVERRIDES)})"
+                )
+            views[app] = self._app_view(app, overrides)
+        object.__setattr__(self, "_apps", views)  # frozen: set once, here
+        return self
+
+    def _app_view(self, app: str, overrides: dict[str, Any]) -> "Settings":
+        """This configuration as application `app` sees it: each override validated as its
+        service-wide field is (type, range, field checks), then the cross-field checks again."""
+        fields = type(self).model_fields
+        update: dict[str, Any] = {}
+        for key, value in overrides.items():
+            name = APP_OVERRIDES[key]
+            info = fields[name]
+            try:
+                typed: Any = (
+                    Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+                )
+                update[name] = TypeAdapter(typed).validate_python(value)
+            except ValidationError as exc:
+                reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"OTP_APPS: application {app!r}: {key}: {reason}") from None
+        view = self.model_copy(update={**update, "apps": {}})
+        object.__setattr__(view, "_app", app)
+        try:
+            view._check_combined()
+        except ValueError as exc:
+            # Named as the application's keys where it set them: `OTP_CODE_LENGTH` -> code_length.
+            reason = str(exc)
+            for key, name in APP_OVERRIDES.items():
+                if key in overrides:
+                    reason = reason.replace(f"OTP_{name.upper()}", key)
+            raise ValueError(f"OTP_APPS: application {app!r}: {reason}") from None
+        return view
+
+    @property
+    def app(self) -> str:
+        """The application this view is of ('' for the service-wide one)."""
+        return self._app
+
+    @property
+    def app_ids(self) -> list[str]:
+        return list(self._apps)
+
+    def app_view(self, app: str) -> "Settings | None":
+        """Application `app`'s settings ('' is the service-wide application); None if unknown."""
+        return self if app == "" else self._apps.get(app)
+
+    def app_views(self) -> "dict[str, Settings]":
+        """Every application's settings, the service-wide one under ''."""
+        return {"": self, **self._apps}
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         return [parse_sentinel(entry) for entry in self.redis_sentinels]
@@ -609,7 +707,7 @@ def _load(cls: type[_S], **overrides: Any) -> _S:
             loc = ".".join(str(p) for p in err["loc"])
             name = f"OTP_{loc.split('.')[0].upper()}" if loc else "settings"
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{name}: {msg}")
+            lines.append(msg if not loc and msg.startswith("OTP_") else f"{name}: {msg}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except SourceError as exc:
         # pydantic-settings could not decode a value, e.g. a list or dict that is not JSON.

@@ -18,8 +18,10 @@ from otp_service.delivery.not_me import NotMeService
 from otp_service.delivery.reputation import ReputationGuard
 from otp_service.delivery.stats import DeliveryStats
 from otp_service.delivery.usage import UsageService
+from otp_service.errors import NotFound
 from otp_service.net import Client
-from otp_service.otp.service import OtpService
+from otp_service.otp.service import STATUS_SCOPE, OtpService
+from otp_service.otp.store import SEND_SCOPE, VERIFY_SCOPE
 from otp_service.otp.tokens import TokenIssuer
 from otp_service.otp.why import LimitsLookup
 from otp_service.readiness import Readiness
@@ -34,6 +36,29 @@ async def get_client(request: Request) -> Client:
 
 async def get_otp_service(request: Request) -> OtpService:
     return web_state(request).otp
+
+
+async def _app_service(request: Request, scope: str) -> OtpService:
+    """The path's application (CONTRACT §8); an unknown one is 404 not_found, counted against the
+    client's rate for what was asked, like any request."""
+    state = web_state(request)
+    otp = state.apps.get(request.path_params.get("app", ""))
+    if otp is None:
+        await state.otp.count_unrouted(scope, await get_client(request))
+        raise NotFound("No such application")
+    return otp
+
+
+async def get_app_send(request: Request) -> OtpService:
+    return await _app_service(request, SEND_SCOPE)
+
+
+async def get_app_verify(request: Request) -> OtpService:
+    return await _app_service(request, VERIFY_SCOPE)
+
+
+async def get_app_status(request: Request) -> OtpService:
+    return await _app_service(request, STATUS_SCOPE)
 
 
 async def get_suppression_service(request: Request) -> SuppressionService:
@@ -92,6 +117,9 @@ async def require_metrics_access(request: Request) -> None:
 
 ClientDep = Annotated[Client, Depends(get_client)]
 OtpServiceDep = Annotated[OtpService, Depends(get_otp_service)]
+AppSendDep = Annotated[OtpService, Depends(get_app_send)]
+AppVerifyDep = Annotated[OtpService, Depends(get_app_verify)]
+AppStatusDep = Annotated[OtpService, Depends(get_app_status)]
 SuppressionServiceDep = Annotated[SuppressionService, Depends(get_suppression_service)]
 WebhookServiceDep = Annotated[WebhookService, Depends(get_webhook_service)]
 UsageServiceDep = Annotated[UsageService, Depends(get_usage_service)]

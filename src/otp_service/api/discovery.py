@@ -2,12 +2,13 @@
 without hard-coding "6 digits" and "60 s", from the effective settings. The document is the same
 for the whole life of the process, so it is rendered once, when the app is created."""
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from otp_service.errors import NotFound
 from otp_service.locales import Locale
 from otp_service.otp.service import IDEMPOTENCY_KEEP_MS
 from otp_service.settings import Settings
@@ -85,5 +86,29 @@ def install_discovery(app: FastAPI, settings: Settings) -> None:
     )
     async def otp_configuration() -> Response:
         return Response(body, media_type="application/json", headers={"Cache-Control": CACHE_CONTROL})
+
+    # Each application's own document (CONTRACT §8), rendered once like the service's.
+    bodies = {
+        app: configuration(view).model_dump_json().encode()
+        for app, view in settings.app_views().items()
+        if app
+    }
+    if bodies:
+
+        @router.get(
+            f"/api/v1/apps/{{app}}{PATH}",
+            response_model=OtpConfigurationOut,
+            tags=["applications"],
+            summary="Discovery, for one application: its code length, lifetime, cooldown, captcha and token",
+            description="As the service's discovery document, with the application's own settings.",
+            responses={404: {"description": "No such application (`not_found`)"}},
+        )
+        async def app_configuration(
+            app: Annotated[str, Path(description="The application's id (OTP_APPS)")],
+        ) -> Response:
+            found = bodies.get(app)
+            if found is None:
+                raise NotFound("No such application")
+            return Response(found, media_type="application/json", headers={"Cache-Control": CACHE_CONTROL})
 
     app.include_router(router)

@@ -4,10 +4,18 @@ document and for every request."""
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Header, Path, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from otp_service.api.deps import ClientDep, OtpServiceDep, get_client, get_otp_service
+from otp_service.api.deps import (
+    AppSendDep,
+    AppStatusDep,
+    AppVerifyDep,
+    ClientDep,
+    OtpServiceDep,
+    get_client,
+    get_otp_service,
+)
 from otp_service.api.problems import REPLAYED_HEADER
 from otp_service.api.routing import FastRoute, LimitedRoute, Refusal, refuses
 from otp_service.api.schemas import (
@@ -19,6 +27,8 @@ from otp_service.api.schemas import (
     problem_responses,
 )
 from otp_service.errors import InvalidEmail
+from otp_service.net import Client
+from otp_service.otp.service import OtpService
 
 PREFIX = "/api/v1/auth/otp"
 # A body over 4 KiB is 413 payload_too_large (FastRoute.max_body), refused before it is parsed.
@@ -59,8 +69,7 @@ _VERIFY_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
 )
 
 
-@router.post(
-    "/send",
+_SEND_DOC: dict[str, Any] = dict(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=PendingOut,
     summary="Email a one-time code to an address",
@@ -83,11 +92,20 @@ _VERIFY_ERRORS: dict[int | str, dict[str, Any]] = problem_responses(
         **_SEND_ERRORS,
     },
 )
+
+
+@router.post("/send", **_SEND_DOC)
 @refuses(Refusal(InvalidEmail, count_malformed_send))  # verify keeps the default invalid_request
 async def send_code(
     body: SendIn, otp: OtpServiceDep, client: ClientDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=_IDEMPOTENCY)] = None,
 ) -> PendingOut | Response:  # fmt: skip
+    return await _send(otp, body, client, idempotency_key)
+
+
+async def _send(
+    otp: OtpService, body: SendIn, client: Client, idempotency_key: str | None
+) -> PendingOut | Response:
     accepted = await otp.send(
         body.email,
         client,
@@ -105,15 +123,16 @@ async def send_code(
 
 
 async def send_status(send_id: str, otp: OtpServiceDep, client: ClientDep) -> SendStatusOut:
+    return await _status(otp, send_id, client)
+
+
+async def _status(otp: OtpService, send_id: str, client: Client) -> SendStatusOut:
     state = await otp.send_status(send_id, client)
     updated = datetime.fromtimestamp(state.updated_ms / 1000, UTC)
     return SendStatusOut(status=state.status.value, updated_at=updated.isoformat(timespec="milliseconds"))
 
 
-# No body, so not a FastRoute: a plain (size-limited) route in the same table.
-router.add_api_route(
-    "/sends/{send_id}",
-    send_status,
+_STATUS_DOC: dict[str, Any] = dict(
     methods=["GET"],
     route_class_override=LimitedRoute,
     response_model=SendStatusOut,
@@ -125,10 +144,10 @@ router.add_api_route(
     ),
     responses=problem_responses({404: ["not_found"], 429: ["rate_limited"], 503: ["unavailable"]}),
 )
+# No body, so not a FastRoute: a plain (size-limited) route in the same table.
+router.add_api_route("/sends/{send_id}", send_status, **_STATUS_DOC)
 
-
-@router.post(
-    "/verify",
+_VERIFY_DOC: dict[str, Any] = dict(
     summary="Check a code; a code verifies once",
     description=(
         "Wrong codes count towards the attempt limit and never extend the code's lifetime. "
@@ -137,7 +156,14 @@ router.add_api_route(
     responses=_VERIFY_ERRORS,
     response_model_exclude_none=True,
 )
+
+
+@router.post("/verify", **_VERIFY_DOC)
 async def verify_code(body: VerifyIn, otp: OtpServiceDep, client: ClientDep) -> ApprovedOut:
+    return await _verify(otp, body, client)
+
+
+async def _verify(otp: OtpService, body: VerifyIn, client: Client) -> ApprovedOut:
     verified = await otp.verify(body.email, body.code, client)
     test = True if verified.test else None  # only a test recipient's answer names it
     if verified.token is None:
@@ -150,3 +176,34 @@ async def verify_code(body: VerifyIn, otp: OtpServiceDep, client: ClientDep) -> 
         token_type="Bearer",  # noqa: S106 - the token type, not a secret
         expires_in=verified.token_expires_in,
     )
+
+
+# Applications (CONTRACT §8): the same three endpoints under /api/v1/apps/{app}/, documented once
+# with the application as a path parameter. Included only when OTP_APPS names some, after the
+# unprefixed routes, which are matched first and so cost nothing more.
+APPS_PREFIX = "/api/v1/apps/{app}"
+AppId = Annotated[str, Path(description="The application's id (OTP_APPS); unknown: 404 not_found")]
+apps_router = APIRouter(
+    prefix=f"{APPS_PREFIX}{PREFIX.removeprefix('/api/v1')}", tags=["applications"], route_class=FastRoute
+)
+
+
+@apps_router.post("/send", **_SEND_DOC)
+@refuses(Refusal(InvalidEmail, count_malformed_send))
+async def app_send_code(
+    app: AppId, body: SendIn, otp: AppSendDep, client: ClientDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=_IDEMPOTENCY)] = None,
+) -> PendingOut | Response:  # fmt: skip
+    return await _send(otp, body, client, idempotency_key)
+
+
+async def app_send_status(app: AppId, send_id: str, otp: AppStatusDep, client: ClientDep) -> SendStatusOut:
+    return await _status(otp, send_id, client)
+
+
+apps_router.add_api_route("/sends/{send_id}", app_send_status, **_STATUS_DOC)
+
+
+@apps_router.post("/verify", **_VERIFY_DOC)
+async def app_verify_code(app: AppId, body: VerifyIn, otp: AppVerifyDep, client: ClientDep) -> ApprovedOut:
+    return await _verify(otp, body, client)

@@ -184,6 +184,10 @@ class FastRoute(LimitedRoute):
         if any(p.field_info.metadata for p in self.dependant.header_params):
             raise TypeError(f"{self.path}: a FastRoute's header parameters carry no constraints")
         self._status = self.status_code or 200
+        # Path parameters (an application's id, CONTRACT §8), passed as the router matched them.
+        self._path_params = [p.name for p in self.dependant.path_params]
+        if any(p.field_info.annotation is not str for p in self.dependant.path_params):
+            raise TypeError(f"{self.path}: a FastRoute's path parameters are strings")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST" or not _is_json(scope):
@@ -204,9 +208,11 @@ class FastRoute(LimitedRoute):
         for name, header in self._headers:  # a repeated header: the first, as FastAPI reads it
             value = next((v for k, v in scope["headers"] if k == header), None)
             kwargs[name] = None if value is None else value.decode("latin-1")
-        for name, call in self._dependencies:
-            kwargs[name] = await overrides.get(call, call)(request)
+        for name in self._path_params:
+            kwargs[name] = scope["path_params"][name]
         try:
+            for name, call in self._dependencies:
+                kwargs[name] = await overrides.get(call, call)(request)
             result = await self.endpoint(**kwargs)
         except ServiceError as exc:
             # The app's one handler for domain errors renders it, as Starlette's exception

@@ -38,6 +38,8 @@ class WebState:
     limits: LimitsLookup
     not_me: NotMeService
     stats: DeliveryStats
+    apps: dict[str, OtpService]
+    """Each application's send and verify (CONTRACT §8), by id; `otp` is the service-wide one."""
 
 
 def web_state(request: Request) -> WebState:

@@ -16,7 +16,7 @@ from otp_service.otp.service import OtpService
 from otp_service.otp.tokens import TokenIssuer
 from otp_service.otp.why import LimitsLookup
 from otp_service.readiness import Readiness
-from otp_service.settings import parse_nameserver
+from otp_service.settings import Settings, parse_nameserver
 from otp_service.suppression.service import SuppressionService
 from otp_service.validation.address import AddressValidator
 from otp_service.validation.captcha import CaptchaCheck
@@ -44,8 +44,8 @@ def _deliverability(infra: Infrastructure) -> DeliverabilityCheck | None:
     return DeliverabilityCheck(resolver, never_look_up=POPULAR_PROVIDERS, clock=infra.clock)
 
 
-def _tokens(infra: Infrastructure) -> TokenIssuer | None:
-    s = infra.settings
+def _tokens(s: Settings) -> TokenIssuer | None:
+    """Verification tokens for one application's settings: its own audience (CONTRACT §8)."""
     if s.jwt_private_key is None:
         return None
     return TokenIssuer(
@@ -55,27 +55,30 @@ def _tokens(infra: Infrastructure) -> TokenIssuer | None:
 
 def build_web(infra: Infrastructure, *, sent_to_verified: SentToVerified | None = None) -> WebState:
     s, stores, sessions = infra.settings, infra.stores, infra.sessions
-    tokens = _tokens(infra)
+    tokens = _tokens(s)
     resend_secret = s.resend_webhook_secret.get_secret_value() if s.resend_webhook_secret else None
-    if s.test_recipients:  # fixed codes sign in: an operator should see that they are on
-        log.warning("otp.test_recipients_configured", extra={"count": len(s.test_recipients)})
-    otp = OtpService(
-        settings=s,
-        store=stores.codes,
-        throttle=stores.throttle,
-        validator=AddressValidator(
-            extra_disposable=s.disposable_domains_extra, allow=s.disposable_domains_allow
-        ),
-        crypto=CodeCrypto(s.secret),
-        sealer=infra.jobs,
-        tokens=tokens,
-        captcha=_captcha(infra),
-        deliverability=_deliverability(infra),
-        events=infra.events,
-        sent_to_verified=sent_to_verified,
+    validator = AddressValidator(
+        extra_disposable=s.disposable_domains_extra, allow=s.disposable_domains_allow
     )
+    captcha, deliverability = _captcha(infra), _deliverability(infra)
+
+    def otp_of(view: Settings) -> OtpService:
+        """One application's send and verify (CONTRACT §8): its own settings, ids and tokens; the
+        store, rates, validation and providers shared."""
+        if view.test_recipients:  # fixed codes sign in: an operator should see that they are on
+            extra = {"count": len(view.test_recipients), **({"app": view.app} if view.app else {})}
+            log.warning("otp.test_recipients_configured", extra=extra)
+        return OtpService(
+            settings=view, store=stores.codes, throttle=stores.throttle, validator=validator,
+            crypto=CodeCrypto(s.secret, view.app), sealer=infra.jobs,
+            tokens=tokens if view is s else _tokens(view), captcha=captcha, deliverability=deliverability,
+            events=infra.events, sent_to_verified=sent_to_verified,
+        )  # fmt: skip
+
+    otp = otp_of(s)
     return WebState(
         otp=otp,
+        apps={app: otp_of(view) for app, view in s.app_views().items() if app},
         limits=LimitsLookup(settings=s, otp=otp, sessions=sessions),
         not_me=NotMeService(
             tokens=infra.not_me,

@@ -22,6 +22,7 @@ class JobContent:
     subnet: str | None = None  # the requesting client's subnet (§2a)
     client: str | None = None  # the requesting client (§2a): what the reputation guard blames
     send_id: str | None = None  # the send's id (CONTRACT §3): whose status the worker moves
+    app: str = ""  # the application (CONTRACT §8) whose email it is; '' the service-wide one
 
 
 class JobSealer:
@@ -40,6 +41,8 @@ class JobSealer:
             plain["k"] = job.client
         if job.send_id is not None:
             plain["i"] = job.send_id
+        if job.app:
+            plain["p"] = job.app
         return self._sealer.seal(plain, self.PURPOSE)
 
     def open(self, sealed: bytes) -> JobContent:
@@ -49,5 +52,6 @@ class JobSealer:
         if locale not in LOCALES:
             raise ValueError(f"unknown locale {locale!r}")
         return JobContent(
-            data["e"], data["c"], data["a"], data["h"], locale, data.get("s"), data.get("k"), data.get("i")
-        )
+            data["e"], data["c"], data["a"], data["h"], locale, data.get("s"), data.get("k"), data.get("i"),
+            data.get("p", ""),
+        )  # fmt: skip

@@ -123,23 +123,27 @@ class Deliverer:
         clock: Clock = system_clock,
     ) -> None:
         self._s = settings
+        # Each application's brand, sender, link and lifetime (CONTRACT §8); '' the service's.
+        self._apps = settings.app_views()
         self._providers = [primary] if fallback is None else [primary, fallback]
         self._rate = send_rate
         self._clock = clock
         # The reputation guard's view: a paused provider is skipped (the fallback takes over).
         self._healthy = healthy
-        self._rendered: dict[tuple[str, Locale, bool], RenderedEmail] = {}
+        self._rendered: dict[tuple[str, Locale, bool, str], RenderedEmail] = {}
 
-    def _context(self, code: str, wording: Wording, link: str | None, not_me: str | None) -> dict[str, Any]:
-        # Everything but the code, the link and the wording is fixed by the settings.
-        lifetime = self._s.code_ttl if wording.lifetime_seconds is None else wording.lifetime_seconds
+    def _context(
+        self, s: Settings, code: str, wording: Wording, link: str | None, not_me: str | None
+    ) -> dict[str, Any]:
+        # Everything but the code, the link and the wording is fixed by the application's settings.
+        lifetime = s.code_ttl if wording.lifetime_seconds is None else wording.lifetime_seconds
         return email_context(
-            brand=self._s.brand_name,
+            brand=s.brand_name,
             code=code,
             lifetime_seconds=lifetime,
-            sender=self._s.email_from,
-            website_url=self._s.website_url,
-            support_email=self._s.support_email,
+            sender=s.email_from,
+            website_url=s.website_url,
+            support_email=s.support_email,
             locale=wording.locale,
             repeated=wording.repeated,
             verify_link=link,
@@ -149,31 +153,35 @@ class Deliverer:
 
     def build(
         self, template_id: str, to: str, code: str, idempotency_key: str, wording: Wording = PLAIN,
-        not_me_link: str | None = None,
+        not_me_link: str | None = None, app: str = "",
     ) -> OutgoingEmail:  # fmt: skip
-        """`not_me_link`: this send's "Didn't ask for this?" link (delivery/not_me.py), or None."""
-        template = self._s.verify_link_template
+        """`not_me_link`: this send's "Didn't ask for this?" link (delivery/not_me.py), or None.
+        `app`: the application whose email it is (a job of an application since removed from
+        OTP_APPS goes out as the service-wide application's)."""
+        s = self._apps.get(app, self._s)
+        template = s.verify_link_template
         link = verify_link(template, to, code) if template is not None else None
         if code.isascii() and code.isdigit() and wording.lifetime_seconds is None and not wording.repeated:
             # Rendered once per template and language with placeholders for the code and the
             # links; digits need no escaping in either part, and the links are escaped for HTML
             # here as the template would, so putting them in their places gives what rendering would.
-            shape = (template_id, wording.locale, not_me_link is not None)
+            shape = (template_id, wording.locale, not_me_link is not None, s.app)
             rendered = self._rendered.get(shape)
             if rendered is None:
-                rendered = self._rendered[shape] = render_template(template_id, self._context(
-                    _CODE_SLOT, wording, _LINK_SLOT if link else None, _NOT_ME_SLOT if not_me_link else None
-                ))  # fmt: skip
+                slots = (_LINK_SLOT if link else None, _NOT_ME_SLOT if not_me_link else None)
+                rendered = self._rendered[shape] = render_template(
+                    template_id, self._context(s, _CODE_SLOT, wording, *slots)
+                )
             text, html = rendered.text.replace(_CODE_SLOT, code), rendered.html.replace(_CODE_SLOT, code)
             for slot, value in ((_LINK_SLOT, link), (_NOT_ME_SLOT, not_me_link)):
                 if value is not None:
                     text, html = text.replace(slot, value), html.replace(slot, str(escape(value)))
         else:  # a re-sent code states its own time left: rendered for it
-            rendered = render_template(template_id, self._context(code, wording, link, not_me_link))
+            rendered = render_template(template_id, self._context(s, code, wording, link, not_me_link))
             text, html = rendered.text, rendered.html
         return OutgoingEmail(
             to=to,
-            sender=self._s.email_from,
+            sender=s.email_from,
             subject=rendered.subject,
             text=text,
             html=html,
@@ -207,13 +215,14 @@ class Deliverer:
         current: CurrentCheck = _always_current,
         passes_pause: bool = False,
         not_me_link: str | None = None,
+        app: str = "",
     ) -> Delivered:
         """The one entry point that sends: only allowlisted templates, until `deadline` (epoch s).
         `current` is asked before every provider attempt, retries included: Superseded when the
         code was replaced meanwhile. A paused provider is skipped for a healthy one; with every
         provider paused the email waits, unless it `passes_pause` (a remembered source's, or a
         captcha-vouched one: CONTRACT §6), which goes through the preferred provider regardless."""
-        email = self.build(template_id, to, code, idempotency_key, wording, not_me_link)
+        email = self.build(template_id, to, code, idempotency_key, wording, not_me_link, app)
         attempt = 0
         last: ProviderError | None = None
         while True:

@@ -372,7 +372,7 @@ class DeliveryWorker(Background):
         try:
             sent = await self._deliverer.send_template(
                 "email_otp", email, code, idempotency_key=f"otp-{job.id}", deadline=deadline, wording=wording,
-                current=current, passes_pause=job.passes_pause, not_me_link=not_me,
+                current=current, passes_pause=job.passes_pause, not_me_link=not_me, app=content.app,
             )  # fmt: skip
         except Superseded:
             # A newer send replaced this code (or it was used, or it expired), perhaps while an

@@ -18,9 +18,16 @@ def generate_code(length: int) -> str:
 
 
 class CodeCrypto:
-    def __init__(self, secret: bytes) -> None:
-        self._hash_key = derive_key(secret, "code-hash")
-        self._id_key = derive_key(secret, "address-id")
+    def __init__(self, secret: bytes, app: str = "") -> None:
+        """`app`: the application (CONTRACT §8) whose codes and budgets these ids name. Each
+        application derives keys of its own, so every id built from an address (its code, cooldown,
+        daily cap, remembered sources, Idempotency-Keys, "not me" report, test recipient guesses)
+        is the application's alone, and the Lua scripts and RedisKeys need not know applications.
+        A recipient domain's id is the service's: its budget is shared (domain_id)."""
+        scope = f"/app/{app}" if app else ""
+        self._hash_key = derive_key(secret, f"code-hash{scope}")
+        self._id_key = derive_key(secret, f"address-id{scope}")
+        self._domain_key = derive_key(secret, "address-id")
 
     # hmac.digest is the one-shot C path: no HMAC object per call.
     def code_hash(self, email: str, code: str) -> str:
@@ -34,7 +41,7 @@ class CodeCrypto:
         return hmac.digest(self._id_key, f"source\0{mailbox}\0{subnet}".encode(), "sha256").hex()[:32]
 
     def domain_id(self, domain: str) -> str:
-        return hmac.digest(self._id_key, f"domain\0{domain}".encode(), "sha256").hex()[:32]
+        return hmac.digest(self._domain_key, f"domain\0{domain}".encode(), "sha256").hex()[:32]
 
     def idempotency_id(self, key: str, address: str) -> str:
         """A send's Idempotency-Key as Redis holds it: keyed, so the store never holds the key,

@@ -191,6 +191,16 @@ class OtpService:
         # seconds it has left.
         self._reuse_min_left_ms = min(REUSE_MIN_LEFT_MS, settings.code_ttl * 1000 // 2)
 
+    async def count_unrouted(self, scope: str, client: Client) -> None:
+        """A request for an application that does not exist (CONTRACT §8: 404 not_found) counts
+        against the client's rate of what it asked (SEND_SCOPE, VERIFY_SCOPE, STATUS_SCOPE) like
+        any request: RateLimited when over."""
+        by_scope = {SEND_SCOPE: self._send_rates, VERIFY_SCOPE: self._verify_rates}
+        rates = by_scope.get(scope, self._status_rates)
+        wait = await self._throttle.hit(rates, client)
+        if wait:
+            raise RateLimited(retry_after=wait / 1000)
+
     async def count_refused(self, client: Client) -> None:
         """A send refused before any decision (a malformed body, a refused address, a failed
         captcha) still counts against the client's and subnet's rates: RateLimited when over."""
@@ -237,6 +247,7 @@ class OtpService:
                 client.subnet,
                 client.key,
                 send_id,
+                self._s.app,
             )
             payload = self._sealer.seal(content)
         else:

@@ -168,6 +168,7 @@ class VerifyDecision:
     status: VerifyStatus
     retry_after_ms: int = 0
     attempts_remaining: int = 0
+    send_id: str | None = None  # APPROVED: the send that last emailed the code (otp.verified)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -403,7 +404,10 @@ class CodeStore(Protocol):
         """Give up a claim whose request was refused before the send decision."""
         ...
 
-    async def decide_send(self, req: SendRequest) -> SendDecision: ...
+    async def decide_send(self, req: SendRequest, *, trace: str | None = None) -> SendDecision:
+        """`trace`: the request's trace context (a W3C traceparent, otp_service/tracing), which
+        the job then carries; only given when tracing is on."""
+        ...
 
     async def verify(self, req: VerifyRequest) -> VerifyDecision: ...
 
@@ -425,10 +429,12 @@ class CodeStore(Protocol):
         ...
 
     async def mark_send(
-        self, send_id: str, status: DeliveryStatus, *, message: tuple[str, str] | None = None
-    ) -> bool:
+        self, send_id: str, status: DeliveryStatus, *, message: tuple[str, str] | None = None,
+        trace: str | None = None,
+    ) -> bool:  # fmt: skip
         """Move one send's status forward (otp/lua/send_status.lua): whether it moved. `message`:
-        (provider, message id) of the email it sent, which the provider's events name."""
+        (provider, message id) of the email it sent, which the provider's events name; `trace`:
+        with it, the provider call's trace context (tracing on: otp_service/tracing)."""
         ...
 
     async def mark_message(self, provider: str, message_id: str, status: DeliveryStatus) -> str | None:
@@ -440,6 +446,11 @@ class CodeStore(Protocol):
         """One send's status (GET /api/v1/auth/otp/sends/{send_id}); None: unknown or expired."""
         ...
 
+    async def message_trace(self, provider: str, message_id: str) -> str | None:
+        """The trace context of the provider call that sent the email the provider took under
+        `message_id` (kept by mark_send); None when unknown, expired, or sent untraced."""
+        ...
+
 
 _CODE = ("otp_service.otp", "_code")
 """The code record's helpers, shared by the send and verify scripts."""
@@ -447,6 +458,8 @@ _IDEMPOTENCY = ("otp_service.otp", "_idempotency")
 """The Idempotency-Key record's helpers, shared by the scripts that read or write it."""
 _DECIDE = ("otp_service.otp", "_decide")
 """The send decision's checks, shared by send.lua and the read-only scripts that ask about it."""
+_SEND_STATUS = ("otp_service.otp", "_send_status")
+"""How a send's status moves, shared by send.lua (superseded) and send_status.lua."""
 
 
 def _claim_of(reply: list[Any]) -> Claim | None:
@@ -478,7 +491,9 @@ def _send_decision(reply: list[Any], send_id: str) -> SendDecision:
 
 
 class RedisCodeStore:
-    _SEND = Script(PRELUDE, _CODE, _IDEMPOTENCY, _DECIDE, ("otp_service.otp", "send"), durable=True)
+    _SEND = Script(
+        PRELUDE, _CODE, _IDEMPOTENCY, _DECIDE, _SEND_STATUS, ("otp_service.otp", "send"), durable=True
+    )
     _VERIFY = Script(PRELUDE, _CODE, ("otp_service.otp", "verify"), durable=True)
     _CLAIM = Script(
         PRELUDE, _IDEMPOTENCY, ("otp_service.otp", "idempotency"), durable=True,
@@ -492,7 +507,7 @@ class RedisCodeStore:
     _RELEASE = Script(_IDEMPOTENCY, ("otp_service.otp", "idempotency_release"), allow_oom=True)
     _LIMITS = Script(PRELUDE, _CODE, _DECIDE, ("otp_service.otp", "limits"), reads_only=True)
     _CURRENT = Script(_CODE, ("otp_service.otp", "code_current"), reads_only=True)
-    _MARK = Script(("otp_service.otp", "send_status"))
+    _MARK = Script(_SEND_STATUS, ("otp_service.otp", "send_status"))
 
     def __init__(self, redis: RedisClient, keys: RedisKeys, *, clock: Clock) -> None:
         self._redis = redis
@@ -518,7 +533,7 @@ class RedisCodeStore:
         async with redis_guard("idempotency.release"):
             await self._RELEASE(self._redis, [self._keys.idempotency(idem.key_id)], [idem.fingerprint])
 
-    async def decide_send(self, req: SendRequest) -> SendDecision:
+    async def decide_send(self, req: SendRequest, *, trace: str | None = None) -> SendDecision:
         k, idem = self._keys, req.idempotency
         decision = DecisionKeys.of(
             k, req.rates, req.channel, req.client, req.address_id, req.mailbox_id or req.address_id,
@@ -543,6 +558,8 @@ class RedisCodeStore:
             *rules,
             *positional(own_args),
         )
+        if trace is not None:  # ARGV[30], after the script's fixed arguments: absent without tracing
+            args = (*args, trace)
         async with redis_guard("send"):
             reply = await self._SEND(self._redis, keys, args)
         return _send_decision(reply, req.send_id)
@@ -562,11 +579,13 @@ class RedisCodeStore:
         )  # fmt: skip
         args = (*throttle_args(self._clock, req.rates, self._member()), *positional(own_args))
         async with redis_guard("verify"):
-            status, value = await self._VERIFY(self._redis, positional(keys), args)
-        decided = VerifyStatus(status.decode())
+            reply = await self._VERIFY(self._redis, positional(keys), args)
+        decided, value = VerifyStatus(reply[0].decode()), int(reply[1])
         if decided is VerifyStatus.RATE_LIMITED:
-            return VerifyDecision(decided, retry_after_ms=int(value))
-        return VerifyDecision(decided, attempts_remaining=int(value))
+            return VerifyDecision(decided, retry_after_ms=value)
+        if decided is VerifyStatus.APPROVED:  # {'approved', 0, the code's send id or ''}
+            return VerifyDecision(decided, send_id=text(reply[2]) or None)
+        return VerifyDecision(decided, attempts_remaining=value)
 
     async def captcha_needed(self, query: LimitsQuery) -> bool:
         async with redis_guard("captcha_needed"):
@@ -585,11 +604,14 @@ class RedisCodeStore:
             return bool(await self._CURRENT(self._redis, [self._keys.code(address_id)], args))
 
     async def mark_send(
-        self, send_id: str, status: DeliveryStatus, *, message: tuple[str, str] | None = None
-    ) -> bool:
+        self, send_id: str, status: DeliveryStatus, *, message: tuple[str, str] | None = None,
+        trace: str | None = None,
+    ) -> bool:  # fmt: skip
         k = self._keys
         keys = [k.send(send_id), k.sent_message(*message) if message else k.unused]
         args: list[Arg] = [status.value, now_ms(self._clock), send_id if message else ""]
+        if message and trace is not None:
+            args.append(trace)
         async with redis_guard("send.mark"):
             moved = await self._MARK(self._redis, keys, args)
         return bool(moved)
@@ -602,6 +624,14 @@ class RedisCodeStore:
         send_id = text(found)
         await self.mark_send(send_id, status)
         return send_id
+
+    async def message_trace(self, provider: str, message_id: str) -> str | None:
+        async with redis_guard("send.trace"):
+            found = await self._redis.execute("GET", self._keys.sent_message(provider, message_id))
+            if found is None:
+                return None
+            carried = await self._redis.execute("HGET", self._keys.send(text(found)), "c")
+        return None if carried is None else text(carried)
 
     async def send_status(self, send_id: str) -> "SendState | None":
         async with redis_guard("send.status"):

@@ -1,8 +1,9 @@
 -- An address's code, shared by send.lua, verify.lua and the read-only scripts. The code is a hash: h = the code's keyed hash, x = when it
 -- expires (ms, the caller's clock, like every other time the scripts decide on), n = wrong
 -- attempts, m = wrong attempts from its remembered source, s = the sealed job that carried it
--- (kept when it may be emailed again), r = '1' when a remembered source requested it. The key's
--- own TTL only cleans up after x.
+-- (kept when it may be emailed again), r = '1' when a remembered source requested it, i = the id
+-- of the send that last emailed it (CONTRACT §3: superseded when a newer code replaces it; named
+-- in otp.verified). The key's own TTL only cleans up after x.
 
 -- The live code's hash and expiry, or nil. Writes nothing.
 local function code_read(key, now)

@@ -14,7 +14,8 @@
 -- A code a remembered source requested (r = 1) counts wrong attempts from elsewhere apart (n)
 -- from its source's (m): guesses from elsewhere can refuse elsewhere, never burn the code.
 -- Returns {status, n}: approved | expired | rate_limited (n = wait ms)
--- | invalid (n = attempts remaining) | max_attempts.
+-- | invalid (n = attempts remaining) | max_attempts; approved adds a third field, the id of the
+-- send that last emailed the code ('' when none: a code stored before send ids), for otp.verified.
 -- Wrong attempts only HINCRBY, which leaves the key's TTL untouched: never extends a code.
 local wait = throttle_pair(KEYS[1], KEYS[2])
 if wait > 0 then return {'rate_limited', wait} end
@@ -28,7 +29,7 @@ if guesses_for > 0 and (tonumber(redis.call('GET', KEYS[7])) or 0) >= max then
   return {'expired', 0}
 end
 local remembered = redis.call('EXISTS', KEYS[5]) == 1
-local code = redis.call('HMGET', KEYS[3], 'r', 'n')
+local code = redis.call('HMGET', KEYS[3], 'r', 'n', 'i')
 local protected = code[1] == '1'  -- a remembered source requested it
 local shielded = protected and not remembered  -- this attempt comes from elsewhere
 -- Past its count from elsewhere the code answers as a burnt one does (code_expired), so the
@@ -45,7 +46,7 @@ if same_hash(stored, ARGV[8]) then  -- in constant time
     redis.call('ZADD', KEYS[6], NOW + remember, ARGV[11])
     redis.call('PEXPIRE', KEYS[6], remember)
   end
-  return {'approved', 0}
+  return {'approved', 0, code[3] or ''}
 end
 
 local wrong = redis.call('HINCRBY', KEYS[3], (protected and remembered) and 'm' or 'n', 1)

@@ -1,0 +1,246 @@
+"""Applications (CONTRACT §8, issue 33), through the HTTP API on Redis and PostgreSQL and on the
+embedded default: what belongs to an application stays its own, what is shared stays shared,
+and each application's email, discovery document and token name it."""
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from otp_service.app import create_app
+from otp_service.settings import Settings, SettingsError, load_settings
+from tests.support import ProviderFake, drain, unique_email
+from tests.test_tokens import pem
+
+SEND, VERIFY = "/api/v1/auth/otp/send", "/api/v1/auth/otp/verify"
+WIDE = {"otp_send": "1000/minute", "otp_send_subnet": "1000/minute", "otp_verify": "1000/minute",
+        "otp_verify_subnet": "1000/minute"}  # fmt: skip
+SHOP = {"brand_name": "Shop Co", "email_from": "Shop <codes@shop.example>", "code_length": 8,
+        "rate_limit_ttl": 120, "token_audience": "shop-backend", "support_email": "help@shop.example"}  # fmt: skip
+MERCHANT = {"brand_name": "Merchant Desk", "email_from": "Desk <codes@merchant.example>"}
+APPS = {"shop": SHOP, "merchant": MERCHANT, "admin": {"brand_name": "Admin Console"}}
+STORES = [{}, {"redis_url": None}]
+
+
+def app_path(app: str, path: str) -> str:
+    return f"/api/v1/apps/{app}{path.removeprefix('/api/v1')}"
+
+
+@pytest.fixture(params=STORES, ids=["redis", "embedded"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    chosen = dict(request.param)
+    if chosen:  # the embedded store, with a database of its own
+        chosen["database_url"] = f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}"
+    return chosen
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[ProviderFake]:
+    async with ProviderFake() as fake:
+        yield fake
+
+
+@pytest.fixture
+def apps_settings(
+    store: dict[str, Any], make_settings: Callable[..., Settings], provider: ProviderFake
+) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "apps": APPS, "email_provider": "resend", "resend_api_key": "re_test",
+            "resend_api_url": provider.url, "conversion_min_sends": 1_000_000, "throttle_rates": WIDE,
+            **store,
+        }  # fmt: skip
+        values.update(overrides)
+        return make_settings(**values)
+
+    return make
+
+
+async def code_sent(app: Any, provider: ProviderFake, path: str, email: str) -> str:
+    res = await app.http.post(path, json={"email": email})
+    assert res.status_code == 202, res.text
+    await drain(app)
+    code = provider.sent_to(email)[-1].code
+    assert code is not None
+    return code
+
+
+async def test_a_code_sent_for_one_application_is_expired_at_another(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings], provider: ProviderFake
+) -> None:
+    email = unique_email()
+    async with open_app(apps_settings()) as app:
+        code = await code_sent(app, provider, app_path("merchant", SEND), email)
+        for elsewhere in (VERIFY, app_path("admin", VERIFY)):  # both of the same code length
+            res = await app.http.post(elsewhere, json={"email": email, "code": code})
+            assert res.json()["code"] == "code_expired", (elsewhere, res.text)
+        res = await app.http.post(app_path("merchant", VERIFY), json={"email": email, "code": code})
+        assert res.json() == {"status": "approved", "email": email}
+
+
+async def test_one_applications_users_cannot_spend_anothers_cooldown_or_daily_cap(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings]
+) -> None:
+    email, other = unique_email(), unique_email()
+    capped = {**APPS, "merchant": {**MERCHANT, "rate_limit_ttl": 0, "per_account_daily_limit": 2}}
+    async with open_app(apps_settings(apps=capped, worker_enabled=False)) as app:
+        assert (await app.http.post(app_path("shop", SEND), json={"email": email})).status_code == 202
+        res = await app.http.post(app_path("shop", SEND), json={"email": email})
+        assert (res.json()["code"], res.headers["retry-after"]) == ("cooldown", "120")
+        for path in (SEND, app_path("merchant", SEND)):  # the shop's cooldown is its own
+            assert (await app.http.post(path, json={"email": email})).status_code == 202, path
+        # The merchant app's users use up its daily cap for another address (no cooldown there).
+        for _ in range(2):
+            assert (await app.http.post(app_path("merchant", SEND), json={"email": other})).status_code == 202
+        res = await app.http.post(app_path("merchant", SEND), json={"email": other})
+        assert res.json()["code"] == "daily_limit"
+        for path in (SEND, app_path("shop", SEND)):  # the address's other applications are untouched
+            assert (await app.http.post(path, json={"email": other})).status_code == 202, path
+
+
+async def test_applications_share_one_clients_rate_one_domains_budget_and_the_global_cap(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings]
+) -> None:
+    rates = {**WIDE, "otp_send": "3/minute"}
+    async with open_app(apps_settings(throttle_rates=rates, worker_enabled=False)) as app:
+        paths = [app_path("shop", SEND), app_path("merchant", SEND), SEND]
+        for path in paths:
+            assert (await app.http.post(path, json={"email": unique_email()})).status_code == 202
+        res = await app.http.post(app_path("merchant", SEND), json={"email": unique_email()})
+        assert res.json()["code"] == "rate_limited"
+
+    domain = f"{unique_email().split('@')[0]}.example.net"  # a registrable domain of its own
+    async with open_app(apps_settings(domain_daily_limit=2, worker_enabled=False)) as app:
+        for path in (app_path("shop", SEND), app_path("merchant", SEND)):
+            assert (await app.http.post(path, json={"email": unique_email(domain)})).status_code == 202
+        res = await app.http.post(SEND, json={"email": unique_email(domain)})
+        assert res.json()["code"] == "domain_limit"
+
+
+async def test_applications_share_the_global_cap(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings]
+) -> None:
+    settings = apps_settings(global_daily_limits={"email": 2}, global_reserve=0, worker_enabled=False)
+    async with open_app(settings) as app:
+        for path in (app_path("shop", SEND), app_path("merchant", SEND)):
+            assert (await app.http.post(path, json={"email": unique_email()})).status_code == 202
+        res = await app.http.post(app_path("shop", SEND), json={"email": unique_email()})
+        assert (res.status_code, res.json()["code"]) == (503, "global_limit")
+
+
+async def test_each_applications_email_has_its_own_brand_and_sender(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings], provider: ProviderFake
+) -> None:
+    shop, merchant, plain = unique_email(), unique_email(), unique_email()
+    async with open_app(apps_settings(brand_name="Parent Group")) as app:
+        shop_code = await code_sent(app, provider, app_path("shop", SEND), shop)
+        await code_sent(app, provider, app_path("merchant", SEND), merchant)
+        await code_sent(app, provider, SEND, plain)
+    [to_shop], [to_merchant], [to_plain] = (provider.sent_to(e) for e in (shop, merchant, plain))
+    assert (to_shop.sender, to_merchant.sender) == (SHOP["email_from"], MERCHANT["email_from"])
+    assert "Shop Co" in to_shop.text
+    assert "help@shop.example" in to_shop.text
+    assert "Merchant Desk" in to_merchant.text
+    assert "Shop Co" not in to_merchant.text
+    assert "Parent Group" in to_plain.text
+    assert "Shop Co" not in to_plain.text
+    assert len(shop_code) == 8  # the application's own code length
+    assert "2 minutes" not in to_shop.text  # its lifetime is the service's (code_ttl not overridden)
+
+
+async def test_a_token_names_its_applications_audience(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings], provider: ProviderFake
+) -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    email = unique_email()
+    async with open_app(apps_settings(jwt_private_key=pem(key), jwt_audience="parent")) as app:
+        code = await code_sent(app, provider, app_path("shop", SEND), email)
+        res = await app.http.post(app_path("shop", VERIFY), json={"email": email, "code": code})
+        token = res.json()["token"]
+        document = (await app.http.get(app_path("shop", "/.well-known/otp-configuration"))).json()
+    claims = jwt.decode(token, key.public_key(), algorithms=["EdDSA"], audience="shop-backend")
+    assert claims["aud"] == "shop-backend"
+    with pytest.raises(jwt.InvalidAudienceError):
+        jwt.decode(token, key.public_key(), algorithms=["EdDSA"], audience="parent")
+    assert document["verification_token"]["audience"] == "shop-backend"
+    assert (document["code_length"], document["resend_after"]) == (8, 120)
+
+
+async def test_an_unknown_application_is_not_found_and_counts_against_the_clients_rate(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings]
+) -> None:
+    rates = {**WIDE, "otp_send": "2/minute", "otp_verify": "2/minute"}
+    async with open_app(apps_settings(throttle_rates=rates, worker_enabled=False)) as app:
+        for _ in range(2):
+            res = await app.http.post(app_path("nope", SEND), json={"email": unique_email()})
+            assert (res.status_code, res.json()["code"]) == (404, "not_found")
+            assert res.headers["content-type"] == "application/problem+json"
+        res = await app.http.post(app_path("shop", SEND), json={"email": unique_email()})
+        assert res.json()["code"] == "rate_limited"  # the two 404s used the client's send rate
+        for _ in range(2):
+            res = await app.http.post(
+                app_path("nope", VERIFY), json={"email": unique_email(), "code": "123456"}
+            )
+            assert res.status_code == 404
+        res = await app.http.post(VERIFY, json={"email": unique_email(), "code": "123456"})
+        assert res.json()["code"] == "rate_limited"
+        res = await app.http.get(app_path("nope", "/.well-known/otp-configuration"))
+        assert (res.status_code, res.json()["code"]) == (404, "not_found")
+
+
+def test_openapi_documents_the_prefixed_paths_once_and_only_with_applications(store: dict[str, Any]) -> None:
+    del store  # one run is enough; the parameter keeps the file's fixtures uniform
+    with_apps = create_app(load_settings(apps=APPS)).openapi()["paths"]
+    prefixed = [p for p in with_apps if p.startswith("/api/v1/apps/")]
+    assert sorted(prefixed) == [
+        "/api/v1/apps/{app}/.well-known/otp-configuration",
+        "/api/v1/apps/{app}/auth/otp/send",
+        "/api/v1/apps/{app}/auth/otp/sends/{send_id}",
+        "/api/v1/apps/{app}/auth/otp/verify",
+    ]
+    params = with_apps["/api/v1/apps/{app}/auth/otp/send"]["post"]["parameters"]
+    assert {"name": "app", "in": "path"}.items() <= params[0].items()
+    without = create_app(load_settings()).openapi()["paths"]
+    assert not [p for p in without if p.startswith("/api/v1/apps/")]
+
+
+@pytest.mark.parametrize(
+    ("apps", "message"),
+    [
+        ({"Shop": {}}, "application id 'Shop': must be 1-32 of a-z, 0-9 and '-'"),
+        ({"x" * 33: {}}, "must be 1-32"),
+        ({"shop": {"email_provider": "ses"}}, "application 'shop': unknown key(s) 'email_provider'"),
+        ({"shop": {"code_length": 3}}, "application 'shop': code_length:"),
+        ({"shop": {"test_recipients": {"r@shop.example": "12345"}}}, "application 'shop': test_recipients:"),
+        ({"shop": {"test_recipients": {"*@gmail.com": "123456"}}}, "application 'shop': test_recipients: a *@domain"),
+        ({"shop": {"verify_link_template": "https://x.example/v?e={email}&c={code}"}},
+         "application 'shop': verify_link_template:"),
+        ({"shop": {"events_webhook_url": "https://hooks.example/otp"}}, "application 'shop': OTP_EVENTS_WEBHOOK_SECRET"),
+        ({"shop": {"default_locale": "fr"}}, "application 'shop': default_locale:"),
+    ],
+)  # fmt: skip
+def test_a_bad_application_is_refused_at_start_up_naming_it_and_the_key(
+    apps: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(apps=apps)
+    assert "OTP_APPS" in str(refused.value)
+    assert message in str(refused.value)
+
+
+def test_an_application_inherits_what_it_does_not_set() -> None:
+    settings = load_settings(apps=APPS, code_ttl=600, max_attempts=3)
+    shop = settings.app_view("shop")
+    assert shop is not None
+    assert (shop.code_length, shop.code_ttl, shop.max_attempts, shop.jwt_audience) == (
+        8,
+        600,
+        3,
+        "shop-backend",
+    )
+    assert (shop.app, settings.app, settings.app_view("") is settings, settings.app_view("nope")) == (
+        "shop", "", True, None,
+    )  # fmt: skip
