@@ -2,6 +2,8 @@
 embedded default: what belongs to an application stays its own, what is shared stays shared,
 and each application's email, discovery document and token name it."""
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -9,10 +11,12 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from svix.webhooks import Webhook, WebhookVerificationError
 
 from otp_service.app import create_app
 from otp_service.settings import Settings, SettingsError, load_settings
 from tests.support import ProviderFake, drain, unique_email
+from tests.test_events_out import EVENTS_SECRET, Receiver
 from tests.test_tokens import pem
 
 SEND, VERIFY = "/api/v1/auth/otp/send", "/api/v1/auth/otp/verify"
@@ -244,3 +248,72 @@ def test_an_application_inherits_what_it_does_not_set() -> None:
     assert (shop.app, settings.app, settings.app_view("") is settings, settings.app_view("nope")) == (
         "shop", "", True, None,
     )  # fmt: skip
+
+
+SHOP_EVENTS_SECRET = "whsec_" + "c2hvcC1ldmVudHMtc2VjcmV0LWZvci10ZXN0cy0hIQ=="
+
+
+def events_of(receiver: Receiver, secret: str) -> list[dict[str, Any]]:
+    """The receiver's events as its integrator reads them: each verified with its own secret."""
+    out = []
+    for body, headers in receiver.requests:
+        Webhook(secret).verify(body, headers)
+        out.append(json.loads(body))
+    return out
+
+
+async def test_each_applications_events_go_to_its_own_receiver_signed_with_its_own_secret(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings], provider: ProviderFake
+) -> None:
+    service, shop = Receiver(), Receiver()
+    await service.start()
+    await shop.start()
+    apps = {
+        **APPS,
+        "shop": {**SHOP, "events_webhook_url": shop.url, "events_webhook_secret": SHOP_EVENTS_SECRET},
+    }
+    settings = apps_settings(apps=apps, events_webhook_url=service.url, events_webhook_secret=EVENTS_SECRET)
+    emails = {"shop": unique_email(), "merchant": unique_email(), "": unique_email()}
+    try:
+        async with open_app(settings) as app:
+            for name, email in emails.items():
+                send, verify = (app_path(name, SEND), app_path(name, VERIFY)) if name else (SEND, VERIFY)
+                code = await code_sent(app, provider, send, email)
+                res = await app.http.post(verify, json={"email": email, "code": code})
+                assert res.status_code == 200, res.text
+            async with asyncio.timeout(20):
+                while len(shop.requests) < 2 or len(service.requests) < 4:
+                    await asyncio.sleep(0.05)
+    finally:
+        await service.stop()
+        await shop.stop()
+    to_shop = events_of(shop, SHOP_EVENTS_SECRET)
+    assert sorted((e["type"], e["data"]["app"], e["data"]["email"]) for e in to_shop) == [
+        ("otp.sent", "shop", emails["shop"]), ("otp.verified", "shop", emails["shop"]),
+    ]  # fmt: skip
+    to_service = events_of(service, EVENTS_SECRET)
+    assert sorted((e["type"], e["data"]["app"] or "", e["data"]["email"]) for e in to_service) == sorted(
+        [(kind, name, emails[name]) for kind in ("otp.sent", "otp.verified") for name in ("merchant", "")]
+    )
+    with pytest.raises(
+        WebhookVerificationError
+    ):  # the shop's events are not signed with the service's secret
+        Webhook(EVENTS_SECRET).verify(*shop.requests[0])
+
+
+async def test_without_applications_events_carry_no_app(
+    open_app: Callable[..., Any], make_settings: Callable[..., Settings], provider: ProviderFake
+) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    settings = make_settings(
+        email_provider="resend", resend_api_key="re_test", resend_api_url=provider.url,
+        events_webhook_url=receiver.url, events_webhook_secret=EVENTS_SECRET, conversion_min_sends=1_000_000,
+    )  # fmt: skip
+    try:
+        async with open_app(settings) as app:
+            await code_sent(app, provider, SEND, unique_email())
+            [event] = await receiver.wait_for(1)
+    finally:
+        await receiver.stop()
+    assert "app" not in event["data"]

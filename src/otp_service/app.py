@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from otp_service import tracing
 from otp_service.api import admin, health, metrics, not_me, otp, webhooks
 from otp_service.api.context import RequestContext
 from otp_service.api.discovery import install_discovery
@@ -39,13 +40,17 @@ class OtpApp(FastAPI):
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestContext(
+        stack: ASGIApp = RequestContext(
             super().build_middleware_stack(), trusted_proxies=self._trusted, prefixes=self._prefixes
         )
+        if tracing.hooks is not None:  # OpenTelemetry configured: the server span, outermost
+            stack = tracing.hooks.server(stack)
+        return stack
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    tracing.configure()  # the OTEL_* variables, once per process; nothing loaded without them
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -107,4 +112,7 @@ def create_app_from_env() -> FastAPI:
     configure_logging(settings.log_level)
     if (refused := settings.console_refused) is not None:
         raise SystemExit(f"otp-service: refusing to start: {refused}")
-    return create_app(settings)
+    try:
+        return create_app(settings)
+    except tracing.TracingError as exc:
+        raise SystemExit(f"otp-service: {exc}") from None

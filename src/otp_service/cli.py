@@ -113,6 +113,13 @@ def _worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from otp_service import tracing
+
+    try:
+        tracing.configure()  # the OTEL_* variables, as the web processes read them (app.create_app)
+    except tracing.TracingError as exc:
+        print(f"otp-service: {exc}", file=sys.stderr)
+        return 2
     import uvloop  # uvicorn[standard]'s loop, which the web processes run on too
 
     uvloop.run(run_worker(settings, concurrency=args.concurrency))

@@ -20,7 +20,8 @@ WEBHOOK_EVENTS = Counter(
 EVENTS_OUT = Counter(
     "otp_events_out_total",
     "Events out (OTP_EVENTS_WEBHOOK_URL) by type and result: queued, delivered (a 2xx), "
-    "retry_scheduled, expired (24 h without a 2xx), lost (Redis down when published)",
+    "retry_scheduled, expired (24 h without a 2xx), lost (Redis down when published), dropped (its "
+    "application no longer has a receiver)",
     ["type", "result"],
 )
 WORKER_CRASHES = Counter(

@@ -139,8 +139,12 @@ async def open_infrastructure(
             clock=clock,
         )  # fmt: skip
         events = None
-        if settings.events_webhook_url is not None:
-            events = EventOutbox(redis, keys, event_seal, clock=clock)
+        # Every application whose events go somewhere (CONTRACT §8: its own receiver, or the
+        # service-wide one it falls back to); with applications configured, events name theirs.
+        receivers = [app for app, view in settings.app_views().items() if view.events_webhook_url is not None]
+        if receivers:
+            apps = receivers if settings.app_ids else None
+            events = EventOutbox(redis, keys, event_seal, clock=clock, apps=apps)
         yield Infrastructure(
             settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, keys=keys,
             stores=stores, clock=clock, jobs=JobSealer(sealer), event_seal=event_seal,

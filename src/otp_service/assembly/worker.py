@@ -89,11 +89,16 @@ async def build_worker(
         clock=infra.clock,
     )  # fmt: skip
     sender = None
-    if s.events_webhook_url is not None and s.events_webhook_secret is not None:
+    receivers = {  # each application's receiver (CONTRACT §8); '' the service-wide one
+        app: (view.events_webhook_url, view.events_webhook_secret.get_secret_value())
+        for app, view in s.app_views().items()
+        if view.events_webhook_url is not None and view.events_webhook_secret is not None
+    }
+    if receivers:
+        url, secret = receivers.pop("", (None, None))
         sender = EventSender(
-            redis=infra.redis, keys=infra.keys, seal=infra.event_seal, url=s.events_webhook_url,
-            secret=s.events_webhook_secret.get_secret_value(), http=infra.http, name=worker.name,
-            clock=infra.clock,
+            redis=infra.redis, keys=infra.keys, seal=infra.event_seal, url=url, secret=secret,
+            http=infra.http, name=worker.name, clock=infra.clock, apps=receivers,
         )  # fmt: skip
         stack.push_async_callback(sender.aclose)
     sending = [p for p in (primary, fallback) if p is not None and p.name != "console"]

@@ -33,6 +33,9 @@ REMEMBERED = b"r"
 pause, and reaches an address suppressed by complaints only."""
 CAPTCHA = b"v"
 """b'1' when the request carried a valid captcha token: its email passes a provider pause."""
+TRACE = b"t"
+"""The request's trace context, a W3C traceparent: only when tracing is on (otp_service/tracing);
+the worker's provider call is then a span of that trace."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class Job:
     lifetime_s: int | None = None
     remembered: bool = False  # a remembered source requested it
     captcha: bool = False  # the request carried a valid captcha token
+    trace: str | None = None  # the request's trace context (TRACE), when it was traced
 
     @property
     def passes_pause(self) -> bool:
@@ -98,13 +102,14 @@ def _jobs(found: list[Entry]) -> list[Job]:
     jobs = []
     for entry_id, fields in found:
         if PAYLOAD in fields:
-            resent, left = fields.get(RESENT), fields.get(LEFT_S)
+            resent, left, trace = fields.get(RESENT), fields.get(LEFT_S), fields.get(TRACE)
             lifetime = None if left is None else int(left)
             # An entry without its expiry (never written by send.lua) is dropped as expired
             # rather than failing the read that carries it, again at every reclaim.
             jobs.append(Job(
                 entry_id, fields[PAYLOAD], int(fields.get(EXPIRES_MS, 0)), resent, lifetime,
                 remembered=fields.get(REMEMBERED) == b"1", captcha=fields.get(CAPTCHA) == b"1",
+                trace=None if trace is None else trace.decode(),
             ))  # fmt: skip
     return jobs
 

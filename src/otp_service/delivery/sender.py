@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from markupsafe import escape
 
+from otp_service import tracing
 from otp_service.clock import Clock, system_clock
 from otp_service.delivery.providers.base import (
     EmailProvider,
@@ -47,6 +48,7 @@ class Delivered:
     provider: str
     message_id: str
     attempts: int
+    trace: str | None = None  # tracing on: the provider call's span context (otp_service/tracing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +251,13 @@ class Deliverer:
                 if not live:
                     raise Superseded()
                 attempt += 1
+                trace = None
                 try:
-                    message_id = await self._call(provider, email)
+                    if tracing.hooks is None:
+                        message_id = await self._call(provider, email)
+                    else:  # OpenTelemetry configured: the call is a span of the job's trace
+                        call = self._call(provider, email)
+                        message_id, trace = await tracing.hooks.provider_call(provider.name, attempt, call)
                 except PermanentError as exc:
                     log.warning(
                         "delivery.provider_refused",
@@ -274,7 +281,7 @@ class Deliverer:
                         extra={"provider": provider.name, "reason": exc.reason, "attempt": attempt},
                     )
                     continue
-                return Delivered(provider.name, message_id, attempt)
+                return Delivered(provider.name, message_id, attempt, trace)
             delay = max(wait, backoff(attempt))
             if self._clock() + delay >= deadline:
                 reason = last.reason if last else "send rate unavailable"

@@ -96,6 +96,7 @@ class Outcome:
     client: str | None = None  # the client that requested it (§2a): what the reputation guard blames
     send_id: str | None = None  # the send's id (CONTRACT §3), when the job could be opened
     held: Held | None = None  # SUPPRESSED: by a bounce, or by a complaint or an operator
+    app: str = ""  # the application (CONTRACT §8) whose send it was
 
 
 class DeliveryWorker(Background):
@@ -293,7 +294,7 @@ class DeliveryWorker(Background):
         data = {"email": outcome.email, "job_id": outcome.job_id, "provider": outcome.provider,
                 "message_id": outcome.message_id, "outcome": str(outcome.status),
                 "send_id": outcome.send_id}  # fmt: skip
-        await self._events.publish(kind, data, event_id=f"{outcome.job_id}_{outcome.status}")
+        await self._events.publish(kind, data, event_id=f"{outcome.job_id}_{outcome.status}", app=outcome.app)
 
     async def _ack(self, job: Job) -> None:
         for attempt in range(5):
@@ -345,7 +346,7 @@ class DeliveryWorker(Background):
             provider, message_id = (sent.provider, sent.message_id) if sent is not None else (None, None)
             return Outcome(
                 job.id, status, provider, message_id, email, attempts, content.subnet, content.client,
-                content.send_id, held,
+                content.send_id, held, app=content.app,
             )  # fmt: skip
 
         # A database that is down holds the job until the code expires.

@@ -17,7 +17,7 @@ import itertools
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -115,18 +115,28 @@ class EventOutbox:
     and the request or delivery that caused it goes on)."""
 
     def __init__(
-        self, redis: RedisClient, keys: RedisKeys, seal: EventSeal, *, clock: Clock = system_clock
-    ) -> None:
+        self, redis: RedisClient, keys: RedisKeys, seal: EventSeal, *, clock: Clock = system_clock,
+        apps: Collection[str] | None = None,
+    ) -> None:  # fmt: skip
+        """`apps`: with applications (CONTRACT §8), those whose events go somewhere ('' the
+        service-wide one); their events carry `app`, and an application with no receiver
+        publishes nothing. None: no applications, and no `app` in any event."""
         self._redis = redis
         self._stream = keys.events
         self._seal = seal
         self._clock = clock
+        self._apps = None if apps is None else frozenset(apps)
 
     async def publish(
-        self, type_: EventType, data: Mapping[str, Any], *, event_id: str | None = None
+        self, type_: EventType, data: Mapping[str, Any], *, event_id: str | None = None, app: str = ""
     ) -> None:
         """`event_id`: what makes the event itself unique (a job and its outcome, a provider's event
-        id), so that a step repeated after a crash posts the same `webhook-id` again; else random."""
+        id), so that a step repeated after a crash posts the same `webhook-id` again; else random.
+        `app`: the application the event is of ('' the service-wide one)."""
+        if self._apps is not None:
+            if app not in self._apps:
+                return
+            data = {**data, "app": app or None}
         webhook_id = f"msg_{event_id}" if event_id else f"msg_{secrets.token_hex(12)}"
         event = OutEvent(webhook_id, type_, now_ms(self._clock), dict(data))
         try:
@@ -146,16 +156,19 @@ class EventSender(Background):
     _DUE = Script(("otp_service.events", "due"))
 
     def __init__(
-        self, *, redis: RedisClient, keys: RedisKeys, seal: EventSeal, url: str, secret: str,
+        self, *, redis: RedisClient, keys: RedisKeys, seal: EventSeal, url: str | None, secret: str | None,
         http: httpx.AsyncClient, name: str, concurrency: int = 8, clock: Clock = system_clock,
-        block_ms: int = 1000,
+        block_ms: int = 1000, apps: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:  # fmt: skip
+        """`url` and `secret`: the service-wide application's receiver (None: it has none);
+        `apps`: each application's (url, secret), CONTRACT §8, chosen by the event's `app`."""
         self._redis = redis
         self._group = ConsumerGroup(redis, keys.events, GROUP, name="events")
         self._stream, self._schedule = keys.events, keys.events_retry
         self._seal = seal
-        self._url = url
-        self._webhook = Webhook(secret)
+        self._targets = {app: (u, Webhook(k)) for app, (u, k) in (apps or {}).items()}
+        if url is not None and secret is not None:
+            self._targets[""] = (url, Webhook(secret))
         self._http = http
         self._name = name
         self._slots = asyncio.Semaphore(concurrency)
@@ -172,21 +185,28 @@ class EventSender(Background):
     # One attempt
 
     async def attempt(self, event: OutEvent) -> bool:
-        """Post once, signed for now; True on a 2xx."""
+        """Post once, signed for now, to the receiver of the event's application; True on a 2xx,
+        and for an event whose application has no receiver any more (removed from OTP_APPS)."""
+        target = self._targets.get(event.data.get("app") or "")
+        if target is None:
+            EVENTS_OUT.labels(event.type, "dropped").inc()
+            log.warning("events.no_receiver", extra={"type": event.type, "webhook_id": event.webhook_id})
+            return True
+        url, webhook = target
         body = event.body()
         sent_at = datetime.fromtimestamp(self._clock(), UTC)
         headers = {
             "content-type": "application/json",
             "webhook-id": event.webhook_id,
             "webhook-timestamp": str(int(sent_at.timestamp())),
-            "webhook-signature": self._webhook.sign(event.webhook_id, sent_at, body),
+            "webhook-signature": webhook.sign(event.webhook_id, sent_at, body),
             "user-agent": "otp-service-events/1",
         }
         async with self._slots:
             started = time.perf_counter()
             try:
                 res = await self._http.post(
-                    self._url, content=body.encode(), headers=headers, timeout=POST_TIMEOUT_S
+                    url, content=body.encode(), headers=headers, timeout=POST_TIMEOUT_S
                 )
                 ok = 200 <= res.status_code < 300
                 why = str(res.status_code)

@@ -447,7 +447,8 @@ class OtpService:
                 _VERIFIES.inc()
                 if self._events is not None:  # CONTRACT §7: one XADD, never waits on the receiver
                     event = verified_event(email)
-                    await self._events.publish("otp.verified", {**event, "test": True} if test else event)
+                    data = {**event, "test": True} if test else event
+                    await self._events.publish("otp.verified", data, app=self._s.app)
                 if self._tokens is None:
                     return Verified(email, test=test)
                 return Verified(email, self._tokens.issue(email, test=test), self._tokens.ttl, test=test)

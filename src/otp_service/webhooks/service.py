@@ -6,6 +6,7 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from otp_service import tracing
 from otp_service.db.engine import session_scope
 from otp_service.db.guard import database_guard
 from otp_service.db.models import Delivery
@@ -32,6 +33,10 @@ class SendStatuses(Protocol):
     """Each send's status for GET /api/v1/auth/otp/sends/{send_id} (otp/store.py answers)."""
 
     async def mark_message(self, provider: str, message_id: str, status: DeliveryStatus) -> str | None: ...
+
+    async def message_trace(self, provider: str, message_id: str) -> str | None:
+        """Tracing on: the trace context of the provider call that sent this message."""
+        ...
 
 
 _STATUS_OF: dict[str, DeliveryStatus] = {
@@ -108,6 +113,28 @@ class WebhookService:
         self._sns = sns
 
     async def _apply(self, event: ProviderEvent) -> str:
+        if tracing.hooks is None:
+            return await self._applied(event)
+        # OpenTelemetry configured: the event is a span of this request's trace, linked to the
+        # send's provider call through the message id (otp_service/tracing)
+        with tracing.hooks.provider_event(event.provider, event.type) as span:
+            outcome = await self._applied(event)
+            span.outcome(outcome)
+            if event.message_id is not None:
+                span.matched(event.message_id, await self._trace_of(event.provider, event.message_id))
+        return outcome
+
+    async def _trace_of(self, provider: str, message_id: str) -> str | None:
+        """The context of the provider call that sent this message; None when not known (not
+        ours, expired, sent untraced, or Redis down: a missing link never refuses an event)."""
+        if self._statuses is None:
+            return None
+        try:
+            return await self._statuses.message_trace(provider, message_id)
+        except Unavailable:
+            return None
+
+    async def _applied(self, event: ProviderEvent) -> str:
         delivery = None
         try:
             async with (
