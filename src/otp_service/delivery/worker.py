@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 from cryptography.exceptions import InvalidTag
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from otp_service import tracing
 from otp_service.background import Background, failure
 from otp_service.clock import Clock, system_clock
 from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, HEARTBEAT_TTL, WorkerRegistry
@@ -58,8 +59,9 @@ class SendStatuses(Protocol):
     """Each send's status for GET /api/v1/auth/otp/sends/{send_id} (otp/store.py answers)."""
 
     async def mark_send(
-        self, send_id: str, status: DeliveryStatus, *, message: tuple[str, str] | None = None
-    ) -> bool: ...
+        self, send_id: str, status: DeliveryStatus, *, message: tuple[str, str] | None = None,
+        trace: str | None = None,
+    ) -> bool: ...  # fmt: skip
 
 
 _STATUS_OF: dict[DeliveryOutcome, DeliveryStatus] = {
@@ -97,6 +99,7 @@ class Outcome:
     send_id: str | None = None  # the send's id (CONTRACT §3), when the job could be opened
     held: Held | None = None  # SUPPRESSED: by a bounce, or by a complaint or an operator
     app: str = ""  # the application (CONTRACT §8) whose send it was
+    trace: str | None = None  # SENT, traced: the provider call's span context (otp_service/tracing)
 
 
 class DeliveryWorker(Background):
@@ -248,6 +251,8 @@ class DeliveryWorker(Background):
             log.warning("delivery.record_failed", extra={"job": outcome.job_id, "error": failure(exc)})
 
     async def _handle(self, job: Job) -> Outcome | None:
+        if tracing.hooks is not None:  # OpenTelemetry configured: this task continues the job's trace
+            tracing.hooks.resume(job.trace)
         try:
             outcome = await self.process(job)
             await self._record(outcome)
@@ -281,7 +286,7 @@ class DeliveryWorker(Background):
         if outcome.provider is not None and outcome.message_id is not None:
             message = (outcome.provider, outcome.message_id)
         try:
-            await self._statuses.mark_send(outcome.send_id, status, message=message)
+            await self._statuses.mark_send(outcome.send_id, status, message=message, trace=outcome.trace)
         except Unavailable as exc:
             log.warning("delivery.status_failed", extra={"job": outcome.job_id, "error": failure(exc)})
 
@@ -346,7 +351,7 @@ class DeliveryWorker(Background):
             provider, message_id = (sent.provider, sent.message_id) if sent is not None else (None, None)
             return Outcome(
                 job.id, status, provider, message_id, email, attempts, content.subnet, content.client,
-                content.send_id, held, app=content.app,
+                content.send_id, held, app=content.app, trace=sent.trace if sent is not None else None,
             )  # fmt: skip
 
         # A database that is down holds the job until the code expires.

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from otp_service import tracing
 from otp_service.clock import DAY_MS
 from otp_service.delivery.jobs import JobContent, JobSealer
 from otp_service.errors import (
@@ -252,33 +253,35 @@ class OtpService:
             payload = self._sealer.seal(content)
         else:
             log.info("otp.test_recipient", extra={"email": mask_email(email), "action": "send"})
-        decision = await self._store.decide_send(
-            SendRequest(
-                client=client,
-                address_id=address_id,
-                channel=CHANNEL,
-                rates=self._send_rates,
-                guard=self._guard,
-                cooldown_ms=self._s.rate_limit_ttl * 1000,
-                daily_limit=self._s.per_account_daily_limit,
-                global_limit=self._global_limit,
-                code_hash=code_hash,
-                code_ttl_ms=self._s.code_ttl * 1000,
-                job_payload=payload,
-                reuse=self._reuse,
-                source_id=ident.source_id,
-                reuse_min_left_ms=self._reuse_min_left_ms,
-                idempotency=idem,
-                domain_id=self._crypto.domain_id(domain) if domain is not None else None,
-                domain_limit=self._domains.limit,
-                mailbox_id=ident.mailbox_id,
-                global_reserve=self._s.global_reserve,
-                captcha=captcha,
-                test=fixed is not None,
-                send_id=send_id,
-                status_keep_ms=self._s.code_ttl * 1000 + STATUS_KEEP_EXTRA_MS,
-            )
+        request = SendRequest(
+            client=client,
+            address_id=address_id,
+            channel=CHANNEL,
+            rates=self._send_rates,
+            guard=self._guard,
+            cooldown_ms=self._s.rate_limit_ttl * 1000,
+            daily_limit=self._s.per_account_daily_limit,
+            global_limit=self._global_limit,
+            code_hash=code_hash,
+            code_ttl_ms=self._s.code_ttl * 1000,
+            job_payload=payload,
+            reuse=self._reuse,
+            source_id=ident.source_id,
+            reuse_min_left_ms=self._reuse_min_left_ms,
+            idempotency=idem,
+            domain_id=self._crypto.domain_id(domain) if domain is not None else None,
+            domain_limit=self._domains.limit,
+            mailbox_id=ident.mailbox_id,
+            global_reserve=self._s.global_reserve,
+            captcha=captcha,
+            test=fixed is not None,
+            send_id=send_id,
+            status_keep_ms=self._s.code_ttl * 1000 + STATUS_KEEP_EXTRA_MS,
         )
+        if tracing.hooks is None:
+            decision = await self._store.decide_send(request)
+        else:  # OpenTelemetry configured: the job carries this request's trace (otp_service/tracing)
+            decision = await self._store.decide_send(request, trace=tracing.hooks.carried())
         return self._answer(decision, email, client)
 
     async def send_status(self, send_id: str, client: Client) -> SendState:
