@@ -125,7 +125,7 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=20)
         sends_metric = next(float(line.split()[-1]) for line in metrics.splitlines()
-                            if line.startswith('otp_requests_total{endpoint="send"}'))  # fmt: skip
+                            if line.startswith('otp_requests_total{app="",endpoint="send"}'))  # fmt: skip
         print(f"{args.seconds} s at {args.rate} req/s through 2 workers ({elapsed:.1f} s wall)")
         for key, n in sorted(results.items()):
             print(f"  {key}: {n}")

@@ -61,7 +61,8 @@ def test_each_alert_fires_and_stays_quiet_as_its_unit_tests_say() -> None:
         ('outcome=~"rejected_.*"', 'outcome=~".*"'),
         ("increase(otp_http_server_errors_total[5m])", "increase(otp_http_server_errors_total[30m])"),
         ("otp_loop_last_success_timestamp_seconds) > 300", "otp_loop_last_success_timestamp_seconds) > 3000"),
-        ("min by (check) (otp_sender_check) == 0", "max by (check) (otp_sender_check) == 0"),
+        ("min by (app, check) (otp_sender_check) == 0", "max by (app, check) (otp_sender_check) == 0"),
+        ("min by (app, check) (otp_sender_check)", "min by (check) (otp_sender_check)"),
         (
             "rate(otp_accepted_to_sent_seconds_bucket[5m]))) > 30\n        for: 10m",
             "rate(otp_accepted_to_sent_seconds_bucket[5m]))) > 30\n        for: 2m",

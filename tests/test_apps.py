@@ -4,6 +4,7 @@ and each application's email, discovery document and token name it."""
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from svix.webhooks import Webhook, WebhookVerificationError
 
 from otp_service.app import create_app
 from otp_service.settings import Settings, SettingsError, load_settings
+from tests.conftest import METRICS_TOKEN
 from tests.support import ProviderFake, drain, unique_email
 from tests.test_events_out import EVENTS_SECRET, Receiver
 from tests.test_tokens import pem
@@ -317,3 +319,19 @@ async def test_without_applications_events_carry_no_app(
     finally:
         await receiver.stop()
     assert "app" not in event["data"]
+
+
+async def test_metrics_name_the_application_and_only_configured_ones(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings]
+) -> None:
+    email = unique_email()
+    async with open_app(apps_settings(worker_enabled=False)) as app:
+        await app.http.post(app_path("shop", SEND), json={"email": email})
+        await app.http.post(app_path("shop", SEND), json={"email": email})  # cooldown
+        for _ in range(3):
+            await app.http.post(app_path("x-unknown-1", SEND), json={"email": unique_email()})
+        text = (await app.http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})).text
+    assert re.search(r'^otp_requests_total\{app="shop",endpoint="send"\} [1-9]', text, re.M)
+    assert re.search(r'^otp_rejections_total\{app="shop",code="cooldown"\} [1-9]', text, re.M)
+    assert re.search(r'^otp_rejections_total\{app="",code="not_found"\} [1-9]', text, re.M)
+    assert "x-unknown-1" not in text  # a path's id is a label only when it is configured

@@ -100,15 +100,15 @@ async def test_metrics_change_after_traffic(
     assert res.headers["content-type"].startswith("text/plain")
     after = res.text
     assert (
-        value(after, "otp_requests_total", 'endpoint="send"')
-        == value(before, "otp_requests_total", 'endpoint="send"') + 1
+        value(after, "otp_requests_total", 'app="",endpoint="send"')
+        == value(before, "otp_requests_total", 'app="",endpoint="send"') + 1
     )
     assert (
-        value(after, "otp_rejections_total", 'code="cooldown"')
-        == value(before, "otp_rejections_total", 'code="cooldown"') + 1
+        value(after, "otp_rejections_total", 'app="",code="cooldown"')
+        == value(before, "otp_rejections_total", 'app="",code="cooldown"') + 1
     )
-    assert value(after, "otp_rejections_total", 'code="disposable_email"') >= 1
-    sent = 'outcome="sent",provider="console"'
+    assert value(after, "otp_rejections_total", 'app="",code="disposable_email"') >= 1
+    sent = 'app="",outcome="sent",provider="console"'
     assert value(after, "otp_deliveries_total", sent) == value(before, "otp_deliveries_total", sent) + 1
     assert "otp_provider_call_seconds_bucket" in after
     assert re.search(r'^otp_global_sends_24h\{channel="email"\} 1(\.0)?$', after, re.M)

@@ -246,20 +246,22 @@ async def test_smtp_has_no_api_so_only_dns_is_checked(nameserver: str) -> None:
     }  # fmt: skip
 
 
-def gauge(check: str) -> float | None:
-    return REGISTRY.get_sample_value("otp_sender_check", {"check": check})
+def gauge(check: str, app: str = "") -> float | None:
+    return REGISTRY.get_sample_value("otp_sender_check", {"check": check, "app": app})
 
 
 async def test_the_worker_checks_at_start_then_every_six_hours(ses: SesProvider, nameserver: str) -> None:
     clock = FakeClock()
-    good = SenderCheck(sender="noreply@good.example", providers=[ses], dns=reader(nameserver), clock=clock)
+    good = SenderCheck(
+        senders={"": "noreply@good.example"}, providers=[ses], dns=reader(nameserver), clock=clock
+    )
     assert await good.run_if_due() is not None  # at start
     assert {c: gauge(c) for c in Check} == dict.fromkeys(Check, 1.0)
     assert await good.run_if_due() is None
     clock.now += RUN_EVERY
     assert await good.run_if_due() is not None
     broken = SenderCheck(
-        sender="noreply@nodkim.example", providers=[ses], dns=reader(nameserver), clock=clock
+        senders={"": "noreply@nodkim.example"}, providers=[ses], dns=reader(nameserver), clock=clock
     )
     await broken.run_if_due()
     assert (gauge("dkim"), gauge("alignment"), gauge("spf")) == (0.0, 0.0, 1.0)
@@ -267,6 +269,20 @@ async def test_the_worker_checks_at_start_then_every_six_hours(ses: SesProvider,
     assert await broken.run_if_due() is None
     clock.now += 1  # a failing check is looked at again after half an hour
     assert await broken.run_if_due() is not None
+
+
+async def test_the_worker_checks_each_applications_from_domain_once(
+    ses: SesProvider, nameserver: str
+) -> None:
+    senders = {"": "Example <noreply@good.example>", "shop": "Shop <codes@nodkim.example>",
+               "desk": "Desk <desk@good.example>", "admin": "noreply@good.example"}  # fmt: skip
+    check = SenderCheck(senders=senders, providers=[ses], dns=reader(nameserver), clock=FakeClock())
+    reports = await check.run_if_due()
+    assert reports is not None
+    assert sorted(reports) == ["good.example", "nodkim.example"]  # each domain asked once
+    for app in ("", "desk", "admin"):
+        assert {c: gauge(c, app) for c in Check} == dict.fromkeys(Check, 1.0), app
+    assert (gauge("dkim", "shop"), gauge("alignment", "shop"), gauge("spf", "shop")) == (0.0, 0.0, 1.0)
 
 
 def test_doctor_prints_each_check_and_exits_0_or_1(
@@ -288,6 +304,35 @@ def test_doctor_prints_each_check_and_exits_0_or_1(
     assert "FAIL  dkim       ses     " in failed
     assert failed.splitlines()[-1] == "2 of 5 checks failed"
     assert "fix the dkim check: ses signs as d=nodkim.example" in failed
+
+
+def test_doctor_checks_an_applications_own_sender(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], moto_url: str, nameserver: str,  # noqa: F811
+    ses: SesProvider,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("OTP_EMAIL_PROVIDER", "ses")
+    monkeypatch.setenv("OTP_SES_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("OTP_DNS_NAMESERVERS", json.dumps([nameserver]))
+    monkeypatch.setenv("OTP_DNS_TIMEOUT", "0.3")
+    monkeypatch.setenv("OTP_EMAIL_FROM", "Example <noreply@good.example>")
+    apps = {"shop": {"email_from": "Shop <codes@nodkim.example>"}, "desk": {"brand_name": "Desk"}}
+    monkeypatch.setenv("OTP_APPS", json.dumps(apps))
+    assert main(["doctor"]) == 0  # the service-wide sender, as before
+    assert capsys.readouterr().out.startswith("Sender check for Example <noreply@good.example>")
+    assert main(["doctor", "--app", "shop"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "Application shop\nSender check for Shop <codes@nodkim.example> (From domain nodkim.example)"
+    )
+    assert "FAIL  dkim       ses     " in out
+    assert main(["doctor", "--app", "desk"]) == 0  # no email_from of its own: the service's
+    assert "(From domain good.example)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["doctor", "--app", "nope"])
+    assert exited.value.code == 2
+    assert (
+        capsys.readouterr().err == "otp-service: --app 'nope': no such application; configured: shop, desk\n"
+    )
 
 
 async def test_an_unexpected_exception_asking_the_provider_is_a_failed_check(nameserver: str) -> None:

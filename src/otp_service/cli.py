@@ -148,13 +148,24 @@ async def run_worker(settings: Settings, *, concurrency: int | None = None) -> N
         log.info("worker.stopping", extra={"consumer": built.worker.name})
 
 
-def _doctor(_args: argparse.Namespace) -> int:
-    return asyncio.run(run_doctor(_settings_or_exit()))
+def _app_or_exit(settings: Settings, app: str | None) -> Settings:
+    """The settings application `app` sees (CONTRACT §8), the service-wide ones without --app; an
+    id OTP_APPS does not configure: exit 2, naming those it does."""
+    view = settings if app is None else settings.app_view(app) if app else None
+    if view is None:
+        known = ", ".join(settings.app_ids) or "none (OTP_APPS is empty)"
+        print(f"otp-service: --app {app!r}: no such application; configured: {known}", file=sys.stderr)
+        raise SystemExit(2)
+    return view
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    return asyncio.run(run_doctor(_app_or_exit(_settings_or_exit(), args.app)))
 
 
 async def run_doctor(settings: Settings) -> int:
-    """The sender check (CONTRACT §9) for OTP_EMAIL_FROM and each configured provider, printed;
-    1 when a check fails."""
+    """The sender check (CONTRACT §9) for `settings`' email_from (OTP_EMAIL_FROM, or an
+    application's own) and each configured provider, printed; 1 when a check fails."""
     import contextlib
 
     from otp_service.assembly.infrastructure import provider_names
@@ -165,14 +176,14 @@ async def run_doctor(settings: Settings) -> int:
     async with contextlib.AsyncExitStack() as stack:
         providers = [await build_provider(name, settings, stack) for name in provider_names(settings)]
         report = await check_sender(settings.email_from, providers, DnsReader.of(settings))
-    sys.stdout.write(render(report))
+    sys.stdout.write((f"Application {settings.app}\n" if settings.app else "") + render(report))
     return 1 if report.failed else 0
 
 
 def _trust_page(args: argparse.Namespace) -> int:
     from otp_service.trust.page import render_trust_page
 
-    sys.stdout.write(render_trust_page(_settings_or_exit(), args.format))
+    sys.stdout.write(render_trust_page(_app_or_exit(_settings_or_exit(), args.app), args.format))
     return 0
 
 
@@ -202,11 +213,17 @@ def main(argv: list[str] | None = None) -> int:
         "doctor",
         help="check that mail from OTP_EMAIL_FROM will be accepted (SPF, DKIM, DMARC); exit 1 on a failure",
     )
+    doctor.add_argument(
+        "--app", metavar="ID", default=None, help="check that application's sender instead (OTP_APPS)"
+    )
     doctor.set_defaults(func=_doctor)
     trust = sub.add_parser(
         "trust-page", help='print the "Trust & email sending practices" page, from the effective settings'
     )
     trust.add_argument("--format", choices=["markdown", "html"], default="markdown")
+    trust.add_argument(
+        "--app", metavar="ID", default=None, help="that application's page, from its settings (OTP_APPS)"
+    )
     trust.set_defaults(func=_trust_page)
     args = parser.parse_args(argv)
     if getattr(args, "workers", 1) < 1:

@@ -2,9 +2,13 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-REQUESTS = Counter("otp_requests_total", "Accepted OTP API requests by endpoint", ["endpoint"])
-REJECTIONS = Counter("otp_rejections_total", "Requests answered with a problem, by code", ["code"])
-DELIVERIES = Counter("otp_deliveries_total", "Delivery jobs by outcome and provider", ["outcome", "provider"])
+# `app`: the application (CONTRACT §8), one of OTP_APPS' ids or '' (the service-wide one, which
+# Prometheus reads as no label): never a value taken from a request, so the series stay bounded.
+REQUESTS = Counter("otp_requests_total", "Accepted OTP API requests by endpoint", ["endpoint", "app"])
+REJECTIONS = Counter("otp_rejections_total", "Requests answered with a problem, by code", ["code", "app"])
+DELIVERIES = Counter(
+    "otp_deliveries_total", "Delivery jobs by outcome and provider", ["outcome", "provider", "app"]
+)
 PROVIDER_CALLS = Counter("otp_provider_calls_total", "Email provider calls by result", ["provider", "result"])
 PROVIDER_LATENCY = Histogram(
     "otp_provider_call_seconds",
@@ -51,8 +55,9 @@ RETENTION_DELETED = Counter(
 )
 SENDER_CHECK = Gauge(
     "otp_sender_check",
-    "Sender check (CONTRACT §9, otp-service doctor) by check: 1 passing for every provider, 0 failing",
-    ["check"],
+    "Sender check (CONTRACT §9, otp-service doctor) by check and application (its From domain's): 1 "
+    "passing for every provider, 0 failing",
+    ["check", "app"],
 )
 
 # Time to inbox (issue 31), labelled by provider name only (a handful of values), so the series

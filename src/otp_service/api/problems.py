@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 
 from otp_service.api.routing import refusal_of
+from otp_service.api.state import STATE_KEY, WebState
 from otp_service.errors import PROBLEM_TYPE_BASE, ServiceError
 from otp_service.logs import Tally, get_logger
 from otp_service.metrics import REJECTIONS
@@ -79,18 +80,29 @@ def instance(request: Request) -> str:
     return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
 
 
-_REJECTED: dict[str, Any] = {}
-"""Label children by code, resolved once each."""
+_REJECTED: dict[tuple[str, str], Any] = {}
+"""Label children by code and application, resolved once each."""
 
 REFUSALS = Tally(get_logger("api"), "otp.refusals")
 """Every problem answered, by code: one log line per interval (the app's lifespan runs its timer)."""
 
 
+def _app_of(request: Request) -> str:
+    """The configured application a request named (CONTRACT §8), else '': an unknown id in a path
+    never becomes a metric label."""
+    app = request.scope.get("path_params", {}).get("app")
+    if not app:
+        return ""
+    web = getattr(request.state, STATE_KEY, None)
+    return app if isinstance(web, WebState) and app in web.apps else ""
+
+
 def problem_response(exc: ServiceError, request: Request) -> Response:
-    """A domain error as problem+json, counted by code."""
-    counter = _REJECTED.get(exc.code)
+    """A domain error as problem+json, counted by code (and application)."""
+    shape = (exc.code, _app_of(request))
+    counter = _REJECTED.get(shape)
     if counter is None:
-        counter = _REJECTED[exc.code] = REJECTIONS.labels(exc.code)
+        counter = _REJECTED[shape] = REJECTIONS.labels(*shape)
     counter.inc()
     REFUSALS.add(exc.code)
     headers = exc.headers()

@@ -104,7 +104,8 @@ async def build_worker(
     sending = [p for p in (primary, fallback) if p is not None and p.name != "console"]
     check = None
     if sending:  # the console sends nothing a mailbox provider could refuse
-        check = SenderCheck(sender=s.email_from, providers=sending, dns=DnsReader.of(s), clock=infra.clock)
+        senders = {app: view.email_from for app, view in s.app_views().items()}  # each From domain
+        check = SenderCheck(senders=senders, providers=sending, dns=DnsReader.of(s), clock=infra.clock)
     return WorkerComponents(worker, guard, retention, sender, check)
 
 

@@ -268,7 +268,7 @@ class DeliveryWorker(Background):
             return None
         finally:
             self._inflight.pop(job.id, None)
-        DELIVERIES.labels(outcome.status, outcome.provider or "none").inc()
+        DELIVERIES.labels(outcome.status, outcome.provider or "none", outcome.app).inc()
         if outcome.status is DeliveryOutcome.SENT and outcome.provider and (queued := queued_at(job.id)):
             ACCEPTED_TO_SENT.labels(outcome.provider).observe(max(0.0, self._clock() - queued.timestamp()))
         if self._on_outcome is not None:

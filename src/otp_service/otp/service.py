@@ -80,8 +80,6 @@ IDEMPOTENCY_LEASE_MS = 15_000
 siteverify and a DNS lookup, each with its own timeout) before a retry decides afresh."""
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
-_SENDS = REQUESTS.labels("send")
-_VERIFIES = REQUESTS.labels("verify")
 _WITHHELD = NOT_ME.labels("withheld")
 
 
@@ -185,6 +183,9 @@ class OtpService:
             status_rate.period_seconds * 1000,
         )  # fmt: skip
         self._global_limit = settings.global_daily_limits.get(CHANNEL, 0)
+        # The application's label (CONTRACT §8: configured ids only, '' the service-wide one).
+        self._sends = REQUESTS.labels("send", settings.app)
+        self._verifies = REQUESTS.labels("verify", settings.app)
         self._accepted = SendAccepted(settings.code_ttl, settings.rate_limit_ttl)
         self._replayed = SendAccepted(settings.code_ttl, settings.rate_limit_ttl, replayed=True)
         self._reuse = settings.resend_strategy == "reuse"
@@ -338,7 +339,7 @@ class OtpService:
             # DEBUG: the worker's `delivery.sent` is the line per email (the INFO line here cost an
             # accepted send a fifth of its server CPU: README, "Performance").
             log.debug("otp.send_accepted", extra={"email": mask_email(email or ""), "job": decision.job_id})
-            _SENDS.inc()
+            self._sends.inc()
             if decision.withheld:  # a "not me" report holds: the same answer, no email (otp/not_me.py)
                 _WITHHELD.inc()
             return dataclasses.replace(self._accepted, send_id=decision.send_id)
@@ -447,7 +448,7 @@ class OtpService:
                     log.info("otp.verify_approved", extra={"email": mask_email(email)})
                     if self._sent_to_verified is not None:  # in the background, never awaited
                         self._sent_to_verified.verified(email)
-                _VERIFIES.inc()
+                self._verifies.inc()
                 if self._events is not None:  # CONTRACT §7: one XADD, never waits on the receiver
                     event = verified_event(email)
                     data = {**event, "test": True} if test else event
