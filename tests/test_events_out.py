@@ -135,14 +135,18 @@ async def test_every_event_reaches_the_integrator_signed_and_a_failure_is_retrie
         async with open_app(settings) as app:
             before = (await app.http.get("/metrics", headers=METRICS_AUTH)).text
             user, bouncer, refused = unique_email(), unique_email(), f"refused-{unique_email()}"
+            send_ids = {}
             for email in (user, bouncer, refused):
-                assert (await app.http.post(SEND, json={"email": email})).status_code == 202
+                res = await app.http.post(SEND, json={"email": email})
+                assert res.status_code == 202
+                send_ids[email] = res.json()["send_id"]
             await drain(app)
             assert (
                 await app.http.post(VERIFY, json={"email": user, "code": sent[user][1]})
             ).status_code == 200
             for kind, email in (
                 ("email.delivered", user),
+                ("email.delivery_delayed", bouncer),
                 ("email.bounced", bouncer),
                 ("email.complained", user),
             ):
@@ -150,13 +154,13 @@ async def test_every_event_reaches_the_integrator_signed_and_a_failure_is_retrie
                 assert (
                     await app.http.post("/api/v1/auth/resend-events/", content=body, headers=headers)
                 ).status_code == 200
-            events = await receiver.wait_for(8)
+            events = await receiver.wait_for(9)
             await asyncio.sleep(0.3)  # the sender counts a post once its answer is read
             metrics = (await app.http.get("/metrics", headers=METRICS_AUTH)).text
 
-    # 7 events in 8 posts: the first post failed, and the same event (the same webhook-id, the
+    # 8 events in 9 posts: the first post failed, and the same event (the same webhook-id, the
     # same body) was posted again after about 5 s.
-    assert len(events) == 8
+    assert len(events) == 9
     again = [e for e in events[1:] if e["webhook-id"] == events[0]["webhook-id"]]
     assert again == [events[0]]
     assert receiver.requests[0][0] == next(
@@ -170,10 +174,16 @@ async def test_every_event_reaches_the_integrator_signed_and_a_failure_is_retrie
             "otp.failed",
             "otp.verified",
             "otp.delivered",
+            "otp.delayed",
             "otp.bounced",
             "otp.complained",
         ]
     )
+    # Every event names the send it is about (CONTRACT §7), the provider's events and the verify
+    # as the worker's.
+    assert {(e["type"], e["data"]["email"]): e["data"]["send_id"] for e in unique.values()} == {
+        (e["type"], e["data"]["email"]): send_ids[e["data"]["email"]] for e in unique.values()
+    }
     sent_events = {e["data"]["email"]: e for e in unique.values() if e["type"] == "otp.sent"}
     assert set(sent_events) == {user, bouncer}
     assert sent_events[user]["data"]["message_id"] == sent[user][0]

@@ -271,6 +271,7 @@ async def test_a_report_goes_out_as_otp_reported(
     assert reported["data"]["email"] == email
     assert reported["data"]["job_id"] == sent["data"]["job_id"]
     assert reported["data"]["message_id"] == sent["data"]["message_id"]
+    assert reported["data"]["send_id"] == sent["data"]["send_id"] is not None
 
 
 async def test_a_bad_expired_or_reused_token_is_invalid_and_changes_nothing(

@@ -62,6 +62,7 @@ class NotMeToken:
     client: str | None
     subnet: str | None
     expires_ms: int
+    send_id: str | None = None  # the send's id (CONTRACT §3), which otp.reported names
 
 
 class InvalidNotMeToken(ValueError):
@@ -83,6 +84,8 @@ class NotMeSealer:
             plain["k"] = token.client
         if token.subnet is not None:
             plain["s"] = token.subnet
+        if token.send_id is not None:
+            plain["i"] = token.send_id
         sealed = self._sealer.seal(plain, self.PURPOSE)
         return base64.urlsafe_b64encode(base64.b64decode(sealed)).decode().rstrip("=")
 
@@ -94,7 +97,9 @@ class NotMeSealer:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             data = self._sealer.open(base64.b64encode(raw), self.PURPOSE)
-            return NotMeToken(data["j"], data["e"], data["a"], data.get("k"), data.get("s"), int(data["x"]))
+            return NotMeToken(
+                data["j"], data["e"], data["a"], data.get("k"), data.get("s"), int(data["x"]), data.get("i")
+            )
         except InvalidTag:  # another key, another purpose, or altered
             raise InvalidNotMeToken("not sealed here") from None
         except (binascii.Error, ValueError, KeyError, TypeError):
@@ -111,8 +116,9 @@ class NotMeLinks:
 
     def link(self, job_id: str, job: JobContent) -> str:
         token = NotMeToken(
-            job_id, job.email, job.address_id, job.client, job.subnet, now_ms(self._clock) + TOKEN_MS
-        )
+            job_id, job.email, job.address_id, job.client, job.subnet, now_ms(self._clock) + TOKEN_MS,
+            job.send_id,
+        )  # fmt: skip
         return self._base + self._sealer.seal(token)
 
 
@@ -186,5 +192,6 @@ class NotMeService:
         if self._events is not None:  # CONTRACT §7: one XADD, never waits on the receiver
             data = {"email": token.email, "job_id": token.job_id,
                     "provider": delivery.provider if delivery is not None else None,
-                    "message_id": delivery.provider_message_id if delivery is not None else None}  # fmt: skip
+                    "message_id": delivery.provider_message_id if delivery is not None else None,
+                    "send_id": token.send_id}  # fmt: skip
             await self._events.publish("otp.reported", data, event_id=f"{token.job_id}_reported")

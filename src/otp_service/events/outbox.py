@@ -43,6 +43,7 @@ EventType = Literal[
     "otp.suppressed",
     "otp.failed",
     "otp.delivered",
+    "otp.delayed",
     "otp.bounced",
     "otp.complained",
     "otp.verified",

@@ -137,8 +137,9 @@ def _normalised_or_raw(raw_email: str) -> str:
         return raw_email
 
 
-def verified_event(email: str) -> dict[str, str | None]:
-    return {"email": email, "job_id": None, "provider": None, "message_id": None}
+def verified_event(email: str, send_id: str | None = None) -> dict[str, str | None]:
+    """otp.verified's data (CONTRACT §7); `send_id`: the send that last emailed the code."""
+    return {"email": email, "job_id": None, "provider": None, "message_id": None, "send_id": send_id}
 
 
 class OtpService:
@@ -450,7 +451,7 @@ class OtpService:
                         self._sent_to_verified.verified(email)
                 self._verifies.inc()
                 if self._events is not None:  # CONTRACT §7: one XADD, never waits on the receiver
-                    event = verified_event(email)
+                    event = verified_event(email, decision.send_id)
                     data = {**event, "test": True} if test else event
                     await self._events.publish("otp.verified", data, app=self._s.app)
                 if self._tokens is None:

@@ -437,9 +437,10 @@ class CodeStore(Protocol):
         with it, the provider call's trace context (tracing on: otp_service/tracing)."""
         ...
 
-    async def mark_message(self, provider: str, message_id: str, status: DeliveryStatus) -> str | None:
-        """Move the status of the send whose email the provider took under `message_id`: its
-        send_id, or None when none is known (not ours, or expired)."""
+    async def mark_message(self, provider: str, message_id: str, status: DeliveryStatus | None) -> str | None:
+        """Move the status of the send whose email the provider took under `message_id` (None:
+        only find it, for an event that moves no status, a complaint): its send_id, or None when
+        none is known (not ours, or expired)."""
         ...
 
     async def send_status(self, send_id: str) -> "SendState | None":
@@ -616,13 +617,14 @@ class RedisCodeStore:
             moved = await self._MARK(self._redis, keys, args)
         return bool(moved)
 
-    async def mark_message(self, provider: str, message_id: str, status: DeliveryStatus) -> str | None:
+    async def mark_message(self, provider: str, message_id: str, status: DeliveryStatus | None) -> str | None:
         async with redis_guard("send.message"):
             found = await self._redis.execute("GET", self._keys.sent_message(provider, message_id))
         if found is None:
             return None
         send_id = text(found)
-        await self.mark_send(send_id, status)
+        if status is not None:
+            await self.mark_send(send_id, status)
         return send_id
 
     async def message_trace(self, provider: str, message_id: str) -> str | None:

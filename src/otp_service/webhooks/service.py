@@ -23,8 +23,8 @@ from otp_service.webhooks.sns import SnsVerifier, normalise_ses
 
 log = get_logger("webhooks")
 
-_EVENT_OF: dict[str, EventType] = {"delivered": "otp.delivered", "bounced": "otp.bounced",
-                                   "complained": "otp.complained"}  # fmt: skip
+_EVENT_OF: dict[str, EventType] = {"delivered": "otp.delivered", "delayed": "otp.delayed",
+                                   "bounced": "otp.bounced", "complained": "otp.complained"}  # fmt: skip
 
 Outcome = Literal["accepted", "duplicate"]
 
@@ -32,7 +32,9 @@ Outcome = Literal["accepted", "duplicate"]
 class SendStatuses(Protocol):
     """Each send's status for GET /api/v1/auth/otp/sends/{send_id} (otp/store.py answers)."""
 
-    async def mark_message(self, provider: str, message_id: str, status: DeliveryStatus) -> str | None: ...
+    async def mark_message(
+        self, provider: str, message_id: str, status: DeliveryStatus | None
+    ) -> str | None: ...
 
     async def message_trace(self, provider: str, message_id: str) -> str | None:
         """Tracing on: the trace context of the provider call that sent this message."""
@@ -171,12 +173,14 @@ class WebhookService:
 
     async def _mark(self, event: ProviderEvent) -> str | None:
         """The send's status, found through the provider's message id; its send_id (None: not
-        one of ours, or expired). Redis down: the status stays behind, the event is not refused
+        one of ours, or expired), which every event out names (CONTRACT §7), one that moves no
+        status (a complaint) too. Redis down: the status stays behind, the event is not refused
         (it is recorded, and a repeat would be a duplicate)."""
         if self._statuses is None or event.message_id is None:
             return None
         status = _status_of(event)
-        if status is None:
+        goes_out = self._events is not None and kind_of(event.provider, event.type) in _EVENT_OF
+        if status is None and not goes_out:
             return None
         try:
             return await self._statuses.mark_message(event.provider, event.message_id, status)
@@ -189,7 +193,7 @@ class WebhookService:
     async def _publish(
         self, event: ProviderEvent, delivery: Delivery | None, send_id: str | None = None
     ) -> None:
-        """Events out (CONTRACT §7): delivered, bounced, complained, matched to the send through
+        """Events out (CONTRACT §7): delivered, delayed, bounced, complained, matched to the send through
         the provider's message id. The webhook-id follows the provider's event id: a provider
         that delivers its event twice (processed once here) cannot make two."""
         kind = _EVENT_OF.get(kind_of(event.provider, event.type))
