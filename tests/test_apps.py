@@ -4,6 +4,7 @@ and each application's email, discovery document and token name it."""
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from otp_service.app import create_app
+from otp_service.logs import JsonFormatter
 from otp_service.settings import Settings, SettingsError, load_settings
 from tests.conftest import METRICS_TOKEN
 from tests.support import ProviderFake, drain, unique_email
@@ -335,3 +337,22 @@ async def test_metrics_name_the_application_and_only_configured_ones(
     assert re.search(r'^otp_rejections_total\{app="shop",code="cooldown"\} [1-9]', text, re.M)
     assert re.search(r'^otp_rejections_total\{app="",code="not_found"\} [1-9]', text, re.M)
     assert "x-unknown-1" not in text  # a path's id is a label only when it is configured
+
+
+async def test_log_lines_name_the_application(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings], provider: ProviderFake,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.handler.setFormatter(JsonFormatter())
+    shop, plain = unique_email(), unique_email()
+    async with open_app(apps_settings()) as app:
+        for email, send, verify in (
+            (shop, app_path("shop", SEND), app_path("shop", VERIFY)),
+            (plain, SEND, VERIFY),
+        ):
+            code = await code_sent(app, provider, send, email)
+            with caplog.at_level(logging.INFO, logger="otp_service"):
+                await app.http.post(verify, json={"email": email, "code": code})
+    lines = [json.loads(line) for line in caplog.text.splitlines() if line.startswith("{")]
+    approved = [line for line in lines if line["event"] == "otp.verify_approved"]
+    assert [line.get("app") for line in approved] == ["shop", None]

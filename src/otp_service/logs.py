@@ -16,6 +16,9 @@ from typing import Any
 from otp_service.tasks import pause
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+app_var: ContextVar[str] = ContextVar("app", default="")
+"""The application (CONTRACT §8) the request or job being handled is of; '' the service-wide one,
+which no line names."""
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -53,6 +56,9 @@ class JsonFormatter(logging.Formatter):
         rid = request_id_var.get()
         if rid:
             out["request_id"] = rid
+        app = app_var.get()
+        if app:
+            out["app"] = app
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 out[key] = value

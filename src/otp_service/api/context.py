@@ -11,7 +11,7 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from otp_service.logs import request_id_var
+from otp_service.logs import app_var, request_id_var
 from otp_service.metrics import SERVER_ERRORS
 from otp_service.net import Network, Prefixes, resolve
 
@@ -64,8 +64,9 @@ class RequestContext:
                     SERVER_ERRORS.labels(str(message["status"])).inc()
             await send(message)
 
-        token = request_id_var.set(request_id)
+        token, app_token = request_id_var.set(request_id), app_var.set("")  # an application's route sets it
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+            app_var.reset(app_token)

@@ -19,6 +19,7 @@ from otp_service.delivery.reputation import ReputationGuard
 from otp_service.delivery.stats import DeliveryStats
 from otp_service.delivery.usage import UsageService
 from otp_service.errors import NotFound
+from otp_service.logs import app_var
 from otp_service.net import Client
 from otp_service.otp.service import STATUS_SCOPE, OtpService
 from otp_service.otp.store import SEND_SCOPE, VERIFY_SCOPE
@@ -46,6 +47,7 @@ async def _app_service(request: Request, scope: str) -> OtpService:
     if otp is None:
         await state.otp.count_unrouted(scope, await get_client(request))
         raise NotFound("No such application")
+    app_var.set(request.path_params["app"])  # this request's log lines name it (its own context)
     return otp
 
 
