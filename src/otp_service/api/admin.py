@@ -35,6 +35,15 @@ from otp_service.api.schemas import problem_responses
 from otp_service.errors import InvalidRequest, ServiceError
 from otp_service.validation.address import normalize_email
 
+AppParam = Annotated[
+    str,
+    Query(
+        pattern=r"^[a-z0-9-]{0,32}$",
+        description="The application (CONTRACT §8); absent or empty: the service-wide one, as the "
+        "unprefixed endpoints are. An id OTP_APPS does not configure: 404 not_found",
+    ),
+]
+
 router = APIRouter(
     prefix="/api/v1/admin",
     tags=["admin"],
@@ -146,16 +155,19 @@ async def lift_block(source: str, guard: ReputationDep, audit: AuditLogDep, admi
         "daily count and cap (its remembered sources' own too), suppression, live code; the IP's "
         "client and subnet rates, the low-conversion guard, a reputation block; the recipient "
         "domain's count and the global cap; and `would_refuse`, the code a send would get now. "
-        "Either parameter may be given alone. Reads only: nothing changes any counter."
+        "Either parameter may be given alone. With `app`, as that application's send would decide (its "
+        "own cooldown, daily cap, remembered sources and live code; the rest is shared). Reads only: "
+        "nothing changes any counter."
     ),
-    responses=problem_responses({422: ["invalid_request"]}),
+    responses=problem_responses({404: ["not_found"], 422: ["invalid_request"]}),
 )
 async def limits(
     lookup: LimitsLookupDep,
     email: Annotated[str | None, Query(max_length=320)] = None,
     ip: Annotated[str | None, Query(max_length=64)] = None,
+    app: AppParam = "",
 ) -> LimitsOut:
-    return LimitsOut.model_validate(await lookup.explain(email, ip))
+    return LimitsOut.model_validate(await lookup.explain(email, ip, app))
 
 
 @router.get("/audit", summary="Admin writes, newest first")

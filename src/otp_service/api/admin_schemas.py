@@ -298,6 +298,7 @@ class LimitsOut(_FromDomain):
         description='Accepted and emailed nothing: the address was reported "not me" and this client is '
         "not one of its remembered sources"
     )
+    app: str = Field(description="The application whose send this is ('': the service-wide one)")
 
 
 class StagePercentiles(BaseModel):

@@ -76,10 +76,11 @@ def build_web(infra: Infrastructure, *, sent_to_verified: SentToVerified | None 
         )  # fmt: skip
 
     otp = otp_of(s)
+    apps = {app: otp_of(view) for app, view in s.app_views().items() if app}
     return WebState(
         otp=otp,
-        apps={app: otp_of(view) for app, view in s.app_views().items() if app},
-        limits=LimitsLookup(settings=s, otp=otp, sessions=sessions),
+        apps=apps,
+        limits=LimitsLookup(settings=s, apps={"": otp, **apps}, sessions=sessions),
         not_me=NotMeService(
             tokens=infra.not_me,
             reports=RedisReports(infra.redis, infra.keys),

@@ -1,15 +1,20 @@
 """'Why was this refused?' (GET /api/v1/admin/limits, CONTRACT §3): every limit a send would meet
 for an address and a client IP, read from the same keys the send decision reads (otp/lua/limits.lua,
 a no-writes script) and the suppression table, and which refusal a send would get now: the send
-decision's own (otp/lua/_decide.lua), run read-only. Nothing in it changes any counter."""
+decision's own (otp/lua/_decide.lua), run read-only. Nothing in it changes any counter.
+
+With applications (CONTRACT §8) the look-up is one application's: its send (its own keys for the
+address's cooldown, daily cap, remembered sources and live code) and its settings (its daily cap);
+what is shared (client, subnet, domain, global cap, blocks, suppression) reads the same for all."""
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from otp_service.db.engine import database_session
-from otp_service.errors import InvalidRequest, ServiceError
+from otp_service.errors import InvalidRequest, NotFound, ServiceError
 from otp_service.limits.throttle import ConversionGuard
 from otp_service.net import Client, Prefixes, resolve
 from otp_service.otp.service import CHANNEL, Identity, OtpService
@@ -95,6 +100,8 @@ class LimitsReport:
     would_withhold: bool = False
     """Accepted, and emailed nothing: the address was reported "not me" and the client is not one
     of its remembered sources (the send decision's own verdict, run read-only)."""
+    app: str = ""
+    """The application whose send was asked about ('' the service-wide one)."""
 
 
 def _seconds(ms: int) -> int:
@@ -103,10 +110,15 @@ def _seconds(ms: int) -> int:
 
 class LimitsLookup:
     def __init__(
-        self, *, settings: Settings, otp: OtpService, sessions: async_sessionmaker[AsyncSession]
+        self,
+        *,
+        settings: Settings,
+        apps: Mapping[str, OtpService],
+        sessions: async_sessionmaker[AsyncSession],
     ) -> None:
+        """`apps`: each application's send by id, '' the service-wide one (WebState.apps and otp)."""
         self._s = settings
-        self._otp = otp
+        self._apps = apps
         self._sessions = sessions
         self._guard = ConversionGuard.of(settings)
         self._prefixes: Prefixes = settings.client_prefixes()
@@ -117,19 +129,25 @@ class LimitsLookup:
             raise InvalidRequest("ip: not an IP address")
         return client
 
-    async def explain(self, email: str | None, ip: str | None) -> LimitsReport:
+    async def explain(self, email: str | None, ip: str | None, app: str = "") -> LimitsReport:
+        """As application `app`'s next send would decide ('' the service-wide one); an id that is
+        not configured: NotFound."""
+        otp, view = self._apps.get(app), self._s.app_view(app)
+        if otp is None or view is None:
+            raise NotFound("No such application")
         if not email and not ip:
             raise InvalidRequest("give email, ip, or both")
         client = self.client_of(ip) if ip else None
         address, check = None, None
         if email:
             try:
-                address = self._otp.check_address(email)
+                address = otp.check_address(email)
             except ServiceError as refused:
                 check = refused.code
                 address = email.strip().lower()
-        ident, state = await self._otp.limits(address, client)
-        return self._report(address, check, ident, client, state, await self._suppression(address, ident))
+        ident, state = await otp.limits(address, client)
+        suppression = await self._suppression(address, ident)
+        return self._report(view, address, check, ident, client, state, suppression)
 
     async def _suppression(self, address: str | None, ident: Identity | None) -> str | None:
         if address is None or ident is None:
@@ -139,10 +157,9 @@ class LimitsLookup:
         return row.reason if row is not None else None
 
     def _report(
-        self, email: str | None, check: str | None, ident: Identity | None, client: Client | None,
-        st: LimitsState, suppression: str | None,
+        self, s: Settings, email: str | None, check: str | None, ident: Identity | None,
+        client: Client | None, st: LimitsState, suppression: str | None,
     ) -> LimitsReport:  # fmt: skip
-        s = self._s
         send, subnet = s.rate("otp_send"), s.rate("otp_send_subnet")
         global_limit = s.global_daily_limits.get(CHANNEL, 0)
         reserve = math.ceil(global_limit * s.global_reserve)
@@ -185,4 +202,6 @@ class LimitsLookup:
         # send decision's own verdict (otp/lua/_decide.lua, run read-only).
         refusal, wait = (check, 0) if check is not None else (st.refusal, _seconds(st.wait))
         withhold = refusal is None and bool(st.withheld)
-        return LimitsReport(address, client_limits, glob, reserve, bool(st.paused), refusal, wait, withhold)
+        return LimitsReport(
+            address, client_limits, glob, reserve, bool(st.paused), refusal, wait, withhold, s.app
+        )

@@ -1,0 +1,132 @@
+"""The admin API with applications (CONTRACT §3, §8): `limits`, `usage` and `deliveries` take
+`?app=`, answering for that application (an id OTP_APPS does not configure: 404 not_found), and
+without it, or without OTP_APPS, answer as they always did. On Redis and PostgreSQL, and on the
+embedded default."""
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otp_service.settings import Settings
+from tests.support import ProviderFake, unique_email
+
+KEY = "apps-admin-key-0123456789-0123456789-01"
+ADMIN = {"authorization": f"Bearer {KEY}"}
+SEND, LIMITS = "/api/v1/auth/otp/send", "/api/v1/admin/limits"
+USAGE, DELIVERIES = "/api/v1/admin/usage", "/api/v1/admin/deliveries"
+WIDE = {"otp_send": "1000/minute", "otp_send_subnet": "1000/minute", "otp_verify": "1000/minute",
+        "otp_verify_subnet": "1000/minute"}  # fmt: skip
+SHOP = {"brand_name": "Shop Co", "email_from": "Shop <codes@shop.example>", "rate_limit_ttl": 120,
+        "per_account_daily_limit": 4}  # fmt: skip
+APPS = {"shop": SHOP, "merchant": {"brand_name": "Merchant Desk"}}
+HOME = "203.0.113.7"
+"""The address the tests' requests come from (conftest.open_app)."""
+
+
+def app_path(app: str, path: str) -> str:
+    return f"/api/v1/apps/{app}{path.removeprefix('/api/v1')}"
+
+
+@pytest.fixture(params=[{}, {"redis_url": None}], ids=["redis", "embedded"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    chosen = dict(request.param)
+    if chosen:  # the embedded store, with a database of its own
+        chosen["database_url"] = f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}"
+    return chosen
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[ProviderFake]:
+    async with ProviderFake() as fake:
+        yield fake
+
+
+@pytest.fixture
+def admin_settings(
+    store: dict[str, Any], make_settings: Callable[..., Settings], provider: ProviderFake
+) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "apps": APPS, "admin_api_keys": [KEY], "email_provider": "resend", "resend_api_key": "re_test",
+            "resend_api_url": provider.url, "conversion_min_sends": 1_000_000, "throttle_rates": WIDE,
+            **store,
+        }  # fmt: skip
+        values.update(overrides)
+        return make_settings(**values)
+
+    return make
+
+
+async def admin_get(client: Any, path: str, **params: str) -> dict[str, Any]:
+    res = await client.http.get(path, params=params, headers=ADMIN)
+    assert res.status_code == 200, res.text
+    body: dict[str, Any] = res.json()
+    return body
+
+
+def assert_not_found(res: Any) -> None:
+    assert res.status_code == 404, res.text
+    assert res.headers["content-type"] == "application/problem+json"
+    assert res.json()["code"] == "not_found"
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+
+async def test_limits_answer_as_that_applications_send_would(
+    open_app: Callable[..., Any], admin_settings: Callable[..., Settings]
+) -> None:
+    email = unique_email()
+    async with open_app(admin_settings(worker_enabled=False)) as app:
+        assert (await app.http.post(app_path("shop", SEND), json={"email": email})).status_code == 202
+        shop = await admin_get(app, LIMITS, email=email, ip=HOME, app="shop")
+        assert shop["app"] == "shop"
+        assert shop["address"]["daily"] == {"count": 1, "limit": 4, "retry_after": 0}  # its own cap
+        assert 119 <= shop["address"]["cooldown_remaining"] <= 120  # its own cooldown
+        assert shop["address"]["code_expires_in"] > 0
+        assert shop["would_refuse"] == "cooldown"
+        assert shop["client"]["client_rate"]["count"] == 1
+        refused = await app.http.post(app_path("shop", SEND), json={"email": email})
+        assert (refused.status_code, refused.json()["code"]) == (429, "cooldown")
+        assert abs(int(refused.headers["retry-after"]) - shop["retry_after"]) <= 1
+        # The address's other applications have spent nothing, and their sends would pass.
+        for elsewhere in ({}, {"app": ""}, {"app": "merchant"}):
+            other = await admin_get(app, LIMITS, email=email, ip=HOME, **elsewhere)
+            assert other["app"] == elsewhere.get("app", "")
+            assert other["address"]["daily"] == {"count": 0, "limit": 10, "retry_after": 0}, elsewhere
+            assert (other["address"]["cooldown_remaining"], other["address"]["code_expires_in"]) == (0, 0)
+            assert other["would_refuse"] is None
+            # What is shared reads the same: the client's rate and the global cap count every app.
+            assert other["client"]["client_rate"]["count"] == 2  # the shop's two sends
+            assert other["global_daily"]["count"] == shop["global_daily"]["count"] >= 1
+        assert (await app.http.post(app_path("merchant", SEND), json={"email": email})).status_code == 202
+
+
+async def test_limits_of_an_unknown_application_are_404(
+    open_app: Callable[..., Any], admin_settings: Callable[..., Settings]
+) -> None:
+    async with open_app(admin_settings(worker_enabled=False)) as app:
+        for params in (
+            {"email": unique_email(), "app": "nope"},
+            {"ip": HOME, "app": "shopx"},
+            {"app": "nope"},
+        ):
+            assert_not_found(await app.http.get(LIMITS, params=params, headers=ADMIN))
+        res = await app.http.get(LIMITS, params={"ip": HOME, "app": "Shop!"}, headers=ADMIN)
+        assert (res.status_code, res.json()["code"]) == (422, "invalid_request")  # not an id at all
+
+
+async def test_without_applications_limits_answer_as_before(
+    open_app: Callable[..., Any], admin_settings: Callable[..., Settings]
+) -> None:
+    email = unique_email()
+    async with open_app(admin_settings(apps={}, worker_enabled=False)) as app:
+        assert (await app.http.post(SEND, json={"email": email})).status_code == 202
+        body = await admin_get(app, LIMITS, email=email, ip=HOME)
+        assert (body["app"], body["would_refuse"]) == ("", "cooldown")
+        assert body["address"]["daily"] == {"count": 1, "limit": 10, "retry_after": 0}
+        empty = await admin_get(app, LIMITS, email=email, ip=HOME, app="")
+        assert {**empty, "retry_after": 0} == {**body, "retry_after": 0}
+        assert_not_found(await app.http.get(LIMITS, params={"email": email, "app": "shop"}, headers=ADMIN))
