@@ -91,14 +91,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     install_openapi(app)
     app.include_router(otp.router)
+    if settings.app_ids:  # CONTRACT §8: right after the unprefixed send and verify, which match first
+        app.include_router(otp.apps_router)
     app.include_router(not_me.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     install_discovery(app, settings)
-    if settings.app_ids:  # CONTRACT §8: after every unprefixed route, so those match first
-        app.include_router(otp.apps_router)
     install_docs(app)
     return app
 
