@@ -350,9 +350,11 @@ async def test_log_lines_name_the_application(
             (shop, app_path("shop", SEND), app_path("shop", VERIFY)),
             (plain, SEND, VERIFY),
         ):
-            code = await code_sent(app, provider, send, email)
             with caplog.at_level(logging.INFO, logger="otp_service"):
+                code = await code_sent(app, provider, send, email)
                 await app.http.post(verify, json={"email": email, "code": code})
     lines = [json.loads(line) for line in caplog.text.splitlines() if line.startswith("{")]
     approved = [line for line in lines if line["event"] == "otp.verify_approved"]
     assert [line.get("app") for line in approved] == ["shop", None]
+    sent = [line for line in lines if line["event"] == "delivery.sent"]
+    assert [line.get("app") for line in sent] == ["shop", None]  # the worker's lines too

@@ -35,7 +35,7 @@ from otp_service.delivery.repository import DeliveryOutcome, DeliveryRecord
 from otp_service.delivery.sender import Delivered, Deliverer, DeliveryFailed, Superseded, Wording, backoff
 from otp_service.errors import Unavailable
 from otp_service.events.outbox import EventOutbox, EventType
-from otp_service.logs import get_logger, mask_email
+from otp_service.logs import app_var, get_logger, mask_email
 from otp_service.metrics import ACCEPTED_TO_SENT, DELIVERIES, WORKER_CRASHES
 from otp_service.sends import DeliveryStatus
 from otp_service.supervise import Beat, Loop
@@ -331,6 +331,7 @@ class DeliveryWorker(Background):
             return Outcome(job.id, DeliveryOutcome.EXPIRED)
         try:
             content: JobContent = self._sealer.open(job.payload)
+            app_var.set(content.app)  # this job's log lines name its application (its own task)
             code, code_hash, wording = content.code, content.code_hash, Wording(content.locale)
             if job.reused_code is not None:  # the live code, again (reuse, or a remembered source's)
                 kept = self._sealer.open(job.reused_code)  # the job that sent it
