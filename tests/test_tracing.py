@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,11 +28,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 from redis import Redis as SyncRedis
+from redis.asyncio import Redis as AsyncRedis
 
 from otp_service import tracing
+from otp_service.delivery.queue import TRACE, RedisJobQueue
+from otp_service.otp.store import RedisCodeStore, SendStatus
+from otp_service.redisio import EmbeddedRedis, RedisKeys, open_redis
+from otp_service.sends import DeliveryStatus
 from tests.conftest import REDIS_URL
-from tests.support import ServiceProcess, clean_env, free_port, service_env, unique_email
+from tests.support import FakeClock, ServiceProcess, clean_env, free_port, service_env, unique_email
 from tests.test_resend_webhooks import SECRET, event, signed
+from tests.test_store_contract import send_req
 
 SEND = "/api/v1/auth/otp/send"
 VERIFY = "/api/v1/auth/otp/verify"
@@ -411,6 +417,63 @@ def test_no_span_holds_an_address_a_code_or_a_send_id(traced: Traced) -> None:
             assert secret.encode() not in body, secret
 
 
+@dataclass
+class Stores:
+    kind: str
+    codes: RedisCodeStore
+    queue: RedisJobQueue
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def stores(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[Stores]:
+    """The send decision and the queue on the embedded in-memory Redis and on Redis: the same
+    scripts, the same stream."""
+    keys = RedisKeys(key_prefix)
+    client = EmbeddedRedis() if request.param == "embedded" else open_redis(REDIS_URL, keys, timeout=2)
+    queue = RedisJobQueue(client, keys)
+    await queue.ensure_ready()
+    yield Stores(request.param, RedisCodeStore(client, keys, clock=FakeClock()), queue)
+    await queue.aclose()
+    await client.aclose()
+
+
+TRACEPARENT = f"00-{'ab' * 16}-{'cd' * 8}-01"
+
+
+async def test_the_job_carries_the_trace_only_when_given(
+    stores: Stores, redis: AsyncRedis, key_prefix: str
+) -> None:
+    """send.lua writes the stream field t from its last argument, on a new code and on a code
+    emailed again (reuse) alike; without it the entry has no such field at all."""
+    codes, queue = stores.codes, stores.queue
+    reuse: dict[str, Any] = {"cooldown_ms": 0, "reuse": True, "reuse_min_left_ms": 30_000}
+    assert (await codes.decide_send(send_req("a", **reuse), trace=TRACEPARENT)).status is SendStatus.OK
+    assert (await codes.decide_send(send_req("a", **reuse), trace=TRACEPARENT)).status is SendStatus.OK
+    assert (await codes.decide_send(send_req("b", **reuse))).status is SendStatus.OK
+    new, again, untraced = await queue.read("c1", 10, block_ms=10)
+    assert (new.trace, new.reused_code) == (TRACEPARENT, None)
+    assert (again.trace, again.reused_code) == (TRACEPARENT, b"sealed")
+    assert untraced.trace is None
+    if stores.kind == "redis":  # the raw entries, as Redis keeps them
+        entries: Any = await redis.xrange(RedisKeys(key_prefix).jobs)
+        assert [TRACE in fields for _, fields in entries] == [True, True, False]
+
+
+async def test_the_provider_calls_context_is_found_by_message_id(stores: Stores) -> None:
+    codes = stores.codes
+    traced = await codes.decide_send(
+        send_req("a", send_id="send-a", status_keep_ms=60_000), trace=TRACEPARENT
+    )
+    plain = await codes.decide_send(send_req("b", send_id="send-b", status_keep_ms=60_000))
+    assert traced.status is plain.status is SendStatus.OK
+    await codes.mark_send("send-a", DeliveryStatus.SENT, message=("resend", "re-a"), trace=TRACEPARENT)
+    await codes.mark_send("send-b", DeliveryStatus.SENT, message=("resend", "re-b"))
+    assert await codes.message_trace("resend", "re-a") == TRACEPARENT
+    assert await codes.message_trace("resend", "re-b") is None  # sent untraced
+    assert await codes.message_trace("resend", "re-unknown") is None
+    assert (await codes.send_status("send-a")) is not None  # the status reads as before
+
+
 # A child interpreter: the service as served (uvicorn, the embedded default, its worker with the
 # console provider), a send delivered, a verify, a provider event; then the OpenTelemetry modules
 # loaded, against those its dependencies load on their own: FastAPI's telemetry (the API, which
@@ -530,12 +593,14 @@ def test_the_standard_variables_decide_whether_traces_are_wanted(
 
 
 @pytest.mark.parametrize(
-    "variables",
-    [{"OTEL_TRACES_EXPORTER": "zipkin"}, {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
-     {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}],
+    ("variables", "named"),
+    [({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+     ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_TRACES_EXPORTER"),
+     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+      "OTEL_EXPORTER_OTLP_PROTOCOL")],
 )  # fmt: skip
 def test_an_exporter_the_packages_cannot_serve_is_refused_at_start_up(
-    variables: dict[str, str], tmp_path: Path
+    variables: dict[str, str], named: str, tmp_path: Path
 ) -> None:
     """Refused with a message naming the variable (as the SDK's own auto-configuration refuses
     it), not run silently untraced: grpc is not what the extra installs."""
@@ -545,4 +610,4 @@ def test_an_exporter_the_packages_cannot_serve_is_refused_at_start_up(
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode != 0
-    assert "OTEL_" in done.stderr
+    assert f"otp-service: {named}" in done.stderr, done.stderr[-2000:]

@@ -54,7 +54,8 @@ class RedisKeys:
 
     def send(self, send_id: str) -> str:
         """Hash with a TTL (the code's lifetime plus an hour): one send's status for
-        GET /api/v1/auth/otp/sends/{send_id}, s = status, t = when it last changed (ms)."""
+        GET /api/v1/auth/otp/sends/{send_id}, s = status, t = when it last changed (ms); with
+        tracing on, c = the trace context of the provider call that sent it (otp_service/tracing)."""
         return f"{self._base}:send:{send_id}"
 
     def sent_message(self, provider: str, message_id: str) -> str:
