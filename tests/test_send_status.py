@@ -3,6 +3,7 @@ and PostgreSQL and on the embedded default: each status reached through the real
 
 import asyncio
 import json
+import statistics
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -233,24 +234,56 @@ async def test_a_provider_that_keeps_failing_until_the_worker_gives_up_shows_fai
     assert {c.status for c in provider.calls} == {503}
 
 
-async def test_no_enumeration_a_complaint_suppressed_address_answers_as_any_other(
+async def watch(app: Any, send_id: str, accepted_at: float) -> tuple[list[str], float, str]:
+    """Poll a send every 20 ms, as a client's screen might, until it leaves `queued` (5 s at
+    most): the statuses seen in order, the seconds from its 202 to the first other one, and that
+    answer's updated_at."""
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    async with asyncio.timeout(5):
+        while True:
+            res = await app.http.get(f"{SENDS}/{send_id}")
+            assert res.status_code == 200, res.text
+            body = res.json()
+            if not seen or seen[-1] != body["status"]:
+                seen.append(body["status"])
+            if body["status"] != "queued":
+                return seen, loop.time() - accepted_at, body["updated_at"]
+            await asyncio.sleep(0.02)
+
+
+async def test_no_enumeration_a_complaint_suppressed_address_reads_the_same_statuses_at_the_same_times(
     store: dict[str, Any], open_app: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    """With a provider that reports no delivery: the same statuses at the same points (accepted,
-    not yet handled; handled)."""
-    with respx.mock(assert_all_called=False, using="httpx") as mock:
-        mock.route(host="otp.test").pass_through()
-        mock.post("https://api.resend.test/emails").mock(
-            return_value=httpx.Response(200, json={"id": "re-2"})
-        )
-        for worker, expected in ((False, "queued"), (True, "sent")):
-            plain, complained = unique_email(), unique_email()
-            async with open_app(resend_settings(make_settings, store, worker_enabled=worker)) as app:
+    """A provider that reports no delivery and takes 0.4 to 0.6 s to answer, as a real API takes
+    a fraction of a second: an unsuppressed and a complaint-suppressed address, polled through
+    the HTTP API, both read queued, then sent, after times of the same spread (the suppressed
+    send waits as long as one of the worker's recent sends took), and updated_at in whole
+    seconds. No email leaves for the suppressed address."""
+    loop = asyncio.get_running_loop()
+    rates = {**WIDE, "otp_status": "100000/minute"}
+    took: dict[str, list[float]] = {"plain": [], "complained": []}
+    async with ProviderFake(latency=(0.4, 0.6)) as provider:
+        settings = resend_settings(make_settings, store, resend_api_url=provider.url, throttle_rates=rates)
+        async with open_app(settings) as app:
+            for _ in range(3):  # the worker's recent sends
+                await send(app, unique_email())
+            await drain(app)
+            for _ in range(4):
+                plain, complained = unique_email(), unique_email()
                 await suppress(app, complained, "complaint")
-                ids = [await send(app, e) for e in (plain, complained)]
-                if worker:
-                    await drain(app)
-                assert [await status_of(app, i) for i in ids] == [expected, expected]
+                watching = []
+                for kind, email in (("plain", plain), ("complained", complained)):
+                    send_id = await send(app, email)
+                    watching.append((kind, asyncio.create_task(watch(app, send_id, loop.time()))))
+                for kind, task in watching:
+                    seen, after, updated_at = await task
+                    assert seen == ["queued", "sent"], (kind, seen)
+                    assert datetime.fromisoformat(updated_at).microsecond == 0, updated_at
+                    took[kind].append(after)
+                assert provider.sent_to(complained) == []
+    assert min(took["complained"]) >= 0.35, took  # a provider call's time, not at once
+    assert abs(statistics.mean(took["complained"]) - statistics.mean(took["plain"])) < 0.25, took
 
 
 async def test_signed_provider_events_move_the_status(

@@ -20,6 +20,7 @@ import respx
 
 from otp_service.assembly import WorkerOptions, open_infrastructure, running_worker
 from otp_service.delivery.jobs import JobContent, JobSealer
+from otp_service.delivery.pace import FIRST_WAIT, SendPace
 from otp_service.delivery.providers.console import ConsoleProvider
 from otp_service.delivery.queue import Job, JobQueue, QueueStats
 from otp_service.delivery.repository import DeliveryOutcome
@@ -84,6 +85,16 @@ async def test_a_crash_while_handling_a_job_is_retried_through_the_stream(
     assert email in sent_to[0]
     assert later in sent_to[1]
     assert 'otp_worker_crashes_total{where="job"}' in metrics
+
+
+def test_a_suppressed_send_waits_one_of_the_recent_sends_durations() -> None:
+    """delivery/pace.py: before any send, a draw from FIRST_WAIT; then only durations of the
+    last `recent` sends (the older forgotten), each drawn in turn."""
+    pace = SendPace(recent=3)
+    assert FIRST_WAIT[0] <= pace.draw() <= FIRST_WAIT[1]
+    for seconds in (5.0, 0.2, 0.4, 0.6):
+        pace.took(seconds)
+    assert {pace.draw() for _ in range(200)} == {0.2, 0.4, 0.6}
 
 
 class AlwaysCurrent:

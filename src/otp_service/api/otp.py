@@ -128,8 +128,10 @@ async def send_status(send_id: str, otp: OtpServiceDep, client: ClientDep) -> Se
 
 async def _status(otp: OtpService, send_id: str, client: Client) -> SendStatusOut:
     state = await otp.send_status(send_id, client)
-    updated = datetime.fromtimestamp(state.updated_ms / 1000, UTC)
-    return SendStatusOut(status=state.status.value, updated_at=updated.isoformat(timespec="milliseconds"))
+    # Whole seconds: the answer tells nothing sending mail would not (CONTRACT §3), and no
+    # millisecond detail of the worker's path (a provider call, or none: delivery/pace.py) shows.
+    updated = datetime.fromtimestamp(state.updated_ms // 1000, UTC)
+    return SendStatusOut(status=state.status.value, updated_at=updated.isoformat(timespec="seconds"))
 
 
 _STATUS_DOC: dict[str, Any] = dict(

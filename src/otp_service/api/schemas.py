@@ -51,10 +51,10 @@ class PendingOut(BaseModel):
 
 class SendStatusOut(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"status": "delivered", "updated_at": "2026-12-02T09:30:12.345Z"}]}
+        json_schema_extra={"examples": [{"status": "delivered", "updated_at": "2026-12-02T09:30:12+00:00"}]}
     )
     status: Literal["queued", "sent", "delivered", "delayed", "undeliverable", "failed", "superseded"]
-    updated_at: str = Field(description="When the status last changed (RFC 3339, UTC)")
+    updated_at: str = Field(description="When the status last changed (RFC 3339, UTC, whole seconds)")
 
 
 class VerifyIn(BaseModel):

@@ -30,6 +30,7 @@ from otp_service.delivery.heartbeat import HEARTBEAT_EVERY, HEARTBEAT_TTL, Worke
 from otp_service.delivery.jobs import JobContent, JobSealer
 from otp_service.delivery.ledger import Held, Ledger
 from otp_service.delivery.not_me import NotMeLinks
+from otp_service.delivery.pace import SendPace
 from otp_service.delivery.queue import Job, JobQueue, queued_at
 from otp_service.delivery.repository import DeliveryOutcome, DeliveryRecord
 from otp_service.delivery.sender import Delivered, Deliverer, DeliveryFailed, Superseded, Wording, backoff
@@ -122,9 +123,11 @@ class DeliveryWorker(Background):
         events: EventOutbox | None = None,
         not_me: NotMeLinks | None = None,
         statuses: SendStatuses | None = None,
+        pace: SendPace | None = None,
     ) -> None:
         self.name = name or consumer_name()
         self._statuses = statuses
+        self._pace = pace or SendPace()  # how long a suppressed send that reads `sent` waits
         self._not_me = not_me  # OTP_PUBLIC_URL: each email's "Didn't ask for this?" link
         self._events = events
         self._queue = queue
@@ -364,8 +367,11 @@ class DeliveryWorker(Background):
             log.warning("delivery.expired", extra={"job": job.id, "email": masked})
             return outcome(DeliveryOutcome.EXPIRED)
         (held,) = looked_up
+        started = time.monotonic()
         if held is not None:
             log.info("delivery.suppressed", extra={"job": job.id, "email": masked})
+            if held is not Held.BOUNCED:  # it reads `sent`: when a send would (delivery/pace.py)
+                await asyncio.sleep(max(0.0, min(self._pace.draw(), deadline - self._clock())))
             return outcome(DeliveryOutcome.SUPPRESSED, held=held)
 
         async def current() -> bool | None:
@@ -391,6 +397,7 @@ class DeliveryWorker(Background):
             log.warning(event, extra={"job": job.id, "email": masked, "reason": exc.reason})
             status = DeliveryOutcome.FAILED if exc.permanent else DeliveryOutcome.EXPIRED
             return outcome(status, attempts=exc.attempts)
+        self._pace.took(time.monotonic() - started)
         log.info(
             "delivery.sent",
             extra={"job": job.id, "email": masked, "provider": sent.provider,
