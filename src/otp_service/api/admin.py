@@ -163,7 +163,8 @@ async def lift_block(source: str, guard: ReputationDep, audit: AuditLogDep, admi
 )
 async def limits(
     lookup: LimitsLookupDep,
-    email: Annotated[str | None, Query(max_length=320)] = None,
+    # No control character: an address never holds one, and PostgreSQL refuses a NUL in text.
+    email: Annotated[str | None, Query(max_length=320, pattern=NO_CONTROL)] = None,
     ip: Annotated[str | None, Query(max_length=64)] = None,
     app: AppParam = "",
 ) -> LimitsOut:
