@@ -143,9 +143,9 @@ async def test_a_backlog_goes_in_batches(engine: AsyncEngine) -> None:
         deleted = await retention.purge()
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", count)
-    assert deleted == {"deliveries": 5, "webhook_events": 5, "audit_log": 5}
+    assert deleted == {"deliveries": 5, "webhook_events": 5, "audit_log": 5, "verify_failures": 0}
     # 2 + 2 + 1 per table: never one statement for the whole backlog.
-    assert deletes == ["deliveries"] * 3 + ["webhook_events"] * 3 + ["audit_log"] * 3
+    assert deletes == ["deliveries"] * 3 + ["webhook_events"] * 3 + ["audit_log"] * 3 + ["verify_failures"]
 
 
 async def test_the_same_statements_on_the_embedded_sqlite(tmp_path: Path) -> None:
@@ -157,7 +157,12 @@ async def test_the_same_statements_on_the_embedded_sqlite(tmp_path: Path) -> Non
         await seed(db, recent, 29 * DAY)
         retention = Retention(engine=db, slot=embedded_slot(), days=30, owner="w",
                               clock=system_clock, batch=1)  # fmt: skip
-        assert await retention.run_once() == {"deliveries": 1, "webhook_events": 1, "audit_log": 1}
+        assert await retention.run_once() == {
+            "deliveries": 1,
+            "webhook_events": 1,
+            "audit_log": 1,
+            "verify_failures": 0,
+        }
         assert await retention.run_once() is None  # within the hour
         assert await held(db, old) == ONLY_SUPPRESSION
         assert await held(db, recent) == ALL

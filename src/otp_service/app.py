@@ -19,6 +19,7 @@ from otp_service.api.problems import REFUSALS, install_problem_handlers
 from otp_service.api.state import STATE_KEY
 from otp_service.assembly import build_web, open_infrastructure, running_worker
 from otp_service.delivery.timing import SentToVerified
+from otp_service.delivery.verify_failures import VerifyFailures, counting_failures
 from otp_service.logs import configure_logging
 from otp_service.settings import Settings, SettingsError, load_settings
 
@@ -58,7 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             infra = await stack.enter_async_context(open_infrastructure(settings))
             sent_to_verified = SentToVerified(sessions=infra.sessions, timeout=settings.dependency_timeout)
             stack.push_async_callback(sent_to_verified.aclose)  # before the engine is disposed
-            web = build_web(infra, sent_to_verified=sent_to_verified)
+            # Refused verifies by reason, for the admin stats: counted in process, added to the
+            # database every few seconds, and what is left as the process stops.
+            failures = VerifyFailures(sessions=infra.sessions, clock=infra.clock)
+            await stack.enter_async_context(counting_failures(failures))
+            web = build_web(infra, sent_to_verified=sent_to_verified, verify_failures=failures)
             if settings.worker_enabled:
                 await stack.enter_async_context(running_worker(infra))
             # Everything built so far lives as long as the process (FastAPI's routes and models,

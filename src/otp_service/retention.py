@@ -38,6 +38,7 @@ TABLES: dict[str, Purge] = {
     "deliveries": deliveries.delete_older,
     "webhook_events": webhook_events.delete_older,
     "audit_log": audit.delete_older,
+    "verify_failures": deliveries.delete_verify_failures_older,  # the admin stats' counts, by hour
 }
 
 

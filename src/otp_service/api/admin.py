@@ -99,12 +99,19 @@ async def delete_suppression(email: str, suppressions: SuppressionServiceDep, ad
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/stats", summary="Sends, deliveries, verifications and time to inbox in a window (CONTRACT §3)")
+@router.get(
+    "/stats",
+    summary="Sends, deliveries, verifications, failed verifies and time to inbox in a window (CONTRACT §3)",
+    responses=problem_responses({404: ["not_found"]}),
+)
 async def stats(
     service: DeliveryStatsDep,
-    hours: Annotated[int, Query(ge=1, le=24 * 30, description="The window, in hours")] = 24,
+    hours: Annotated[
+        int, Query(ge=1, le=24 * 30, description="The window: the current hour and this many before it")
+    ] = 24,
+    app: AppParam = "",
 ) -> StatsOut:
-    return StatsOut.of(await service.stats(hours))
+    return StatsOut.of(await service.stats(hours, app))
 
 
 @router.get("/usage", summary="Sends against the caps, send rate, bounces, complaints (24 h), workers alive")

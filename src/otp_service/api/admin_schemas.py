@@ -306,6 +306,16 @@ class StagePercentiles(BaseModel):
     p95: float | None
 
 
+class VerifyFailuresOut(BaseModel):
+    wrong_code: int = Field(description="invalid_code: neither the code nor the one it replaced")
+    expired: int = Field(description="code_expired: no live code (never sent, expired, used or burnt)")
+    max_attempts: int = Field(description="max_attempts_reached: the wrong code that used the last attempt")
+    superseded: int = Field(
+        description="A wrong code that was the address's previous code, replaced by a newer send while "
+        "still live (counted here whether it was answered invalid_code or max_attempts_reached)"
+    )
+
+
 class StatsCounts(BaseModel):
     accepted: int = Field(description="Sends whose job the worker handled in the window")
     sent: int
@@ -317,6 +327,10 @@ class StatsCounts(BaseModel):
     accepted_to_sent: StagePercentiles
     sent_to_delivered: StagePercentiles
     sent_to_verified: StagePercentiles
+    verify_failures: VerifyFailuresOut = Field(
+        description="Refused verifies by reason: by provider, that of the address's latest email ('none': "
+        "none was sent); by domain, the address's"
+    )
 
     @classmethod
     def of(cls, t: Tally) -> "StatsCounts":
@@ -329,22 +343,25 @@ class StatsCounts(BaseModel):
             complained=t.complained, verified=t.verified, conversion=t.conversion,
             accepted_to_sent=stage("accepted_to_sent"), sent_to_delivered=stage("sent_to_delivered"),
             sent_to_verified=stage("sent_to_verified"),
+            verify_failures=VerifyFailuresOut.model_validate({r.value: n for r, n in t.failures.items()}),
         )  # fmt: skip
 
 
 class StatsOut(BaseModel):
     hours: int
-    since: datetime
+    since: datetime = Field(description="The window's start: the start of the hour `hours` hours ago")
+    app: str = Field(description="The application counted ('': the service-wide one)")
     total: StatsCounts
     by_provider: dict[str, StatsCounts] = Field(description='"none": sends never handed to a provider')
     by_domain: dict[str, StatsCounts] = Field(
-        description="The 20 largest recipient domains, the rest as other"
+        description="The 20 largest registrable recipient domains (ICANN section of the Public Suffix List: "
+        "mail.example.co.uk counts as example.co.uk), the rest as other"
     )
 
     @classmethod
     def of(cls, s: Stats) -> "StatsOut":
         return cls(
-            hours=s.hours, since=s.since, total=StatsCounts.of(s.total),
+            hours=s.hours, since=s.since, app=s.app, total=StatsCounts.of(s.total),
             by_provider={k: StatsCounts.of(v) for k, v in s.by_provider.items()},
             by_domain={k: StatsCounts.of(v) for k, v in s.by_domain.items()},
         )  # fmt: skip

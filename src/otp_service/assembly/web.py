@@ -9,6 +9,7 @@ from otp_service.delivery.not_me import NotMeService, RedisReports
 from otp_service.delivery.stats import DeliveryStats
 from otp_service.delivery.timing import SentToVerified
 from otp_service.delivery.usage import UsageService
+from otp_service.delivery.verify_failures import VerifyFailures
 from otp_service.logs import get_logger
 from otp_service.mail_providers import POPULAR_PROVIDERS
 from otp_service.otp.codes import CodeCrypto
@@ -53,7 +54,12 @@ def _tokens(s: Settings) -> TokenIssuer | None:
     )
 
 
-def build_web(infra: Infrastructure, *, sent_to_verified: SentToVerified | None = None) -> WebState:
+def build_web(
+    infra: Infrastructure,
+    *,
+    sent_to_verified: SentToVerified | None = None,
+    verify_failures: VerifyFailures | None = None,
+) -> WebState:
     s, stores, sessions = infra.settings, infra.stores, infra.sessions
     tokens = _tokens(s)
     resend_secret = s.resend_webhook_secret.get_secret_value() if s.resend_webhook_secret else None
@@ -73,6 +79,7 @@ def build_web(infra: Infrastructure, *, sent_to_verified: SentToVerified | None 
             crypto=CodeCrypto(s.secret, view.app), sealer=infra.jobs,
             tokens=tokens if view is s else _tokens(view), captcha=captcha, deliverability=deliverability,
             events=infra.events, sent_to_verified=sent_to_verified,
+            verify_failures=verify_failures.of(view.app) if verify_failures is not None else None,
         )  # fmt: skip
 
     otp = otp_of(s)
@@ -121,7 +128,9 @@ def build_web(infra: Infrastructure, *, sent_to_verified: SentToVerified | None 
         readiness=Readiness(engine=infra.engine, redis=infra.redis, timeout=s.dependency_timeout),
         audit=infra.audit,
         deliveries=DeliveryLookup(sessions=sessions),
-        stats=DeliveryStats(sessions=sessions),
+        stats=DeliveryStats(
+            sessions=sessions, clock=infra.clock, failures=verify_failures, apps={"", *s.app_ids}
+        ),
         admin_keys=AdminKeys([k.get_secret_value() for k in s.admin_api_keys]),
         metrics_access=MetricsAccess(s.metrics_token.get_secret_value() if s.metrics_token else None),
     )

@@ -1,6 +1,7 @@
-"""The worker's four background tasks (background.py), built and run: the delivery worker, the
-reputation guard, retention and, with OTP_EVENTS_WEBHOOK_URL, the events sender; and, with a
-provider other than the console, the sender check (sender/periodic.py)."""
+"""The worker's background tasks (background.py), built and run: the delivery worker, the
+reputation guard, retention, the admin stats' compaction and, with OTP_EVENTS_WEBHOOK_URL, the
+events sender; and, with a provider other than the console, the sender check
+(sender/periodic.py)."""
 
 import asyncio
 import contextlib
@@ -14,6 +15,7 @@ from otp_service.delivery.not_me import NotMeLinks
 from otp_service.delivery.queue import JobQueue
 from otp_service.delivery.reputation import ReputationGuard
 from otp_service.delivery.sender import Deliverer
+from otp_service.delivery.stats import StatsCompaction
 from otp_service.delivery.worker import FORGET_IDLE_MS, DeliveryWorker, Outcome
 from otp_service.events.outbox import EventSender
 from otp_service.retention import Retention
@@ -27,6 +29,7 @@ class WorkerComponents:
     worker: DeliveryWorker
     guard: ReputationGuard
     retention: Retention
+    stats: StatsCompaction
     events: EventSender | None = None
     sender: SenderCheck | None = None
 
@@ -36,6 +39,7 @@ class WorkerComponents:
             f"delivery-worker-{self.worker.name}": self.worker,
             "reputation-guard": self.guard,
             "retention": self.retention,
+            "stats-compaction": self.stats,
         }
         if self.events is not None:
             named["events-out"] = self.events
@@ -106,12 +110,13 @@ async def build_worker(
     if sending:  # the console sends nothing a mailbox provider could refuse
         senders = {app: view.email_from for app, view in s.app_views().items()}  # each From domain
         check = SenderCheck(senders=senders, providers=sending, dns=DnsReader.of(s), clock=infra.clock)
-    return WorkerComponents(worker, guard, retention, sender, check)
+    stats = StatsCompaction(sessions=infra.sessions)
+    return WorkerComponents(worker, guard, retention, stats, sender, check)
 
 
 STOP_GRACE = 10.0
-"""Seconds a stopping worker gives retention's batch in progress (one DELETE of up to 1,000 rows)
-and the reputation guard's check in progress."""
+"""Seconds a stopping worker gives retention's batch in progress (one DELETE of up to 1,000 rows),
+the stats compaction's transaction and the reputation guard's check in progress."""
 
 
 @contextlib.asynccontextmanager
@@ -131,6 +136,7 @@ async def running_worker(
             # Retention and the reputation guard end by themselves (at once, or after the batch or
             # check in progress): a statement cut off by cancellation could keep its connection
             # checked out past the engine's disposal.
-            await asyncio.wait({tasks["retention"], tasks["reputation-guard"]}, timeout=STOP_GRACE)
+            ending = {tasks["retention"], tasks["reputation-guard"], tasks["stats-compaction"]}
+            await asyncio.wait(ending, timeout=STOP_GRACE)
             for running in tasks.values():
                 await cancel_and_wait(running)

@@ -3,22 +3,45 @@
 report count; and the "not me" reports (CONTRACT §4), kept as events of their own kind matched to
 the delivery they report, which count toward the requesting client's block and nothing else."""
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import bindparam, case, func, select, union_all, update
+from sqlalchemy import (
+    Integer,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from otp_service.db.engine import delete_batch, dialect_insert, dialect_name
-from otp_service.db.models import Delivery, WebhookEvent
+from otp_service.db.models import (
+    STAGE_BOUNDS,
+    STAGES,
+    STATS_COUNTS,
+    STATS_KEY,
+    Delivery,
+    VerifyFailureCount,
+    WebhookEvent,
+    delivery_stats,
+)
 from otp_service.webhooks.events import KINDS
 
 _COLUMNS = (
     "job_id", "email", "outcome", "provider", "provider_message_id", "queued_at", "attempts", "source_subnet",
-    "source_client",
+    "source_client", "app",
 )  # fmt: skip
 # Built once per dialect: the worker runs it for every email.
 _RECORD: dict[str, Any] = {
@@ -52,6 +75,7 @@ class DeliveryRecord:
     attempts: int = 0
     subnet: str | None = None
     client: str | None = None
+    app: str = ""  # the application (CONTRACT §8); '' the service-wide one
 
 
 async def record_outcomes(db: AsyncSession | AsyncConnection, records: list[DeliveryRecord]) -> None:
@@ -71,6 +95,7 @@ async def record_outcomes(db: AsyncSession | AsyncConnection, records: list[Deli
                     r.attempts,
                     r.subnet,
                     r.client,
+                    r.app,
                 ),
                 strict=True,
             )
@@ -232,19 +257,11 @@ async def delete_older(db: AsyncSession | AsyncConnection, before: datetime, bat
     return await delete_batch(db, Delivery.id, Delivery.created_at, before, batch)
 
 
-STAGE_BOUNDS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-"""Upper bounds (seconds) of the buckets the admin stats count each stage's durations in: a
-quantile is interpolated within its bucket (as Prometheus's histogram_quantile), so one scan
-answers every group and groups add up exactly (the 20 largest domains and `other`)."""
-
-STAGES = ("accepted_to_sent", "sent_to_delivered", "sent_to_verified")
-
-
 @dataclass(frozen=True, slots=True)
 class StatsGroup:
-    """The window's deliveries of one provider ("none": never handed to one) to one recipient
-    domain: how many of each, and per stage the cumulative counts under each bound of
-    STAGE_BOUNDS, then the total measured."""
+    """The deliveries of one provider ("none": never handed to one) to one recipient domain (the
+    address's part after '@'), or of either (the other ''): how many of each, and per stage the
+    cumulative counts under each bound of STAGE_BOUNDS, then the total measured."""
 
     provider: str
     domain: str
@@ -253,6 +270,11 @@ class StatsGroup:
     delivered: int
     verified: int
     buckets: dict[str, list[int]]
+
+
+def hour_of(at: datetime) -> int:
+    """Hours since the epoch (UTC): delivery_stats' and verify_failures' `hour`."""
+    return int(at.timestamp()) // 3600
 
 
 def _seconds(db: AsyncSession | AsyncConnection, later: Any, earlier: Any) -> Any:
@@ -267,12 +289,32 @@ def _domain(db: AsyncSession | AsyncConnection) -> Any:
     return func.split_part(Delivery.email, "@", 2)
 
 
-async def stats_groups(db: AsyncSession | AsyncConnection, since: datetime) -> list[StatsGroup]:
-    """One pass over the window's rows (ix_deliveries_created_at), grouped by provider and
-    recipient domain (the address's domain part). Each row's three durations are computed once,
-    in a subquery that OFFSET 0 keeps the planner from folding into the aggregate (which would
-    compute each again for every bucket it is compared with)."""
+def _hour(db: AsyncSession | AsyncConnection) -> Any:
+    """deliveries.created_at's hour, as migration 0010's triggers compute it."""
+    if dialect_name(db) == "sqlite":
+        return cast(func.strftime("%s", Delivery.created_at), Integer) // 3600
+    return cast(func.floor(func.extract("epoch", Delivery.created_at) / 3600), Integer)
+
+
+def _group(row: Any) -> StatsGroup:
+    """(provider, domain, then STATS_COUNTS in order) as a StatsGroup."""
+    counts = [int(v or 0) for v in row[2:]]
+    per_stage = len(STAGE_BOUNDS) + 1
+    buckets = {s: counts[4 + i * per_stage : 4 + (i + 1) * per_stage] for i, s in enumerate(STAGES)}
+    accepted, sent, delivered, verified = counts[:4]
+    return StatsGroup(str(row[0]), str(row[1]), accepted, sent, delivered, verified, buckets)
+
+
+async def stats_groups(
+    db: AsyncSession | AsyncConnection, since_hour: int, *, app: str = ""
+) -> list[StatsGroup]:
+    """The recount: the same groups as rollup_groups, from the deliveries rows themselves, in one
+    pass over the window's rows (ix_deliveries_created_at). The rule migration 0010's triggers
+    count by, in SQLAlchemy; tests/test_admin_stats.py holds the two equal. Each row's three
+    durations are computed once, in a subquery that OFFSET 0 keeps the planner from folding into
+    the aggregate (which would compute each again for every bucket it is compared with)."""
     d, sent = Delivery, Delivery.outcome == DeliveryOutcome.SENT
+    since = datetime.fromtimestamp(since_hour * 3600, UTC)
     rows = (
         select(
             func.coalesce(d.provider, "none").label("provider"), _domain(db).label("domain"),
@@ -283,7 +325,9 @@ async def stats_groups(db: AsyncSession | AsyncConnection, since: datetime) -> l
             _seconds(db, d.delivered_at, d.created_at).label("sent_to_delivered"),
             _seconds(db, d.verified_at, d.created_at).label("sent_to_verified"),
         )
-        .where(d.created_at >= since)
+        # created_at bounds the index range; the hour decides, as the triggers do (SQLite
+        # compares the text, and a server-default time carries no fraction of a second).
+        .where(d.created_at >= since - timedelta(seconds=1), _hour(db) >= since_hour, d.app == app)
         .offset(0)
         .subquery()
     )  # fmt: skip
@@ -296,14 +340,64 @@ async def stats_groups(db: AsyncSession | AsyncConnection, since: datetime) -> l
         rows.c.provider, rows.c.domain, func.count(), func.sum(rows.c.sent), func.sum(rows.c.delivered),
         func.sum(rows.c.verified), *columns,
     ).group_by(rows.c.provider, rows.c.domain)  # fmt: skip
-    per_stage = len(STAGE_BOUNDS) + 1
-    groups = []
-    for row in (await db.execute(query)).all():
-        counts = [int(v or 0) for v in row[6:]]
-        buckets = {s: counts[i * per_stage : (i + 1) * per_stage] for i, s in enumerate(STAGES)}
-        groups.append(StatsGroup(str(row[0]), str(row[1]), int(row[2]), int(row[3] or 0), int(row[4]),
-                                 int(row[5]), buckets))  # fmt: skip
-    return groups
+    return [_group(row) for row in (await db.execute(query)).all()]
+
+
+async def rollup_groups(
+    db: AsyncSession | AsyncConnection,
+    since_hour: int,
+    *,
+    app: str = "",
+    by: Sequence[Literal["provider", "domain"]] = ("provider", "domain"),
+) -> list[StatsGroup]:
+    """The application's deliveries created from the hour `since_hour` on, grouped `by` provider,
+    domain or both ('' in a group's field not grouped by), summed from delivery_stats
+    (ix_delivery_stats_app): at most one row per key and hour once compacted, whatever the
+    number of deliveries."""
+    t = delivery_stats
+    keys = [t.c[name] if name in by else literal("") for name in ("provider", "domain")]
+    query = (
+        select(*keys, *(func.sum(t.c[name]) for name in STATS_COUNTS))
+        .where(t.c.app == app, t.c.hour >= since_hour)
+        .group_by(*(t.c[name] for name in by))
+    )
+    return [_group(row) for row in (await db.execute(query)).all()]
+
+
+_COMPACTING = 0x0D15_7A75
+"""PostgreSQL advisory lock of the compaction: one at a time across workers (two would wait on
+each other's rows, and could deadlock)."""
+
+
+async def compact_stats(db: AsyncSession | AsyncConnection, *, keys: int) -> int | None:
+    """Sum the rows of up to `keys` keys of delivery_stats that have changes into one row each
+    (state 1); how many keys, or None when another compaction is under way. Exact whatever runs
+    beside it: the rows summed are exactly those claimed (state 2) by this transaction, and a
+    change appended meanwhile is left for the next. A key whose sum is all zero (a retention
+    purge took its hour) keeps no row. Every condition names `state <> 1`, the partial index's
+    predicate, which SQLite uses only when it is stated."""
+    if dialect_name(db) == "postgresql" and not await db.scalar(
+        select(func.pg_try_advisory_xact_lock(_COMPACTING))
+    ):
+        return None
+    t = delivery_stats
+    key = (t.c.hour, t.c.app, t.c.provider, t.c.domain)
+    changed = select(*key).where(t.c.state == 0, t.c.state != 1).distinct().limit(keys)
+    claimed = await db.execute(update(t).where(t.c.state != 1, tuple_(*key).in_(changed)).values(state=2))
+    if not getattr(claimed, "rowcount", 0):
+        return 0
+    claimed_keys = select(*key).where(t.c.state == 2, t.c.state != 1).distinct().subquery()
+    done = int(await db.scalar(select(func.count()).select_from(claimed_keys)) or 0)
+    sums = [func.sum(t.c[name]) for name in STATS_COUNTS]
+    merged = (
+        select(*key, literal(1), *sums)
+        .where(t.c.state == 2, t.c.state != 1)
+        .group_by(*key)
+        .having(or_(*(total != 0 for total in sums)))
+    )
+    await db.execute(t.insert().from_select([*STATS_KEY, "state", *STATS_COUNTS], merged))
+    await db.execute(delete(t).where(t.c.state == 2, t.c.state != 1))
+    return done
 
 
 async def mark_verified(db: AsyncSession | AsyncConnection, email: str, at: datetime) -> datetime | None:
@@ -321,11 +415,11 @@ async def mark_verified(db: AsyncSession | AsyncConnection, email: str, at: date
 
 
 async def stats_events(
-    db: AsyncSession | AsyncConnection, since: datetime
+    db: AsyncSession | AsyncConnection, since: datetime, *, app: str = ""
 ) -> list[tuple[str, str, str, int]]:
-    """Bounces and complaints received since `since`, matched to their deliveries: (provider,
-    recipient domain, "bounced" or "complained", count). Few rows: it starts from the events
-    (ix_webhook_events_received_at) and finds each delivery by its message id."""
+    """Bounces and complaints received since `since`, matched to the application's deliveries:
+    (provider, recipient domain, "bounced" or "complained", count). Few rows: it starts from the
+    events (ix_webhook_events_received_at) and finds each delivery by its message id."""
     kind = case((WebhookEvent.event_type.in_(COMPLAINT_TYPES), "complained"), else_="bounced")
     domain = _domain(db)
     query = (
@@ -333,8 +427,66 @@ async def stats_events(
         .select_from(WebhookEvent)
         .join(Delivery, _MATCHED)
         .where(
-            WebhookEvent.received_at >= since, WebhookEvent.event_type.in_((*BOUNCE_TYPES, *COMPLAINT_TYPES))
+            WebhookEvent.received_at >= since,
+            WebhookEvent.event_type.in_((*BOUNCE_TYPES, *COMPLAINT_TYPES)),
+            Delivery.app == app,
         )
         .group_by(Delivery.provider, domain, kind)
     )
     return [(str(p), str(d), str(k), int(n)) for p, d, k, n in (await db.execute(query)).all()]
+
+
+FailureKey = tuple[str, int, str, str, str]
+"""verify_failures' key: (app, hour, provider, domain, reason)."""
+
+
+async def latest_providers(
+    db: AsyncSession | AsyncConnection, app: str, emails: Collection[str]
+) -> dict[str, str]:
+    """The provider of each address's latest sent email of the application (ix_deliveries_email_id);
+    an address with none is left out."""
+    latest = (
+        select(func.max(Delivery.id))
+        .where(Delivery.email.in_(emails), Delivery.app == app, Delivery.outcome == DeliveryOutcome.SENT)
+        .group_by(Delivery.email)
+    )
+    query = select(Delivery.email, Delivery.provider).where(Delivery.id.in_(latest))
+    return {str(e): str(p or "none") for e, p in (await db.execute(query)).all()}
+
+
+async def add_verify_failures(db: AsyncSession | AsyncConnection, counts: Mapping[FailureKey, int]) -> None:
+    """Add `counts` to verify_failures, one statement, keys in order (two processes adding the
+    same keys lock them in the same order, so never wait on each other in a cycle)."""
+    if not counts:
+        return
+    rows = [
+        {"app": a, "hour": h, "provider": p, "domain": d, "reason": r, "count": n}
+        for (a, h, p, d, r), n in sorted(counts.items())
+    ]
+    stmt = dialect_insert(db, VerifyFailureCount).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["app", "hour", "provider", "domain", "reason"],
+        set_={"count": VerifyFailureCount.count + stmt.excluded["count"]},
+    )
+    await db.execute(stmt)
+
+
+async def verify_failures(
+    db: AsyncSession | AsyncConnection, since_hour: int, *, app: str = ""
+) -> list[tuple[str, str, str, int]]:
+    """The application's failed verifies from the hour `since_hour` on (uq_verify_failures_app):
+    (provider, domain, reason, count)."""
+    v = VerifyFailureCount
+    query = (
+        select(v.provider, v.domain, v.reason, func.sum(v.count))
+        .where(v.app == app, v.hour >= since_hour)
+        .group_by(v.provider, v.domain, v.reason)
+    )
+    return [(str(p), str(d), str(r), int(n)) for p, d, r, n in (await db.execute(query)).all()]
+
+
+async def delete_verify_failures_older(
+    db: AsyncSession | AsyncConnection, before: datetime, batch: int
+) -> int:
+    """Retention: up to `batch` hours of counts wholly before `before`; how many rows went."""
+    return await delete_batch(db, VerifyFailureCount.id, VerifyFailureCount.hour, hour_of(before), batch)

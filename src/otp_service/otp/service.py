@@ -60,6 +60,7 @@ from otp_service.validation.captcha import CaptchaCheck
 from otp_service.validation.deliverability import DeliverabilityCheck, Verdict
 from otp_service.validation.domains import RecipientDomains
 from otp_service.validation.mailbox import Mailboxes
+from otp_service.verifies import VerifyFailure
 
 log = get_logger("otp")
 
@@ -129,6 +130,13 @@ class VerifiedObserver(Protocol):
     def verified(self, email: str) -> None: ...
 
 
+class VerifyFailureObserver(Protocol):
+    """Told of each refused verify and why, never awaited (delivery/verify_failures.py counts
+    them for the admin stats, in process); a protocol, as VerifiedObserver is."""
+
+    def failed(self, email: str, reason: VerifyFailure) -> None: ...
+
+
 def _normalised_or_raw(raw_email: str) -> str:
     """The address as the send reads it, or as given when it is not one (the send refuses it)."""
     try:
@@ -157,9 +165,11 @@ class OtpService:
         deliverability: DeliverabilityCheck | None = None,
         events: EventOutbox | None = None,
         sent_to_verified: VerifiedObserver | None = None,
+        verify_failures: VerifyFailureObserver | None = None,
     ) -> None:
         self._s = settings
         self._sent_to_verified = sent_to_verified
+        self._verify_failures = verify_failures
         self._events = events
         self._store = store
         self._throttle = throttle
@@ -415,6 +425,12 @@ class OtpService:
                 raise UndeliverableEmail()
         return email, captcha
 
+    def _failed(self, email: str, test: bool, reason: VerifyFailure) -> None:
+        """A refused verify, for the admin stats (in process, never awaited); a test recipient's
+        are not counted, as its sends are not."""
+        if self._verify_failures is not None and not test:
+            self._verify_failures.failed(email, reason)
+
     async def verify(self, raw_email: str, code: str, client: Client) -> Verified:
         if len(code) != self._s.code_length or not code.isascii() or not code.isdigit():
             raise InvalidRequest(f"code: must be {self._s.code_length} digits")
@@ -458,10 +474,15 @@ class OtpService:
                     return Verified(email, test=test)
                 return Verified(email, self._tokens.issue(email, test=test), self._tokens.ttl, test=test)
             case VerifyStatus.INVALID:  # refusals: counted per interval (api/problems.REFUSALS)
+                wrong = VerifyFailure.SUPERSEDED if decision.superseded else VerifyFailure.WRONG_CODE
+                self._failed(email, entry is not None, wrong)
                 raise InvalidCode(decision.attempts_remaining)
             case VerifyStatus.MAX_ATTEMPTS:
+                last = VerifyFailure.SUPERSEDED if decision.superseded else VerifyFailure.MAX_ATTEMPTS
+                self._failed(email, entry is not None, last)
                 raise MaxAttemptsReached()
             case VerifyStatus.EXPIRED:
+                self._failed(email, entry is not None, VerifyFailure.EXPIRED)
                 raise CodeExpired()
             case VerifyStatus.RATE_LIMITED:
                 raise RateLimited(retry_after=decision.retry_after_ms / 1000)

@@ -169,6 +169,7 @@ class VerifyDecision:
     retry_after_ms: int = 0
     attempts_remaining: int = 0
     send_id: str | None = None  # APPROVED: the send that last emailed the code (otp.verified)
+    superseded: bool = False  # INVALID, MAX_ATTEMPTS: the wrong code was the replaced one's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -586,7 +587,10 @@ class RedisCodeStore:
             return VerifyDecision(decided, retry_after_ms=value)
         if decided is VerifyStatus.APPROVED:  # {'approved', 0, the code's send id or ''}
             return VerifyDecision(decided, send_id=text(reply[2]) or None)
-        return VerifyDecision(decided, attempts_remaining=value)
+        # {'invalid' | 'max_attempts', attempts remaining, 1 when superseded}; {'expired', 0}
+        return VerifyDecision(
+            decided, attempts_remaining=value, superseded=len(reply) > 2 and int(reply[2]) == 1
+        )
 
     async def captcha_needed(self, query: LimitsQuery) -> bool:
         async with redis_guard("captcha_needed"):

@@ -3,7 +3,9 @@
 -- attempts, m = wrong attempts from its remembered source, s = the sealed job that carried it
 -- (kept when it may be emailed again), r = '1' when a remembered source requested it, i = the id
 -- of the send that last emailed it (CONTRACT §3: superseded when a newer code replaces it; named
--- in otp.verified). The key's own TTL only cleans up after x.
+-- in otp.verified), p and q = the hash of the live code this one replaced and when that one
+-- would have expired (ms), so that a verify tells a superseded code from a wrong one. The key's
+-- own TTL only cleans up after x.
 
 -- The live code's hash and expiry, or nil. Writes nothing.
 local function code_read(key, now)

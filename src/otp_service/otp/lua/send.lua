@@ -130,6 +130,9 @@ end
 -- outlive it), attempts start again.
 redis.call('DEL', K.code)
 redis.call('HSET', K.code, 'h', CODE_HASH, 'n', 0, 'x', NOW + CODE_TTL, 'i', SEND_ID)
+-- The replaced code's hash, for as long as it would have lived (p, q: _code.lua): a verify tells
+-- it from any other wrong code (the admin stats' superseded); it verifies nothing.
+if live then redis.call('HSET', K.code, 'p', live, 'q', expires) end
 if REUSE or remembered then redis.call('HSET', K.code, 's', JOB) end
 if remembered then redis.call('HSET', K.code, 'r', '1') end
 redis.call('PEXPIRE', K.code, CODE_TTL)

@@ -15,7 +15,9 @@
 -- from its source's (m): guesses from elsewhere can refuse elsewhere, never burn the code.
 -- Returns {status, n}: approved | expired | rate_limited (n = wait ms)
 -- | invalid (n = attempts remaining) | max_attempts; approved adds a third field, the id of the
--- send that last emailed the code ('' when none: a code stored before send ids), for otp.verified.
+-- send that last emailed the code ('' when none: a code stored before send ids), for otp.verified;
+-- invalid and max_attempts add a third, 1 when the wrong code is the one this code replaced,
+-- within that one's own lifetime (p, q: _code.lua), else 0: for the admin stats only.
 -- Wrong attempts only HINCRBY, which leaves the key's TTL untouched: never extends a code.
 local wait = throttle_pair(KEYS[1], KEYS[2])
 if wait > 0 then return {'rate_limited', wait} end
@@ -29,7 +31,7 @@ if guesses_for > 0 and (tonumber(redis.call('GET', KEYS[7])) or 0) >= max then
   return {'expired', 0}
 end
 local remembered = redis.call('EXISTS', KEYS[5]) == 1
-local code = redis.call('HMGET', KEYS[3], 'r', 'n', 'i')
+local code = redis.call('HMGET', KEYS[3], 'r', 'n', 'i', 'p', 'q')
 local protected = code[1] == '1'  -- a remembered source requested it
 local shielded = protected and not remembered  -- this attempt comes from elsewhere
 -- Past its count from elsewhere the code answers as a burnt one does (code_expired), so the
@@ -49,6 +51,7 @@ if same_hash(stored, ARGV[8]) then  -- in constant time
   return {'approved', 0, code[3] or ''}
 end
 
+local superseded = code[4] and tonumber(code[5]) > NOW and same_hash(code[4], ARGV[8]) and 1 or 0
 local wrong = redis.call('HINCRBY', KEYS[3], (protected and remembered) and 'm' or 'n', 1)
 if guesses_for > 0 then
   local shared = redis.call('INCR', KEYS[7])
@@ -57,6 +60,6 @@ if guesses_for > 0 then
 end
 if wrong >= max then
   if not shielded then redis.call('DEL', KEYS[3]) end
-  return {'max_attempts', 0}
+  return {'max_attempts', 0, superseded}
 end
-return {'invalid', max - wrong}
+return {'invalid', max - wrong, superseded}
