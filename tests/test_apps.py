@@ -21,6 +21,9 @@ from otp_service.settings import Settings, SettingsError, load_settings
 from tests.conftest import METRICS_TOKEN
 from tests.support import ProviderFake, drain, unique_email
 from tests.test_events_out import EVENTS_SECRET, Receiver
+from tests.test_resend_webhooks import SECRET as RESEND_SECRET
+from tests.test_resend_webhooks import event as resend_event
+from tests.test_resend_webhooks import signed
 from tests.test_tokens import pem
 
 SEND, VERIFY = "/api/v1/auth/otp/send", "/api/v1/auth/otp/verify"
@@ -276,7 +279,10 @@ async def test_each_applications_events_go_to_its_own_receiver_signed_with_its_o
         **APPS,
         "shop": {**SHOP, "events_webhook_url": shop.url, "events_webhook_secret": SHOP_EVENTS_SECRET},
     }
-    settings = apps_settings(apps=apps, events_webhook_url=service.url, events_webhook_secret=EVENTS_SECRET)
+    settings = apps_settings(
+        apps=apps, events_webhook_url=service.url, events_webhook_secret=EVENTS_SECRET,
+        resend_webhook_secret=RESEND_SECRET,
+    )  # fmt: skip
     emails = {"shop": unique_email(), "merchant": unique_email(), "": unique_email()}
     try:
         async with open_app(settings) as app:
@@ -285,15 +291,22 @@ async def test_each_applications_events_go_to_its_own_receiver_signed_with_its_o
                 code = await code_sent(app, provider, send, email)
                 res = await app.http.post(verify, json={"email": email, "code": code})
                 assert res.status_code == 200, res.text
+            # The provider's delivered event, matched to the shop's send through its message id.
+            delivered = resend_event("email.delivered", emails["shop"])
+            delivered["data"]["email_id"] = provider.sent_to(emails["shop"])[0].message_id
+            body, headers = signed(delivered)
+            res = await app.http.post("/api/v1/auth/resend-events/", content=body, headers=headers)
+            assert res.status_code < 300, res.text
             async with asyncio.timeout(20):
-                while len(shop.requests) < 2 or len(service.requests) < 4:
+                while len(shop.requests) < 3 or len(service.requests) < 4:
                     await asyncio.sleep(0.05)
     finally:
         await service.stop()
         await shop.stop()
     to_shop = events_of(shop, SHOP_EVENTS_SECRET)
     assert sorted((e["type"], e["data"]["app"], e["data"]["email"]) for e in to_shop) == [
-        ("otp.sent", "shop", emails["shop"]), ("otp.verified", "shop", emails["shop"]),
+        ("otp.delivered", "shop", emails["shop"]), ("otp.sent", "shop", emails["shop"]),
+        ("otp.verified", "shop", emails["shop"]),
     ]  # fmt: skip
     to_service = events_of(service, EVENTS_SECRET)
     assert sorted((e["type"], e["data"]["app"] or "", e["data"]["email"]) for e in to_service) == sorted(

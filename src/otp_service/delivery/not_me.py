@@ -194,4 +194,5 @@ class NotMeService:
                     "provider": delivery.provider if delivery is not None else None,
                     "message_id": delivery.provider_message_id if delivery is not None else None,
                     "send_id": token.send_id}  # fmt: skip
-            await self._events.publish("otp.reported", data, event_id=f"{token.job_id}_reported")
+            app = delivery.app if delivery is not None else ""
+            await self._events.publish("otp.reported", data, event_id=f"{token.job_id}_reported", app=app)

@@ -247,6 +247,7 @@ class DeliveryWorker(Background):
                     outcome.attempts,
                     outcome.subnet,
                     outcome.client,
+                    outcome.app,
                 )
             )
         except Unavailable as exc:

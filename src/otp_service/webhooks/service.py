@@ -207,7 +207,9 @@ class WebhookService:
                 "send_id": send_id,
             }  # fmt: skip
             event_id = f"{event.provider}_{event.event_id}_{n}"
-            await self._events.publish(kind, data, event_id=event_id)
+            await self._events.publish(
+                kind, data, event_id=event_id, app=delivery.app if delivery is not None else ""
+            )
 
     async def resend(self, body: bytes, headers: Mapping[str, str]) -> str:
         try:
