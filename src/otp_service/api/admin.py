@@ -35,10 +35,12 @@ from otp_service.api.schemas import problem_responses
 from otp_service.errors import InvalidRequest, ServiceError
 from otp_service.validation.address import normalize_email
 
+APP_PATTERN = r"^[a-z0-9-]{0,32}$"
+"""An application id (CONTRACT §8), or '' for the service-wide application."""
 AppParam = Annotated[
     str,
     Query(
-        pattern=r"^[a-z0-9-]{0,32}$",
+        pattern=APP_PATTERN,
         description="The application (CONTRACT §8); absent or empty: the service-wide one, as the "
         "unprefixed endpoints are. An id OTP_APPS does not configure: 404 not_found",
     ),
@@ -114,9 +116,20 @@ async def stats(
     return StatsOut.of(await service.stats(hours, app))
 
 
-@router.get("/usage", summary="Sends against the caps, send rate, bounces, complaints (24 h), workers alive")
-async def usage(service: UsageServiceDep) -> UsageOut:
-    return UsageOut.of(await service.usage())
+@router.get(
+    "/usage",
+    summary="Sends against the caps, send rate, bounces, complaints (24 h), workers alive",
+    description="With `app` (CONTRACT §8), `application` is that application's own part of the 24 h "
+    "(its sends handled and emailed, the bounces and complaints about them; `app=` alone: the "
+    "service-wide application's); the rest is shared by every application. Without it, `application` "
+    "is null.",
+    responses=problem_responses({404: ["not_found"]}),
+)
+async def usage(
+    service: UsageServiceDep,
+    app: Annotated[str | None, Query(pattern=APP_PATTERN, description="The application")] = None,
+) -> UsageOut:
+    return UsageOut.of(await service.usage(app))
 
 
 @router.get("/reputation", summary="Bounce and complaint rates per provider, and what the guard paused")
@@ -199,17 +212,27 @@ async def list_audit(
 
 
 @router.get(
-    "/deliveries", summary="An address's deliveries, newest first, with the provider events about each"
+    "/deliveries",
+    summary="An address's deliveries, newest first, with the provider events about each",
+    responses=problem_responses({404: ["not_found"]}),
 )
 async def list_deliveries(
     lookup: DeliveryLookupDep,
     email: Annotated[str, Query(max_length=320, pattern=NO_CONTROL, description="The address")],
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
+    app: Annotated[
+        str | None,
+        Query(
+            pattern=APP_PATTERN,
+            description="Only this application's deliveries (CONTRACT §8; `app=` alone: the service-wide "
+            "application's); absent: every application's. An id OTP_APPS does not configure: 404 not_found",
+        ),
+    ] = None,
 ) -> DeliveryPageOut:
     try:
         address = normalize_email(email)
     except ServiceError:
         raise InvalidRequest("email: not a valid address") from None
-    page = await lookup.list(address, limit=limit, cursor=cursor)
+    page = await lookup.list(address, limit=limit, cursor=cursor, app=app)
     return DeliveryPageOut(items=[DeliveryOut.of(view) for view in page.items], next_cursor=page.next_cursor)

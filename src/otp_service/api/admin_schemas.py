@@ -10,7 +10,7 @@ from otp_service.delivery.lookup import DeliveryView, MatchedEvent
 from otp_service.delivery.repository import DeliveryOutcome
 from otp_service.delivery.reputation import Block, ProviderHealth
 from otp_service.delivery.stats import Stats, Tally
-from otp_service.delivery.usage import Usage
+from otp_service.delivery.usage import AppUsage, Usage
 
 
 class SuppressionOut(BaseModel):
@@ -60,6 +60,26 @@ class ChannelUsage(BaseModel):
     remaining: int
 
 
+class AppUsageOut(BaseModel):
+    app: str = Field(description="The application ('': the service-wide one)")
+    accepted_24h: int = Field(
+        description="Its sends the delivery worker handled (every outcome; a send still queued is not "
+        "counted yet, a test recipient's never)"
+    )
+    sent_24h: int = Field(description="Those handed to a provider")
+    bounces_24h: int
+    complaints_24h: int
+    bounce_rate: float | None
+    complaint_rate: float | None
+
+    @classmethod
+    def of(cls, a: AppUsage) -> "AppUsageOut":
+        return cls(
+            app=a.app, accepted_24h=a.accepted_24h, sent_24h=a.sent_24h, bounces_24h=a.bounces_24h,
+            complaints_24h=a.complaints_24h, bounce_rate=a.bounce_rate, complaint_rate=a.complaint_rate,
+        )  # fmt: skip
+
+
 class UsageOut(BaseModel):
     channels: dict[str, ChannelUsage]
     send_rate: dict[str, float]
@@ -70,6 +90,9 @@ class UsageOut(BaseModel):
     complaint_rate: float | None
     workers_alive: int = Field(description="Delivery workers whose heartbeat is current")
     test_recipients: int = Field(description="Entries of OTP_TEST_RECIPIENTS (addresses or *@domain)")
+    application: AppUsageOut | None = Field(
+        description="With ?app=: that application's own part of the 24 h (CONTRACT §8); else null"
+    )
 
     @classmethod
     def of(cls, u: Usage) -> "UsageOut":
@@ -89,6 +112,7 @@ class UsageOut(BaseModel):
             complaint_rate=u.complaint_rate,
             workers_alive=u.workers_alive,
             test_recipients=u.test_recipients,
+            application=AppUsageOut.of(u.application) if u.application is not None else None,
         )
 
 
@@ -191,6 +215,7 @@ class DeliveryOut(BaseModel):
     provider_message_id: str | None
     attempts: int = Field(description="Provider calls made for the job")
     events: list[ProviderEventOut]
+    app: str = Field(description="The application that sent it (CONTRACT §8; '': the service-wide one)")
 
     @classmethod
     def of(cls, view: DeliveryView) -> "DeliveryOut":
@@ -200,7 +225,7 @@ class DeliveryOut(BaseModel):
             sent_at=iso(r.created_at) if r.outcome == DeliveryOutcome.SENT else None,
             recorded_at=r.created_at.isoformat(), provider=r.provider,
             provider_message_id=r.provider_message_id, attempts=r.attempts,
-            events=[ProviderEventOut.of(e) for e in view.events],
+            events=[ProviderEventOut.of(e) for e in view.events], app=r.app,
         )  # fmt: skip
 
 

@@ -122,12 +122,13 @@ def build_web(
             send_rate=s.send_rate,
             clock=infra.clock,
             test_recipients=len(s.test_recipients),
+            apps={"", *s.app_ids},
         ),
         reputation=infra.reputation,
         tokens=tokens,
         readiness=Readiness(engine=infra.engine, redis=infra.redis, timeout=s.dependency_timeout),
         audit=infra.audit,
-        deliveries=DeliveryLookup(sessions=sessions),
+        deliveries=DeliveryLookup(sessions=sessions, apps={"", *s.app_ids}),
         stats=DeliveryStats(
             sessions=sessions, clock=infra.clock, failures=verify_failures, apps={"", *s.app_ids}
         ),

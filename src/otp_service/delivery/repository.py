@@ -117,13 +117,30 @@ async def count_sent(
     return int(await db.scalar(query) or 0)
 
 
+async def count_app(db: AsyncSession | AsyncConnection, since: datetime, app: str) -> tuple[int, int]:
+    """Application `app`'s deliveries recorded since `since` (every outcome: the sends its worker
+    handled), and how many of them were handed to a provider."""
+    sent = func.sum(case((Delivery.outcome == DeliveryOutcome.SENT, 1), else_=0))
+    query = select(func.count(Delivery.id), sent).where(Delivery.created_at >= since, Delivery.app == app)
+    handled, emailed = (await db.execute(query)).one()
+    return int(handled or 0), int(emailed or 0)
+
+
 async def page_for(
-    db: AsyncSession | AsyncConnection, email: str, *, before_id: int | None, limit: int
+    db: AsyncSession | AsyncConnection,
+    email: str,
+    *,
+    before_id: int | None,
+    limit: int,
+    app: str | None = None,
 ) -> list[Delivery]:
-    """An address's deliveries, newest first, keyset-paginated on the id."""
+    """An address's deliveries (of every application, or of `app`), newest first, keyset-paginated
+    on the id."""
     query = select(Delivery).where(Delivery.email == email).order_by(Delivery.id.desc()).limit(limit)
     if before_id is not None:
         query = query.where(Delivery.id < before_id)
+    if app is not None:
+        query = query.where(Delivery.app == app)
     return list((await db.execute(query)).scalars().all())
 
 
@@ -198,11 +215,16 @@ async def delivery_of_job(db: AsyncSession | AsyncConnection, job_id: str) -> De
 
 
 async def traced(
-    db: AsyncSession | AsyncConnection, since: datetime, provider: str | None = None
+    db: AsyncSession | AsyncConnection,
+    since: datetime,
+    provider: str | None = None,
+    *,
+    app: str | None = None,
 ) -> list[Traced]:
-    """The bounces and complaints received since `since` (of one provider, or all), traced
-    through the delivery each answers to its address, client and subnet: the one definition of
-    the evidence that the usage report and the reputation guard share."""
+    """The bounces and complaints received since `since` (of one provider, or all; about the
+    deliveries of one application, or all), traced through the delivery each answers to its
+    address, client and subnet: the one definition of the evidence that the usage report and the
+    reputation guard share."""
     query = (
         select(
             WebhookEvent.event_type, Delivery.email, Delivery.source_client, Delivery.source_subnet,
@@ -215,6 +237,8 @@ async def traced(
     )  # fmt: skip
     if provider is not None:
         query = query.where(WebhookEvent.provider == provider)
+    if app is not None:
+        query = query.where(Delivery.app == app)
     return [Traced(*row) for row in (await db.execute(query)).all()]
 
 
