@@ -371,3 +371,51 @@ async def test_log_lines_name_the_application(
     assert [line.get("app") for line in approved] == ["shop", None]
     sent = [line for line in lines if line["event"] == "delivery.sent"]
     assert [line.get("app") for line in sent] == ["shop", None]  # the worker's lines too
+
+
+async def test_guesses_at_a_fixed_code_two_applications_share_count_once(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings]
+) -> None:
+    """An attacker cannot multiply the guesses at a test recipient's fixed code by the number of
+    applications that inherit it: OTP_MAX_ATTEMPTS per lifetime in all."""
+    reviewer = "review@fixed-code.example"
+    settings = apps_settings(
+        apps={"merchant": MERCHANT},
+        test_recipients={reviewer: "135790"},
+        max_attempts=3,
+        worker_enabled=False,
+    )
+    async with open_app(settings) as app:
+        paths = [(SEND, VERIFY), (app_path("merchant", SEND), app_path("merchant", VERIFY))]
+        for send, _ in paths:
+            assert (await app.http.post(send, json={"email": reviewer})).status_code == 202
+        answers = []
+        for guess in ("000001", "000002", "000003", "000004"):
+            for _, verify in paths:
+                res = await app.http.post(verify, json={"email": reviewer, "code": guess})
+                answers.append(res.json()["code"])
+        assert answers.count("invalid_code") == 2  # then the third wrong guess, anywhere, burns it
+        assert answers[2] == "max_attempts_reached"
+        for _, verify in paths:  # burnt for both until the next send
+            res = await app.http.post(verify, json={"email": reviewer, "code": "135790"})
+            assert res.json()["code"] == "code_expired"
+
+
+async def test_a_token_names_its_application_even_when_the_audience_is_shared(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings], provider: ProviderFake
+) -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    email = unique_email()
+    async with open_app(apps_settings(jwt_private_key=pem(key))) as app:
+        code = await code_sent(app, provider, app_path("merchant", SEND), email)
+        res = await app.http.post(app_path("merchant", VERIFY), json={"email": email, "code": code})
+        token = res.json()["token"]
+        plain = unique_email()
+        code = await code_sent(app, provider, SEND, plain)
+        plain_token = (await app.http.post(VERIFY, json={"email": plain, "code": code})).json()["token"]
+    claims = jwt.decode(token, key.public_key(), algorithms=["EdDSA"], audience="otp-service-clients")
+    assert claims["app"] == "merchant"  # merchant sets no token_audience: the claim tells it apart
+    plain_claims = jwt.decode(
+        plain_token, key.public_key(), algorithms=["EdDSA"], audience="otp-service-clients"
+    )
+    assert "app" not in plain_claims

@@ -50,8 +50,9 @@ def _tokens(s: Settings) -> TokenIssuer | None:
     if s.jwt_private_key is None:
         return None
     return TokenIssuer(
-        s.jwt_private_key.get_secret_value(), issuer=s.jwt_issuer, audience=s.jwt_audience, ttl=s.jwt_ttl
-    )
+        s.jwt_private_key.get_secret_value(), issuer=s.jwt_issuer, audience=s.jwt_audience, ttl=s.jwt_ttl,
+        app=s.app,
+    )  # fmt: skip
 
 
 def build_web(

@@ -21,13 +21,14 @@ class CodeCrypto:
     def __init__(self, secret: bytes, app: str = "") -> None:
         """`app`: the application (CONTRACT §8) whose codes and budgets these ids name. Each
         application derives keys of its own, so every id built from an address (its code, cooldown,
-        daily cap, remembered sources, Idempotency-Keys, "not me" report, test recipient guesses)
-        is the application's alone, and the Lua scripts and RedisKeys need not know applications.
-        A recipient domain's id is the service's: its budget is shared (domain_id)."""
+        daily cap, remembered sources, Idempotency-Keys, "not me" report) is the application's
+        alone, and the Lua scripts and RedisKeys need not know applications. What is shared is
+        keyed by the service's key: a recipient domain's budget (domain_id), and the guesses at a
+        test recipient's fixed code (test_entry_id)."""
         scope = f"/app/{app}" if app else ""
         self._hash_key = derive_key(secret, f"code-hash{scope}")
         self._id_key = derive_key(secret, f"address-id{scope}")
-        self._domain_key = derive_key(secret, "address-id")
+        self._service_key = derive_key(secret, "address-id")
 
     # hmac.digest is the one-shot C path: no HMAC object per call.
     def code_hash(self, email: str, code: str) -> str:
@@ -41,7 +42,14 @@ class CodeCrypto:
         return hmac.digest(self._id_key, f"source\0{mailbox}\0{subnet}".encode(), "sha256").hex()[:32]
 
     def domain_id(self, domain: str) -> str:
-        return hmac.digest(self._domain_key, f"domain\0{domain}".encode(), "sha256").hex()[:32]
+        return hmac.digest(self._service_key, f"domain\0{domain}".encode(), "sha256").hex()[:32]
+
+    def test_entry_id(self, entry: str, code: str) -> str:
+        """A test recipient entry's wrong-guess counter (CONTRACT §3): the service's, not the
+        application's, so that every application serving the same entry with the same fixed code
+        counts guesses at it together (at most OTP_MAX_ATTEMPTS a lifetime, not that many per
+        application)."""
+        return hmac.digest(self._service_key, f"test\0{entry}\0{code}".encode(), "sha256").hex()[:32]
 
     def idempotency_id(self, key: str, address: str) -> str:
         """A send's Idempotency-Key as Redis holds it: keyed, so the store never holds the key,

@@ -452,7 +452,7 @@ class OtpService:
                 source_id=self._crypto.source_id(mailbox, client.subnet),
                 remember_ms=self._s.remember_days * DAY_MS,
                 mailbox_id=address_id if mailbox == email else self._crypto.address_id(mailbox),
-                test_entry_id=self._crypto.address_id(entry[0]) if entry is not None else None,
+                test_entry_id=self._crypto.test_entry_id(*entry) if entry is not None else None,
                 test_guesses_ms=self._s.code_ttl * 1000,
             )
         )

@@ -18,8 +18,12 @@ from otp_service.keyring import b64url, load_signing_key
 
 class TokenIssuer:
     def __init__(
-        self, private_pem: str, *, issuer: str, audience: str, ttl: int, clock: Clock = system_clock
-    ) -> None:
+        self, private_pem: str, *, issuer: str, audience: str, ttl: int, clock: Clock = system_clock,
+        app: str = "",
+    ) -> None:  # fmt: skip
+        """`app`: the application (CONTRACT §8) whose verifies the tokens attest, as claim `app`
+        beside `aud` (two applications may share an audience by falling back to OTP_JWT_AUDIENCE;
+        the claim still tells them apart). '' (the service-wide one): no claim."""
         signing = load_signing_key(private_pem)
         self._key = signing.key
         self.algorithm = signing.algorithm
@@ -30,6 +34,7 @@ class TokenIssuer:
         self._audience = audience
         self._clock = clock
         self.ttl = ttl
+        self._app = app
 
     def issue(self, email: str, *, test: bool = False) -> str:
         """A token for a verified address; `test`: a test recipient's (claim `"test": true`)."""
@@ -45,6 +50,8 @@ class TokenIssuer:
         }
         if test:
             claims["test"] = True
+        if self._app:
+            claims["app"] = self._app
         return jwt.encode(claims, self._key, algorithm=self.algorithm, headers={"kid": self.kid})
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
