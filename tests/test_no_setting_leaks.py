@@ -2,16 +2,31 @@
 however malformed (CONTRACT §6). A password holding '#', '/' or '?' that is not percent-encoded
 breaks every URL parser, and each quoted the piece it choked on ("Port could not be cast to
 integer value as 'Sup3r'"): every URL-valued setting is fed such a URL through every way a user
-starts the service, and all of their output is read."""
+starts the service, and all of their output is read.
 
+Every (setting, entry point) pair runs the entry point's own function in this process (what
+`python -m otp_service` and uvicorn's `--factory` call), its printed output, exit message and
+log records read; each entry point also starts once as a real process, with every setting it
+reads malformed at once, so what only a process shows (exit status, what the interpreter and
+uvicorn print on the way out, the DEBUG log level) is read too. A process per pair spent a
+minute of the suite starting the interpreter 35 times to read the same function's answer."""
+
+import inspect
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
+import uvloop
 
-from otp_service.app import create_app
+from otp_service import cli
+from otp_service.app import create_app, create_app_from_env
+from otp_service.db import migrate
 from otp_service.settings import SettingsError
 from tests.conftest import REDIS_URL
 
@@ -81,13 +96,71 @@ STARTS = [
     if entry != "migrate" or setting_of(case) == "OTP_DATABASE_URL"
 ]  # fmt: skip
 
+IN_PROCESS: dict[str, Callable[[], object]] = {
+    # what `python -m otp_service ...` runs (__main__: raise SystemExit(main()))
+    "serve": lambda: cli.main(["serve", "--port", "0"]),
+    "worker": lambda: cli.main(["worker"]),
+    "migrate": lambda: cli.main(["migrate"]),
+    # what `uvicorn --factory otp_service.app:create_app_from_env` calls in each worker process
+    "uvicorn-factory": create_app_from_env,
+}
+
 
 @pytest.mark.parametrize(("case", "entry"), STARTS)
 def test_a_malformed_url_is_refused_at_start_naming_the_setting_and_quoting_nothing(
-    case: str, entry: str, tmp_path: Path
+    case: str, entry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    for name in [k for k in os.environ if k.startswith("OTP_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment(case).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.DEBUG)
+
+    def started(*args: Any, **kwargs: Any) -> None:
+        for arg in args:  # the worker's coroutine, never to run
+            if inspect.iscoroutine(arg):
+                arg.close()
+        raise AssertionError(f"{entry} started with a malformed {setting_of(case)}")
+
+    # What follows the settings, should they be accepted: stopped here rather than run.
+    monkeypatch.setattr(uvicorn, "run", started)
+    monkeypatch.setattr(uvloop, "run", started)
+    monkeypatch.setattr(migrate, "upgrade", started)
+    try:
+        status = IN_PROCESS[entry]()
+    except SystemExit as exc:  # the interpreter prints a message given as the code on stderr
+        status = exc.code
+    # An exit status or message, not an app (the factory's answer) nor a clean exit.
+    assert isinstance(status, int | str), f"{entry} started with a malformed {setting_of(case)}"
+    assert status != 0, f"{entry} started with a malformed {setting_of(case)}"
+    printed = capsys.readouterr()
+    output = printed.out + printed.err + str(status)
+    assert setting_of(case) in output
+    assert_quotes_nothing(output)
+    assert_quotes_nothing("".join(str(record.__dict__) for record in caplog.records))
+
+
+def all_at_once(entry: str) -> dict[str, str]:
+    """Every malformed URL `entry` reads that can be set together, the one password in each."""
+    if entry == "migrate":
+        return dict(CASES["database_url"])
+    return {
+        **CASES["database_url"], **CASES["redis_url"], **CASES["smtp_url-fallback"],
+        **CASES["resend_api_url"], **CASES["captcha_verify_url"], **CASES["events_webhook_url"],
+        **CASES["website_url"], **CASES["verify_link_template"],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_each_entry_point_as_a_process_exits_naming_every_malformed_url_and_quoting_nothing(
+    entry: str, tmp_path: Path
 ) -> None:
+    malformed = all_at_once(entry)
+    env = {k: v for k, v in environment("database_url").items() if k not in malformed} | malformed
     proc = subprocess.Popen(
-        [sys.executable, *ENTRY_POINTS[entry]], env=environment(case), cwd=tmp_path,
+        [sys.executable, *ENTRY_POINTS[entry]], env=env, cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -96,8 +169,9 @@ def test_a_malformed_url_is_refused_at_start_naming_the_setting_and_quoting_noth
         proc.terminate()
         out, err = proc.communicate(timeout=15)
     assert_quotes_nothing(out + err)
-    assert proc.returncode not in (0, -15), f"{entry} started with a malformed {setting_of(case)}"
-    assert setting_of(case) in out + err
+    assert proc.returncode not in (0, -15), f"{entry} started with malformed URLs"
+    named = {k for k, v in malformed.items() if PASSWORD in v}
+    assert {name for name in named if name not in out + err} == set()
 
 
 @pytest.mark.parametrize("case", CASES)
