@@ -17,6 +17,7 @@ from otp_service.app import create_app
 from otp_service.db.engine import create_engine
 from otp_service.db.migrate import upgrade
 from otp_service.settings import Settings
+from tests.support import ProviderFake
 
 REDIS_HOST = os.environ.get("OTP_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("OTP_TEST_REDIS_PORT", "6379"))
@@ -230,3 +231,20 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         yield f"redis://127.0.0.1:{ports[0]}/0"
     finally:
         stop(procs)
+
+
+@pytest.fixture(params=[{}, {"redis_url": None}], ids=["redis", "embedded"])
+def store(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
+    """Settings overrides for each store a test runs on: Redis and PostgreSQL (none), and the
+    embedded default with a database of its own. A test file may define its own `store`."""
+    chosen = dict(request.param)
+    if chosen:
+        chosen["database_url"] = f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}"
+    return chosen
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[ProviderFake]:
+    """Resend's API on loopback (tests/support.ProviderFake). A test file may define its own."""
+    async with ProviderFake() as fake:
+        yield fake

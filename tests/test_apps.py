@@ -6,8 +6,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -33,25 +32,10 @@ SHOP = {"brand_name": "Shop Co", "email_from": "Shop <codes@shop.example>", "cod
         "rate_limit_ttl": 120, "token_audience": "shop-backend", "support_email": "help@shop.example"}  # fmt: skip
 MERCHANT = {"brand_name": "Merchant Desk", "email_from": "Desk <codes@merchant.example>"}
 APPS = {"shop": SHOP, "merchant": MERCHANT, "admin": {"brand_name": "Admin Console"}}
-STORES = [{}, {"redis_url": None}]
 
 
 def app_path(app: str, path: str) -> str:
     return f"/api/v1/apps/{app}{path.removeprefix('/api/v1')}"
-
-
-@pytest.fixture(params=STORES, ids=["redis", "embedded"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    chosen = dict(request.param)
-    if chosen:  # the embedded store, with a database of its own
-        chosen["database_url"] = f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}"
-    return chosen
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[ProviderFake]:
-    async with ProviderFake() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -4,14 +4,14 @@ without it, or without OTP_APPS, answer as they always did. On Redis and Postgre
 embedded default."""
 
 import secrets
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from otp_service.settings import Settings
 from tests.support import ProviderFake, drain, unique_email
+from tests.test_apps import app_path
 from tests.test_delivery_lookup import resend_event
 from tests.test_resend_webhooks import SECRET
 
@@ -26,24 +26,6 @@ SHOP = {"brand_name": "Shop Co", "email_from": "Shop <codes@shop.example>", "rat
 APPS = {"shop": SHOP, "merchant": {"brand_name": "Merchant Desk"}}
 HOME = "203.0.113.7"
 """The address the tests' requests come from (conftest.open_app)."""
-
-
-def app_path(app: str, path: str) -> str:
-    return f"/api/v1/apps/{app}{path.removeprefix('/api/v1')}"
-
-
-@pytest.fixture(params=[{}, {"redis_url": None}], ids=["redis", "embedded"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    chosen = dict(request.param)
-    if chosen:  # the embedded store, with a database of its own
-        chosen["database_url"] = f"sqlite+aiosqlite:///{tmp_path / 'otp.db'}"
-    return chosen
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[ProviderFake]:
-    async with ProviderFake() as fake:
-        yield fake
 
 
 @pytest.fixture
