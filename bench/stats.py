@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from otp_service.db.engine import create_engine, create_sessionmaker
+from otp_service.db.engine import create_sessionmaker
 from otp_service.db.migrate import upgrade_engine
 from otp_service.delivery import repository
 from otp_service.delivery.stats import DeliveryStats, StatsCompaction
@@ -106,7 +107,12 @@ async def main() -> None:
     name = f"bench_stats_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(host=args.host, port=args.port, user=args.user, database="postgres")
     await admin.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(f"postgresql+asyncpg://{args.user}@{args.host}:{args.port}/{name}")
+    # The service's engine but for the statement timeout: the recount of a million rows may
+    # take longer than the service's 5 s on a busy machine.
+    engine = create_async_engine(
+        f"postgresql+asyncpg://{args.user}@{args.host}:{args.port}/{name}",
+        connect_args={"command_timeout": 120},
+    )
     sessions = create_sessionmaker(engine)
     try:
         await upgrade_engine(engine)
