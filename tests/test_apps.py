@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import text
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from otp_service.app import create_app
@@ -403,3 +404,30 @@ async def test_a_token_names_its_application_even_when_the_audience_is_shared(
         plain_token, key.public_key(), algorithms=["EdDSA"], audience="otp-service-clients"
     )
     assert "app" not in plain_claims
+
+
+async def test_a_verify_marks_its_own_applications_email_verified(
+    open_app: Callable[..., Any], apps_settings: Callable[..., Settings], provider: ProviderFake
+) -> None:
+    """The sent-to-verified time (admin stats, the histogram) is measured from the application's
+    own email, not from another application's later one to the same address."""
+    email = unique_email()
+    async with open_app(apps_settings()) as app:
+        code = await code_sent(app, provider, SEND, email)
+        await code_sent(app, provider, app_path("merchant", SEND), email)  # later, another application
+        assert (await app.http.post(VERIFY, json={"email": email, "code": code})).status_code == 200
+        async with asyncio.timeout(10):
+            while True:
+                async with app.db.connect() as db:
+                    rows = (
+                        await db.execute(
+                            text(
+                                "SELECT app, verified_at IS NOT NULL FROM deliveries WHERE email = :e ORDER BY id"
+                            ),
+                            {"e": email},
+                        )
+                    ).all()
+                if any(verified for _, verified in rows):
+                    break
+                await asyncio.sleep(0.05)
+    assert [tuple(r) for r in rows] == [("", True), ("merchant", False)]

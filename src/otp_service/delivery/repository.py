@@ -424,12 +424,14 @@ async def compact_stats(db: AsyncSession | AsyncConnection, *, keys: int) -> int
     return done
 
 
-async def mark_verified(db: AsyncSession | AsyncConnection, email: str, at: datetime) -> datetime | None:
-    """Mark the address's latest sent delivery verified (its code was just approved); when it
-    was sent, or None when no email of it is recorded (a test recipient's)."""
+async def mark_verified(
+    db: AsyncSession | AsyncConnection, email: str, at: datetime, app: str = ""
+) -> datetime | None:
+    """Mark the address's latest sent delivery of application `app` verified (its code was just
+    approved); when it was sent, or None when no email of it is recorded (a test recipient's)."""
     latest = (
         select(Delivery.id)
-        .where(Delivery.email == email, Delivery.outcome == DeliveryOutcome.SENT)
+        .where(Delivery.email == email, Delivery.outcome == DeliveryOutcome.SENT, Delivery.app == app)
         .order_by(Delivery.id.desc())
         .limit(1)
         .scalar_subquery()

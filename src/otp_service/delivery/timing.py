@@ -30,16 +30,17 @@ class SentToVerified:
         self._timeout = timeout
         self._pending: set[asyncio.Task[None]] = set()  # held, so no task is collected mid-way
 
-    def verified(self, email: str) -> None:
-        """Observe the time from the address's latest email to now, in the background."""
-        task = asyncio.create_task(self.observe(email, datetime.now(UTC)))
+    def verified(self, email: str, app: str = "") -> None:
+        """Observe the time from the address's latest email (of application `app`) to now, in
+        the background."""
+        task = asyncio.create_task(self.observe(email, datetime.now(UTC), app))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def observe(self, email: str, at: datetime) -> None:
+    async def observe(self, email: str, at: datetime, app: str = "") -> None:
         try:
             async with asyncio.timeout(self._timeout), session_scope(self._sessions) as session:
-                sent = await deliveries.mark_verified(session, email, at)
+                sent = await deliveries.mark_verified(session, email, at, app)
         except FAILURES as exc:  # (TimeoutError among them) a metric is not worth an error
             log.warning("delivery.sent_time_unavailable", extra={"error": type(exc).__name__})
             return

@@ -127,7 +127,7 @@ class VerifiedObserver(Protocol):
     """Told of each approved verify, never awaited (delivery/timing.py: the time from the email
     to the sign-in); a protocol, so that otp needs nothing of delivery but the jobs' format."""
 
-    def verified(self, email: str) -> None: ...
+    def verified(self, email: str, app: str = "") -> None: ...
 
 
 class VerifyFailureObserver(Protocol):
@@ -464,7 +464,7 @@ class OtpService:
                 else:
                     log.info("otp.verify_approved", extra={"email": mask_email(email)})
                     if self._sent_to_verified is not None:  # in the background, never awaited
-                        self._sent_to_verified.verified(email)
+                        self._sent_to_verified.verified(email, self._s.app)
                 self._verifies.inc()
                 if self._events is not None:  # CONTRACT §7: one XADD, never waits on the receiver
                     event = verified_event(email, decision.send_id)
