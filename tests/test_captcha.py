@@ -62,7 +62,8 @@ class Siteverify:
 @pytest.fixture
 def siteverify() -> Iterator[Siteverify]:
     fake = Siteverify()
-    thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever's next poll: 0.5 s by default, at each test's end.
+    thread = threading.Thread(target=fake.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield fake
