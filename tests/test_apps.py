@@ -31,7 +31,8 @@ WIDE = {"otp_send": "1000/minute", "otp_send_subnet": "1000/minute", "otp_verify
         "otp_verify_subnet": "1000/minute"}  # fmt: skip
 SHOP = {"brand_name": "Shop Co", "email_from": "Shop <codes@shop.example>", "code_length": 8,
         "rate_limit_ttl": 120, "token_audience": "shop-backend", "support_email": "help@shop.example"}  # fmt: skip
-MERCHANT = {"brand_name": "Merchant Desk", "email_from": "Desk <codes@merchant.example>"}
+MERCHANT = {"brand_name": "Merchant Desk", "email_from": "Desk <codes@merchant.example>", "default_locale": "en",
+            "verify_link_template": "https://desk.merchant.example/verify#e={email}&c={code}"}  # fmt: skip
 APPS = {"shop": SHOP, "merchant": MERCHANT, "admin": {"brand_name": "Admin Console"}}
 
 
@@ -140,6 +141,10 @@ async def test_each_applications_email_has_its_own_brand_and_sender(
     assert "Shop Co" in to_shop.text
     assert "help@shop.example" in to_shop.text
     assert "Merchant Desk" in to_merchant.text
+    assert "您的验证码" not in to_merchant.text  # its own default language, English only
+    assert "您的验证码" in to_plain.text  # the service's, bilingual
+    assert "https://desk.merchant.example/verify#e=" in to_merchant.text  # its own link
+    assert "desk.merchant.example" not in to_plain.text
     assert "Shop Co" not in to_merchant.text
     assert "Parent Group" in to_plain.text
     assert "Shop Co" not in to_plain.text
