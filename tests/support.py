@@ -6,12 +6,13 @@ import json
 import random
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hiredis
+import pytest
 from aiohttp import web
 
 from otp_service.delivery.queue import RedisJobQueue
@@ -343,3 +344,45 @@ class DelayedLink(Proxy):
         for w in self._conns:
             w.transport.abort()  # not close(): nothing held is flushed
         await super().cut()
+
+
+def only_otp_settings(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]) -> None:
+    """This process's environment with `settings` as its only OTP_ variables, as a child given
+    clean_env(**settings) would see it."""
+    import os
+
+    for name in [k for k in os.environ if k.startswith("OTP_")]:
+        monkeypatch.delenv(name)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+
+
+def exit_status_in_process(entry_point: Callable[[], object], monkeypatch: pytest.MonkeyPatch) -> object:
+    """Runs an entry point of the service in this process (otp_service.cli.main with its arguments,
+    what `python -m otp_service` runs; or app.create_app_from_env, what uvicorn's --factory
+    calls) and returns what the process would exit with: main's return, or the code of the
+    SystemExit it raised (a message, which the interpreter prints on stderr, exits 1).
+
+    For the tests of a refusal at start-up, whose claim is what the entry point decides and
+    prints: should it not refuse, it stops at the server, the worker's loop or the migration
+    (an AssertionError) instead of running one inside the tests."""
+    import inspect
+
+    import uvicorn
+    import uvloop
+
+    from otp_service.db import migrate
+
+    def started(*args: Any, **kwargs: Any) -> None:
+        for arg in args:  # the worker's coroutine, never to run
+            if inspect.iscoroutine(arg):
+                arg.close()
+        raise AssertionError("the entry point started instead of refusing")
+
+    monkeypatch.setattr(uvicorn, "run", started)
+    monkeypatch.setattr(uvloop, "run", started)
+    monkeypatch.setattr(migrate, "upgrade", started)
+    try:
+        return entry_point()
+    except SystemExit as exc:
+        return exc.code

@@ -11,24 +11,20 @@ reads malformed at once, so what only a process shows (exit status, what the int
 uvicorn print on the way out, the DEBUG log level) is read too. A process per pair spent a
 minute of the suite starting the interpreter 35 times to read the same function's answer."""
 
-import inspect
 import logging
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
-import uvloop
 
 from otp_service import cli
 from otp_service.app import create_app, create_app_from_env
-from otp_service.db import migrate
 from otp_service.settings import SettingsError
 from tests.conftest import REDIS_URL
+from tests.support import exit_status_in_process, only_otp_settings
 
 PASSWORD = "Sup3r#s/cr?t"
 PIECES = ("Sup3r", "s/cr?t")
@@ -111,28 +107,12 @@ def test_a_malformed_url_is_refused_at_start_naming_the_setting_and_quoting_noth
     case: str, entry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    for name in [k for k in os.environ if k.startswith("OTP_")]:
-        monkeypatch.delenv(name)
-    for name, value in environment(case).items():
-        monkeypatch.setenv(name, value)
+    only_otp_settings(monkeypatch, {k: v for k, v in environment(case).items() if k.startswith("OTP_")})
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.DEBUG)
-
-    def started(*args: Any, **kwargs: Any) -> None:
-        for arg in args:  # the worker's coroutine, never to run
-            if inspect.iscoroutine(arg):
-                arg.close()
-        raise AssertionError(f"{entry} started with a malformed {setting_of(case)}")
-
-    # What follows the settings, should they be accepted: stopped here rather than run.
-    monkeypatch.setattr(uvicorn, "run", started)
-    monkeypatch.setattr(uvloop, "run", started)
-    monkeypatch.setattr(migrate, "upgrade", started)
-    try:
-        status = IN_PROCESS[entry]()
-    except SystemExit as exc:  # the interpreter prints a message given as the code on stderr
-        status = exc.code
-    # An exit status or message, not an app (the factory's answer) nor a clean exit.
+    status = exit_status_in_process(IN_PROCESS[entry], monkeypatch)
+    # An exit status or message (which the interpreter prints on stderr), not an app (the
+    # factory's answer) nor a clean exit.
     assert isinstance(status, int | str), f"{entry} started with a malformed {setting_of(case)}"
     assert status != 0, f"{entry} started with a malformed {setting_of(case)}"
     printed = capsys.readouterr()
