@@ -4,29 +4,51 @@ changes), the real template's sample email, and well-formed HTML with no remote 
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from otp_service import cli
 from otp_service.validation.address import AddressValidator
-from tests.support import clean_env
+from tests.support import clean_env, exit_status_in_process, only_otp_settings
 
 VOID = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "area", "base", "source"}
 
-
-def trust_page(tmp_path: Path, *args: str, **settings: str) -> str:
-    run = subprocess.run(
-        [sys.executable, "-m", "otp_service", "trust-page", *args],
-        env=clean_env(**settings), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    return run.stdout
+Page = Callable[..., str]
 
 
-def test_the_page_carries_the_configured_values(tmp_path: Path) -> None:
+@pytest.fixture
+def trust_page(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Page:
+    """What `otp-service trust-page ARGS` prints with `settings` as its only OTP_ variables: the
+    command's own function (cli.main, what `python -m otp_service` runs), in this process.
+    test_the_command_prints_as_a_process_what_it_renders_in_process starts it as a process."""
+
+    def run(*args: str, **settings: str) -> str:
+        only_otp_settings(monkeypatch, settings)
+        monkeypatch.chdir(tmp_path)
+        status = cli.main(["trust-page", *args])
+        printed = capsys.readouterr()
+        assert status == 0, printed.err
+        return printed.out
+
+    return run
+
+
+def test_the_command_prints_as_a_process_what_it_renders_in_process(tmp_path: Path, trust_page: Page) -> None:
+    settings = {"OTP_BRAND_NAME": "Acme", "OTP_RATE_LIMIT_TTL": "50", "OTP_DEFAULT_LOCALE": "en"}
+    for args in ([], ["--format", "html"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "otp_service", "trust-page", *args],
+            env=clean_env(**settings), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert (run.returncode, run.stderr) == (0, "")
+        assert run.stdout == trust_page(*args, **settings)
+
+
+def test_the_page_carries_the_configured_values(trust_page: Page) -> None:
     page = trust_page(
-        tmp_path,
         OTP_BRAND_NAME="Acme", OTP_RATE_LIMIT_TTL="50", OTP_PER_ACCOUNT_DAILY_LIMIT="7", OTP_CODE_TTL="90",
         OTP_MAX_ATTEMPTS="4", OTP_CODE_LENGTH="8",
         OTP_THROTTLE_RATES='{"otp_send": "5/minute", "otp_send_subnet": "40/hour"}',
@@ -66,21 +88,21 @@ def test_the_page_carries_the_configured_values(tmp_path: Path) -> None:
     assert size == AddressValidator().disposable_count + 2
 
 
-def test_changing_a_setting_changes_the_page(tmp_path: Path) -> None:
-    before = trust_page(tmp_path)
+def test_changing_a_setting_changes_the_page(trust_page: Page) -> None:
+    before = trust_page()
     assert "| Per-address cooldown | 60 seconds between codes to one address |" in before
     assert "| Deliverability check | off |" in before
     assert "| Captcha | off |" in before
     assert "a new send replaces the live code (rotate)" in before
-    after = trust_page(tmp_path, OTP_RATE_LIMIT_TTL="45", OTP_CHECK_DELIVERABILITY="true")
+    after = trust_page(OTP_RATE_LIMIT_TTL="45", OTP_CHECK_DELIVERABILITY="true")
     assert "| Per-address cooldown | 45 seconds between codes to one address |" in after
     assert "| Deliverability check | on:" in after
     changed = set(after.splitlines()) - set(before.splitlines())
     assert len(changed) == 2
 
 
-def test_the_sample_email_is_in_the_default_locale(tmp_path: Path) -> None:
-    page = trust_page(tmp_path, OTP_DEFAULT_LOCALE="zh-CN", OTP_BRAND_NAME="Acme")
+def test_the_sample_email_is_in_the_default_locale(trust_page: Page) -> None:
+    page = trust_page(OTP_DEFAULT_LOCALE="zh-CN", OTP_BRAND_NAME="Acme")
     assert "Subject: Acme 验证码" in page
     assert "您的验证码是：123456" in page
     assert "Your verification code is" not in page
@@ -116,8 +138,8 @@ class Checker(HTMLParser):
             self.loads.append("style url()/@import")
 
 
-def test_the_html_is_well_formed_and_loads_nothing(tmp_path: Path) -> None:
-    page = trust_page(tmp_path, "--format", "html", OTP_BRAND_NAME="<script>alert(1)</script> & Co",
+def test_the_html_is_well_formed_and_loads_nothing(trust_page: Page) -> None:
+    page = trust_page("--format", "html", OTP_BRAND_NAME="<script>alert(1)</script> & Co",
                       OTP_RATE_LIMIT_TTL="50")  # fmt: skip
     assert page.startswith("<!DOCTYPE html>")
     checker = Checker()
@@ -131,16 +153,17 @@ def test_the_html_is_well_formed_and_loads_nothing(tmp_path: Path) -> None:
     assert "Your verification code is: 123456" in page
 
 
-def test_an_unknown_format_is_refused(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "otp_service", "trust-page", "--format", "pdf"],
-                         env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-    assert run.returncode == 2
-    assert "invalid choice" in run.stderr
+def test_an_unknown_format_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    only_otp_settings(monkeypatch, {})
+    assert exit_status_in_process(lambda: cli.main(["trust-page", "--format", "pdf"]), monkeypatch) == 2
+    assert "invalid choice" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fmt", ["markdown", "html"])
-def test_no_placeholder_or_template_syntax_is_left(tmp_path: Path, fmt: str) -> None:
-    page = trust_page(tmp_path, "--format", fmt)
+def test_no_placeholder_or_template_syntax_is_left(trust_page: Page, fmt: str) -> None:
+    page = trust_page("--format", fmt)
     for leftover in ("{{", "}}", "{%", "%}", "None", "TODO"):
         assert leftover not in page, leftover
 
@@ -154,8 +177,8 @@ SHOP = {
 APPS = json.dumps({"shop": SHOP, "desk": {"brand_name": "Merchant Desk"}})
 
 
-def test_an_applications_page_is_rendered_from_its_own_settings(tmp_path: Path) -> None:
-    page = trust_page(tmp_path, "--app", "shop", OTP_APPS=APPS, OTP_SEND_RATE="9")
+def test_an_applications_page_is_rendered_from_its_own_settings(trust_page: Page) -> None:
+    page = trust_page("--app", "shop", OTP_APPS=APPS, OTP_SEND_RATE="9")
     for expected in (
         "# Shop Co: Trust & email sending practices",
         "_Generated by `otp-service trust-page --app shop`",
@@ -175,9 +198,9 @@ def test_an_applications_page_is_rendered_from_its_own_settings(tmp_path: Path) 
     assert "您的验证码是" not in page  # the sample email in its own default locale, en
 
 
-def test_an_application_without_overrides_has_the_service_wide_figures(tmp_path: Path) -> None:
-    wide = trust_page(tmp_path, OTP_BRAND_NAME="Acme")
-    desk = trust_page(tmp_path, "--app", "desk", OTP_APPS=APPS, OTP_BRAND_NAME="Acme")
+def test_an_application_without_overrides_has_the_service_wide_figures(trust_page: Page) -> None:
+    wide = trust_page(OTP_BRAND_NAME="Acme")
+    desk = trust_page("--app", "desk", OTP_APPS=APPS, OTP_BRAND_NAME="Acme")
     # Only its brand and the paragraph naming it differ: every figure is the service-wide one.
     intro = desk.split("\n\n")[2]
     assert intro.startswith("This page is application `desk`'s")
@@ -186,15 +209,16 @@ def test_an_application_without_overrides_has_the_service_wide_figures(tmp_path:
     )
 
 
-def test_without_app_the_page_is_the_service_wide_one_as_before(tmp_path: Path) -> None:
-    assert trust_page(tmp_path, OTP_APPS=APPS) == trust_page(tmp_path)
+def test_without_app_the_page_is_the_service_wide_one_as_before(trust_page: Page) -> None:
+    assert trust_page(OTP_APPS=APPS) == trust_page()
 
 
-def test_an_unknown_application_is_refused_naming_the_configured_ones(tmp_path: Path) -> None:
-    for env, configured in ((APPS, "shop, desk"), ("{}", "none (OTP_APPS is empty)")):
-        run = subprocess.run(
-            [sys.executable, "-m", "otp_service", "trust-page", "--app", "nope"],
-            env=clean_env(OTP_APPS=env), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert (run.returncode, run.stdout) == (2, "")
-        assert run.stderr == f"otp-service: --app 'nope': no such application; configured: {configured}\n"
+@pytest.mark.parametrize(("apps", "configured"), [(APPS, "shop, desk"), ("{}", "none (OTP_APPS is empty)")])
+def test_an_unknown_application_is_refused_naming_the_configured_ones(
+    apps: str, configured: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    only_otp_settings(monkeypatch, {"OTP_APPS": apps})
+    assert exit_status_in_process(lambda: cli.main(["trust-page", "--app", "nope"]), monkeypatch) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err == f"otp-service: --app 'nope': no such application; configured: {configured}\n"
