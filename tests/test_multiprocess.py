@@ -8,8 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
-from tests.support import ServiceProcess, console_emails, service_env, unique_email
+from otp_service.delivery.queue import GROUP
+from otp_service.redisio import RedisKeys
+from tests.support import ServiceProcess, console_emails, redis_queue, service_env, unique_email
 
 SEND = "/api/v1/auth/otp/send"
 
@@ -38,18 +41,15 @@ def _emails(services: list[ServiceProcess]) -> list[str]:
     return [e.to for s in services for e in console_emails(s.out.read_text())]
 
 
-async def _wait_for_emails(services: list[ServiceProcess], count: int, timeout: float = 15) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        emails = _emails(services)
-        if len(emails) >= count:
-            await asyncio.sleep(0.5)  # anything beyond `count` would be a duplicate
-            return _emails(services)
-        await asyncio.sleep(0.1)
-    return _emails(services)
+async def drained(key_prefix: str, timeout: float = 30) -> None:
+    """Until the delivery queue of `key_prefix` holds nothing, read or not: no job is left that
+    any worker could send (again)."""
+    async with redis_queue(key_prefix) as queue, asyncio.timeout(timeout):
+        while (stats := await queue.stats()).waiting or stats.pending:
+            await asyncio.sleep(0.05)
 
 
-async def test_limits_hold_across_two_processes(two_services: list[ServiceProcess]) -> None:
+async def test_limits_hold_across_two_processes(two_services: list[ServiceProcess], key_prefix: str) -> None:
     # 200 requests in flight, 50 connections, no keep-alive: the requests still race across both
     # processes, without 200 sockets at once (a fresh clone under load saw connection resets).
     limits = httpx.Limits(max_connections=50, max_keepalive_connections=0)
@@ -70,8 +70,8 @@ async def test_limits_hold_across_two_processes(two_services: list[ServiceProces
     assert statuses.count(202) == 26
     assert {r.json()["code"] for r in results if r.status_code == 503} == {"global_limit"}
     accepted = {one} | {e for e, r in zip(distinct, results, strict=True) if r.status_code == 202}
-    emails = await _wait_for_emails(two_services, 27)
-    assert sorted(emails) == sorted(accepted)
+    await drained(key_prefix)
+    assert sorted(_emails(two_services)) == sorted(accepted)
 
 
 def _sent_times(services: list[ServiceProcess]) -> list[float]:
@@ -126,7 +126,7 @@ async def test_send_rate_holds_across_two_processes(
 
 
 async def test_sigkilled_process_jobs_are_reclaimed_and_sent_exactly_once(
-    database_url: str, key_prefix: str, tmp_path: Path
+    database_url: str, key_prefix: str, tmp_path: Path, redis: Redis
 ) -> None:
     env = service_env(
         database_url, key_prefix, OTP_SEND_RATE="2", OTP_JOB_VISIBILITY_TIMEOUT="1",
@@ -140,13 +140,16 @@ async def test_sigkilled_process_jobs_are_reclaimed_and_sent_exactly_once(
         async with httpx.AsyncClient(timeout=10) as http:
             for e in emails:
                 assert (await http.post(victim.url + SEND, json={"email": e})).status_code == 202
-        await asyncio.sleep(1.0)  # both workers now hold jobs waiting for send-rate tokens
+        async with asyncio.timeout(30):  # both workers hold jobs, waiting for send-rate tokens
+            while (
+                sum(c["pending"] > 0 for c in await redis.xinfo_consumers(RedisKeys(key_prefix).jobs, GROUP))
+                < 2
+            ):
+                await asyncio.sleep(0.05)
         victim.proc.kill()  # SIGKILL: no shutdown, its jobs stay pending in the group
         victim.proc.wait()
-        deadline = time.monotonic() + 30
-        while len(_emails([victim, survivor])) < len(emails) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1.5)  # more reclaim rounds: nothing may be sent twice
+        # Every job sent and acknowledged, none left pending: nothing can be sent twice from here.
+        await drained(key_prefix)
     finally:
         victim.stop()
         survivor.stop()
