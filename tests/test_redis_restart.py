@@ -62,7 +62,10 @@ async def test_with_aof_always_every_accepted_send_survives_a_kill(
                     while set(sent) < set(accepted):
                         await asyncio.sleep(0.1)
                         sent.update(e.to for e in console_emails(capsys.readouterr().out))
-                await asyncio.sleep(1.0)  # a second delivery would show by now
+                # Every job acknowledged, none pending: none is left that could be delivered again.
+                async with asyncio.timeout(60):
+                    while (stats := await infra.stores.queue.stats()).waiting or stats.pending:
+                        await asyncio.sleep(0.05)
                 sent.update(e.to for e in console_emails(capsys.readouterr().out))
     # Every send answered 202 is delivered. A send whose answer the kill cut off (a 503 to the
     # client) may have been written all the same, and is delivered too: never twice.
