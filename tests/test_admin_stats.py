@@ -443,3 +443,31 @@ async def test_a_wrong_code_that_was_the_replaced_code_is_told_apart(env: Env) -
     await env.advance(500)
     assert (await env.store.verify(verify_req("addr-3"))).superseded is False  # it would have expired
     assert (await env.store.verify(verify_req("addr-3", code_hash="c" * 64))).status is VerifyStatus.APPROVED
+
+
+async def test_a_flood_of_failed_verifies_looks_up_a_bounded_number_of_addresses(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong-code flood over many addresses must not become as many database look-ups: past
+    LOOKUP_LIMIT addresses a pass, failures still count, by reason and domain, as provider 'none';
+    the addresses with the most failures are the ones attributed."""
+    monkeypatch.setattr("otp_service.delivery.verify_failures.LOOKUP_LIMIT", 2)
+    app, now = app_id(), datetime.now(UTC)
+    domain = f"{app}.example"
+    async with engine.begin() as conn:
+        await conn.execute(insert(Delivery), [
+            {"job_id": f"{secrets.token_hex(6)}-0", "email": f"u{n}@{domain}", "outcome": "sent", "provider": "ses",
+             "created_at": now, "app": app, "queued_at": now}
+            for n in range(5)
+        ])  # fmt: skip
+    failures = VerifyFailures(sessions=create_sessionmaker(engine))
+    for n in range(5):
+        for _ in range(5 - n):  # u0 fails most, then u1, ...
+            failures.failed(f"u{n}@{domain}", VerifyFailure.WRONG_CODE, app)
+    assert await failures.flush() == 15
+    async with engine.connect() as conn:
+        v = VerifyFailureCount
+        rows = (
+            await conn.execute(select(v.provider, v.count).where(v.app == app).order_by(v.provider))
+        ).all()
+    assert [tuple(r) for r in rows] == [("none", 6), ("ses", 9)]  # u0 (5) and u1 (4) attributed
