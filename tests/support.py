@@ -6,8 +6,10 @@ import json
 import random
 import re
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -386,3 +388,40 @@ def exit_status_in_process(entry_point: Callable[[], object], monkeypatch: pytes
         return entry_point()
     except SystemExit as exc:
         return exc.code
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A loopback test server's request handler: `answer` writes a whole response; nothing is logged."""
+
+    def answer(self, status: int, payload: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class ThreadedServer:
+    """An HTTP server on loopback in a thread of its own, so that it answers a service running in
+    another process whatever the test is doing (blocking waits included)."""
+
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

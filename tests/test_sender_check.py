@@ -3,9 +3,7 @@
 the DKIM tokens) and Resend through a local HTTP fake; timeouts and NXDOMAIN are failed checks."""
 
 import contextlib
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -25,7 +23,7 @@ from otp_service.sender.dns import DnsReader
 from otp_service.sender.doctor import Report, check_sender
 from otp_service.sender.periodic import RETRY_FAILED, RUN_EVERY, SenderCheck
 from otp_service.validation.deliverability import make_resolver
-from tests.support import FakeClock, free_port
+from tests.support import FakeClock, QuietHandler, ThreadedServer, free_port
 from tests.test_delivery import moto_url  # noqa: F401  (the session's moto_server)
 
 TOKENS = [  # the DKIM tokens moto's SES v1 API gives every domain
@@ -119,7 +117,7 @@ async def ses(moto_url: str) -> Any:  # noqa: F811
         yield SesProvider(client, configuration_set=None)
 
 
-class ResendFake(http.server.BaseHTTPRequestHandler):
+class ResendFake(QuietHandler):
     """GET /domains and GET /domains/{id}, as https://resend.com/docs/api-reference/domains."""
 
     DOMAINS: ClassVar[dict[str, tuple[str, str]]] = {
@@ -143,27 +141,17 @@ class ResendFake(http.server.BaseHTTPRequestHandler):
         self._answer(200, {"object": "domain", "id": "x", "name": name, "status": status, "records": records})
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.answer(status, json.dumps(body).encode())
 
 
 @pytest.fixture(scope="module")
 def resend_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ResendFake)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = ThreadedServer()
+    server.serve(ResendFake)
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server.url
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,16 @@ from otp_service.otp.store import RedisCodeStore, SendStatus
 from otp_service.redisio import EmbeddedRedis, RedisKeys, open_redis
 from otp_service.sends import DeliveryStatus
 from tests.conftest import REDIS_URL
-from tests.support import FakeClock, ServiceProcess, clean_env, free_port, service_env, unique_email
+from tests.support import (
+    FakeClock,
+    QuietHandler,
+    ServiceProcess,
+    ThreadedServer,
+    clean_env,
+    free_port,
+    service_env,
+    unique_email,
+)
 from tests.test_resend_webhooks import SECRET, event, signed
 from tests.test_store_contract import send_req
 
@@ -88,7 +96,7 @@ class ReceivedSpan:
 
 
 @dataclass
-class OtlpReceiver:
+class OtlpReceiver(ThreadedServer):
     """POST /v1/traces on a real HTTP server on loopback (a thread of its own, so it answers
     whatever the test is doing): each body decoded as the collector would, every span kept, and
     every raw body kept too for the checks that nothing secret was sent at all."""
@@ -96,12 +104,6 @@ class OtlpReceiver:
     spans: list[ReceivedSpan] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def _receive(self, body: bytes) -> None:
         request = ExportTraceServiceRequest.FromString(body)
@@ -124,30 +126,16 @@ class OtlpReceiver:
     def start(self) -> None:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 assert self.path == "/v1/traces", self.path
                 receiver._receive(body)
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                self.answer(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self.serve(Handler)
 
     def wait_for(self, wanted: Callable[[ReceivedSpan], bool], timeout: float = 15) -> ReceivedSpan:
         deadline = time.monotonic() + timeout
@@ -173,28 +161,17 @@ class Email:
 
 
 @dataclass
-class ResendFake:
+class ResendFake(ThreadedServer):
     """Resend's POST /emails on loopback (a thread of its own): every email taken is kept."""
 
     emails: list[Email] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> None:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _answer(self, status: int, body: dict[str, Any]) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.answer(status, json.dumps(body).encode())
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -211,16 +188,7 @@ class ResendFake:
             def do_GET(self) -> None:  # the sender check's GET /domains: nothing to say
                 self._answer(404, {"name": "not_found", "message": "no such route"})
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self.serve(Handler)
 
     def email_to(self, address: str, timeout: float = 15) -> Email:
         deadline = time.monotonic() + timeout
