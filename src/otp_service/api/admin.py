@@ -33,10 +33,11 @@ from otp_service.api.deps import (
 )
 from otp_service.api.schemas import problem_responses
 from otp_service.errors import InvalidRequest, ServiceError
+from otp_service.settings import APP_ID
 from otp_service.validation.address import normalize_email
 
-APP_PATTERN = r"^[a-z0-9-]{0,32}$"
-"""An application id (CONTRACT §8), or '' for the service-wide application."""
+APP_PATTERN = f"^(?:{APP_ID.pattern})?$"
+"""An application id (CONTRACT §8, settings.APP_ID), or '' for the service-wide application."""
 AppParam = Annotated[
     str,
     Query(
